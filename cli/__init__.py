@@ -1,0 +1,1 @@
+"""The `edgetally` command: the composition root, the one place that imports every side."""

@@ -1,0 +1,3 @@
+from edgetally.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Hardware adapters behind small protocols, each with a simulator usable in tests."""

@@ -1,0 +1,1 @@
+"""Everything that runs on the device: sources, gates, backends, tracking, analytics."""

@@ -1,0 +1,101 @@
+"""Value types that flow through the device pipeline.
+
+Frozen, slotted dataclasses; boxes are numpy arrays in pixel xyxy, filtered by boolean masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, NewType
+
+import numpy as np
+import numpy.typing as npt
+
+TrackId = NewType("TrackId", int)
+LineId = NewType("LineId", str)
+ZoneId = NewType("ZoneId", str)
+Direction = Literal["in", "out"]
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int32]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded image (BGR, HxWx3 uint8) with its position in the source."""
+
+    image: npt.NDArray[np.uint8]
+    index: int
+    timestamp: datetime  # UTC-aware
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        h, w = self.image.shape[:2]
+        return int(w), int(h)
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """N boxes in pixel xyxy with scores and class ids; filter with a boolean mask."""
+
+    xyxy: FloatArray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    score: FloatArray = field(default_factory=lambda: np.zeros((0,), np.float32))
+    class_id: IntArray = field(default_factory=lambda: np.zeros((0,), np.int32))
+
+    def __post_init__(self) -> None:
+        n = self.xyxy.shape[0]
+        if self.xyxy.shape != (n, 4) or self.score.shape != (n,) or self.class_id.shape != (n,):
+            raise ValueError(
+                f"inconsistent detections: xyxy {self.xyxy.shape}, score {self.score.shape}, "
+                f"class_id {self.class_id.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.xyxy.shape[0])
+
+    def __getitem__(self, mask: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> Detections:
+        return Detections(self.xyxy[mask], self.score[mask], self.class_id[mask])
+
+    @staticmethod
+    def empty() -> Detections:
+        return Detections()
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """A confirmed track on the current frame."""
+
+    track_id: TrackId
+    xyxy: tuple[float, float, float, float]
+    score: float
+
+    @property
+    def foot(self) -> tuple[float, float]:
+        """Bottom-centre of the box: the point counted against lines and zones."""
+        x1, _, x2, y2 = self.xyxy
+        return (x1 + x2) / 2.0, y2
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A track crossed a counting line."""
+
+    line_id: LineId
+    direction: Direction
+    track_id: TrackId
+    timestamp: datetime
+    frame_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    """What the pipeline learned from one frame: the input to analytics and aggregation."""
+
+    frame_index: int
+    timestamp: datetime
+    tracks: tuple[Track, ...]
+    crossings: tuple[Crossing, ...]
+    occupancy: dict[ZoneId, int]
+    inferred: bool  # False when the motion gate skipped inference on this frame
