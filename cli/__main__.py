@@ -1,3 +1,3 @@
-from edgetally.cli.main import main
+from edgetally.main import main
 
 main()

@@ -1,6 +1,6 @@
 """Entry point of the `edgetally` command.
 
-Each file named in COMMAND_MODULES adds its commands through ``register(app)``. Heavy
+Each module of edgetally.commands adds its commands through ``register(app)``. Heavy
 imports (inference runtimes, databases, brokers) happen inside the commands, so
 ``edgetally --help`` stays fast.
 """
@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import pkgutil
 import sys
 
 import typer
-
+from edgetally import commands
 from edgetally.models.errors import EdgetallyError
 
-COMMAND_MODULES: tuple[str, ...] = (
-    "edgetally.cli.count",
-)
 
 app = typer.Typer(
     name="edgetally",
@@ -40,8 +38,9 @@ def _root(
 
 
 def build_app() -> typer.Typer:
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(app)
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(app)
     return app
 
 

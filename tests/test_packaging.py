@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-FOLDERS = ("cli", "models", "runtime", "quantize", "firmware_bridge", "fleet")
+FOLDERS = ("models", "runtime", "quantize", "firmware_bridge", "fleet")
 
 
 def test_every_package_folder_is_listed_in_pyproject() -> None:
@@ -17,6 +17,9 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
         "edgetally." + ".".join(init.parent.relative_to(REPO).parts)
         for folder in FOLDERS
         for init in (REPO / folder).rglob("__init__.py")
+    } | {
+        "edgetally" + "".join("." + p for p in init.parent.relative_to(REPO / "cli").parts)
+        for init in (REPO / "cli").rglob("__init__.py")
     }
     assert on_disk - listed == set(), "add these packages to pyproject.toml"
 

@@ -1,0 +1,1 @@
+"""Subcommands of `edgetally`, one file per topic; each exposes ``register(app)``."""
