@@ -90,6 +90,16 @@ class Crossing:
 
 
 @dataclass(frozen=True, slots=True)
+class Dwell:
+    """A track left a zone (or was lost) after spending ``seconds`` in it."""
+
+    zone_id: ZoneId
+    track_id: TrackId
+    seconds: float
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class FrameResult:
     """What the pipeline learned from one frame: the input to analytics and aggregation."""
 
@@ -97,5 +107,6 @@ class FrameResult:
     timestamp: datetime
     tracks: tuple[Track, ...]
     crossings: tuple[Crossing, ...]
-    occupancy: dict[ZoneId, int]
+    occupancy: dict[ZoneId, int]  # people in each zone on this frame
+    dwells: tuple[Dwell, ...]  # visits that ended on this frame
     inferred: bool  # False when the motion gate skipped inference on this frame
