@@ -1,0 +1,247 @@
+"""The wire schema: every message between a device and the fleet, versioned.
+
+Four messages travel over MQTT (topics in :mod:`edgetally.models.topics`):
+
+- :class:`Aggregate` (``.../agg``): one time bucket of one line or zone of one source;
+- :class:`DeviceStatus` (``.../status``): online/offline, model, backend, fps, uptime, errors;
+- :class:`PowerReading` (``.../power``): energy of one bucket from one power meter;
+- :class:`Command` (``.../cmd``): fleet to device.
+
+No field can carry pixels or audio: there are no bytes fields, every string is short and
+pattern-bound, every dict is small and maps short names to counts. Unknown fields are an
+error (``extra="forbid"``), types are strict (``"5"`` is not a number), times are UTC-aware.
+
+Use :func:`parse` on what arrives (topic + payload bytes -> message, or :class:`WireError`
+with a one-line reason) and :func:`to_json` / :func:`from_json` to (de)serialize.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal, NewType, TypeVar
+
+from edgetally.models.errors import WireError
+from edgetally.models.topics import (
+    ID_PATTERN,
+    TOPIC_VERSION,
+    DeviceId,
+    SiteId,
+    TopicKind,
+    parse_topic,
+)
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+SCHEMA_VERSION: Final = 1
+if f"v{SCHEMA_VERSION}" != TOPIC_VERSION:  # pragma: no cover - a guard for whoever bumps one
+    raise RuntimeError("topics.TOPIC_VERSION and wire.SCHEMA_VERSION disagree")
+
+MAX_PAYLOAD_BYTES: Final = 8 * 1024
+MAX_EVENT_KINDS: Final = 32
+MAX_COUNT: Final = 10_000_000
+MAX_BUCKET_SECONDS: Final = 86_400
+MAX_SEQ: Final = 2**63 - 1
+
+SourceId = NewType("SourceId", str)
+CounterId = NewType("CounterId", str)  # a counting line or an occupancy zone
+CommandId = NewType("CommandId", str)
+Seq = NewType("Seq", int)
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+_Id = StringConstraints(pattern=ID_PATTERN, max_length=64)
+SiteField = Annotated[SiteId, _Id]
+DeviceField = Annotated[DeviceId, _Id]
+SourceField = Annotated[SourceId, _Id]
+CounterField = Annotated[CounterId, _Id]
+CommandIdField = Annotated[CommandId, _Id]
+EventName = Annotated[str, _Id]
+# Model, backend and meter names: a little wider than ids (``yolox_nano@int8``, ``openvino/NPU``).
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+/-]{0,63}$")]
+# Free text (an error message): short, one line, printable.
+ShortText = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,200}$")]
+ParamValue = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,1024}$")]
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+SeqField = Annotated[Seq, Field(ge=0, le=MAX_SEQ)]
+BucketSeconds = Annotated[int, Field(ge=1, le=MAX_BUCKET_SECONDS)]
+DurationS = Annotated[float, Field(ge=0.0, le=7 * 86_400.0)]
+EventCounts = Annotated[dict[EventName, Count], Field(max_length=MAX_EVENT_KINDS)]
+
+
+class WireModel(BaseModel):
+    """Base of every wire message and of its parts: frozen, strict, no unknown fields."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,
+        str_max_length=1024,
+    )
+
+
+class DwellStats(WireModel):
+    """Visits that ended in the bucket: how many and how long (seconds)."""
+
+    count: Annotated[int, Field(ge=1, le=MAX_COUNT)]
+    median_s: DurationS
+    p90_s: DurationS
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DwellStats:
+        if self.median_s > self.p90_s:
+            raise ValueError("dwell median_s is larger than p90_s")
+        return self
+
+
+class Aggregate(WireModel):
+    """One bucket of one line or zone: the only thing about people that leaves a device.
+
+    ``seq`` increases by at least one with every message a device sends (any kind); the
+    fleet keeps one aggregate per (device, seq), so a redelivered message never counts twice.
+    """
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["agg"] = "agg"
+    site: SiteField
+    device: DeviceField
+    source: SourceField
+    line: CounterField
+    seq: SeqField
+    start: UtcDatetime
+    seconds: BucketSeconds
+    in_count: Count = 0
+    out_count: Count = 0
+    occupancy_mean: Annotated[float, Field(ge=0.0, le=float(MAX_COUNT))] | None = None
+    occupancy_peak: Count | None = None
+    dwell: DwellStats | None = None
+    shelf_events: EventCounts = Field(default_factory=dict)
+    audio_events: EventCounts = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Aggregate:
+        if (
+            self.occupancy_mean is not None
+            and self.occupancy_peak is not None
+            and self.occupancy_mean > self.occupancy_peak + 1e-9
+        ):
+            raise ValueError("occupancy_mean is larger than occupancy_peak")
+        return self
+
+
+class DeviceStatus(WireModel):
+    """What a device says about itself; ``state="offline"`` is also its MQTT last will."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["status"] = "status"
+    site: SiteField
+    device: DeviceField
+    at: UtcDatetime
+    state: Literal["online", "offline"]
+    model: Name | None = None
+    backend: Name | None = None
+    fps: Annotated[float, Field(ge=0.0, le=1000.0)] | None = None
+    uptime_s: Annotated[float, Field(ge=0.0, le=10 * 365 * 86_400.0)] = 0.0
+    errors: Count = 0
+    last_error: ShortText | None = None
+
+
+class PowerReading(WireModel):
+    """Energy one meter saw over one bucket; ``measured=False`` when it is a model estimate."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["power"] = "power"
+    site: SiteField
+    device: DeviceField
+    seq: SeqField
+    source: Name  # the meter: rapl, ina219, pi-pmic, plug, estimate, ...
+    start: UtcDatetime
+    seconds: BucketSeconds
+    wh: Annotated[float, Field(ge=0.0, le=1e6)]
+    mean_w: Annotated[float, Field(ge=0.0, le=1e5)]
+    measured: bool
+
+
+class Command(WireModel):
+    """Fleet to device: an action with a few short parameters (e.g. a rollout step)."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["cmd"] = "cmd"
+    site: SiteField
+    device: DeviceField
+    command_id: CommandIdField
+    at: UtcDatetime
+    action: EventName
+    params: Annotated[
+        dict[EventName, ParamValue | int | float | bool], Field(max_length=MAX_EVENT_KINDS)
+    ] = Field(default_factory=dict)
+
+
+Message = Aggregate | DeviceStatus | PowerReading | Command
+M = TypeVar("M", bound=WireModel)
+
+MESSAGE_TYPES: Final[dict[TopicKind, type[Aggregate | DeviceStatus | PowerReading | Command]]] = {
+    "agg": Aggregate,
+    "status": DeviceStatus,
+    "power": PowerReading,
+    "cmd": Command,
+}
+
+
+def to_json(message: WireModel) -> bytes:
+    """The payload bytes of a message (compact JSON, UTF-8)."""
+    return message.model_dump_json().encode()
+
+
+def from_json(cls: type[M], data: bytes | str) -> M:
+    """Parse and validate one message of a known type, or raise :class:`WireError`."""
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise WireError(f"payload too large ({len(data)} bytes, at most {MAX_PAYLOAD_BYTES})")
+    try:
+        return cls.model_validate_json(data)
+    except ValidationError as exc:
+        raise WireError(_reason(cls.__name__, exc)) from None
+
+
+def parse(topic: str, payload: bytes) -> Message:
+    """Topic + payload as received -> a validated message, or :class:`WireError` saying why.
+
+    The topic decides which message is expected, and its site and device must match the
+    payload's: a device cannot speak for another one through its own topic.
+    """
+    where = parse_topic(topic)
+    message = from_json(MESSAGE_TYPES[where.kind], payload)
+    if message.site != where.site or message.device != where.device:
+        raise WireError(
+            f"payload is for {message.site}/{message.device} but came on the topic of "
+            f"{where.site}/{where.device}"
+        )
+    return message
+
+
+def _reason(name: str, exc: ValidationError) -> str:
+    """One short line from a pydantic error; never echoes the (possibly huge) input."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    if not errors:  # pragma: no cover - pydantic always reports at least one
+        return f"invalid {name} payload"
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"])[:80] or "payload"
+    if first["type"] == "literal_error" and first["loc"] == ("v",):
+        msg = f"unsupported schema version (this fleet speaks v{SCHEMA_VERSION})"
+    else:
+        msg = first["msg"][:160]
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"invalid {name} payload: {loc}: {msg}{more}"
