@@ -1,0 +1,170 @@
+"""Sound events from a classifier built here as a real ONNX graph, run by onnxruntime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import soundfile
+from edgetally.main import build_app
+from edgetally.runtime.audio.classifier import EventCounter, ModelClassifier, read_class_map
+from edgetally.runtime.audio.errors import AudioError
+from edgetally.runtime.audio.pipeline import analyze_file
+from edgetally.runtime.audio.sources import RATE
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+FRAMES, MELS = 96, 64
+WINDOW = (FRAMES - 1) * 160 + 400  # 15600 samples, as YAMNet
+
+
+def _logmel_model(path: Path) -> Path:
+    """[1, 96, 64] log-mel -> mean over frames -> linear -> softmax over (low, high, hiss).
+
+    low: energy in the lower mel bands; high: in the upper bands; the third class is never
+    the winner. Silence gives equal scores (1/3), under any sensible threshold."""
+    w = np.zeros((MELS, 3), np.float32)
+    w[: MELS // 2, 0], w[MELS // 2 :, 0] = 1.0, -1.0
+    w[: MELS // 2, 1], w[MELS // 2 :, 1] = -1.0, 1.0
+    w *= 0.5
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["x", "axes"], ["m"], keepdims=0),
+            helper.make_node("MatMul", ["m", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["scores"], axis=-1),
+        ],
+        "tiny_logmel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, FRAMES, MELS])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([1], np.int64), "axes")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def _waveform_model(path: Path) -> Path:
+    """[1, N] waveform (dynamic N) -> mean square -> (quiet, loud) with a step at 0.01."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Mul", ["x", "x"], ["sq"]),
+            helper.make_node("ReduceMean", ["sq", "axes"], ["ms"], keepdims=1),
+            helper.make_node("MatMul", ["ms", "w"], ["lin"]),
+            helper.make_node("Add", ["lin", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["scores"], axis=-1),
+        ],
+        "tiny_wave",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2])],
+        [
+            numpy_helper.from_array(np.array([[-1000.0, 1000.0]], np.float32), "w"),
+            numpy_helper.from_array(np.array([5.0, -5.0], np.float32), "b"),
+            numpy_helper.from_array(np.array([1], np.int64), "axes"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def _class_map(path: Path, names: list[str]) -> Path:
+    lines = ["index,mid,display_name"] + [f'{i},/m/{i:04d},"{n}"' for i, n in enumerate(names)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _tone(freq: float, n: int, amp: float = 0.3) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * freq * np.arange(n) / RATE)).astype(np.float32)
+
+
+@pytest.fixture
+def logmel(tmp_path: Path) -> ModelClassifier:
+    return ModelClassifier(
+        _logmel_model(tmp_path / "c.onnx"),
+        _class_map(tmp_path / "c.csv", ["Low hum", "High whistle", "Hiss"]),
+    )
+
+
+def test_logmel_classifier_scores_tones(logmel: ModelClassifier) -> None:
+    assert logmel.window == WINDOW
+    low = logmel.scores(_tone(300.0, WINDOW))
+    high = logmel.scores(_tone(5000.0, WINDOW))
+    silent = logmel.scores(np.zeros(WINDOW, np.float32))
+    assert int(np.argmax(low)) == 0 and low[0] > 0.9
+    assert int(np.argmax(high)) == 1 and high[1] > 0.9
+    assert silent == pytest.approx([1 / 3] * 3, abs=1e-4)
+
+
+def test_events_count_onsets_not_windows(logmel: ModelClassifier) -> None:
+    pieces = [
+        _tone(300.0, 2 * WINDOW),  # one hum lasting two windows: one event
+        np.zeros(WINDOW, np.float32),
+        _tone(300.0, WINDOW),
+        _tone(5000.0, 2 * WINDOW),
+        np.zeros(WINDOW, np.float32),
+    ]
+    counter = EventCounter(logmel, threshold=0.6)
+    events: list[str] = []
+    x = np.concatenate(pieces)
+    for i in range(0, x.size, 512):
+        events += counter.feed(x[i : i + 512])
+    assert events == ["Low hum", "Low hum", "High whistle"]
+
+
+def test_waveform_model_with_dynamic_length_in_a_file(tmp_path: Path) -> None:
+    clf = ModelClassifier(
+        _waveform_model(tmp_path / "w.onnx"),
+        _class_map(tmp_path / "w.csv", ["Quiet", "Loud"]),
+        window_seconds=0.5,
+    )
+    assert clf.window == 8000
+    x = np.concatenate(
+        [np.zeros(RATE, np.float32), _tone(440.0, RATE, 0.5), np.zeros(RATE, np.float32)]
+        * 2
+    )
+    path = tmp_path / "bursts.wav"
+    soundfile.write(path, x, RATE)
+    buckets = analyze_file(path, bucket_seconds=3.0, events=EventCounter(clf, 0.9))
+    # quiet, loud, quiet | (quiet goes on), loud, quiet
+    assert [b.events for b in buckets] == [{"Quiet": 2, "Loud": 1}, {"Quiet": 1, "Loud": 1}]
+
+
+def test_class_map_errors_name_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,name\n0,x\n")
+    with pytest.raises(AudioError, match="header"):
+        read_class_map(bad)
+    gap = tmp_path / "gap.csv"
+    gap.write_text("index,mid,display_name\n0,/m/a,A\n2,/m/b,B\n")
+    with pytest.raises(AudioError, match="without gaps"):
+        read_class_map(gap)
+    model = _logmel_model(tmp_path / "c.onnx")
+    with pytest.raises(AudioError, match="does not fit"):
+        ModelClassifier(model, _class_map(tmp_path / "two.csv", ["A", "B"])).scores(
+            np.zeros(WINDOW, np.float32)
+        )
+
+
+def test_cli_analyze_json_with_classifier(tmp_path: Path) -> None:
+    x = np.concatenate([_tone(300.0, 2 * WINDOW), _tone(5000.0, 2 * WINDOW)])
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, x, RATE)
+    model = _logmel_model(tmp_path / "c.onnx")
+    cmap = _class_map(tmp_path / "c.csv", ["Low hum", "High whistle", "Hiss"])
+    result = CliRunner().invoke(
+        build_app(),
+        ["audio", "analyze", str(wav), "--bucket-seconds", "1.95", "--json", "--no-vad",
+         "--classifier", str(model), "--class-map", str(cmap), "--event-threshold", "0.6"],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [r["start"] for r in rows] == [0.0, 1.95]
+    assert rows[0]["events"] == {"Low hum": 1} and rows[1]["events"] == {"High whistle": 1}
+    assert set(rows[0]) >= {"start", "leq_dbfs", "laeq_dbfs", "speech_ratio", "events"}
+    assert rows[0]["speech_ratio"] is None
