@@ -1,0 +1,112 @@
+"""Helpers (no tests): a real Mosquitto started from the generated fleet configuration and
+paho clients that talk TLS to it."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import queue
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from conftest import Broker, free_port
+from edgetally.fleet.broker_config import BrokerConfig, generate_broker_config, parse_devices
+
+
+@dataclass
+class SecureBroker:
+    broker: Broker
+    cfg: BrokerConfig
+
+    @property
+    def port(self) -> int:
+        return self.broker.port
+
+    def creds(self, who: str) -> tuple[str, str]:
+        if who == self.cfg.fleet_user:
+            return who, self.cfg.fleet_password
+        return who, self.cfg.device_passwords[who]
+
+
+def start_secure_broker(tmp_path: Path, devices: str) -> SecureBroker:
+    port = free_port()
+    run_as = getpass.getuser() if os.geteuid() == 0 else None
+    cfg = generate_broker_config(
+        tmp_path / "broker", parse_devices(devices), port=port, bind="127.0.0.1", run_as=run_as
+    )
+    broker = Broker(port=port, config=cfg.config)
+    broker.start()
+    return SecureBroker(broker, cfg)
+
+
+@dataclass
+class Client:
+    """A connected paho client that collects (topic, payload) of what it receives."""
+
+    client: mqtt.Client
+    rc: object
+    received: queue.Queue[tuple[str, bytes]] = field(default_factory=queue.Queue)
+
+    def messages(self) -> list[tuple[str, bytes]]:
+        out = []
+        while not self.received.empty():
+            out.append(self.received.get_nowait())
+        return out
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def connect(
+    sb: SecureBroker,
+    username: str | None,
+    password: str | None,
+    *,
+    ca: Path | None = None,
+    client_id: str = "",
+) -> Client:
+    """Connect and wait for CONNACK; ``rc`` is its reason code (0 / Success when accepted)."""
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if username is not None:
+        c.username_pw_set(username, password)
+    c.tls_set(ca_certs=str(ca or sb.cfg.ca_cert), cert_reqs=ssl.CERT_REQUIRED)
+    done = threading.Event()
+    holder = Client(c, None)
+
+    def on_connect(
+        client: mqtt.Client, userdata: object, flags: object, rc: object, p: object
+    ) -> None:
+        holder.rc = rc
+        done.set()
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        holder.received.put((msg.topic, msg.payload))
+
+    def on_disconnect(client: mqtt.Client, u: object, f: object, rc: object, p: object) -> None:
+        if not done.is_set():
+            holder.rc = rc
+            done.set()
+
+    c.on_connect = on_connect
+    c.on_message = on_message
+    c.on_disconnect = on_disconnect
+    c.connect("127.0.0.1", sb.port)
+    c.loop_start()
+    assert done.wait(30), "no CONNACK"
+    return holder
+
+
+def subscribe(c: Client, topic: str) -> None:
+    ev = threading.Event()
+    c.client.on_subscribe = lambda *a: ev.set()
+    c.client.subscribe(topic, qos=1)
+    assert ev.wait(30)
+
+
+def publish(c: Client, topic: str, payload: bytes) -> None:
+    info = c.client.publish(topic, payload, qos=1)
+    info.wait_for_publish(30)
