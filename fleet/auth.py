@@ -1,0 +1,164 @@
+"""Bearer tokens for the fleet's HTTP API: analysts read, operators also manage rollouts.
+
+Tokens live in a JSON file that holds only their SHA-256 (a leaked file grants nothing)::
+
+    {"tokens": [{"name": "alice", "role": "operator", "sha256": "..."}]}
+
+Roles are ordered: ``device`` (may only download bundles) < ``analyst`` (reads) <
+``operator`` (also manages rollouts). A route asks for the least role it needs::
+
+    from edgetally.fleet.auth import require_role
+    @router.get("/sites", dependencies=[Depends(require_role("analyst"))])
+
+and the app is given its tokens once with :func:`install_auth`. No token or an unknown one
+is 401 (with ``WWW-Authenticate: Bearer``); a known token whose role is too low is 403. An app
+without tokens installed refuses everyone (fail closed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edgetally.fleet.errors import FleetError
+from fastapi import FastAPI, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Role = Literal["device", "analyst", "operator"]
+ROLE_RANK: dict[str, int] = {"device": 0, "analyst": 1, "operator": 2}
+_STATE_KEY = "edgetally_tokens"
+
+
+class AuthError(FleetError):
+    """The token file is missing or invalid."""
+
+
+class TokenEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@:/-]+$")
+    role: Role
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class TokenFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens: tuple[TokenEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who made a request."""
+
+    name: str
+    role: Role
+
+    def may(self, role: Role) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenStore:
+    entries: tuple[TokenEntry, ...]
+
+    @classmethod
+    def load(cls, path: Path) -> TokenStore:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise AuthError(f"cannot read token file {path}: {exc.strerror or exc}") from None
+        try:
+            parsed = TokenFile.model_validate_json(data)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False, include_input=False)[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "file"
+            raise AuthError(f"token file {path}: {loc}: {err['msg']}") from None
+        names = [e.name for e in parsed.tokens]
+        if len(set(names)) != len(names):
+            raise AuthError(f"token file {path}: a token name appears twice")
+        return cls(parsed.tokens)
+
+    def authenticate(self, token: str) -> Principal | None:
+        digest = hash_token(token)
+        found: Principal | None = None
+        for entry in self.entries:  # compare against every entry, in constant time each
+            if hmac.compare_digest(entry.sha256, digest):
+                found = Principal(entry.name, entry.role)
+        return found
+
+
+def add_token(path: Path, name: str, role: Role) -> str:
+    """Create a token for ``name`` with ``role`` in the token file (created mode 0600) and
+    return it: the only time it is shown."""
+    if role not in ROLE_RANK:
+        raise AuthError(f"unknown role {role!r}: use device, analyst or operator")
+    store = TokenStore.load(path) if path.exists() else TokenStore(())
+    if any(e.name == name for e in store.entries):
+        raise AuthError(f"token file {path} has a token named {name!r} already")
+    token = secrets.token_urlsafe(32)
+    try:
+        entry = TokenEntry(name=name, role=role, sha256=hash_token(token))
+    except ValidationError:
+        raise AuthError(f"token name {name!r}: use letters, digits and _ . @ : / -") from None
+    body = TokenFile(tokens=(*store.entries, entry)).model_dump(mode="json")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(body, fh, indent=2)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise AuthError(f"cannot write token file {path}: {exc.strerror or exc}") from None
+    return token
+
+
+def install_auth(app: FastAPI, store: TokenStore) -> None:
+    """Give an app its tokens; every route guarded by :func:`require_role` uses them."""
+    setattr(app.state, _STATE_KEY, store)
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_role(role: Role) -> Callable[[Request], Principal]:
+    """A FastAPI dependency: the request's :class:`Principal` if its role is at least
+    ``role``; else 401 (no/unknown token) or 403 (role too low)."""
+    if role not in ROLE_RANK:
+        raise AuthError(f"unknown role {role!r}")
+
+    def dependency(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("missing bearer token")
+        store: TokenStore | None = getattr(request.app.state, _STATE_KEY, None)
+        principal = store.authenticate(token.strip()) if store is not None else None
+        if principal is None:
+            raise _unauthorized("invalid token")
+        if not principal.may(role):
+            raise HTTPException(
+                status_code=403, detail=f"role {principal.role} may not do this ({role} needed)"
+            )
+        return principal
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+require_device = require_role("device")
+require_analyst = require_role("analyst")
+require_operator = require_role("operator")
