@@ -1,0 +1,228 @@
+"""The device's outbox: every message is written here first, and leaves only on PUBACK.
+
+One SQLite file in WAL mode with ``synchronous=FULL``. FULL rather than NORMAL because, in
+WAL mode, NORMAL may roll back the last committed transactions on power loss: the
+aggregates of those buckets would be lost (the frames are gone), and worse, the stored next
+sequence number could go back to one the broker has already acknowledged, so the fleet
+would drop the new bucket as a duplicate. FULL costs one fsync per commit; the device
+commits once per closed bucket (every 60 s by default), which is nothing.
+
+The per-device sequence number lives in the same file (table ``meta``) and is taken in the
+same transaction as the rows that use it: a sequence number is never reused, and no
+sequence number is used by a row that was not stored.
+
+The outbox has a cap (messages waiting). A write that would pass it raises
+:class:`OutboxFullError`, naming the cap; nothing already stored is ever dropped to make room.
+The caller stops collecting rather than lose data silently.
+
+The connection is shared between threads (the publisher deletes rows from paho's network
+thread), guarded by one lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgetally.runtime.errors import EdgeRuntimeError
+
+DEFAULT_MAX_MESSAGES = 100_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL DEFAULT (julianday('now'))
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoint (
+    source_key TEXT PRIMARY KEY,
+    next_frame INTEGER NOT NULL,
+    buckets INTEGER NOT NULL DEFAULT 0,
+    totals TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+class OutboxError(EdgeRuntimeError):
+    """The outbox file cannot be opened, read or written."""
+
+
+class OutboxFullError(OutboxError):
+    """The outbox holds as many messages as its cap allows; nothing was dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One stored message waiting for the broker's acknowledgement."""
+
+    row_id: int
+    seq: int | None
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where an interrupted source resumes: the first frame not yet in a stored bucket."""
+
+    next_frame: int
+    buckets: int
+    totals: str  # JSON, owned by the caller
+
+
+# Builds a message's payload once its sequence number is known.
+PayloadBuilder = Callable[[int], bytes]
+
+
+class Outbox:
+    """A durable FIFO of (topic, payload) rows with the device's sequence counter."""
+
+    def __init__(self, path: Path, *, max_messages: int = DEFAULT_MAX_MESSAGES) -> None:
+        if max_messages < 1:
+            raise OutboxError(f"outbox cap must be at least 1 message (got {max_messages})")
+        self.path = Path(path)
+        self.max_messages = max_messages
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('next_seq', '0')")
+        except (sqlite3.Error, OSError) as exc:
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from None
+        self._closed = False
+
+    # ------------------------------------------------------------------ writing
+
+    def put(self, topic: str, build: PayloadBuilder) -> int:
+        """Store one sequenced message; returns its sequence number."""
+        return self.put_many([(topic, build)])[0]
+
+    def put_many(
+        self,
+        items: Sequence[tuple[str, PayloadBuilder]],
+        *,
+        checkpoint: tuple[str, Checkpoint] | None = None,
+    ) -> list[int]:
+        """Store several sequenced messages (and optionally a source checkpoint) in one
+        transaction: all of them or none. Raises :class:`OutboxFullError` at the cap."""
+        if not items and checkpoint is None:
+            return []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    waiting = self._count_locked()
+                    if waiting + len(items) > self.max_messages:
+                        raise OutboxFullError(
+                            f"outbox {self.path} is full: {waiting} messages wait for the "
+                            f"broker and the cap is {self.max_messages} (--outbox-max); "
+                            f"stopped collecting, nothing was dropped"
+                        )
+                    seq = self._next_seq_locked()
+                    seqs: list[int] = []
+                    for topic, build in items:
+                        payload = build(seq)
+                        self._db.execute(
+                            "INSERT INTO outbox(seq, topic, payload) VALUES (?, ?, ?)",
+                            (seq, topic, payload),
+                        )
+                        seqs.append(seq)
+                        seq += 1
+                    self._db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(seq),)
+                    )
+                    if checkpoint is not None:
+                        key, cp = checkpoint
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO checkpoint(source_key, next_frame, buckets,"
+                            " totals) VALUES (?, ?, ?, ?)",
+                            (key, cp.next_frame, cp.buckets, cp.totals),
+                        )
+                    self._db.execute("COMMIT")
+                    return seqs
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot write outbox {self.path}: {exc}") from None
+
+    # ------------------------------------------------------------------ reading
+
+    def pending(self, *, after_id: int = 0, limit: int = 100) -> list[OutboxRow]:
+        """Waiting rows in the order they were written."""
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT id, seq, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                    (after_id, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot read outbox {self.path}: {exc}") from None
+        return [OutboxRow(int(r[0]), r[1], str(r[2]), bytes(r[3])) for r in rows]
+
+    def delete(self, row_id: int) -> None:
+        """Forget a row: call only once the broker acknowledged it."""
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot write outbox {self.path}: {exc}") from None
+
+    def count(self) -> int:
+        with self._lock:
+            return self._count_locked()
+
+    def next_seq(self) -> int:
+        """The sequence number the next stored message will get."""
+        with self._lock:
+            return self._next_seq_locked()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, source_key: str) -> Checkpoint | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT next_frame, buckets, totals FROM checkpoint WHERE source_key = ?",
+                (source_key,),
+            ).fetchone()
+        return None if row is None else Checkpoint(int(row[0]), int(row[1]), str(row[2]))
+
+    def clear_checkpoint(self, source_key: str) -> None:
+        """The source was read to its end: a later run starts it from the beginning."""
+        with self._lock:
+            self._db.execute("DELETE FROM checkpoint WHERE source_key = ?", (source_key,))
+
+    # ------------------------------------------------------------------ internals
+
+    def _count_locked(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def _next_seq_locked(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
