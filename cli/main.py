@@ -16,7 +16,6 @@ import typer
 from edgetally import commands
 from edgetally.models.errors import EdgetallyError
 
-
 app = typer.Typer(
     name="edgetally",
     help="Edge analytics for shops: count on the device, send only aggregates.",

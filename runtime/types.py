@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, NewType
+from typing import Any, Literal, NewType
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,7 @@ IntArray = npt.NDArray[np.int32]
 class Frame:
     """One decoded image (BGR, HxWx3 uint8) with its position in the source."""
 
-    image: npt.NDArray[np.uint8]
+    image: npt.NDArray[Any]  # BGR, HxWx3, uint8
     index: int
     timestamp: datetime  # UTC-aware
 

@@ -1,0 +1,220 @@
+"""A ByteTrack-style multi-object tracker.
+
+Detections are associated in two rounds: first the confident ones (score >= ``high``) with
+every live track by IoU against the Kalman-predicted box, then the weak ones (``low`` <=
+score < ``high``) with the tracks still unmatched, which keeps ids through partial
+occlusions where the detector's score drops. Unmatched tracks are kept, coasting on their
+motion model, for ``max_lost_s`` seconds, so short occlusions and skipped frames (motion
+gate, stride) do not change ids. New tracks start from confident detections and are
+confirmed on their second match (immediately on the first frame of a stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from edgetally.runtime.types import Detections, Track, TrackId
+from scipy.optimize import linear_sum_assignment
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    high: float = 0.5  # first-round detections
+    low: float = 0.1  # second-round detections (below: ignored)
+    new_track: float = 0.6  # a detection must be this confident to start a track
+    match_iou: float = 0.2  # first round: minimum IoU to associate
+    low_match_iou: float = 0.5  # second round
+    unconfirmed_iou: float = 0.3
+    max_lost_s: float = 1.5  # how long an unmatched track survives
+
+
+def iou_matrix(a: F64, b: F64) -> F64:
+    """IoU between every box of ``a`` (N,4) and ``b`` (M,4), xyxy."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return np.asarray(inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9))
+
+
+class _Kalman:
+    """Constant-velocity Kalman filter on (cx, cy, w, h); noise scales with box height."""
+
+    _std_pos = 1.0 / 20
+    _std_vel = 1.0 / 160
+
+    def __init__(self, box: F64) -> None:
+        cx, cy, w, h = _to_cxcywh(box)
+        self.x = np.array([cx, cy, w, h, 0, 0, 0, 0], dtype=np.float64)
+        s = [
+            2 * self._std_pos * h,
+            2 * self._std_pos * h,
+            2 * self._std_pos * h,
+            2 * self._std_pos * h,
+            10 * self._std_vel * h,
+            10 * self._std_vel * h,
+            10 * self._std_vel * h,
+            10 * self._std_vel * h,
+        ]
+        self.p = np.diag(np.square(s))
+
+    def predict(self, steps: float) -> None:
+        f = np.eye(8)
+        f[:4, 4:] = np.eye(4) * steps
+        h = max(self.x[3], 1.0)
+        q = np.square([self._std_pos * h] * 4 + [self._std_vel * h] * 4) * max(steps, 1.0)
+        self.x = f @ self.x
+        self.x[2:4] = np.maximum(self.x[2:4], 1.0)
+        self.p = f @ self.p @ f.T + np.diag(q)
+
+    def update(self, box: F64) -> None:
+        z = np.array(_to_cxcywh(box))
+        h = max(self.x[3], 1.0)
+        r = np.diag(np.square([self._std_pos * h] * 4))
+        hm = np.eye(4, 8)
+        s = hm @ self.p @ hm.T + r
+        k = self.p @ hm.T @ np.linalg.inv(s)
+        self.x = self.x + k @ (z - hm @ self.x)
+        self.p = (np.eye(8) - k @ hm) @ self.p
+
+    @property
+    def box(self) -> F64:
+        cx, cy, w, h = self.x[:4]
+        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+
+def _to_cxcywh(box: F64) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+
+
+@dataclass(slots=True)
+class _Track:
+    track_id: int
+    kf: _Kalman
+    score: float
+    last_seen: float  # seconds
+    confirmed: bool = False
+    hits: int = 1
+    box: F64 = field(default_factory=lambda: np.zeros(4))
+
+
+class ByteTracker:
+    """Assigns stable ids to detections frame after frame."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        self._last_t: float | None = None
+        self._frame_dt: float | None = None  # seconds between consecutive updates, smallest seen
+
+    def update(self, detections: Detections, t: float) -> tuple[Track, ...]:
+        """Feed the detections of the frame at time ``t`` (seconds); the confirmed tracks
+        that were matched on this frame come back."""
+        cfg = self.config
+        first_frame = self._last_t is None
+        gap = 0.0 if self._last_t is None else max(t - self._last_t, 0.0)
+        if gap > 0:
+            self._frame_dt = gap if self._frame_dt is None else min(self._frame_dt, gap)
+        steps = gap / self._frame_dt if self._frame_dt else 1.0
+        self._last_t = t
+
+        for tr in self._tracks:
+            tr.kf.predict(steps)
+
+        boxes = detections.xyxy.astype(np.float64)
+        scores = detections.score.astype(np.float64)
+        high = scores >= cfg.high
+        low = (scores >= cfg.low) & ~high
+
+        confirmed = [tr for tr in self._tracks if tr.confirmed]
+        tentative = [tr for tr in self._tracks if not tr.confirmed]
+        matched: list[_Track] = []
+
+        # Round 1: confident detections against confirmed tracks.
+        high_idx = np.flatnonzero(high)
+        pairs, rest_tracks, rest_high = _associate(confirmed, boxes[high_idx], cfg.match_iou)
+        for ti, di in pairs:
+            self._hit(confirmed[ti], boxes[high_idx[di]], scores[high_idx[di]], t)
+            matched.append(confirmed[ti])
+        # Round 2: weak detections against what is left.
+        low_idx = np.flatnonzero(low)
+        left = [confirmed[i] for i in rest_tracks]
+        pairs2, _, _ = _associate(left, boxes[low_idx], cfg.low_match_iou)
+        for ti, di in pairs2:
+            self._hit(left[ti], boxes[low_idx[di]], scores[low_idx[di]], t)
+            matched.append(left[ti])
+        # Tentative tracks get the remaining confident detections.
+        remaining = high_idx[rest_high]
+        pairs3, _, rest_new = _associate(tentative, boxes[remaining], cfg.unconfirmed_iou)
+        dead: set[int] = set()
+        hit_tentative = set()
+        for ti, di in pairs3:
+            tr = tentative[ti]
+            self._hit(tr, boxes[remaining[di]], scores[remaining[di]], t)
+            tr.confirmed = True
+            matched.append(tr)
+            hit_tentative.add(id(tr))
+        for tr in tentative:
+            if id(tr) not in hit_tentative:
+                dead.add(id(tr))  # a tentative track gets one chance
+        # New tracks.
+        for di in remaining[rest_new]:
+            if scores[di] < cfg.new_track:
+                continue
+            tr = _Track(
+                self._next_id, _Kalman(boxes[di]), float(scores[di]), t, confirmed=first_frame
+            )
+            tr.box = boxes[di]
+            self._next_id += 1
+            self._tracks.append(tr)
+            if first_frame:
+                matched.append(tr)
+        self._tracks = [
+            tr for tr in self._tracks if id(tr) not in dead and t - tr.last_seen <= cfg.max_lost_s
+        ]
+        return tuple(
+            Track(TrackId(tr.track_id), tuple(float(v) for v in tr.box), tr.score)  # type: ignore[arg-type]
+            for tr in matched
+            if tr.confirmed
+        )
+
+    @staticmethod
+    def _hit(tr: _Track, box: F64, score: float, t: float) -> None:
+        tr.kf.update(box)
+        tr.box = box
+        tr.score = float(score)
+        tr.last_seen = t
+        tr.hits += 1
+
+    @property
+    def live_ids(self) -> set[TrackId]:
+        return {TrackId(tr.track_id) for tr in self._tracks if tr.confirmed}
+
+
+def _associate(
+    tracks: list[_Track], boxes: F64, min_iou: float
+) -> tuple[list[tuple[int, int]], list[int], npt.NDArray[np.intp]]:
+    """Hungarian assignment on IoU; (pairs, unmatched track indices, unmatched box indices)."""
+    if not tracks or len(boxes) == 0:
+        return [], list(range(len(tracks))), np.arange(len(boxes))
+    predicted = np.stack([tr.kf.box for tr in tracks])
+    iou = iou_matrix(predicted, boxes)
+    rows, cols = linear_sum_assignment(-iou)
+    pairs = [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= min_iou]
+    used_t = {r for r, _ in pairs}
+    used_d = {c for _, c in pairs}
+    return (
+        pairs,
+        [i for i in range(len(tracks)) if i not in used_t],
+        np.array([j for j in range(len(boxes)) if j not in used_d], dtype=np.intp),
+    )
