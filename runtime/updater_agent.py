@@ -1,0 +1,147 @@
+"""The device's MQTT side of updates: listens on its own cmd topic, runs the
+:class:`~edgetally.runtime.updater.Updater` in a worker thread, reports on its update topic."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from edgetally.models.bundle import (
+    ROLLBACK_ACTION,
+    UPDATE_ACTION,
+    UPDATE_TOPIC_KIND,
+    UpdateOutcome,
+    UpdateReport,
+)
+from edgetally.models.errors import WireError
+from edgetally.models.topics import TOPIC_PREFIX, topic_for
+from edgetally.models.wire import Command, from_json
+from edgetally.runtime.errors import EdgeRuntimeError
+from edgetally.runtime.updater import Updater, UpdateRequest
+
+log = logging.getLogger(__name__)
+
+
+class UpdateAgent:
+    def __init__(
+        self,
+        updater: Updater,
+        site: str,
+        device: str,
+        *,
+        host: str,
+        port: int,
+        password: str,
+        ca_cert: Path | None = None,
+    ) -> None:
+        self.updater = updater
+        self.site, self.device = site, device
+        self._cmd_topic = topic_for(site, device, "cmd")
+        self._report_topic = f"{TOPIC_PREFIX}/{site}/{device}/{UPDATE_TOPIC_KIND}"
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"{site}/{device}/updater"
+        )
+        self._client.username_pw_set(f"{site}/{device}", password)
+        if ca_cert is not None:
+            self._client.tls_set(ca_certs=str(ca_cert), cert_reqs=ssl.CERT_REQUIRED)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._host, self._port = host, port
+        self._jobs: queue.Queue[Command | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name=f"updater-{device}", daemon=True)
+        self._subscribed = threading.Event()
+        self.rejected = 0
+        self.last_rollout: str | None = None
+        self.last_sha256: str | None = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        crash = self.updater.recover()
+        try:
+            self._client.connect(self._host, self._port)
+        except (OSError, ssl.SSLError) as exc:
+            raise EdgeRuntimeError(
+                f"cannot reach the broker {self._host}:{self._port}: {exc}"
+            ) from None
+        self._client.loop_start()
+        self._worker.start()
+        if not self._subscribed.wait(timeout):
+            raise EdgeRuntimeError(f"{self.site}/{self.device}: no subscription to its cmd topic")
+        if crash is not None and self.last_rollout and self.last_sha256:
+            self._report(self.last_rollout, self.last_sha256, "failed", crash)
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._worker.join(timeout=60)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
+    ) -> None:
+        if getattr(rc, "is_failure", False):
+            log.warning("broker refused %s/%s: %s", self.site, self.device, rc)
+            return
+        client.subscribe(self._cmd_topic, qos=1)
+
+    def _on_subscribe(self, *args: object) -> None:
+        self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            cmd = from_json(Command, bytes(msg.payload))
+        except WireError as exc:
+            self.rejected += 1
+            log.warning("command refused: %s", exc)
+            return
+        if (cmd.site, cmd.device) != (self.site, self.device):
+            self.rejected += 1
+            return
+        self._jobs.put(cmd)
+
+    def _work(self) -> None:
+        while (cmd := self._jobs.get()) is not None:
+            try:
+                self._handle(cmd)
+            except Exception as exc:  # never let the worker die: report and go on
+                log.exception("update command failed")
+                rollout = str(cmd.params.get("rollout", ""))
+                sha = str(cmd.params.get("sha256", self.last_sha256 or ""))
+                if rollout and len(sha) == 64:
+                    self._report(rollout, sha, "failed", f"updater error: {exc}")
+
+    def _handle(self, cmd: Command) -> None:
+        rollout = str(cmd.params.get("rollout", ""))
+        if cmd.action == UPDATE_ACTION:
+            size = cmd.params.get("size")
+            req = UpdateRequest(
+                rollout_id=rollout,
+                url=str(cmd.params.get("url", "")),
+                sha256=str(cmd.params.get("sha256", "")),
+                size=size if isinstance(size, int) else -1,
+            )
+            self.last_rollout, self.last_sha256 = rollout, req.sha256
+            result = self.updater.apply(req)
+            self._report(rollout, req.sha256, "healthy" if result.ok else "failed", result.reason)
+        elif cmd.action == ROLLBACK_ACTION and self.last_sha256:
+            self.updater.rollback()
+            self._report(rollout, self.last_sha256, "rolled_back", "rolled back on command")
+
+    def _report(
+        self, rollout: str, sha256: str, outcome: UpdateOutcome, reason: str | None
+    ) -> None:
+        report = UpdateReport(
+            site=self.site,
+            device=self.device,
+            rollout_id=rollout,
+            bundle_sha256=sha256,
+            at=datetime.now(UTC),
+            outcome=outcome,
+            reason=(" ".join(reason.split())[:300] if reason else None),
+        )
+        self._client.publish(self._report_topic, report.model_dump_json().encode(), qos=1)
