@@ -1,0 +1,139 @@
+"""Score empty-facing detection on a folder of images with YOLO-format boxes of gaps.
+
+Layout (as exported by common labelling tools): ``DIR/images/NAME.jpg`` and
+``DIR/labels/NAME.txt`` with one ``class cx cy w h`` line per gap, normalised to the image.
+A prediction matches an unmatched true box of IoU >= ``iou`` (greedily, best score first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from edgetally.runtime.shelf.errors import ShelfError
+from edgetally.runtime.shelf.proposer import GapProposer, Image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    method: str
+    images: int
+    truths: int
+    predictions: int
+    true_positives: int
+    iou: float
+
+    @property
+    def precision(self) -> float:
+        return self.true_positives / self.predictions if self.predictions else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.true_positives / self.truths if self.truths else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "method": self.method,
+            "images": self.images,
+            "truths": self.truths,
+            "predictions": self.predictions,
+            "true_positives": self.true_positives,
+            "iou": self.iou,
+            "precision": round(self.precision, 4),
+            "recall": round(self.recall, 4),
+            "f1": round(self.f1, 4),
+        }
+
+
+def read_yolo_labels(path: Path, width: int, height: int, cls: int = 0) -> npt.NDArray[np.float32]:
+    """Pixel xyxy boxes of class ``cls`` from a YOLO label file (missing file: no boxes)."""
+    boxes = []
+    if path.exists():
+        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                c, cx, cy, w, h = int(parts[0]), *map(float, parts[1:5])
+            except (ValueError, TypeError):
+                raise ShelfError(f"{path}:{lineno}: expected 'class cx cy w h'") from None
+            if c != cls:
+                continue
+            boxes.append(
+                ((cx - w / 2) * width, (cy - h / 2) * height,
+                 (cx + w / 2) * width, (cy + h / 2) * height)
+            )
+    return np.array(boxes, np.float32).reshape(-1, 4)
+
+
+def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return np.asarray(inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9),
+                      np.float32)
+
+
+def match(pred: npt.NDArray[np.float32], score: npt.NDArray[np.float32],
+          truth: npt.NDArray[np.float32], iou: float) -> int:
+    """True positives: greedy one-to-one matching, best-scored prediction first."""
+    if len(pred) == 0 or len(truth) == 0:
+        return 0
+    ious = iou_matrix(pred[np.argsort(-score)], truth)
+    used = np.zeros(len(truth), bool)
+    tp = 0
+    for row in ious:
+        row = np.where(used, -1.0, row)
+        j = int(np.argmax(row))
+        if row[j] >= iou:
+            used[j] = True
+            tp += 1
+    return tp
+
+
+def dataset(folder: Path) -> Iterator[tuple[Path, Image, npt.NDArray[np.float32]]]:
+    images_dir, labels_dir = folder / "images", folder / "labels"
+    if not images_dir.is_dir() or not labels_dir.is_dir():
+        raise ShelfError(f"{folder}: expected images/ and labels/ folders (YOLO layout)")
+    paths = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ShelfError(f"{images_dir}: no images")
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ShelfError(f"cannot read image {p}")
+        h, w = img.shape[:2]
+        yield p, np.asarray(img, np.uint8), read_yolo_labels(labels_dir / (p.stem + ".txt"), w, h)
+
+
+def evaluate(
+    folder: Path, methods: dict[str, GapProposer], iou: float = 0.3, min_score: float = 0.0
+) -> list[Score]:
+    """Precision, recall and F1 at ``iou`` for each method over the folder."""
+    totals = {name: [0, 0, 0] for name in methods}
+    n_images = 0
+    for _, img, truth in dataset(folder):
+        n_images += 1
+        for name, method in methods.items():
+            dets = method.propose(img)
+            keep = dets.score >= min_score
+            t = totals[name]
+            t[0] += len(truth)
+            t[1] += int(keep.sum())
+            t[2] += match(dets.xyxy[keep], dets.score[keep], truth, iou)
+    return [Score(name, n_images, t[0], t[1], t[2], iou) for name, t in totals.items()]
