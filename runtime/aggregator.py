@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 import numpy as np
 from edgetally.models.wire import MAX_BUCKET_SECONDS, Aggregate, DwellStats
 from edgetally.runtime.errors import ConfigError
-from edgetally.runtime.types import FrameResult, ZoneId
+from edgetally.runtime.types import Dwell, FrameResult, ZoneId
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,14 @@ class Aggregator:
         self._prev_ts = max(ts, self._prev_ts or ts)
         self._prev_occ = occ
         return closed
+
+    def add_dwells(self, dwells: Iterable[Dwell]) -> None:
+        """Visits ended outside a frame (the source ended): counted in the open bucket."""
+        cur = self._open
+        if cur is None:
+            return
+        for d in dwells:
+            cur.dwells.setdefault(str(d.zone_id), []).append(d.seconds)
 
     def flush(self, next_frame: int) -> ClosedBucket | None:
         """Close the open bucket (the source ended); ``next_frame`` is one past its last."""

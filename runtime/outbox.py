@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     source_key TEXT PRIMARY KEY,
     next_frame INTEGER NOT NULL,
     buckets INTEGER NOT NULL DEFAULT 0,
-    totals TEXT NOT NULL DEFAULT '{}'
+    state TEXT NOT NULL DEFAULT '{}'
 );
 """
 
@@ -76,7 +76,7 @@ class Checkpoint:
 
     next_frame: int
     buckets: int
-    totals: str  # JSON, owned by the caller
+    state: str  # JSON, owned by the caller
 
 
 # Builds a message's payload once its sequence number is known.
@@ -149,8 +149,8 @@ class Outbox:
                         key, cp = checkpoint
                         self._db.execute(
                             "INSERT OR REPLACE INTO checkpoint(source_key, next_frame, buckets,"
-                            " totals) VALUES (?, ?, ?, ?)",
-                            (key, cp.next_frame, cp.buckets, cp.totals),
+                            " state) VALUES (?, ?, ?, ?)",
+                            (key, cp.next_frame, cp.buckets, cp.state),
                         )
                     self._db.execute("COMMIT")
                     return seqs
@@ -196,7 +196,7 @@ class Outbox:
     def checkpoint(self, source_key: str) -> Checkpoint | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT next_frame, buckets, totals FROM checkpoint WHERE source_key = ?",
+                "SELECT next_frame, buckets, state FROM checkpoint WHERE source_key = ?",
                 (source_key,),
             ).fetchone()
         return None if row is None else Checkpoint(int(row[0]), int(row[1]), str(row[2]))

@@ -207,7 +207,7 @@ class Publisher:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._stop.is_set():
             self.disconnects += 1
             log.warning("lost the broker %s (%s); reconnecting with backoff", self.address, reason)
         self._connected.clear()

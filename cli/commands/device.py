@@ -1,0 +1,208 @@
+"""`edgetally device run` and `edgetally validate-config`: the device side end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from edgetally.runtime.errors import ConfigError
+
+device_app = typer.Typer(
+    help="Run the device: count, aggregate into buckets, publish over MQTT.",
+    no_args_is_help=True,
+)
+
+EXIT_UNDELIVERED = 3
+
+
+def _camera_id(source: str) -> str:
+    stem = Path(source).stem if not source.isdigit() else f"camera{source}"
+    cleaned = re.sub(r"[^A-Za-z0-9_.:-]+", "-", stem).strip("-_.:")[:64]
+    return cleaned or "camera"
+
+
+def _named(text: str, what: str, default_id: str) -> tuple[str, list[float]]:
+    """``[ID=]n,n,...`` -> (id, numbers)."""
+    name, sep, numbers = text.partition("=")
+    if not sep:
+        name, numbers = default_id, text
+    try:
+        values = [float(v) for v in numbers.replace(" ", "").split(",")]
+    except ValueError:
+        values = []
+    if not values:
+        form = "[ID=]x1,y1,x2,y2" if what == "--line" else "[ID=]x1,y1,x2,y2,x3,y3,..."
+        raise ConfigError(f"{what} {text!r}: expected {form}")
+    return name.strip(), values
+
+
+def _cli_config(
+    source: str | None,
+    lines: list[str],
+    zones: list[str],
+    overrides: dict[str, Any],
+    camera_overrides: dict[str, Any],
+    config_file: Path | None,
+) -> Any:
+    from edgetally.runtime.config import load_config, parse_config
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cam_given = {k: v for k, v in camera_overrides.items() if v is not None}
+    if config_file is not None:
+        if source is not None or lines or zones:
+            raise ConfigError(
+                "give either --config FILE or SOURCE with --line/--zone, not both"
+            )
+        config = load_config(config_file)
+        data = config.model_dump()
+        data.update(given)
+        if cam_given:
+            data["cameras"] = [{**c, **cam_given} for c in data["cameras"]]
+        return parse_config(data, origin=f"{config_file} with command-line options")
+    if source is None:
+        raise ConfigError("give a SOURCE (video file, folder, camera index or URL) or --config")
+    if not lines and not zones:
+        raise ConfigError("give at least one --line [ID=]x1,y1,x2,y2 (or a --zone)")
+    for key, flag in (("site", "--site"), ("device", "--device-id")):
+        if key not in given:
+            raise ConfigError(f"{flag} is required (or put it in a --config file)")
+    line_items = []
+    for i, text in enumerate(lines):
+        name, values = _named(text, "--line", f"line{i + 1}")
+        line_items.append({"id": name, "points": values})
+    zone_items = []
+    for i, text in enumerate(zones):
+        name, values = _named(text, "--zone", f"zone{i + 1}")
+        if len(values) % 2:
+            raise ConfigError(f"--zone {text!r}: expected pairs of numbers x,y")
+        polygon = [values[j : j + 2] for j in range(0, len(values), 2)]
+        zone_items.append({"id": name, "polygon": polygon})
+    camera = {"id": _camera_id(source), "source": source, "lines": line_items, "zones": zone_items}
+    camera.update(cam_given)
+    return parse_config({**given, "cameras": [camera]}, origin="command line")
+
+
+@device_app.command("run")
+def run(
+    source: str | None = typer.Argument(
+        None, help="Video file, image folder, MOT folder, camera index or URL."
+    ),
+    line: list[str] = typer.Option(
+        [], "--line", help="Counting line [ID=]x1,y1,x2,y2 in pixels (repeatable)."
+    ),
+    zone: list[str] = typer.Option(
+        [], "--zone", help="Zone [ID=]x1,y1,x2,y2,x3,y3,... (repeatable)."
+    ),
+    site: str | None = typer.Option(None, "--site", help="Site (shop) id."),
+    device_id: str | None = typer.Option(None, "--device-id", help="This device's id."),
+    broker: str | None = typer.Option(
+        None, "--broker", help="MQTT broker, mqtt://HOST:PORT (default mqtt://127.0.0.1:1883)."
+    ),
+    outbox: Path | None = typer.Option(
+        None, "--outbox", help="SQLite outbox file (default ./edgetally-outbox.db)."
+    ),
+    outbox_max: int | None = typer.Option(
+        None, "--outbox-max", help="Most messages the outbox holds before collection stops."
+    ),
+    bucket_seconds: int | None = typer.Option(
+        None, "--bucket-seconds", help="Aggregate bucket length (default 60)."
+    ),
+    drain_timeout: float | None = typer.Option(
+        None, "--drain-timeout", help="Seconds to wait for the broker after a file ends (30)."
+    ),
+    model: str | None = typer.Option(None, "--model", help="A zoo name or a model file."),
+    backend: str | None = typer.Option(
+        None, "--backend", help="auto | onnxruntime | openvino | litert"
+    ),
+    accelerator: str | None = typer.Option(
+        None, "--accelerator", help="OpenVINO device, onnxruntime provider or LiteRT delegate."
+    ),
+    camera_id: str | None = typer.Option(None, "--camera-id", help="Id of SOURCE's camera."),
+    stride: int | None = typer.Option(None, "--stride", help="Keep every n-th frame of a file."),
+    max_frames: int | None = typer.Option(
+        None, "--max-frames", help="Stop a file after this many frames."
+    ),
+    config: Path | None = typer.Option(None, "--config", help="A device config file (YAML)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+) -> None:
+    """Count on SOURCE (or every camera of --config), bucket, store in the outbox, publish.
+
+    A file source ends after its last frame once the outbox is drained (exit 3 and a count
+    of what remains when the broker did not acknowledge everything in --drain-timeout).
+    A live source runs until SIGTERM or Ctrl-C.
+    """
+    import threading
+
+    from edgetally.runtime.device import Device, install_stop_signals
+
+    cfg = _cli_config(
+        source,
+        line,
+        zone,
+        {
+            "site": site,
+            "device": device_id,
+            "broker": broker,
+            "outbox": outbox,
+            "outbox_max": outbox_max,
+            "bucket_seconds": bucket_seconds,
+            "drain_timeout_s": drain_timeout,
+            "model": model,
+            "backend": backend,
+            "accelerator": accelerator,
+        },
+        {"id": camera_id, "stride": stride, "max_frames": max_frames},
+        config,
+    )
+    stop = threading.Event()
+    restore = install_stop_signals(stop)
+    try:
+        report = Device(cfg, stop=stop).run()
+    finally:
+        restore()
+    if as_json:
+        typer.echo(json.dumps(report.as_json()))
+    else:
+        for cam in report.cameras:
+            resumed = f", resumed at frame {cam.resumed_at}" if cam.resumed_at is not None else ""
+            typer.echo(
+                f"camera {cam.camera}: {cam.frames} frames{resumed}, {cam.aggregates} aggregates"
+            )
+        for item in report.lines():
+            typer.echo(f"  line {item['line']}: in {item['in']}, out {item['out']}")
+        typer.echo(
+            f"published to {cfg.broker}; outbox {cfg.outbox}: {report.remaining} waiting, "
+            f"next sequence {report.next_seq}"
+        )
+    if report.remaining:
+        print(
+            f"edgetally: warning: {report.remaining} messages still wait in the outbox "
+            f"{cfg.outbox} (the broker {cfg.broker} did not acknowledge them in time); "
+            "the next run sends them",
+            file=sys.stderr,
+        )
+        raise typer.Exit(EXIT_UNDELIVERED)
+
+
+def validate_config(
+    file: Path = typer.Argument(..., help="A device config file (YAML)."),
+) -> None:
+    """Check a device config file; print what it describes or the key that is wrong."""
+    from edgetally.runtime.config import load_config
+
+    cfg = load_config(file)
+    lines = sum(len(c.lines) for c in cfg.cameras)
+    zones = sum(len(c.zones) for c in cfg.cameras)
+    typer.echo(
+        f"OK {file}: site {cfg.site}, device {cfg.device}, {len(cfg.cameras)} cameras, "
+        f"{lines} lines, {zones} zones, {cfg.bucket_seconds} s buckets, broker {cfg.broker}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(device_app, name="device")
+    app.command("validate-config")(validate_config)

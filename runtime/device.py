@@ -1,0 +1,336 @@
+"""The device run loop: cameras -> counting pipeline -> aggregator -> outbox -> broker.
+
+Each camera runs in its own thread with its own detector, pipeline and aggregator; all of
+them write closed buckets into one outbox, which one publisher drains to the broker.
+
+A closed bucket's aggregates and the camera's checkpoint (the first frame not yet in a
+stored bucket, the file's start time and the running totals) are written in one
+transaction. When a run over a file is interrupted (killed, power lost), the next run with
+the same outbox resumes that file from the checkpoint with the same timestamps: no bucket is
+produced twice and none is skipped. When a file is read to its end the checkpoint is
+cleared, so the next run counts it again from the start.
+
+If the outbox is full, the camera stops with :class:`OutboxFullError` (naming the cap)
+rather than drop a bucket; the frames of that bucket are not checkpointed, so a later run
+on a file re-reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from edgetally.models.topics import topic_for
+from edgetally.models.wire import DeviceStatus, to_json
+from edgetally.runtime.aggregator import Aggregator, ClosedBucket
+from edgetally.runtime.config import CameraConfig, DeviceConfig
+from edgetally.runtime.outbox import Checkpoint, Outbox
+from edgetally.runtime.publisher import Publisher
+from edgetally.runtime.types import Dwell, Frame, FrameResult
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline(Protocol):
+    def process(self, frame: Frame) -> FrameResult: ...
+
+    def finish(self, ts: datetime) -> list[Dwell]: ...
+
+
+class Source(Protocol):
+    name: str
+    live: bool
+
+    def __iter__(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+PipelineFactory = Callable[[CameraConfig, DeviceConfig], Pipeline]
+SourceFactory = Callable[[CameraConfig, datetime], Source]
+
+
+@dataclass(slots=True)
+class CameraReport:
+    camera: str
+    frames: int = 0
+    aggregates: int = 0  # stored for this pass over the source (a resumed run included)
+    totals: dict[str, list[int]] = field(default_factory=dict)  # line -> [in, out]
+    resumed_at: int | None = None
+    completed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReport:
+    cameras: tuple[CameraReport, ...]
+    produced: int  # aggregates stored by this run
+    remaining: int  # still in the outbox when the run ended
+    next_seq: int
+
+    @property
+    def aggregates(self) -> int:
+        return sum(c.aggregates for c in self.cameras)
+
+    def lines(self) -> list[dict[str, Any]]:
+        many = len(self.cameras) > 1
+        return [
+            {"line": f"{c.camera}:{line}" if many else line, "in": io[0], "out": io[1]}
+            for c in self.cameras
+            for line, io in c.totals.items()
+        ]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"aggregates": self.aggregates, "lines": self.lines()}
+
+
+def store_bucket(
+    outbox: Outbox,
+    *,
+    site: str,
+    device: str,
+    source: str,
+    bucket: ClosedBucket,
+    checkpoint: tuple[str, Checkpoint] | None = None,
+) -> list[int]:
+    """Write a closed bucket's aggregates (and a checkpoint) in one transaction."""
+    topic = topic_for(site, device, "agg")
+    items = [
+        (
+            topic,
+            (lambda seq, d=draft: to_json(
+                d.to_message(site=site, device=device, source=source, seq=seq)
+            )),
+        )
+        for draft in bucket.drafts
+    ]
+    return outbox.put_many(items, checkpoint=checkpoint)
+
+
+def default_pipeline(camera: CameraConfig, config: DeviceConfig) -> Pipeline:
+    from edgetally.runtime.analytics import LineSpec, ZoneSpec
+    from edgetally.runtime.detectors import load_detector
+    from edgetally.runtime.pipeline import CountingPipeline
+    from edgetally.runtime.types import LineId, ZoneId
+
+    lines = [
+        LineSpec(LineId(ln.id), *ln.points, band=ln.band) for ln in camera.lines
+    ]
+    zones = [ZoneSpec(ZoneId(z.id), z.polygon) for z in camera.zones]
+    detector = load_detector(config.model, config.backend, config.accelerator)
+    return CountingPipeline(detector, lines, zones)
+
+
+def default_source(camera: CameraConfig, start: datetime) -> Source:
+    from edgetally.runtime.sources import SourceOptions, open_source
+
+    options = SourceOptions(start=start, stride=camera.stride, max_frames=camera.max_frames)
+    return open_source(camera.source, options)
+
+
+class Device:
+    """One device: its outbox, its publisher and one worker per camera."""
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        *,
+        pipeline_factory: PipelineFactory = default_pipeline,
+        source_factory: SourceFactory = default_source,
+        stop: threading.Event | None = None,
+        on_bucket: Callable[[str, ClosedBucket], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stop = stop or threading.Event()
+        self._pipeline_factory = pipeline_factory
+        self._source_factory = source_factory
+        self._on_bucket = on_bucket
+        self.outbox = Outbox(config.outbox, max_messages=config.outbox_max)
+        self.produced = 0
+        self._produced_lock = threading.Lock()
+        self._started = time.monotonic()
+        self._model: str | None = None
+        self._backend: str | None = None
+        self.publisher: Publisher | None = None
+
+    # ------------------------------------------------------------------ status
+
+    def _status(self, state: Literal["online", "offline"]) -> DeviceStatus:
+        return DeviceStatus(
+            site=self.config.site,  # type: ignore[arg-type]
+            device=self.config.device,  # type: ignore[arg-type]
+            at=datetime.now(UTC),
+            state=state,
+            model=self._model,
+            backend=self._backend,
+            uptime_s=round(time.monotonic() - self._started, 3),
+        )
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, *, drain_timeout: float | None = None) -> DeviceReport:
+        """Run every camera to its end (files) or until :attr:`stop` is set (live)."""
+        cfg = self.config
+        pipelines = [self._pipeline_factory(cam, cfg) for cam in cfg.cameras]
+        info = getattr(getattr(pipelines[0], "detector", None), "info", None)
+        if info is not None:
+            self._model, self._backend = _safe_name(info.model), _safe_name(info.backend)
+        self.publisher = Publisher(
+            self.outbox, cfg.broker, site=cfg.site, device=cfg.device, status=self._status
+        )
+        self.publisher.start()
+        reports = [CameraReport(cam.id) for cam in cfg.cameras]
+        errors: list[BaseException] = []
+        threads = [
+            threading.Thread(
+                target=self._camera_thread,
+                args=(cam, pipe, rep, errors),
+                name=f"camera-{cam.id}",
+                daemon=True,
+            )
+            for cam, pipe, rep in zip(cfg.cameras, pipelines, reports, strict=True)
+        ]
+        try:
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.2)
+        except KeyboardInterrupt:
+            self.stop.set()
+            for t in threads:
+                t.join()
+        timeout = cfg.drain_timeout_s if drain_timeout is None else drain_timeout
+        try:
+            remaining = self.publisher.drain(timeout=timeout)
+        finally:
+            self.publisher.stop(graceful=True)
+            next_seq = self.outbox.next_seq()
+            self.outbox.close()
+        if errors:
+            raise errors[0]
+        return DeviceReport(tuple(reports), self.produced, remaining, next_seq)
+
+    def _camera_thread(
+        self,
+        cam: CameraConfig,
+        pipeline: Pipeline,
+        report: CameraReport,
+        errors: list[BaseException],
+    ) -> None:
+        try:
+            self._run_camera(cam, pipeline, report)
+        except BaseException as exc:  # handed to run(), which raises it
+            errors.append(exc)
+            self.stop.set()
+
+    def _run_camera(self, cam: CameraConfig, pipeline: Pipeline, report: CameraReport) -> None:
+        cfg = self.config
+        key = f"{cam.id}|{cam.source}|{cam.stride}|{cam.max_frames}|{cfg.bucket_seconds}"
+        aggregator = Aggregator(
+            [ln.id for ln in cam.lines], [z.id for z in cam.zones],
+            bucket_seconds=cfg.bucket_seconds,
+        )
+        report.totals = {ln.id: [0, 0] for ln in cam.lines}
+        start = datetime.now(UTC)
+        skip_before = 0
+        saved = self.outbox.checkpoint(key)
+        if saved is not None:
+            state = json.loads(saved.state)
+            start = datetime.fromisoformat(state["start"])
+            skip_before = saved.next_frame
+            report.aggregates = int(state.get("aggregates", 0))
+            report.totals.update({k: list(v) for k, v in state.get("totals", {}).items()})
+            report.resumed_at = skip_before
+            log.warning("camera %s: resuming %s at frame %d", cam.id, cam.source, skip_before)
+        source = self._source_factory(cam, start)
+        buckets = saved.buckets if saved is not None else 0
+
+        def store(bucket: ClosedBucket) -> None:
+            nonlocal buckets
+            for d in bucket.drafts:
+                if d.kind == "line":
+                    io = report.totals.setdefault(d.counter, [0, 0])
+                    io[0] += d.in_count
+                    io[1] += d.out_count
+            buckets += 1
+            state = {
+                "start": start.isoformat(),
+                "aggregates": report.aggregates + len(bucket.drafts),
+                "totals": report.totals,
+            }
+            cp = Checkpoint(bucket.next_frame, buckets, json.dumps(state))
+            seqs = store_bucket(
+                self.outbox, site=cfg.site, device=cfg.device, source=cam.id,
+                bucket=bucket, checkpoint=(key, cp) if not source.live else None,
+            )
+            report.aggregates += len(seqs)
+            with self._produced_lock:
+                self.produced += len(seqs)
+            if self.publisher is not None:
+                self.publisher.wake()
+            if self._on_bucket is not None:
+                self._on_bucket(cam.id, bucket)
+
+        last: FrameResult | None = None
+        interrupted = False
+        try:
+            for frame in _frames(source):
+                if frame.index < skip_before:
+                    continue
+                if self.stop.is_set():
+                    interrupted = True
+                    break
+                result = pipeline.process(frame)
+                report.frames += 1
+                last = result
+                for bucket in aggregator.add(result):
+                    store(bucket)
+        finally:
+            source.close()
+        if last is not None and (not interrupted or source.live):
+            # The end of a file, or a live source being stopped: close the open bucket.
+            aggregator.add_dwells(pipeline.finish(last.timestamp))
+            final = aggregator.flush(next_frame=last.frame_index + 1)
+            if final is not None:
+                store(final)
+        if not interrupted and not source.live:
+            self.outbox.clear_checkpoint(key)
+            report.completed = True
+
+
+def _frames(source: Source) -> Iterable[Frame]:
+    yield from source
+
+
+def _safe_name(value: object) -> str | None:
+    import re
+
+    text = str(value)
+    return text[:64] if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:@+/-]{0,63}", text) else None
+
+
+def install_stop_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGTERM (and SIGINT) set ``stop``; returns a function that restores the handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, frame: Any) -> None:
+        log.warning("signal %d: stopping after the current frame", signum)
+        stop.set()
+
+    for s in previous:
+        signal.signal(s, handler)
+
+    def restore() -> None:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore
