@@ -16,7 +16,14 @@ from edgetally.fleet.broker_config import (
     mosquitto_password_hash,
     parse_devices,
 )
-from test_broker_support import SecureBroker, connect, publish, start_secure_broker, subscribe
+
+from tests.fleet.test_broker_support import (
+    SecureBroker,
+    connect,
+    publish,
+    start_secure_broker,
+    subscribe,
+)
 
 pytestmark = pytest.mark.slow
 

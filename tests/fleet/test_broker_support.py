@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from conftest import Broker, free_port
 from edgetally.fleet.broker_config import BrokerConfig, generate_broker_config, parse_devices
+
+from tests.conftest import Broker, free_port
 
 
 @dataclass

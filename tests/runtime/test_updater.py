@@ -18,7 +18,8 @@ from edgetally.models.bundle import generate_keypair, load_public_key, sha256_fi
 from edgetally.runtime.outbox import Outbox
 from edgetally.runtime.updater import Updater, UpdateRequest
 from edgetally.runtime.updater_health import OnnxHealthCheck
-from test_updater_support import TARGET, make_bundle, serve
+
+from tests.runtime.test_updater_support import TARGET, make_bundle, serve
 
 
 def _model_offset(bundle: Path) -> int:
@@ -244,7 +245,8 @@ def test_interrupted_download_resumes_with_range(
     big = src / "weights.bin"
     big.write_bytes(bytes(range(256)) * 4096)  # 1 MiB next to the model
     from edgetally.models.bundle import create_bundle, load_private_key
-    from test_updater_support import write_model
+
+    from tests.runtime.test_updater_support import write_model
 
     bundle = fleet.tmp / "big.bundle"
     create_bundle(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import onnx
 import uvicorn
-from conftest import free_port, wait_for_port
 from edgetally.models.bundle import (
     BundleTarget,
     HealthBudget,
@@ -19,6 +18,8 @@ from edgetally.models.bundle import (
 )
 from fastapi import FastAPI
 from onnx import TensorProto, helper
+
+from tests.conftest import free_port, wait_for_port
 
 TARGET = BundleTarget.parse("onnxruntime:fp32:sim")
 
