@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,7 +36,8 @@ class ScriptedSource:
     live = False
 
     def __init__(self, start: datetime, n: int = FRAMES, crash_at: int | None = None) -> None:
-        self.name, self.fps, self.start, self.n, self.crash_at = "scripted", 10.0, start, n, crash_at
+        self.name, self.fps = "scripted", 10.0
+        self.start, self.n, self.crash_at = start, n, crash_at
 
     def __iter__(self) -> Iterator[Frame]:
         for i in range(self.n):
