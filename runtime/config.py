@@ -93,6 +93,7 @@ class CameraConfig(_Strict):
     zones: tuple[ZoneConfig, ...] = ()
     stride: int = Field(default=1, ge=1, le=1000)
     max_frames: int | None = Field(default=None, ge=1)
+    realtime: bool = False  # play a file at its own frame rate, as a camera would deliver it
 
     @model_validator(mode="after")
     def _counters(self) -> CameraConfig:

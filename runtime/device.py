@@ -280,6 +280,7 @@ class Device:
 
         last: FrameResult | None = None
         interrupted = False
+        pace = _Pace()
         try:
             for frame in _frames(source):
                 if frame.index < skip_before:
@@ -287,6 +288,8 @@ class Device:
                 if self.stop.is_set():
                     interrupted = True
                     break
+                if cam.realtime and not source.live:
+                    pace.wait(frame.timestamp, self.stop)
                 result = pipeline.process(frame)
                 report.frames += 1
                 last = result
@@ -303,6 +306,22 @@ class Device:
         if not interrupted and not source.live:
             self.outbox.clear_checkpoint(key)
             report.completed = True
+
+
+class _Pace:
+    """Sleeps so that frames come at the pace of their timestamps."""
+
+    def __init__(self) -> None:
+        self._origin: tuple[float, datetime] | None = None
+
+    def wait(self, ts: datetime, stop: threading.Event) -> None:
+        if self._origin is None:
+            self._origin = (time.monotonic(), ts)
+            return
+        wall0, ts0 = self._origin
+        delay = wall0 + (ts - ts0).total_seconds() - time.monotonic()
+        if delay > 0:
+            stop.wait(delay)
 
 
 def _frames(source: Source) -> Iterable[Frame]:

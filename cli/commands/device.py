@@ -126,6 +126,10 @@ def run(
     max_frames: int | None = typer.Option(
         None, "--max-frames", help="Stop a file after this many frames."
     ),
+    realtime: bool | None = typer.Option(
+        None, "--realtime/--as-fast-as-possible",
+        help="Play a file at its own frame rate, as a camera would (default: as fast as possible).",
+    ),
     config: Path | None = typer.Option(None, "--config", help="A device config file (YAML)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
 ) -> None:
@@ -155,7 +159,7 @@ def run(
             "backend": backend,
             "accelerator": accelerator,
         },
-        {"id": camera_id, "stride": stride, "max_frames": max_frames},
+        {"id": camera_id, "stride": stride, "max_frames": max_frames, "realtime": realtime},
         config,
     )
     stop = threading.Event()

@@ -23,11 +23,19 @@ AGG = topic_for("shop-1", "dev-1", "agg")
 class Recorder:
     """A QoS 1 subscriber that records (topic, payload) of everything it gets."""
 
-    def __init__(self, port: int, topic: str = "edgetally/#") -> None:
+    def __init__(
+        self, port: int, topic: str = "edgetally/#", *, session: str | None = None
+    ) -> None:
+        """``session``: a persistent session's client id, so that the broker keeps what
+        arrives while this recorder is disconnected."""
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rec-{id(self)}")
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=session or f"rec-{id(self)}",
+            clean_session=session is None,
+        )
         self.client.on_connect = lambda c, u, f, r, p: (c.subscribe(topic, qos=1), None)[1]
         self.client.on_subscribe = lambda *a: self._ready.set()
         self.client.on_message = self._on_message
