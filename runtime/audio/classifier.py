@@ -16,6 +16,7 @@ score per class is its maximum over frames.
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -68,6 +69,7 @@ def read_class_map(path: Path) -> tuple[str, ...]:
     return tuple(labels[i] for i in range(len(labels)))
 
 
+@functools.lru_cache(maxsize=8)
 def mel_filterbank(n_mels: int, n_fft: int = 512) -> npt.NDArray[np.float32]:
     """HTK-mel triangular filters, shape (n_fft // 2 + 1, n_mels)."""
 
@@ -83,10 +85,15 @@ def mel_filterbank(n_mels: int, n_fft: int = 512) -> npt.NDArray[np.float32]:
     return np.maximum(0.0, np.minimum(up, down)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def _hann() -> npt.NDArray[np.float32]:
+    return np.hanning(MEL_WIN).astype(np.float32)
+
+
 def log_mel(window: Samples, frames: int, n_mels: int) -> npt.NDArray[np.float32]:
     """(frames, n_mels) log-mel patch of a window of (frames - 1) * 160 + 400 samples."""
     idx = np.arange(frames)[:, None] * MEL_HOP + np.arange(MEL_WIN)[None, :]
-    framed = window[idx] * np.hanning(MEL_WIN).astype(np.float32)
+    framed = window[idx] * _hann()
     spec = np.abs(np.fft.rfft(framed, n=512, axis=1)).astype(np.float32)
     return np.log(spec @ mel_filterbank(n_mels) + 0.001).astype(np.float32)
 
