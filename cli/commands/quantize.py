@@ -1,0 +1,62 @@
+"""`edgetally quantize`: post-training INT8 with an accuracy gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("quantize")
+    def quantize(
+        model: str = typer.Argument(..., help="A zoo name or an FP32 model file."),
+        calib: Path = typer.Option(..., "--calib", help="Folder of calibration images."),
+        fmt: str = typer.Option(..., "--format", help="openvino (IR), onnx (QDQ) or tflite."),
+        out: Path = typer.Option(..., "--out", help="Folder for the INT8 model and manifest."),
+        eval_seq: Path | None = typer.Option(
+            None, "--eval", help="A MOT sequence to judge agreement and count accuracy on."
+        ),
+        line: list[str] = typer.Option(
+            [], "--line", help="Counting line x1,y1,x2,y2 for --eval (repeat)."
+        ),
+        family: str | None = typer.Option(
+            None, "--family", help="Processing family of an unknown model file."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Write the model even if the gate fails."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Quantize MODEL to INT8 on real images; write it only if it keeps its accuracy
+        (agreement >= 0.95 with FP32 boxes, count accuracy at most 0.02 lower)."""
+        from edgetally.quantize.errors import QuantizeError
+        from edgetally.quantize.pipeline import quantize_model
+
+        result = quantize_model(
+            model, calib, fmt, out, eval_seq=eval_seq, lines=line, force=force, family=family
+        )
+        data = result.as_json()
+        if as_json:
+            typer.echo(json.dumps(data))
+        else:
+            c = result.comparison
+            agreement = "n/a" if c.agreement is None else f"{c.agreement:.3f}"
+            typer.echo(
+                f"{result.format}: size {data['size_fp32']} -> {data['size_int8']} bytes, "
+                f"{data['fp32_ms']:.2f} -> {data['int8_ms']:.2f} ms/frame, agreement "
+                f"{agreement} ({c.matched_boxes}/{c.reference_boxes} boxes on {c.frames} frames)"
+            )
+            if result.count_accuracy_fp32 is not None:
+                typer.echo(f"count accuracy {result.count_accuracy_fp32:.3f} (FP32) -> "
+                           f"{result.count_accuracy_int8:.3f} (INT8)")
+            if result.out is not None:
+                typer.echo(f"wrote {result.out}")
+        if not result.passed:
+            why = "; ".join(result.reasons)
+            if result.out is None:
+                raise QuantizeError(f"accuracy gate refused the INT8 model ({why}); nothing "
+                                    "written (--force writes it anyway)")
+            typer.echo(f"warning: accuracy gate failed ({why}); written because of --force",
+                       err=True)

@@ -1,0 +1,142 @@
+"""The accuracy gate: does the INT8 model still find what the FP32 model finds, and count
+the same people, through the device's own pre- and post-processing?"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from edgetally.runtime.detectors import Detector
+from edgetally.runtime.types import Detections
+
+MIN_AGREEMENT = 0.95
+MAX_COUNT_DROP = 0.02
+MATCH_IOU = 0.5
+
+
+def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """IoU of every box of ``a`` (N x 4 xyxy) with every box of ``b`` (M x 4)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+
+
+def matched(reference: Detections, candidate: Detections, iou: float = MATCH_IOU) -> int:
+    """How many reference boxes have a candidate box of the same class at IoU >= ``iou``
+    (greedy one-to-one matching, best IoU first)."""
+    ious = iou_matrix(reference.xyxy, candidate.xyxy)
+    if ious.size == 0:
+        return 0
+    ious[reference.class_id[:, None] != candidate.class_id[None, :]] = 0.0
+    count = 0
+    while True:
+        r, c = np.unravel_index(int(np.argmax(ious)), ious.shape)
+        if ious[r, c] < iou:
+            return count
+        count += 1
+        ious[r, :] = 0.0
+        ious[:, c] = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    agreement: float | None  # None when the FP32 model found nothing to agree on
+    reference_boxes: int
+    matched_boxes: int
+    fp32_ms: float  # median inference time per frame (the backend's run, same frames)
+    int8_ms: float
+    frames: int
+
+
+def compare(fp32: Detector, int8: Detector, images: list[npt.NDArray[np.uint8]]) -> Comparison:
+    """Run both detectors on every image (interleaved, so both see the same machine load)."""
+    ref_total = hit_total = 0
+    t32: list[float] = []
+    t8: list[float] = []
+    for image in images:
+        prep32, prep8 = fp32.prepare(image), int8.prepare(image)
+        t0 = time.perf_counter()
+        out32 = fp32.infer(prep32)
+        t1 = time.perf_counter()
+        out8 = int8.infer(prep8)
+        t2 = time.perf_counter()
+        t32.append(t1 - t0)
+        t8.append(t2 - t1)
+        ref = fp32.postprocess(out32, prep32)
+        got = int8.postprocess(out8, prep8)
+        ref_total += len(ref)
+        hit_total += matched(ref, got)
+    return Comparison(
+        agreement=hit_total / ref_total if ref_total else None,
+        reference_boxes=ref_total,
+        matched_boxes=hit_total,
+        fp32_ms=1000 * statistics.median(t32),
+        int8_ms=1000 * statistics.median(t8),
+        frames=len(images),
+    )
+
+
+def warm_up(detector: Detector, image: npt.NDArray[np.uint8], runs: int = 3) -> None:
+    prepared = detector.prepare(image)
+    for _ in range(runs):
+        detector.infer(prepared)
+
+
+def count_accuracy(detector: Detector, seq_dir: Path, lines: list[str]) -> float:
+    """Count accuracy of ``detector`` on a MOT sequence, as ``edgetally eval`` scores it."""
+    from edgetally.runtime.analytics import LineSpec
+    from edgetally.runtime.mot import count_accuracy as score
+    from edgetally.runtime.mot import read_gt, true_counts
+    from edgetally.runtime.pipeline import CountingPipeline, run_count
+    from edgetally.runtime.sources import open_source
+    from edgetally.runtime.types import LineId
+
+    gt = read_gt(seq_dir)
+    specs = [LineSpec.parse(text, LineId(f"line{i + 1}")) for i, text in enumerate(lines)]
+    threshold = detector.score_threshold  # the pipeline lowers it for the tracker
+    try:
+        report = run_count(open_source(seq_dir), CountingPipeline(detector, specs))
+    finally:
+        detector.score_threshold = threshold
+    results = []
+    for spec, counted in zip(specs, report.lines, strict=True):
+        t_in, t_out = true_counts(gt, spec)
+        results.append((int(counted["in"]), int(counted["out"]), t_in, t_out))
+    return round(score(results), 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    passed: bool
+    reasons: tuple[str, ...]
+
+
+def judge(
+    agreement: float | None,
+    acc_fp32: float | None,
+    acc_int8: float | None,
+    min_agreement: float = MIN_AGREEMENT,
+    max_count_drop: float = MAX_COUNT_DROP,
+) -> Verdict:
+    reasons = []
+    if agreement is None:
+        reasons.append("the FP32 model found no person in the frames, so agreement is unknown")
+    elif agreement < min_agreement:
+        reasons.append(f"agreement {agreement:.3f} < {min_agreement}")
+    if acc_fp32 is not None and acc_int8 is not None and acc_int8 < acc_fp32 - max_count_drop:
+        reasons.append(
+            f"count accuracy {acc_int8:.3f} is more than {max_count_drop} under FP32 {acc_fp32:.3f}"
+        )
+    return Verdict(not reasons, tuple(reasons))
