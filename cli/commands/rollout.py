@@ -1,0 +1,161 @@
+"""`edgetally fleet rollout ...`, `edgetally fleet broker-config`, `edgetally fleet token`.
+
+The rollout commands talk to a running fleet's HTTP API (``--url``, ``--token`` or the
+environment variables ``EDGETALLY_FLEET_URL`` / ``EDGETALLY_TOKEN``). They are attached under
+the ``fleet`` group with :func:`attach`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from edgetally.fleet.errors import FleetError
+
+rollout_app = typer.Typer(help="Staged rollouts of signed model bundles.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (roles: device, analyst, operator).", no_args_is_help=True)
+
+_URL = typer.Option(
+    "http://127.0.0.1:8080", "--url", envvar="EDGETALLY_FLEET_URL", help="Fleet API."
+)
+_TOKEN = typer.Option(..., "--token", envvar="EDGETALLY_TOKEN", help="Operator/analyst token.")
+
+
+def _call(method: str, url: str, token: str, path: str, **kw: Any) -> Any:
+    import httpx
+
+    try:
+        resp = httpx.request(
+            method,
+            url.rstrip("/") + path,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120.0,
+            **kw,
+        )
+    except httpx.HTTPError as exc:
+        raise FleetError(f"cannot reach the fleet API at {url}: {exc}") from None
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail", resp.text)
+        except ValueError:
+            detail = resp.text
+        raise FleetError(f"fleet API said {resp.status_code}: {str(detail)[:300]}")
+    return resp.json()
+
+
+@rollout_app.command("create")
+def create(
+    bundle: Path = typer.Argument(..., help="Signed bundle file."),
+    to: str = typer.Option(..., "--to", help="Devices: site/device globs, comma-separated, or *."),
+    stages: str = typer.Option("5%,25%,100%", "--stages", help="Cumulative stages."),
+    success_ratio: float = typer.Option(1.0, "--success-ratio", help="Healthy share to advance."),
+    failure_ratio: float = typer.Option(0.0, "--failure-ratio", help="Failed share that halts."),
+    url: str = _URL,
+    token: str = _TOKEN,
+) -> None:
+    """Upload BUNDLE (the fleet verifies it) and start a staged rollout."""
+    try:
+        data = bundle.read_bytes()
+    except OSError as exc:
+        raise FleetError(f"cannot read bundle {bundle}: {exc.strerror or exc}") from None
+    ref = _call("PUT", url, token, "/bundles", content=data)
+    body = {
+        "bundle_sha256": ref["sha256"],
+        "selector": to,
+        "stages": stages,
+        "success_ratio": success_ratio,
+        "failure_ratio": failure_ratio,
+    }
+    r = _call("POST", url, token, "/rollouts", json=body)
+    typer.echo(f"rollout {r['id']}: {ref['name']} {ref['version']} to {len(r['devices'])} devices")
+
+
+@rollout_app.command("status")
+def status(
+    rollout_id: str | None = typer.Argument(None, help="One rollout (default: list all)."),
+    url: str = _URL,
+    token: str = _TOKEN,
+    as_json: bool = typer.Option(False, "--json", help="Print the full record as JSON."),
+) -> None:
+    """List rollouts, or show one with its stages and history."""
+    if rollout_id is None:
+        for s in _call("GET", url, token, "/rollouts"):
+            typer.echo(
+                f"{s['id']}  {s['state']:<9} stage {s['stage']}  {s['bundle']}  "
+                f"{s['healthy']}/{s['devices']} healthy, {s['failed']} failed"
+            )
+        return
+    r = _call("GET", url, token, f"/rollouts/{rollout_id}")
+    if as_json:
+        typer.echo(json.dumps(r, indent=2))
+        return
+    typer.echo(f"{r['id']}: {r['state']}, stage {r['stage'] + 1} of {len(r['stages'])}")
+    for e in r["history"]:
+        typer.echo(f"  {e['at']}  {e['event']}: {e['detail']}")
+
+
+def _verb(verb: str) -> None:
+    @rollout_app.command(verb)
+    def command(
+        rollout_id: str = typer.Argument(...), url: str = _URL, token: str = _TOKEN
+    ) -> None:
+        r = _call("POST", url, token, f"/rollouts/{rollout_id}/{verb}")
+        typer.echo(f"{r['id']}: {r['state']}")
+
+    command.__doc__ = f"{verb.capitalize()} a rollout."
+
+
+for _v in ("pause", "resume", "abort"):
+    _verb(_v)
+
+
+def broker_config(
+    out: Path = typer.Option(..., "--out", help="Directory to write the configuration into."),
+    devices: str = typer.Option(..., "--devices", help="site/device,site/device2,..."),
+    port: int = typer.Option(8883, "--port", help="TLS listener port."),
+    bind: str = typer.Option("0.0.0.0", "--bind", help="Listener address."),
+    hostname: list[str] = typer.Option(["localhost"], "--hostname", help="Broker host names."),
+    run_as: str | None = typer.Option(None, "--run-as", help="Mosquitto's `user` option."),
+) -> None:
+    """Mosquitto config for a fleet: per-device passwords, ACL, demo CA and TLS."""
+    from edgetally.fleet.broker_config import generate_broker_config, parse_devices
+
+    cfg = generate_broker_config(
+        out, parse_devices(devices), port=port, bind=bind, hostnames=hostname, run_as=run_as
+    )
+    typer.echo(f"wrote {cfg.config} ({len(cfg.device_passwords)} devices)")
+    typer.echo(f"run: mosquitto -c {cfg.config}")
+    typer.echo(f"passwords for provisioning: {cfg.directory / 'credentials.json'}")
+
+
+@token_app.command("add")
+def token_add(
+    file: Path = typer.Option(..., "--file", help="Token file (created mode 0600)."),
+    name: str = typer.Option(..., "--name", help="Who or what uses the token."),
+    role: str = typer.Option(..., "--role", help="device, analyst or operator."),
+) -> None:
+    """Create a token; it is printed once, the file keeps only its hash."""
+    from edgetally.fleet.auth import ROLE_RANK, AuthError, add_token
+
+    if role not in ROLE_RANK:
+        raise AuthError(f"unknown role {role!r}: use device, analyst or operator")
+    typer.echo(add_token(file, name, role))  # type: ignore[arg-type]
+
+
+def attach(fleet_app: typer.Typer) -> None:
+    """Put these commands under the ``fleet`` group."""
+    fleet_app.add_typer(rollout_app, name="rollout")
+    fleet_app.add_typer(token_app, name="token")
+    fleet_app.command("broker-config")(broker_config)
+
+
+def register(app: typer.Typer) -> None:
+    # The `fleet` group belongs to commands/fleet.py, which calls attach(). Until that
+    # module exists, provide the group here so the commands are reachable.
+    if importlib.util.find_spec("edgetally.commands.fleet") is None:
+        fleet_app = typer.Typer(help="The fleet manager.", no_args_is_help=True)
+        attach(fleet_app)
+        app.add_typer(fleet_app, name="fleet")
