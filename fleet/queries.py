@@ -1,0 +1,167 @@
+"""The analyst queries, written once for both stores.
+
+Each query is a function ``(store, filters, ...) -> Table``; the API routers, the command
+line and the exports all go through these, so they give the same answers. To add one,
+write a function like :func:`traffic` (``store.dialect.bucket`` for time buckets and
+:func:`where` for the common filters).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from edgetally.fleet.columns import naive_utc
+from edgetally.fleet.errors import FleetError
+from edgetally.fleet.records import Filters, Table
+from edgetally.fleet.store import Store
+
+DEFAULT_MAX_ROWS = 500_000
+DEFAULT_OFFLINE_AFTER_S = 300.0
+
+
+class QueryTooLarge(FleetError):
+    """A query matches more rows than one answer may carry."""
+
+
+def where(f: Filters, *, line_column: str = "line") -> tuple[str, list[Any]]:
+    """A WHERE clause (with its parameters) for the common filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("site", f.site), ("device", f.device), (line_column, f.line)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if f.start is not None:
+        clauses.append("start >= ?")
+        params.append(naive_utc(f.start))
+    if f.end is not None:
+        clauses.append("start < ?")
+        params.append(naive_utc(f.end))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _grouped(
+    store: Store,
+    f: Filters,
+    select: str,
+    extra_where: str,
+    max_rows: int,
+    what: str,
+    table: str = "aggregates",
+) -> Table:
+    bucket = store.dialect.bucket("start", f.interval)
+    clause, params = where(f)
+    if extra_where:
+        clause = f"{clause} AND {extra_where}" if clause else f" WHERE {extra_where}"
+    text = (
+        f"SELECT {bucket} AS bucket, site, device, line, {select} FROM {table}{clause} "
+        f"GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT {int(max_rows) + 1}"
+    )
+    result = store.fetch(text, params)
+    if len(result.rows) > max_rows:
+        raise QueryTooLarge(
+            f"the {what} query matches more than {max_rows} rows: narrow it (site, device, "
+            "from/to) or use a coarser interval"
+        )
+    return result
+
+
+def traffic(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
+    """People in and out per bucket, site, device and line."""
+    return _grouped(
+        store, f, 'sum(in_count) AS "in", sum(out_count) AS "out"', "", max_rows, "traffic"
+    )
+
+
+def occupancy(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
+    """Zone occupancy per bucket: time-weighted mean and peak."""
+    select = (
+        "sum(occupancy_mean * seconds) / sum(seconds) AS occupancy_mean, "
+        "max(occupancy_peak) AS occupancy_peak"
+    )
+    return _grouped(store, f, select, "occupancy_mean IS NOT NULL", max_rows, "occupancy")
+
+
+def dwell(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
+    """Visits that ended per bucket, and their visit-weighted mean median and p90 (seconds).
+
+    Exact when the interval equals the device's bucket length; over longer intervals the
+    median and p90 are the visit-weighted means of the buckets' own.
+    """
+    select = (
+        "sum(dwell_count) AS visits, "
+        "sum(dwell_median_s * dwell_count) / sum(dwell_count) AS median_s, "
+        "sum(dwell_p90_s * dwell_count) / sum(dwell_count) AS p90_s"
+    )
+    return _grouped(store, f, select, "dwell_count IS NOT NULL", max_rows, "dwell")
+
+
+DEVICE_COLUMNS: tuple[str, ...] = (
+    "device",
+    "site",
+    "online",
+    "state",
+    "last_seen",
+    "first_seen",
+    "messages",
+    "model",
+    "backend",
+    "fps",
+    "uptime_s",
+    "errors",
+    "last_error",
+)
+
+
+def devices(
+    store: Store,
+    *,
+    site: str | None = None,
+    now: datetime | None = None,
+    offline_after_s: float = DEFAULT_OFFLINE_AFTER_S,
+) -> Table:
+    """Known devices; ``online`` when not reported offline and heard from recently."""
+    cols = [c for c in DEVICE_COLUMNS if c != "online"]
+    text = f"SELECT {', '.join(cols)} FROM devices"
+    params: list[Any] = []
+    if site is not None:
+        text += " WHERE site = ?"
+        params.append(site)
+    result = store.fetch(text + " ORDER BY site, device", params)
+    cutoff = naive_utc(now or datetime.now(UTC)) - timedelta(seconds=offline_after_s)
+    rows: list[tuple[Any, ...]] = []
+    for row in result.rows:
+        rec = dict(zip(cols, row, strict=True))
+        rec["online"] = rec["state"] != "offline" and rec["last_seen"] >= cutoff
+        rows.append(tuple(rec[c] for c in DEVICE_COLUMNS))
+    return Table(DEVICE_COLUMNS, rows)
+
+
+def dead_letters(store: Store, *, limit: int = 100) -> Table:
+    """The most recent messages that did not validate, newest first."""
+    return store.fetch(
+        "SELECT received_at, topic, reason, payload_size, payload_head FROM dead_letters "
+        f"ORDER BY received_at DESC LIMIT {max(0, int(limit))}"
+    )
+
+
+def counts(store: Store) -> dict[str, int]:
+    """Rows per table (for health checks and benchmarks)."""
+    out: dict[str, int] = {}
+    for table in ("aggregates", "events", "power", "devices", "dead_letters"):
+        rows = store.fetch(f"SELECT count(*) FROM {table}").rows
+        out[table] = int(rows[0][0])
+    return out
+
+
+QUERIES: dict[str, Any] = {"traffic": traffic, "occupancy": occupancy, "dwell": dwell}
+
+
+def run_named(store: Store, name: str, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
+    """Run one of :data:`QUERIES` by name."""
+    fn = QUERIES.get(name)
+    if fn is None:
+        raise FleetError(f"unknown query {name!r}: use one of {', '.join(QUERIES)}")
+    result: Table = fn(store, f, max_rows=max_rows)
+    return result

@@ -1,0 +1,86 @@
+"""Value types of the fleet's store: what ingest writes and what queries return.
+
+Frozen, slotted dataclasses; they never leave the process (the API and the command line
+serialise a :class:`Table` through :mod:`edgetally.fleet.export`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading
+
+Interval = Literal["minute", "15min", "hour", "day"]
+INTERVALS: tuple[str, ...] = get_args(Interval)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that did not validate: where it came from, why, and its first bytes."""
+
+    received_at: datetime
+    topic: str
+    reason: str
+    payload_size: int
+    payload_head: str
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A valid message from a device arrived at ``at`` (keeps ``last_seen`` current)."""
+
+    site: str
+    device: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBatch:
+    """Everything one ingest round writes, in one transaction."""
+
+    aggregates: tuple[Aggregate, ...] = ()
+    statuses: tuple[DeviceStatus, ...] = ()
+    power: tuple[PowerReading, ...] = ()
+    seen: tuple[Seen, ...] = ()
+    dead: tuple[DeadLetter, ...] = ()
+    received_at: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self.aggregates) + len(self.statuses) + len(self.power) + len(self.dead)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What a batch changed: new rows, and duplicates that were already stored."""
+
+    aggregates_new: int = 0
+    aggregates_duplicate: int = 0
+    power_new: int = 0
+    power_duplicate: int = 0
+    statuses: int = 0
+    dead_letters: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The filters every analyst query takes; None means all. Times are UTC-aware."""
+
+    site: str | None = None
+    device: str | None = None
+    line: str | None = None
+    start: datetime | None = None  # inclusive, on the bucket start
+    end: datetime | None = None  # exclusive
+    interval: Interval = "hour"
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A query result: column names and rows (datetimes are naive UTC as stored)."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)

@@ -1,0 +1,174 @@
+"""The SQL both stores share: schema, the write statements, and the dialect differences.
+
+Times are stored as ``TIMESTAMP`` (without time zone) holding UTC; buckets are UTC buckets.
+Statements use ``?`` placeholders; the PostgreSQL store turns them into ``%s``, so SQL text
+here must not contain a literal ``?`` or ``%``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from edgetally.fleet.errors import FleetError
+from edgetally.fleet.records import Interval
+
+DialectName = Literal["duckdb", "postgres"]
+
+# Columns of each staged table, in the order the stores load them.
+AGG_COLUMNS: tuple[str, ...] = (
+    "device",
+    "seq",
+    "site",
+    "source",
+    "line",
+    "start",
+    "seconds",
+    "in_count",
+    "out_count",
+    "occupancy_mean",
+    "occupancy_peak",
+    "dwell_count",
+    "dwell_median_s",
+    "dwell_p90_s",
+    "received_at",
+)
+EVENT_COLUMNS: tuple[str, ...] = (
+    "device",
+    "seq",
+    "family",
+    "event",
+    "site",
+    "line",
+    "start",
+    "seconds",
+    "count",
+)
+POWER_COLUMNS: tuple[str, ...] = (
+    "device",
+    "seq",
+    "site",
+    "source",
+    "start",
+    "seconds",
+    "wh",
+    "mean_w",
+    "measured",
+    "received_at",
+)
+SEEN_COLUMNS: tuple[str, ...] = ("device", "site", "first_seen", "last_seen", "messages")
+STATUS_COLUMNS: tuple[str, ...] = (
+    "device",
+    "state",
+    "status_at",
+    "model",
+    "backend",
+    "fps",
+    "uptime_s",
+    "errors",
+    "last_error",
+)
+DEAD_COLUMNS: tuple[str, ...] = (
+    "received_at",
+    "topic",
+    "reason",
+    "payload_size",
+    "payload_head",
+)
+
+
+def schema(double: str) -> tuple[str, ...]:
+    """CREATE statements (idempotent); ``double`` is the dialect's 8-byte float type."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS aggregates (
+            device VARCHAR NOT NULL, seq BIGINT NOT NULL,
+            site VARCHAR NOT NULL, source VARCHAR NOT NULL, line VARCHAR NOT NULL,
+            start TIMESTAMP NOT NULL, seconds INTEGER NOT NULL,
+            in_count INTEGER NOT NULL, out_count INTEGER NOT NULL,
+            occupancy_mean {double}, occupancy_peak INTEGER,
+            dwell_count INTEGER, dwell_median_s {double}, dwell_p90_s {double},
+            received_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (device, seq))""",
+        """CREATE TABLE IF NOT EXISTS events (
+            device VARCHAR NOT NULL, seq BIGINT NOT NULL,
+            family VARCHAR NOT NULL, event VARCHAR NOT NULL,
+            site VARCHAR NOT NULL, line VARCHAR NOT NULL,
+            start TIMESTAMP NOT NULL, seconds INTEGER NOT NULL, count INTEGER NOT NULL,
+            PRIMARY KEY (device, seq, family, event))""",
+        f"""CREATE TABLE IF NOT EXISTS power (
+            device VARCHAR NOT NULL, seq BIGINT NOT NULL,
+            site VARCHAR NOT NULL, source VARCHAR NOT NULL,
+            start TIMESTAMP NOT NULL, seconds INTEGER NOT NULL,
+            wh {double} NOT NULL, mean_w {double} NOT NULL, measured BOOLEAN NOT NULL,
+            received_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (device, seq))""",
+        f"""CREATE TABLE IF NOT EXISTS devices (
+            device VARCHAR PRIMARY KEY, site VARCHAR NOT NULL,
+            first_seen TIMESTAMP NOT NULL, last_seen TIMESTAMP NOT NULL,
+            messages BIGINT NOT NULL,
+            state VARCHAR NOT NULL, status_at TIMESTAMP,
+            model VARCHAR, backend VARCHAR, fps {double}, uptime_s {double},
+            errors BIGINT, last_error VARCHAR)""",
+        """CREATE TABLE IF NOT EXISTS dead_letters (
+            received_at TIMESTAMP NOT NULL, topic VARCHAR NOT NULL, reason VARCHAR NOT NULL,
+            payload_size INTEGER NOT NULL, payload_head VARCHAR NOT NULL)""",
+    )
+
+
+def _insert_new(table: str, columns: tuple[str, ...], staged: str) -> str:
+    cols = ", ".join(columns)
+    return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staged} ON CONFLICT DO NOTHING"
+
+
+def insert_aggregates(staged: str) -> str:
+    return _insert_new("aggregates", AGG_COLUMNS, staged)
+
+
+def insert_events(staged: str) -> str:
+    return _insert_new("events", EVENT_COLUMNS, staged)
+
+
+def insert_power(staged: str) -> str:
+    return _insert_new("power", POWER_COLUMNS, staged)
+
+
+def upsert_seen(staged: str) -> str:
+    cols = ", ".join(SEEN_COLUMNS)
+    return (
+        f"INSERT INTO devices ({cols}, state) SELECT {cols}, 'unknown' FROM {staged} "
+        "ON CONFLICT (device) DO UPDATE SET site = excluded.site, "
+        "last_seen = greatest(devices.last_seen, excluded.last_seen), "
+        "messages = devices.messages + excluded.messages"
+    )
+
+
+def update_status(staged: str) -> str:
+    sets = ", ".join(f"{c} = s.{c}" for c in STATUS_COLUMNS[1:])
+    return f"UPDATE devices SET {sets} FROM {staged} AS s WHERE devices.device = s.device"
+
+
+def insert_dead(staged: str) -> str:
+    cols = ", ".join(DEAD_COLUMNS)
+    return f"INSERT INTO dead_letters ({cols}) SELECT {cols} FROM {staged}"
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between DuckDB and PostgreSQL in the queries."""
+
+    name: DialectName
+
+    def bucket(self, column: str, interval: Interval) -> str:
+        """An expression truncating ``column`` (a UTC TIMESTAMP) to the interval."""
+        if interval == "15min":
+            if self.name == "duckdb":
+                return f"time_bucket(INTERVAL '15 minutes', {column}, TIMESTAMP '2000-01-01')"
+            return f"date_bin(INTERVAL '15 minutes', {column}, TIMESTAMP '2000-01-01')"
+        unit = {"minute": "minute", "hour": "hour", "day": "day"}.get(interval)
+        if unit is None:
+            raise FleetError(f"unknown interval {interval!r}: use minute, 15min, hour or day")
+        return f"date_trunc('{unit}', {column})"
+
+    @property
+    def double(self) -> str:
+        return "DOUBLE" if self.name == "duckdb" else "DOUBLE PRECISION"

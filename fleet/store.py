@@ -1,0 +1,69 @@
+"""The store interface of the fleet, and :func:`open_store` that picks an implementation.
+
+A DuckDB file (the default, embedded) or a ``postgresql://`` URL. Both hold the same tables
+(:mod:`edgetally.fleet.sql`) and answer the same SQL; queries live in their own modules
+(:mod:`edgetally.fleet.queries`) and go through :meth:`Store.fetch`, so adding one is
+writing a function, not touching the stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from edgetally.fleet.errors import FleetError
+from edgetally.fleet.records import IngestBatch, IngestResult, Table
+from edgetally.fleet.sql import Dialect
+
+
+class StoreError(FleetError):
+    """The database cannot be opened, or a statement on it failed."""
+
+
+class Store(Protocol):
+    """Where the fleet keeps aggregates, power, devices and dead letters."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    @property
+    def description(self) -> str:
+        """Where the data is (a path, or a URL without its password)."""
+        ...
+
+    def write(self, batch: IngestBatch) -> IngestResult:
+        """Store a batch in one transaction; rows already stored (device + seq) are skipped."""
+        ...
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> Table:
+        """Run a read query (``?`` placeholders) and return its rows."""
+        ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one statement that returns nothing (maintenance, bulk generation)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(db: str, *, read_only: bool = False) -> Store:
+    """A DuckDB file path (``:memory:`` too) or a ``postgresql://`` URL, schema in place."""
+    if not db:
+        raise StoreError("no database given: pass a DuckDB file path or a postgresql:// URL")
+    if is_postgres_url(db):
+        from edgetally.fleet.store_postgres import PostgresStore
+
+        return PostgresStore(db)
+    if "://" in db:
+        scheme = db.split("://", 1)[0]
+        raise StoreError(
+            f"unsupported database URL scheme {scheme[:20]!r}: use a DuckDB file path "
+            "or postgresql://USER@HOST:PORT/DBNAME"
+        )
+    from edgetally.fleet.store_duckdb import DuckDBStore
+
+    return DuckDBStore(db, read_only=read_only)

@@ -1,0 +1,149 @@
+"""The embedded store: one DuckDB file, bulk loads through Arrow.
+
+DuckDB connections are not shared between threads: each thread gets its own cursor of the
+one database connection. Another process cannot open the file while a fleet serves it
+(query a running fleet through its HTTP API instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from edgetally.fleet import sql
+from edgetally.fleet.columns import Columns, stage
+from edgetally.fleet.records import IngestBatch, IngestResult, Table
+from edgetally.fleet.sql import Dialect
+from edgetally.fleet.store import StoreError
+
+
+def _count(rows: list[tuple[Any, ...]]) -> int:
+    return int(rows[0][0]) if rows and rows[0] and rows[0][0] is not None else 0
+
+
+class DuckDBStore:
+    """A :class:`~edgetally.fleet.store.Store` on a DuckDB file (or ``:memory:``)."""
+
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
+        self._path = path
+        if path != ":memory:":
+            p = Path(path)
+            if read_only and not p.exists():
+                raise StoreError(f"no fleet database at {path}")
+            if not read_only and not p.parent.exists():
+                raise StoreError(f"folder {p.parent} does not exist (for database {path})")
+        try:
+            self._con = duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise StoreError(
+                    f"database {path} is in use by another process (a running "
+                    "`edgetally fleet serve`?): query that fleet through --api instead"
+                ) from None
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise StoreError(f"cannot open DuckDB database {path}: {first}") from None
+        except duckdb.Error as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(f"cannot open DuckDB database {path}: {first}") from None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._closed = False
+        self._dialect = Dialect("duckdb")
+        if not read_only:
+            for statement in sql.schema(self._dialect.double):
+                self._con.execute(statement).fetchall()
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def description(self) -> str:
+        return f"duckdb:{self._path}"
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._closed:
+            raise StoreError("the store is closed")
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cur", None)
+        if cur is None:
+            with self._lock:
+                cur = self._con.cursor()
+                self._cursors.append(cur)
+            self._local.cur = cur
+        return cur
+
+    def write(self, batch: IngestBatch) -> IngestResult:
+        staged = stage(batch)
+        cur = self._cursor()
+        try:
+            cur.begin()
+            agg_new = self._load(cur, "stage_aggregates", staged.aggregates, sql.insert_aggregates)
+            self._load(cur, "stage_events", staged.events, sql.insert_events)
+            power_new = self._load(cur, "stage_power", staged.power, sql.insert_power)
+            self._load(cur, "stage_seen", staged.seen, sql.upsert_seen)
+            self._load(cur, "stage_status", staged.status, sql.update_status)
+            dead = self._load(cur, "stage_dead", staged.dead, sql.insert_dead)
+            cur.commit()
+        except duckdb.Error as exc:
+            with contextlib.suppress(duckdb.Error):
+                cur.rollback()
+            raise StoreError(f"writing to {self._path} failed: {str(exc).splitlines()[0]}") from exc
+        n_agg = len(staged.aggregates["device"]) + staged.aggregates_in_batch_duplicates
+        n_pow = len(staged.power["device"]) + staged.power_in_batch_duplicates
+        return IngestResult(
+            aggregates_new=agg_new,
+            aggregates_duplicate=n_agg - agg_new,
+            power_new=power_new,
+            power_duplicate=n_pow - power_new,
+            statuses=len(batch.statuses),
+            dead_letters=dead,
+        )
+
+    @staticmethod
+    def _load(
+        cur: duckdb.DuckDBPyConnection,
+        name: str,
+        columns: Columns,
+        statement: Any,
+    ) -> int:
+        first = next(iter(columns.values()))
+        if not first:
+            return 0
+        cur.register(name, pa.table(columns))
+        try:
+            return _count(cur.execute(statement(name)).fetchall())
+        finally:
+            cur.unregister(name)
+
+    def fetch(self, sql_text: str, params: Sequence[Any] = ()) -> Table:
+        cur = self._cursor()
+        try:
+            cur.execute(sql_text, list(params))
+            names = tuple(d[0] for d in (cur.description or ()))
+            rows = cur.fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from exc
+        return Table(names, rows)
+
+    def execute(self, sql_text: str, params: Sequence[Any] = ()) -> None:
+        cur = self._cursor()
+        try:
+            cur.execute(sql_text, list(params)).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"statement failed: {str(exc).splitlines()[0]}") from exc
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with self._lock:
+                for cur in self._cursors:
+                    cur.close()
+                self._cursors.clear()
+            self._con.close()

@@ -1,0 +1,181 @@
+"""The PostgreSQL store: the same tables and SQL as DuckDB, bulk loads through COPY.
+
+One connection per thread (the ingest thread writes, API threads read). Needs psycopg 3
+(``pip install 'edgetally[postgres]'``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from edgetally.fleet import sql
+from edgetally.fleet.columns import Columns, stage
+from edgetally.fleet.records import IngestBatch, IngestResult, Table
+from edgetally.fleet.sql import Dialect
+from edgetally.fleet.store import StoreError
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - depends on the install
+    psycopg = None  # type: ignore[assignment]
+
+_STAGES: tuple[tuple[str, str], ...] = (
+    ("stage_aggregates", f"SELECT {', '.join(sql.AGG_COLUMNS)} FROM aggregates"),
+    ("stage_events", f"SELECT {', '.join(sql.EVENT_COLUMNS)} FROM events"),
+    ("stage_power", f"SELECT {', '.join(sql.POWER_COLUMNS)} FROM power"),
+    ("stage_seen", f"SELECT {', '.join(sql.SEEN_COLUMNS)} FROM devices"),
+    ("stage_status", f"SELECT {', '.join(sql.STATUS_COLUMNS)} FROM devices"),
+    ("stage_dead", f"SELECT {', '.join(sql.DEAD_COLUMNS)} FROM dead_letters"),
+)
+_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS aggregates_start ON aggregates (start)",
+    "CREATE INDEX IF NOT EXISTS aggregates_site_start ON aggregates (site, start)",
+    "CREATE INDEX IF NOT EXISTS aggregates_device_start ON aggregates (device, start)",
+    "CREATE INDEX IF NOT EXISTS power_device_start ON power (device, start)",
+    "CREATE INDEX IF NOT EXISTS events_start ON events (start)",
+)
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class PostgresStore:
+    """A :class:`~edgetally.fleet.store.Store` on a PostgreSQL database."""
+
+    def __init__(self, url: str) -> None:
+        if psycopg is None:  # pragma: no cover - depends on the install
+            raise StoreError("PostgreSQL needs psycopg: pip install 'edgetally[postgres]'")
+        self._url = url
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[Any] = []
+        self._closed = False
+        self._dialect = Dialect("postgres")
+        conn = self._conn()
+        try:
+            with conn.transaction():
+                for statement in (*sql.schema(self._dialect.double), *_INDEXES):
+                    conn.execute(statement)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot create the schema in {self.description}: {_first_line(exc)}"
+            ) from None
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def description(self) -> str:
+        return redact(self._url)
+
+    def _conn(self) -> Any:
+        if self._closed:
+            raise StoreError("the store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            try:
+                conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+            except psycopg.Error as exc:
+                raise StoreError(
+                    f"cannot connect to {self.description}: {_first_line(exc)}"
+                ) from None
+            with self._lock:
+                self._conns.append(conn)
+            self._local.conn = conn
+            self._local.staged = False
+        return conn
+
+    def _ensure_stages(self, conn: Any) -> None:
+        if getattr(self._local, "staged", False):
+            return
+        for name, select in _STAGES:
+            conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS "
+                f"{select} WITH NO DATA"
+            )
+        self._local.staged = True
+
+    def write(self, batch: IngestBatch) -> IngestResult:
+        staged = stage(batch)
+        conn = self._conn()
+        try:
+            self._ensure_stages(conn)
+            with conn.transaction():
+                load = self._loader(conn)
+                agg_new = load("stage_aggregates", staged.aggregates, sql.insert_aggregates)
+                load("stage_events", staged.events, sql.insert_events)
+                power_new = load("stage_power", staged.power, sql.insert_power)
+                load("stage_seen", staged.seen, sql.upsert_seen)
+                load("stage_status", staged.status, sql.update_status)
+                dead = load("stage_dead", staged.dead, sql.insert_dead)
+        except psycopg.Error as exc:
+            raise StoreError(f"writing to {self.description} failed: {_first_line(exc)}") from exc
+        n_agg = len(staged.aggregates["device"]) + staged.aggregates_in_batch_duplicates
+        n_pow = len(staged.power["device"]) + staged.power_in_batch_duplicates
+        return IngestResult(
+            aggregates_new=agg_new,
+            aggregates_duplicate=n_agg - agg_new,
+            power_new=power_new,
+            power_duplicate=n_pow - power_new,
+            statuses=len(batch.statuses),
+            dead_letters=dead,
+        )
+
+    @staticmethod
+    def _loader(conn: Any) -> Callable[[str, Columns, Callable[[str], str]], int]:
+        def load(name: str, columns: Columns, statement: Callable[[str], str]) -> int:
+            names = list(columns)
+            first = columns[names[0]]
+            if not first:
+                return 0
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY {name} ({', '.join(names)}) FROM STDIN") as copy:
+                    for row in zip(*(columns[n] for n in names), strict=True):
+                        copy.write_row(row)
+                cur.execute(statement(name))
+                return int(cur.rowcount)
+
+        return load
+
+    def fetch(self, sql_text: str, params: Sequence[Any] = ()) -> Table:
+        conn = self._conn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql_text.replace("?", "%s"), list(params))
+                names = tuple(d.name for d in (cur.description or ()))
+                rows = cur.fetchall()
+        except psycopg.Error as exc:
+            raise StoreError(f"query failed: {_first_line(exc)}") from exc
+        return Table(names, rows)
+
+    def execute(self, sql_text: str, params: Sequence[Any] = ()) -> None:
+        conn = self._conn()
+        try:
+            conn.execute(sql_text.replace("?", "%s"), list(params))
+        except psycopg.Error as exc:
+            raise StoreError(f"statement failed: {_first_line(exc)}") from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
