@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from edgetally.models.errors import ModelFileError
 from edgetally.runtime.backends.base import BackendInfo, TensorSpec, describe
 from edgetally.runtime.errors import BackendError
 
@@ -61,6 +62,11 @@ class OnnxRuntimeBackend:
         try:
             self._session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            if "INVALID_PROTOBUF" in str(exc) or "Protobuf parsing failed" in str(exc):
+                # The file itself is broken: no other backend will do better.
+                raise ModelFileError(
+                    f"corrupt model file {path.name}: not a valid ONNX model"
+                ) from exc
             first = describe(exc)
             raise BackendError(f"onnxruntime cannot load {path.name}: {first}") from exc
         used = self._session.get_providers()[0].removesuffix("ExecutionProvider")

@@ -101,10 +101,10 @@ def open_backend(
             backend = entry.factory(path, device if not failures else None, None)
         except BackendError as exc:
             failures.append(f"{name}: {exc}")
-            log.warning("backend %s unavailable (%s); falling back", name, exc)
+            log.info("backend %s unavailable (%s)", name, exc)
             continue
         if failures:
-            log.warning("auto backend: using %s after %s", name, "; ".join(failures))
+            log.warning("auto backend: falling back to %s (%s)", name, "; ".join(failures))
         return backend
     raise BackendError(
         f"no backend can run this {model_format} model: " + ("; ".join(failures) or "none known")
