@@ -37,7 +37,7 @@ def test_missing_and_unreadable_sources_are_clear_errors(tmp_path: Path) -> None
         open_source(tmp_path / "nope.mp4")
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(np.random.default_rng(0).bytes(5000))
-    with pytest.raises(SourceError, match="junk.mp4"):
+    with pytest.raises(SourceError, match=r"junk\.mp4"):
         open_source(junk)
     empty = tmp_path / "empty"
     empty.mkdir()
