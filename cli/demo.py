@@ -102,6 +102,7 @@ def _start_amqtt(port: int) -> BrokerHandle:
         from amqtt.broker import Broker
     except ImportError as exc:
         raise DemoError(f"no MQTT broker: install mosquitto or amqtt ({exc})") from None
+    logging.getLogger("amqtt").setLevel(logging.ERROR)  # its INFO/WARNING chatter
     loop = asyncio.new_event_loop()
     config = {
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
@@ -118,6 +119,8 @@ def _start_amqtt(port: int) -> BrokerHandle:
         raise DemoError(f"cannot start the embedded amqtt broker: {exc}") from None
 
     def stop() -> None:
+        # amqtt logs its own cancelled tasks as errors while shutting down: not ours to show.
+        logging.getLogger("amqtt").setLevel(logging.CRITICAL)
         try:
             asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(timeout=10)
         except Exception as exc:  # a demo shutting down: say it, do not fail on it
