@@ -1,0 +1,293 @@
+"""`edgetally fleet serve` and `edgetally fleet query ...` (rollout commands attach here too)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+from edgetally.fleet.errors import FleetError
+
+fleet_app = typer.Typer(help="The fleet manager: ingest, store, analyst API.", no_args_is_help=True)
+query_app = typer.Typer(
+    help="Ask the fleet's store (a file, a PostgreSQL URL, or a running fleet's API).",
+    no_args_is_help=True,
+)
+
+
+@fleet_app.command("serve")
+def serve(
+    broker: str = typer.Option(
+        "mqtt://127.0.0.1:1883", "--broker", help="mqtt://[USER:PASS@]HOST:PORT or mqtts://..."
+    ),
+    db: str = typer.Option(
+        "fleet.duckdb", "--db", help="A DuckDB file, or postgresql://USER@HOST:PORT/DB."
+    ),
+    http: str = typer.Option("127.0.0.1:8080", "--http", help="HOST:PORT of the analyst API."),
+    client_id: str = typer.Option("edgetally-fleet", "--client-id", help="MQTT client id."),
+    ca: Path | None = typer.Option(None, "--ca", help="CA certificate for mqtts://."),
+    offline_after: float = typer.Option(
+        300.0, "--offline-after", help="Seconds of silence before a device counts as offline."
+    ),
+) -> None:
+    """Subscribe to the broker, store every valid message, serve the analyst API."""
+    from edgetally.fleet.server import FleetConfig, FleetServer
+
+    config = FleetConfig.of(
+        broker,
+        db,
+        http,
+        client_id=client_id,
+        ca_file=str(ca) if ca else None,
+        offline_after_s=offline_after,
+    )
+    done = threading.Event()
+
+    def _stop(_sig: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    with FleetServer(config) as fleet:
+        typer.echo(
+            f"fleet: broker {config.broker}, store {fleet.store.description}, "
+            f"API {fleet.http_url}/docs (Ctrl-C stops)",
+            err=True,
+        )
+        try:
+            while not done.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        c = fleet.counters()
+    typer.echo(
+        f"fleet: stopped; {c.aggregates_new} aggregates stored, {c.aggregates_duplicate} "
+        f"duplicates skipped, {c.dead_letters} dead letters",
+        err=True,
+    )
+
+
+def _when(text: str | None, what: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise FleetError(f"{what}: {text[:60]!r} is not an ISO 8601 date or time") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _print_table(records: list[dict[str, Any]]) -> None:
+    if not records:
+        typer.echo("(no rows)")
+        return
+    cols = list(records[0])
+    cells = [[("" if r[c] is None else str(r[c])) for c in cols] for r in records]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    typer.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
+    for row in cells:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _run_query(
+    name: str,
+    *,
+    db: str | None,
+    api: str | None,
+    params: dict[str, str],
+    fmt: str,
+    output: Path | None,
+    as_json: bool,
+) -> None:
+    from edgetally.fleet.export import to_csv, to_parquet, to_records
+
+    if (db is None) == (api is None):
+        raise FleetError("give exactly one of --db (a file or postgresql:// URL) or --api URL")
+    if fmt != "table" and fmt not in ("csv", "parquet"):
+        raise FleetError(f"unknown --format {fmt!r}: use table, csv or parquet")
+    if fmt == "parquet" and output is None:
+        raise FleetError("--format parquet needs --output FILE")
+    body: bytes | None = None
+    if api is not None:
+        records, body = _from_api(api, name, params, fmt)
+    else:
+        table = _from_db(db or "", name, params)
+        records = to_records(table)
+        if fmt == "csv":
+            body = to_csv(table)
+        elif fmt == "parquet":
+            body = to_parquet(table)
+    if body is not None:
+        if output is None:
+            typer.echo(body.decode(), nl=False)
+        else:
+            output.write_bytes(body)
+            typer.echo(f"wrote {output}", err=True)
+        return
+    if as_json:
+        typer.echo(json.dumps({"rows": records}, indent=None))
+    else:
+        _print_table(records)
+
+
+def _from_db(db: str, name: str, params: dict[str, str]) -> Any:
+    from edgetally.fleet import queries
+    from edgetally.fleet.records import Filters
+    from edgetally.fleet.store import is_postgres_url, open_store
+
+    store = open_store(db, read_only=not is_postgres_url(db))
+    try:
+        if name == "devices":
+            return queries.devices(store, site=params.get("site"))
+        if name == "dead-letters":
+            return queries.dead_letters(store, limit=int(params.get("limit", "100")))
+        f = Filters(
+            site=params.get("site"),
+            device=params.get("device"),
+            line=params.get("line"),
+            start=_when(params.get("from"), "--from"),
+            end=_when(params.get("to"), "--to"),
+            interval=params.get("interval", "hour"),  # type: ignore[arg-type]
+        )
+        return queries.run_named(store, name, f)
+    finally:
+        store.close()
+
+
+def _from_api(
+    api: str, name: str, params: dict[str, str], fmt: str
+) -> tuple[list[dict[str, Any]], bytes | None]:
+    import httpx
+
+    query = dict(params)
+    if fmt in ("csv", "parquet"):
+        query["format"] = fmt
+    url = f"{api.rstrip('/')}/api/v1/{name}"
+    try:
+        resp = httpx.get(url, params=query, timeout=120.0)
+    except httpx.HTTPError as exc:
+        raise FleetError(f"cannot reach the fleet API at {api}: {exc}") from None
+    if resp.status_code >= 400:
+        try:
+            detail = resp.json().get("detail")
+        except ValueError:
+            detail = resp.text[:200]
+        if isinstance(detail, list) and detail:
+            first = detail[0]
+            detail = f"{'.'.join(str(p) for p in first.get('loc', []))}: {first.get('msg')}"
+        raise FleetError(f"the fleet API answered {resp.status_code}: {detail}")
+    if fmt in ("csv", "parquet"):
+        return [], resp.content
+    rows: list[dict[str, Any]] = resp.json()["rows"]
+    return rows, None
+
+
+def _filter_params(
+    site: str | None,
+    device: str | None,
+    line: str | None,
+    start: str | None,
+    end: str | None,
+    interval: str,
+) -> dict[str, str]:
+    from edgetally.fleet.records import INTERVALS
+    from edgetally.models.topics import check_id
+
+    params: dict[str, str] = {"interval": interval}
+    if interval not in INTERVALS:
+        raise FleetError(f"unknown --interval {interval!r}: use {', '.join(INTERVALS)}")
+    for key, value in (("site", site), ("device", device), ("line", line)):
+        if value is not None:
+            params[key] = check_id(value, key)
+    for key, text, flag in (("from", start, "--from"), ("to", end, "--to")):
+        when = _when(text, flag)
+        if when is not None:
+            params[key] = when.isoformat()
+    return params
+
+
+_DB = typer.Option(None, "--db", help="A DuckDB file (not one a fleet is serving) or a PG URL.")
+_API = typer.Option(None, "--api", help="A running fleet, e.g. http://127.0.0.1:8080.")
+_SITE = typer.Option(None, "--site")
+_DEVICE = typer.Option(None, "--device")
+_LINE = typer.Option(None, "--line", help="Line (traffic) or zone (occupancy, dwell) id.")
+_FROM = typer.Option(None, "--from", help="ISO 8601, inclusive (UTC without an offset).")
+_TO = typer.Option(None, "--to", help="ISO 8601, exclusive.")
+_INTERVAL = typer.Option("hour", "--interval", help="minute, 15min, hour or day.")
+_JSON = typer.Option(False, "--json", help="The API's JSON: {'rows': [...]}.")
+_FORMAT = typer.Option("table", "--format", help="table, csv or parquet.")
+_OUTPUT = typer.Option(None, "--output", "-o", help="Write csv/parquet here.")
+
+
+def _analytic(name: str, doc: str) -> None:
+    def command(
+        db: str | None = _DB,
+        api: str | None = _API,
+        site: str | None = _SITE,
+        device: str | None = _DEVICE,
+        line: str | None = _LINE,
+        start: str | None = _FROM,
+        end: str | None = _TO,
+        interval: str = _INTERVAL,
+        as_json: bool = _JSON,
+        fmt: str = _FORMAT,
+        output: Path | None = _OUTPUT,
+    ) -> None:
+        params = _filter_params(site, device, line, start, end, interval)
+        _run_query(name, db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json)
+
+    command.__doc__ = doc
+    query_app.command(name)(command)
+
+
+_analytic("traffic", "People in and out per bucket, site, device and line.")
+_analytic("occupancy", "Zone occupancy per bucket: time-weighted mean and peak.")
+_analytic("dwell", "Visits that ended per bucket, with median and p90 dwell in seconds.")
+
+
+@query_app.command("devices")
+def query_devices(
+    db: str | None = _DB,
+    api: str | None = _API,
+    site: str | None = _SITE,
+    as_json: bool = _JSON,
+    fmt: str = _FORMAT,
+    output: Path | None = _OUTPUT,
+) -> None:
+    """Known devices: last seen, online, model, backend, fps, errors."""
+    from edgetally.models.topics import check_id
+
+    params = {"site": check_id(site, "site")} if site is not None else {}
+    _run_query("devices", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json)
+
+
+@query_app.command("dead-letters")
+def query_dead_letters(
+    db: str | None = _DB,
+    api: str | None = _API,
+    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
+    as_json: bool = _JSON,
+) -> None:
+    """The latest messages that did not validate, and why."""
+    params = {"limit": str(limit)}
+    _run_query(
+        "dead-letters", db=db, api=api, params=params, fmt="table", output=None, as_json=as_json
+    )
+
+
+fleet_app.add_typer(query_app, name="query")
+
+
+def register(app: typer.Typer) -> None:
+    if importlib.util.find_spec("edgetally.commands.rollout") is not None:
+        rollout = importlib.import_module("edgetally.commands.rollout")
+        attach = getattr(rollout, "attach", None)
+        if callable(attach):
+            attach(fleet_app)
+    app.add_typer(fleet_app, name="fleet")

@@ -1,0 +1,291 @@
+"""Both stores (a DuckDB file and a real PostgreSQL) give the same, correct answers."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from edgetally.fleet import queries
+from edgetally.fleet.export import to_records
+from edgetally.fleet.ingest import dead_letter
+from edgetally.fleet.records import Filters, IngestBatch, Seen
+from edgetally.fleet.store import Store, StoreError, open_store
+from edgetally.models.wire import Aggregate, DeviceStatus, DwellStats, PowerReading
+
+T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
+
+
+def make_aggregates(n_devices: int = 4, minutes: int = 150, seed: int = 3) -> list[Aggregate]:
+    rng = random.Random(seed)
+    out: list[Aggregate] = []
+    for d in range(n_devices):
+        seq = 0
+        for m in range(minutes):
+            for line in ("door", "queue"):
+                occ = rng.uniform(0, 4)
+                visits = rng.randint(0, 3)
+                med = rng.uniform(1, 60)
+                out.append(
+                    Aggregate(
+                        site=f"site-{d % 2}",
+                        device=f"dev-{d}",
+                        source="cam0",
+                        line=line,
+                        seq=seq,
+                        start=T0 + timedelta(minutes=m),
+                        seconds=60,
+                        in_count=rng.randint(0, 9),
+                        out_count=rng.randint(0, 9),
+                        occupancy_mean=occ,
+                        occupancy_peak=int(occ) + 1,
+                        dwell=None
+                        if visits == 0
+                        else DwellStats(count=visits, median_s=med, p90_s=med * 2),
+                        shelf_events={"gap_opened": 1} if m % 10 == 0 else {},
+                        audio_events={"glass_break": 2} if m % 25 == 0 else {},
+                    )
+                )
+                seq += 1
+    return out
+
+
+def write_all(store: Store, aggs: list[Aggregate], chunk: int = 400) -> tuple[int, int]:
+    new = dup = 0
+    for i in range(0, len(aggs), chunk):
+        part = aggs[i : i + chunk]
+        r = store.write(
+            IngestBatch(
+                aggregates=tuple(part),
+                seen=tuple(Seen(a.site, a.device, a.start) for a in part),
+            )
+        )
+        new += r.aggregates_new
+        dup += r.aggregates_duplicate
+    return new, dup
+
+
+def expected_traffic(aggs: list[Aggregate], f: Filters) -> list[dict[str, object]]:
+    width = {"minute": 60, "15min": 900, "hour": 3600, "day": 86400}[f.interval]
+    sums: dict[tuple[datetime, str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for a in aggs:
+        if (f.site and a.site != f.site) or (f.device and a.device != f.device):
+            continue
+        if f.line and a.line != f.line:
+            continue
+        if (f.start and a.start < f.start) or (f.end and a.start >= f.end):
+            continue
+        epoch = int(a.start.timestamp())
+        bucket = datetime.fromtimestamp(epoch - epoch % width, UTC)
+        s = sums[(bucket, a.site, a.device, a.line)]
+        s[0] += a.in_count
+        s[1] += a.out_count
+    return [
+        {
+            "bucket": b.isoformat().replace("+00:00", "Z"),
+            "site": site,
+            "device": dev,
+            "line": line,
+            "in": v[0],
+            "out": v[1],
+        }
+        for (b, site, dev, line), v in sorted(sums.items())
+    ]
+
+
+@pytest.fixture
+def loaded(store_db: str) -> tuple[Store, list[Aggregate]]:
+    store = open_store(store_db)
+    aggs = make_aggregates()
+    write_all(store, aggs)
+    yield store, aggs
+    store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "f",
+    [
+        Filters(interval="minute", device="dev-1", line="door"),
+        Filters(interval="15min"),
+        Filters(interval="hour", site="site-0"),
+        Filters(interval="day"),
+        Filters(
+            interval="15min",
+            start=T0 + timedelta(minutes=17),
+            end=T0 + timedelta(minutes=95),
+            line="queue",
+        ),
+        Filters(interval="hour", device="nobody"),
+    ],
+)
+def test_traffic_matches_a_python_recount(
+    loaded: tuple[Store, list[Aggregate]], f: Filters
+) -> None:
+    store, aggs = loaded
+    got = to_records(queries.traffic(store, f))
+    assert got == expected_traffic(aggs, f)
+    if f.device != "nobody":
+        assert got
+
+
+@pytest.mark.slow
+def test_redelivered_aggregates_never_count_twice(store_db: str) -> None:
+    store = open_store(store_db)
+    try:
+        aggs = make_aggregates(n_devices=2, minutes=30)
+        assert write_all(store, aggs) == (len(aggs), 0)
+        before = to_records(queries.traffic(store, Filters(interval="day")))
+        # the same messages again, shuffled, some twice inside one batch
+        again = aggs[::3] + aggs[::3] + aggs[5:40]
+        random.Random(1).shuffle(again)
+        new, dup = write_all(store, again, chunk=50)
+        assert (new, dup) == (0, len(again))
+        assert to_records(queries.traffic(store, Filters(interval="day"))) == before
+        assert queries.counts(store)["aggregates"] == len(aggs)
+        assert queries.counts(store)["events"] == sum(
+            len(a.shelf_events) + len(a.audio_events) for a in aggs
+        )
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_occupancy_and_dwell(loaded: tuple[Store, list[Aggregate]]) -> None:
+    store, aggs = loaded
+    f = Filters(interval="hour", device="dev-2", line="queue")
+    occ = to_records(queries.occupancy(store, f))
+    dw = to_records(queries.dwell(store, f))
+    mine = [a for a in aggs if a.device == "dev-2" and a.line == "queue"]
+    by_hour: dict[datetime, list[Aggregate]] = defaultdict(list)
+    for a in mine:
+        by_hour[a.start.replace(minute=0)].append(a)
+    assert [r["bucket"] for r in occ] == [
+        h.isoformat().replace("+00:00", "Z") for h in sorted(by_hour)
+    ]
+    for row, hour in zip(occ, sorted(by_hour), strict=True):
+        group = by_hour[hour]
+        mean = sum((a.occupancy_mean or 0) * a.seconds for a in group) / sum(
+            a.seconds for a in group
+        )
+        assert row["occupancy_mean"] == pytest.approx(mean, abs=1e-3)
+        assert row["occupancy_peak"] == max(a.occupancy_peak or 0 for a in group)
+    for row in dw:
+        hour = datetime.fromisoformat(str(row["bucket"]))
+        group = [a.dwell for a in by_hour[hour] if a.dwell is not None]
+        visits = sum(d.count for d in group)
+        assert row["visits"] == visits
+        med = sum(d.median_s * d.count for d in group) / visits
+        assert row["median_s"] == pytest.approx(med, abs=1e-3)
+        assert row["p90_s"] == pytest.approx(2 * med, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_devices_power_and_dead_letters(store_db: str) -> None:
+    store = open_store(store_db)
+    try:
+        now = datetime.now(UTC)
+        status = DeviceStatus(
+            site="s1",
+            device="d1",
+            at=now,
+            state="online",
+            model="yolox_nano",
+            backend="onnxruntime",
+            fps=7.5,
+            uptime_s=12.0,
+            errors=2,
+            last_error="camera reopened",
+        )
+        power = PowerReading(
+            site="s1",
+            device="d1",
+            seq=1,
+            source="rapl",
+            start=T0,
+            seconds=60,
+            wh=0.25,
+            mean_w=15.0,
+            measured=True,
+        )
+        bad = dead_letter("edgetally/v1/s1/d1/agg", b"\x00\xffnot json", "invalid JSON", now)
+        r = store.write(
+            IngestBatch(
+                statuses=(status,),
+                power=(power, power),
+                seen=(Seen("s1", "d1", now), Seen("s1", "d1", now)),
+                dead=(bad,),
+            )
+        )
+        assert (r.power_new, r.power_duplicate, r.dead_letters) == (1, 1, 1)
+        devs = to_records(queries.devices(store))
+        assert len(devs) == 1
+        d = devs[0]
+        assert (d["device"], d["site"], d["online"], d["state"]) == ("d1", "s1", True, "online")
+        assert (d["model"], d["backend"], d["fps"], d["errors"]) == (
+            "yolox_nano",
+            "onnxruntime",
+            7.5,
+            2,
+        )
+        assert d["messages"] == 2
+        # the last will: offline, even though its time is older
+        lwt = status.model_copy(update={"state": "offline", "at": T0})
+        store.write(IngestBatch(statuses=(lwt,), seen=(Seen("s1", "d1", now),)))
+        d = to_records(queries.devices(store))[0]
+        assert (d["online"], d["state"]) == (False, "offline")
+        # silence makes a device offline too
+        d2 = to_records(queries.devices(store, now=now + timedelta(hours=1)))[0]
+        assert d2["online"] is False
+        assert store.fetch("SELECT wh, mean_w, measured FROM power").rows == [(0.25, 15.0, True)]
+        dl = to_records(queries.dead_letters(store))
+        assert dl[0]["reason"] == "invalid JSON"
+        assert dl[0]["payload_size"] == 10
+        assert "\x00" not in str(dl[0]["payload_head"])
+    finally:
+        store.close()
+
+
+def test_duckdb_in_use_by_another_process_is_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "fleet.duckdb"
+    open_store(str(db)).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ok', flush=True);"
+            " time.sleep(60)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"ok"
+        with pytest.raises(StoreError, match="in use"):
+            open_store(str(db), read_only=True)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize(
+    ("db", "needle"),
+    [
+        ("mysql://x/y", "unsupported database URL"),
+        ("", "no database"),
+        ("/nonexistent-folder/x.duckdb", "does not exist"),
+    ],
+)
+def test_bad_database_arguments(db: str, needle: str) -> None:
+    with pytest.raises(StoreError, match=needle):
+        open_store(db)
+
+
+def test_read_only_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no fleet database"):
+        open_store(str(tmp_path / "absent.duckdb"), read_only=True)
