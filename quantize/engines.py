@@ -6,7 +6,10 @@ own pre-processing (:meth:`Detector.prepare`), and writes the INT8 model file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,13 @@ def _nncf():  # type: ignore[no-untyped-def]
             "NNCF is not installed: pip install 'edgetally[quantize]'"
         ) from exc
     return nncf
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """NNCF draws progress bars on stdout; ``--json`` owns stdout, so they go to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _first_line(exc: BaseException) -> str:
@@ -57,14 +67,15 @@ def quantize_openvino(source: Path, tensors: list[Tensor], out_xml: Path) -> Pat
     except Exception as exc:
         raise QuantizeError(f"OpenVINO cannot read {source.name}: {_first_line(exc)}") from exc
     try:
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(tensors),
-            preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(tensors),
-            # Full bias correction: slower to quantize, keeps more boxes on few images.
-            fast_bias_correction=False,
-        )
+        with _quiet():
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(tensors),
+                preset=nncf.QuantizationPreset.MIXED,
+                subset_size=len(tensors),
+                # Full bias correction: slower to quantize, keeps more boxes on few images.
+                fast_bias_correction=False,
+            )
         ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
     except QuantizeError:
         raise
@@ -108,15 +119,16 @@ def quantize_onnx(source: Path, tensors: list[Tensor], out_onnx: Path) -> Path:
         raise QuantizeError(f"cannot read ONNX model {source.name}: {_first_line(exc)}") from exc
     name = model.graph.input[0].name
     try:
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(tensors, lambda t: {name: t}),
-            preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(tensors),
-            # NNCF's full bias correction fails on ONNX graphs like YOLOX's (duplicate
-            # definition sites in its extracted sub-graphs): the fast one works.
-            fast_bias_correction=True,
-        )
+        with _quiet():
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(tensors, lambda t: {name: t}),
+                preset=nncf.QuantizationPreset.MIXED,
+                subset_size=len(tensors),
+                # NNCF's full bias correction fails on ONNX graphs like YOLOX's (duplicate
+                # definition sites in its extracted sub-graphs): the fast one works.
+                fast_bias_correction=True,
+            )
         onnx.save(quantized, str(out_onnx))
     except Exception as exc:
         raise QuantizeError(f"NNCF failed on {source.name}: {_first_line(exc)}") from exc

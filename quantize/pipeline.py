@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from edgetally.models.zoo import ResolvedModel, resolve_model, sha256_of, write_sidecar
 from edgetally.quantize.data import load_frames, load_images
 from edgetally.quantize.engines import quantize_onnx, quantize_openvino
@@ -33,6 +36,7 @@ from edgetally.runtime.backends import open_backend
 from edgetally.runtime.detectors import Detector
 
 log = logging.getLogger(__name__)
+Engine = Callable[[ResolvedModel, list[npt.NDArray[np.generic]], Path], object]
 
 FORMATS = ("openvino", "onnx", "tflite")
 # The backend each output format runs on, and the suffix of its file.
@@ -103,7 +107,10 @@ def quantize_model(
     min_agreement: float = MIN_AGREEMENT,
     max_count_drop: float = MAX_COUNT_DROP,
     calib_limit: int = 300,
+    engine: Engine | None = None,
 ) -> QuantizeResult:
+    """Quantize ``model`` to ``fmt`` and judge it; ``engine`` replaces the format's quantizer
+    (a callable writing the INT8 file from the source and the calibration tensors)."""
     if fmt not in FORMATS:
         raise QuantizeError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if eval_seq is not None and not lines:
@@ -113,10 +120,11 @@ def quantize_model(
     if out_dir.exists() and not out_dir.is_dir():
         raise QuantizeError(f"--out {out_dir}: exists and is not a folder")
     source = resolve_model(model, family=family)
-    if source.manifest.precision != "fp32":
-        raise QuantizeError(
-            f"{source.name} is already {source.manifest.precision}: quantize its FP32 original"
-        )
+    precision = source.manifest.precision
+    if source.manifest.format == "tflite" and source.manifest.input.dtype in ("uint8", "int8"):
+        precision = source.manifest.input.dtype  # an integer-input TFLite model is quantized
+    if precision != "fp32":
+        raise QuantizeError(f"{source.name} is already {precision}: quantize its FP32 original")
     images = load_images(calib, calib_limit)
     gate_images = load_frames(eval_seq) if eval_seq is not None else images
 
@@ -132,7 +140,9 @@ def quantize_model(
         target = scratch / f"{stem}{suffix}"
         layout = source.manifest.input.layout
         in_dtype = source.manifest.input.dtype
-        if fmt == "openvino":
+        if engine is not None:
+            engine(source, tensors, target)
+        elif fmt == "openvino":
             quantize_openvino(source.path, tensors, target)
         elif fmt == "onnx":
             quantize_onnx(source.path, tensors, target)

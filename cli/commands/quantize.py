@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(
             False, "--force", help="Write the model even if the gate fails."
         ),
+        max_images: int = typer.Option(
+            300, "--max-images", min=1, help="Use at most this many calibration images."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Quantize MODEL to INT8 on real images; write it only if it keeps its accuracy
@@ -35,7 +38,8 @@ def register(app: typer.Typer) -> None:
         from edgetally.quantize.pipeline import quantize_model
 
         result = quantize_model(
-            model, calib, fmt, out, eval_seq=eval_seq, lines=line, force=force, family=family
+            model, calib, fmt, out, eval_seq=eval_seq, lines=line, force=force, family=family,
+            calib_limit=max_images,
         )
         data = result.as_json()
         if as_json:
