@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -79,12 +80,12 @@ class Publisher:
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
-    def publish_until(self, topic: str, payloads: list[Any], done: threading.Event) -> None:
-        # The meter subscribes asynchronously: repeat until it has seen a message.
+    def publish_until(self, topic: str, pick: Callable[[], Any], done: threading.Event) -> None:
+        # The meter subscribes asynchronously: repeat until it is done.
         while not done.is_set():
-            for p in payloads:
-                body = p if isinstance(p, bytes) else json.dumps(p).encode()
-                self.client.publish(topic, body, qos=1).wait_for_publish(5)
+            p = pick()
+            body = p if isinstance(p, bytes) else json.dumps(p).encode()
+            self.client.publish(topic, body, qos=1).wait_for_publish(5)
             time.sleep(0.05)
 
     def close(self) -> None:
@@ -111,9 +112,10 @@ def test_meter_reads_power_from_the_broker(
     meter = PlugMeter(mosquitto.url, topic, timeout=10)
     pub = Publisher(mosquitto.port)
     done = threading.Event()
-    # a malformed message first: counted and skipped, not a crash
+    # malformed messages until the meter has counted one (skipped, not a crash), then readings
     thread = threading.Thread(
-        target=pub.publish_until, args=(subscribe, [b"not json", payload], done)
+        target=pub.publish_until,
+        args=(subscribe, lambda: payload if meter.bad_messages else b"not json", done),
     )
     thread.start()
     try:
