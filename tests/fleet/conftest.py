@@ -7,15 +7,22 @@ import glob
 import itertools
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from edgetally.fleet.records import IngestBatch, Seen
+from edgetally.fleet.store import Store
+from edgetally.models.wire import Aggregate, DwellStats
+
+SAMPLE_T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
 
 
 def _pg_bin() -> Path | None:
@@ -131,3 +138,64 @@ def wait() -> Callable[[Callable[[], bool], float], bool]:
         return predicate()
 
     return _wait
+
+
+def _make_aggregates(n_devices: int = 4, minutes: int = 150, seed: int = 3) -> list[Aggregate]:
+    rng = random.Random(seed)
+    out: list[Aggregate] = []
+    for d in range(n_devices):
+        seq = 0
+        for m in range(minutes):
+            for line in ("door", "queue"):
+                occ = rng.uniform(0, 4)
+                visits = rng.randint(0, 3)
+                med = rng.uniform(1, 60)
+                out.append(
+                    Aggregate(
+                        site=f"site-{d % 2}",
+                        device=f"dev-{d}",
+                        source="cam0",
+                        line=line,
+                        seq=seq,
+                        start=SAMPLE_T0 + timedelta(minutes=m),
+                        seconds=60,
+                        in_count=rng.randint(0, 9),
+                        out_count=rng.randint(0, 9),
+                        occupancy_mean=occ,
+                        occupancy_peak=int(occ) + 1,
+                        dwell=None
+                        if visits == 0
+                        else DwellStats(count=visits, median_s=med, p90_s=med * 2),
+                        shelf_events={"gap_opened": 1} if m % 10 == 0 else {},
+                        audio_events={"glass_break": 2} if m % 25 == 0 else {},
+                    )
+                )
+                seq += 1
+    return out
+
+
+def _write_all(store: Store, aggs: list[Aggregate], chunk: int = 400) -> tuple[int, int]:
+    new = dup = 0
+    for i in range(0, len(aggs), chunk):
+        part = aggs[i : i + chunk]
+        r = store.write(
+            IngestBatch(
+                aggregates=tuple(part),
+                seen=tuple(Seen(a.site, a.device, a.start) for a in part),
+            )
+        )
+        new += r.aggregates_new
+        dup += r.aggregates_duplicate
+    return new, dup
+
+
+@pytest.fixture(scope="session")
+def make_aggregates() -> Callable[..., list[Aggregate]]:
+    """``make_aggregates(n_devices, minutes, seed)``: 1-minute buckets from SAMPLE_T0."""
+    return _make_aggregates
+
+
+@pytest.fixture(scope="session")
+def write_all() -> Callable[..., tuple[int, int]]:
+    """``write_all(store, aggregates, chunk)`` -> (new, duplicate)."""
+    return _write_all

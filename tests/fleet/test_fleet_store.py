@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,58 +14,11 @@ from edgetally.fleet.export import to_records
 from edgetally.fleet.ingest import dead_letter
 from edgetally.fleet.records import Filters, IngestBatch, Seen
 from edgetally.fleet.store import Store, StoreError, open_store
-from edgetally.models.wire import Aggregate, DeviceStatus, DwellStats, PowerReading
+from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading
 
-T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
-
-
-def make_aggregates(n_devices: int = 4, minutes: int = 150, seed: int = 3) -> list[Aggregate]:
-    rng = random.Random(seed)
-    out: list[Aggregate] = []
-    for d in range(n_devices):
-        seq = 0
-        for m in range(minutes):
-            for line in ("door", "queue"):
-                occ = rng.uniform(0, 4)
-                visits = rng.randint(0, 3)
-                med = rng.uniform(1, 60)
-                out.append(
-                    Aggregate(
-                        site=f"site-{d % 2}",
-                        device=f"dev-{d}",
-                        source="cam0",
-                        line=line,
-                        seq=seq,
-                        start=T0 + timedelta(minutes=m),
-                        seconds=60,
-                        in_count=rng.randint(0, 9),
-                        out_count=rng.randint(0, 9),
-                        occupancy_mean=occ,
-                        occupancy_peak=int(occ) + 1,
-                        dwell=None
-                        if visits == 0
-                        else DwellStats(count=visits, median_s=med, p90_s=med * 2),
-                        shelf_events={"gap_opened": 1} if m % 10 == 0 else {},
-                        audio_events={"glass_break": 2} if m % 25 == 0 else {},
-                    )
-                )
-                seq += 1
-    return out
-
-
-def write_all(store: Store, aggs: list[Aggregate], chunk: int = 400) -> tuple[int, int]:
-    new = dup = 0
-    for i in range(0, len(aggs), chunk):
-        part = aggs[i : i + chunk]
-        r = store.write(
-            IngestBatch(
-                aggregates=tuple(part),
-                seen=tuple(Seen(a.site, a.device, a.start) for a in part),
-            )
-        )
-        new += r.aggregates_new
-        dup += r.aggregates_duplicate
-    return new, dup
+T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)  # the start of the samples of conftest
+MakeAggs = Callable[..., list[Aggregate]]
+WriteAll = Callable[..., tuple[int, int]]
 
 
 def expected_traffic(aggs: list[Aggregate], f: Filters) -> list[dict[str, object]]:
@@ -96,7 +50,9 @@ def expected_traffic(aggs: list[Aggregate], f: Filters) -> list[dict[str, object
 
 
 @pytest.fixture
-def loaded(store_db: str) -> tuple[Store, list[Aggregate]]:
+def loaded(
+    store_db: str, make_aggregates: MakeAggs, write_all: WriteAll
+) -> Iterator[tuple[Store, list[Aggregate]]]:
     store = open_store(store_db)
     aggs = make_aggregates()
     write_all(store, aggs)
@@ -132,7 +88,9 @@ def test_traffic_matches_a_python_recount(
 
 
 @pytest.mark.slow
-def test_redelivered_aggregates_never_count_twice(store_db: str) -> None:
+def test_redelivered_aggregates_never_count_twice(
+    store_db: str, make_aggregates: MakeAggs, write_all: WriteAll
+) -> None:
     store = open_store(store_db)
     try:
         aggs = make_aggregates(n_devices=2, minutes=30)
