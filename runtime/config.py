@@ -9,6 +9,9 @@ Example::
     broker: mqtt://127.0.0.1:1883
     outbox: /var/lib/edgetally/outbox.db
     bucket_seconds: 60
+    power:                           # power telemetry, one message per bucket
+      source: auto                   # auto|rapl|hwmon|pi5|plug|serial|estimate|none
+      profile: edge-box              # for the estimate: a bundled device profile
     cameras:
       - id: door
         source: /dev/video0          # or a file, an image folder, rtsp://...
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from edgetally.models.topics import ID_PATTERN
@@ -106,6 +109,24 @@ class CameraConfig(_Strict):
         return self
 
 
+PowerSourceName = Literal["auto", "rapl", "hwmon", "pi5", "plug", "serial", "estimate", "none"]
+
+
+class PowerConfig(_Strict):
+    """Power telemetry: which meter, how often it is read, and the estimate's profile."""
+
+    source: PowerSourceName = "none"
+    interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    profile: str | None = Field(default=None, max_length=64)
+    idle_w: float | None = Field(default=None, ge=0.0, le=10_000.0)
+    max_w: float | None = Field(default=None, ge=0.0, le=10_000.0)
+    rail: str | None = Field(default=None, max_length=64)
+    plug_broker: str | None = Field(default=None, max_length=1024)  # default: the device's
+    plug_topic: str | None = Field(default=None, max_length=256)
+    serial_port: str | None = Field(default=None, max_length=1024)
+    serial_baud: int = Field(default=115200, ge=300, le=4_000_000)
+
+
 class DeviceConfig(_Strict):
     site: Id
     device: Id
@@ -117,6 +138,7 @@ class DeviceConfig(_Strict):
     model: str = "pedestrian-ssdlite"
     backend: str = "auto"
     accelerator: str | None = None  # OpenVINO device, onnxruntime provider or LiteRT delegate
+    power: PowerConfig = PowerConfig()
     cameras: tuple[CameraConfig, ...] = Field(min_length=1)
 
     @field_validator("broker")

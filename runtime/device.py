@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from edgetally.firmware_bridge.power import PowerMeter
 from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
 from edgetally.runtime.aggregator import Aggregator, ClosedBucket
 from edgetally.runtime.config import CameraConfig, DeviceConfig
 from edgetally.runtime.outbox import Checkpoint, Outbox
+from edgetally.runtime.power import PowerSampler, PowerSummary, open_meter
 from edgetally.runtime.publisher import Publisher
 from edgetally.runtime.types import Dwell, Frame, FrameResult
 
@@ -73,6 +75,7 @@ class DeviceReport:
     produced: int  # aggregates stored by this run
     remaining: int  # still in the outbox when the run ended
     next_seq: int
+    power: PowerSummary | None = None  # None when power telemetry is off
 
     @property
     def aggregates(self) -> int:
@@ -87,7 +90,10 @@ class DeviceReport:
         ]
 
     def as_json(self) -> dict[str, Any]:
-        return {"aggregates": self.aggregates, "lines": self.lines()}
+        out: dict[str, Any] = {"aggregates": self.aggregates, "lines": self.lines()}
+        if self.power is not None:
+            out["power"] = self.power.as_json()
+        return out
 
 
 def store_bucket(
@@ -181,10 +187,12 @@ class Device:
         info = getattr(getattr(pipelines[0], "detector", None), "info", None)
         if info is not None:
             self._model, self._backend = _safe_name(info.model), _safe_name(info.backend)
+        meter = open_meter(cfg.power, cfg.broker)  # an unreadable meter fails before publishing
         self.publisher = Publisher(
             self.outbox, cfg.broker, site=cfg.site, device=cfg.device, status=self._status
         )
         self.publisher.start()
+        sampler = self._start_power(meter, self.publisher)
         reports = [CameraReport(cam.id) for cam in cfg.cameras]
         errors: list[BaseException] = []
         threads = [
@@ -207,7 +215,10 @@ class Device:
             for t in threads:
                 t.join()
         timeout = cfg.drain_timeout_s if drain_timeout is None else drain_timeout
+        power: PowerSummary | None = None
         try:
+            if sampler is not None:
+                power = sampler.stop()
             remaining = self.publisher.drain(timeout=timeout)
         finally:
             self.publisher.stop(graceful=True)
@@ -215,7 +226,20 @@ class Device:
             self.outbox.close()
         if errors:
             raise errors[0]
-        return DeviceReport(tuple(reports), self.produced, remaining, next_seq)
+        return DeviceReport(tuple(reports), self.produced, remaining, next_seq, power)
+
+    def _start_power(self, meter: PowerMeter | None, publisher: Publisher) -> PowerSampler | None:
+        """Power telemetry into the outbox, when configured (``power.source`` not none)."""
+        if meter is None:
+            return None
+        cfg = self.config
+        sampler = PowerSampler(
+            meter, self.outbox, site=cfg.site, device=cfg.device,
+            bucket_seconds=cfg.bucket_seconds, interval=cfg.power.interval_s,
+            on_stored=publisher.wake,
+        )
+        sampler.start()
+        return sampler
 
     def _camera_thread(
         self,

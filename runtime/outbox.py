@@ -9,7 +9,9 @@ commits once per closed bucket (every 60 s by default), which is nothing.
 
 The per-device sequence number lives in the same file (table ``meta``) and is taken in the
 same transaction as the rows that use it: a sequence number is never reused, and no
-sequence number is used by a row that was not stored.
+sequence number is used by a row that was not stored. Aggregates use the ``agg`` sequence;
+other message kinds (power telemetry) count on their own (``sequence="power"``), since the
+fleet keeps one message per (device, seq) in each kind's table.
 
 The outbox has a cap (messages waiting). A write that would pass it raises
 :class:`OutboxFullError`, naming the cap; nothing already stored is ever dropped to make room.
@@ -79,6 +81,13 @@ class Checkpoint:
     state: str  # JSON, owned by the caller
 
 
+def _seq_key(sequence: str) -> str:
+    """The meta row of a sequence: ``next_seq`` for aggregates (as always), else per kind."""
+    if not sequence.isidentifier():
+        raise OutboxError(f"invalid sequence name {sequence!r}")
+    return "next_seq" if sequence == "agg" else f"next_seq:{sequence}"
+
+
 # Builds a message's payload once its sequence number is known.
 PayloadBuilder = Callable[[int], bytes]
 
@@ -107,18 +116,21 @@ class Outbox:
 
     # ------------------------------------------------------------------ writing
 
-    def put(self, topic: str, build: PayloadBuilder) -> int:
+    def put(self, topic: str, build: PayloadBuilder, *, sequence: str = "agg") -> int:
         """Store one sequenced message; returns its sequence number."""
-        return self.put_many([(topic, build)])[0]
+        return self.put_many([(topic, build)], sequence=sequence)[0]
 
     def put_many(
         self,
         items: Sequence[tuple[str, PayloadBuilder]],
         *,
         checkpoint: tuple[str, Checkpoint] | None = None,
+        sequence: str = "agg",
     ) -> list[int]:
         """Store several sequenced messages (and optionally a source checkpoint) in one
-        transaction: all of them or none. Raises :class:`OutboxFullError` at the cap."""
+        transaction: all of them or none. Raises :class:`OutboxFullError` at the cap.
+        ``sequence`` names the counter the messages take their numbers from."""
+        key = _seq_key(sequence)
         if not items and checkpoint is None:
             return []
         with self._lock:
@@ -132,7 +144,7 @@ class Outbox:
                             f"broker and the cap is {self.max_messages} (--outbox-max); "
                             f"stopped collecting, nothing was dropped"
                         )
-                    seq = self._next_seq_locked()
+                    seq = self._next_seq_locked(key)
                     seqs: list[int] = []
                     for topic, build in items:
                         payload = build(seq)
@@ -143,7 +155,7 @@ class Outbox:
                         seqs.append(seq)
                         seq += 1
                     self._db.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(seq),)
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(seq))
                     )
                     if checkpoint is not None:
                         key, cp = checkpoint
@@ -186,10 +198,10 @@ class Outbox:
         with self._lock:
             return self._count_locked()
 
-    def next_seq(self) -> int:
-        """The sequence number the next stored message will get."""
+    def next_seq(self, sequence: str = "agg") -> int:
+        """The sequence number the next stored message of ``sequence`` will get."""
         with self._lock:
-            return self._next_seq_locked()
+            return self._next_seq_locked(_seq_key(sequence))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -211,9 +223,9 @@ class Outbox:
     def _count_locked(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
-    def _next_seq_locked(self) -> int:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
-        return int(row[0])
+    def _next_seq_locked(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return 0 if row is None else int(row[0])
 
     def close(self) -> None:
         with self._lock:

@@ -47,11 +47,13 @@ def _cli_config(
     overrides: dict[str, Any],
     camera_overrides: dict[str, Any],
     config_file: Path | None,
+    power_overrides: dict[str, Any] | None = None,
 ) -> Any:
     from edgetally.runtime.config import load_config, parse_config
 
     given = {k: v for k, v in overrides.items() if v is not None}
     cam_given = {k: v for k, v in camera_overrides.items() if v is not None}
+    power_given = {k: v for k, v in (power_overrides or {}).items() if v is not None}
     if config_file is not None:
         if source is not None or lines or zones:
             raise ConfigError(
@@ -60,6 +62,8 @@ def _cli_config(
         config = load_config(config_file)
         data = config.model_dump()
         data.update(given)
+        if power_given:
+            data["power"] = {**data["power"], **power_given}
         if cam_given:
             data["cameras"] = [{**c, **cam_given} for c in data["cameras"]]
         return parse_config(data, origin=f"{config_file} with command-line options")
@@ -83,6 +87,8 @@ def _cli_config(
         zone_items.append({"id": name, "polygon": polygon})
     camera = {"id": _camera_id(source), "source": source, "lines": line_items, "zones": zone_items}
     camera.update(cam_given)
+    if power_given:
+        given["power"] = power_given
     return parse_config({**given, "cameras": [camera]}, origin="command line")
 
 
@@ -130,6 +136,19 @@ def run(
         None, "--realtime/--as-fast-as-possible",
         help="Play a file at its own frame rate, as a camera would (default: as fast as possible).",
     ),
+    power_source: str | None = typer.Option(
+        None, "--power-source",
+        help="Power telemetry: auto|rapl|hwmon|pi5|plug|serial|estimate|none (default none).",
+    ),
+    power_profile: str | None = typer.Option(
+        None, "--power-profile", help="Device profile of the estimate (e.g. rpi4, n100)."
+    ),
+    power_serial_port: str | None = typer.Option(
+        None, "--power-serial-port", help="Serial power monitor (for --power-source serial)."
+    ),
+    power_plug_topic: str | None = typer.Option(
+        None, "--power-plug-topic", help="Smart plug's SENSOR topic (for --power-source plug)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="A device config file (YAML)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
 ) -> None:
@@ -137,7 +156,8 @@ def run(
 
     A file source ends after its last frame once the outbox is drained (exit 3 and a count
     of what remains when the broker did not acknowledge everything in --drain-timeout).
-    A live source runs until SIGTERM or Ctrl-C.
+    A live source runs until SIGTERM or Ctrl-C. With --power-source, the device's power is
+    read about once a second and one power message per bucket goes through the same outbox.
     """
     import threading
 
@@ -161,6 +181,12 @@ def run(
         },
         {"id": camera_id, "stride": stride, "max_frames": max_frames, "realtime": realtime},
         config,
+        {
+            "source": power_source,
+            "profile": power_profile,
+            "serial_port": power_serial_port,
+            "plug_topic": power_plug_topic,
+        },
     )
     stop = threading.Event()
     restore = install_stop_signals(stop)
@@ -178,6 +204,10 @@ def run(
             )
         for item in report.lines():
             typer.echo(f"  line {item['line']}: in {item['in']}, out {item['out']}")
+        if report.power is not None:
+            p = report.power
+            kind = "measured" if p.measured else "estimated"
+            typer.echo(f"power: {p.source} ({kind}), {p.buckets} buckets, {p.wh:.4f} Wh")
         typer.echo(
             f"published to {cfg.broker}; outbox {cfg.outbox}: {report.remaining} waiting, "
             f"next sequence {report.next_seq}"
