@@ -1,0 +1,1 @@
+"""The fleet dashboard's static files (HTML, script, SVG chart code, style)."""

