@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
-import queue
 import re
 import shutil
 import socket
@@ -131,93 +130,20 @@ def _start_amqtt(port: int) -> BrokerHandle:
     return BrokerHandle("amqtt", port, stop)
 
 
-# --------------------------------------------------------------------------- fleet ingest
+# --------------------------------------------------------------------------- the fleet's API
 
 
-class DemoIngest:
-    """Subscribes to every device's messages (QoS 1) and writes them to the fleet store in
-    batches: valid ones deduplicated by (device, seq), malformed ones as dead letters."""
+def api_get(base: str, path: str, params: dict[str, str] | None = None) -> Any:
+    """GET a JSON answer from the demo's own fleet API (a DemoError when it fails)."""
+    import httpx
 
-    def __init__(self, store: Any, broker_port: int) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.store = store
-        self.new = 0
-        self.duplicates = 0
-        self.dead = 0
-        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-fleet")
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = lambda *a: self._ready.set()
-        self._client.on_message = lambda c, u, m: self._queue.put((m.topic, bytes(m.payload)))
-        self._client.connect_async("127.0.0.1", broker_port)
-        self._client.loop_start()
-        self._thread = threading.Thread(target=self._run, name="demo-ingest", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(15):
-            raise DemoError("the fleet could not subscribe to the broker")
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        from edgetally.models.topics import subscription
-
-        client.subscribe(subscription(), qos=1)
-
-    def _run(self) -> None:
-        while not (self._stop.is_set() and self._queue.empty()):
-            items: list[tuple[str, bytes]] = []
-            try:
-                items.append(self._queue.get(timeout=0.3))
-            except queue.Empty:
-                continue
-            while len(items) < 5000:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._write(items)
-
-    def _write(self, items: list[tuple[str, bytes]]) -> None:
-        from edgetally.fleet.records import DeadLetter, IngestBatch, Seen
-        from edgetally.models.errors import WireError
-        from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading, parse
-
-        now = datetime.now(UTC)
-        aggs, statuses, power, seen, dead = [], [], [], {}, []
-        for topic, payload in items:
-            try:
-                msg = parse(topic, payload)
-            except WireError as exc:
-                dead.append(DeadLetter(now, topic[:256], str(exc), len(payload),
-                                       payload[:64].decode("utf-8", "replace")))
-                continue
-            if isinstance(msg, Aggregate):
-                aggs.append(msg)
-            elif isinstance(msg, DeviceStatus):
-                statuses.append(msg)
-            elif isinstance(msg, PowerReading):
-                power.append(msg)
-            else:
-                continue
-            seen[msg.device] = Seen(msg.site, msg.device, now)
-        result = self.store.write(
-            IngestBatch(tuple(aggs), tuple(statuses), tuple(power), tuple(seen.values()),
-                        tuple(dead), now)
-        )
-        self.new += result.aggregates_new
-        self.duplicates += result.aggregates_duplicate
-        self.dead += result.dead_letters
-
-    def stored(self) -> int:
-        rows = self.store.fetch("SELECT count(*) FROM aggregates").rows
-        return int(rows[0][0])
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-        self._stop.set()
-        self._thread.join(timeout=30)
+    try:
+        resp = httpx.get(f"{base}{path}", params=params or {}, timeout=60.0)
+    except httpx.HTTPError as exc:
+        raise DemoError(f"the fleet API at {base} did not answer {path}: {exc}") from None
+    if resp.status_code != 200:
+        raise DemoError(f"the fleet API answered {resp.status_code} on {path}: {resp.text[:200]}")
+    return resp.json()
 
 
 # --------------------------------------------------------------------------- stores
@@ -271,20 +197,57 @@ def plan_stores(n: int, days: int, *, now: datetime | None = None) -> list[Store
     return plans
 
 
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What one simulated store put through its outbox, and what the broker took."""
+
+    aggregates: int
+    power: int
+    unsent_aggregates: int  # still in the outbox when the drain timed out
+    unsent_power: int
+
+    @property
+    def published_aggregates(self) -> int:
+        return self.aggregates - self.unsent_aggregates
+
+    @property
+    def published_power(self) -> int:
+        return self.power - self.unsent_power
+
+
+def unsent(outbox: Any) -> tuple[int, int]:
+    """(aggregates, power messages) still waiting in an open outbox."""
+    rows = outbox.pending(limit=10_000_000)
+    aggs = sum(1 for r in rows if r.topic.endswith("/agg"))
+    return aggs, sum(1 for r in rows if r.topic.endswith("/power"))
+
+
+def estimated_watts(profile: Any, visitors: int, busiest: int) -> float:
+    """A store box's power from its device profile: idle, plus load as the door gets busy
+    (the detector runs on every frame, more tracks cost more). An estimate, labelled so."""
+    load = 0.15 + 0.6 * (visitors / busiest if busiest > 0 else 0.0)
+    return float(profile.idle_w + (profile.max_w - profile.idle_w) * min(1.0, load))
+
+
 def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: float = 0.05,
-                 drain_timeout: float = 60.0) -> tuple[int, int]:
-    """Publish a store's hours as aggregates through the device's outbox and publisher.
-    ``share``: the part of the street's passers that walk into the shop. Returns
-    (aggregates stored, aggregates acknowledged)."""
+                 profile: str = "edge-box", drain_timeout: float = 60.0) -> Replayed:
+    """Publish a store's hours as aggregates, with the estimated power of its box per hour
+    (from the device ``profile``, ``measured: false``), through the device's outbox and
+    publisher. ``share``: the part of the street's passers that walk into the shop."""
+    from edgetally.firmware_bridge.estimate import profile as device_profile
+    from edgetally.firmware_bridge.power import EnergyBucket
     from edgetally.runtime.aggregator import AggregateDraft, ClosedBucket
     from edgetally.runtime.device import store_bucket
     from edgetally.runtime.outbox import Outbox
+    from edgetally.runtime.power import store_power
     from edgetally.runtime.publisher import Publisher
 
+    box = device_profile(profile)
+    busiest = max((round(p * share) for _, p in plan.hours), default=0)
     outbox = Outbox(outbox_path)
     publisher = Publisher(outbox, broker_url, site=plan.site, device=plan.device)
     publisher.start()
-    stored = 0
+    aggregates = power = 0
     try:
         for start, passers in plan.hours:
             visitors = round(passers * share)
@@ -295,12 +258,17 @@ def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: 
             bucket = ClosedBucket(start, 3600, (draft,), 0, 0)
             store_bucket(outbox, site=plan.site, device=plan.device, source="door",
                          bucket=bucket)
-            stored += 1
-            if stored % 50 == 0:
+            watts = estimated_watts(box, visitors, busiest)  # for one hour: Wh = W
+            energy = EnergyBucket(start, 3600, 3600, watts, "estimate", measured=False)
+            store_power(outbox, site=plan.site, device=plan.device, bucket=energy)
+            aggregates += 1
+            power += 1
+            if aggregates % 50 == 0:
                 publisher.wake()
         publisher.wake()
         publisher.drain(drain_timeout)
     finally:
         publisher.stop()
+        left = unsent(outbox)
         outbox.close()
-    return stored, publisher.acked
+    return Replayed(aggregates, power, *left)

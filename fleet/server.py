@@ -68,6 +68,7 @@ class FleetServer:
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
         self._port: int | None = None
+        self.app: FastAPI | None = None  # the HTTP app while running (e.g. to set its state)
 
     @property
     def store(self) -> Store:
@@ -119,8 +120,9 @@ class FleetServer:
             counters=self.counters,
             offline_after_s=c.offline_after_s,
         )
+        self.app = create_app(ctx, self._hooks)
         config = uvicorn.Config(
-            create_app(ctx, self._hooks),
+            self.app,
             host=c.http_host,
             port=c.http_port,
             log_level="warning",
