@@ -272,7 +272,7 @@ function renderEvents(answer, domain) {
   const name = (r) => [r.family, r.event].filter(Boolean).join(" ") || "events";
   const names = [...new Set(rows.map(name))].sort();
   const series = names.slice(0, 6).map((n, i) => ({
-    name: n, cls: `c${i}`, points: sumByBucket(rows.filter((r) => name(r) === n),
+    name: n, cls: `c${i}`, stem: true, points: sumByBucket(rows.filter((r) => name(r) === n),
       (x) => Number(x.count ?? x.n ?? 0)),
   }));
   Charts.line($("#chart-events"), { label: "events", series, domain });

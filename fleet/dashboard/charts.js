@@ -83,7 +83,7 @@ const Charts = (() => {
     container.appendChild(box);
   }
 
-  // series: [{name, cls, dashed, shiftMs, points: [[isoBucket, value], ...]}]
+  // series: [{name, cls, dashed, stem, shiftMs, points: [[isoBucket, value], ...]}]
   // shiftMs moves a series along x (the previous week is drawn over the current one);
   // domain, [fromMs, toMs], fixes the x axis to the range asked for.
   function line(container, { label, series, empty, domain }) {
@@ -110,13 +110,17 @@ const Charts = (() => {
       svg.appendChild(el("text", { x: x(t), y: H - 8, "text-anchor": "middle", class: "tick" },
         timeLabel(t, span)));
     }
-    for (const s of series) {
+    for (const [si, s] of series.entries()) {
       if (s.points.length === 0) continue;
-      const pts = s.points.map(([b, v]) => [x(Date.parse(b) + (s.shiftMs || 0)), y(v)]);
-      const d = pts.map(([px, py], i) => `${i ? "L" : "M"}${px.toFixed(1)},${py.toFixed(1)}`);
+      const off = s.stem ? si * 2.5 : 0; // stems of several series side by side
+      const pts = s.points.map(([b, v]) => [x(Date.parse(b) + (s.shiftMs || 0)) + off, y(v)]);
+      // stems (a vertical stroke per bucket) suit sparse counts: no line through gaps
+      const d = s.stem
+        ? pts.map(([px, py]) => `M${px.toFixed(1)},${y(0).toFixed(1)}V${py.toFixed(1)}`)
+        : pts.map(([px, py], i) => `${i ? "L" : "M"}${px.toFixed(1)},${py.toFixed(1)}`);
       svg.appendChild(el("path", { d: d.join(""),
         class: `series ${s.cls || ""}${s.dashed ? " dashed" : ""}` }));
-      if (s.points.length <= 60) {
+      if (s.points.length <= 60 && !s.stem) {
         s.points.forEach(([b, v], i) => {
           const dot = el("circle", { cx: pts[i][0], cy: pts[i][1], r: 2.5,
             class: `dot ${s.cls || ""}` });
