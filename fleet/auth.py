@@ -22,13 +22,14 @@ import hmac
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from edgetally.fleet.errors import FleetError
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Role = Literal["device", "analyst", "operator"]
@@ -134,6 +135,45 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def authorize(request: Request, role: Role) -> Principal:
+    """The request's :class:`Principal` if its role is at least ``role``; else an
+    HTTPException: 401 (no or unknown token) or 403 (role too low)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("missing bearer token")
+    store: TokenStore | None = getattr(request.app.state, _STATE_KEY, None)
+    principal = store.authenticate(token.strip()) if store is not None else None
+    if principal is None:
+        raise _unauthorized("invalid token")
+    if not principal.may(role):
+        raise HTTPException(
+            status_code=403, detail=f"role {principal.role} may not do this ({role} needed)"
+        )
+    return principal
+
+
+def guard_prefix(app: FastAPI, prefix: str, role: Role) -> None:
+    """Every request under ``prefix`` (e.g. ``/api/v1``) needs at least ``role``, whatever
+    its route declares; routes may still ask for more (``require_role``)."""
+    if role not in ROLE_RANK:
+        raise AuthError(f"unknown role {role!r}")
+
+    @app.middleware("http")
+    async def _guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        path = request.url.path
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            try:
+                authorize(request, role)
+            except HTTPException as exc:
+                return JSONResponse(
+                    {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+                )
+        return await call_next(request)
+
+
 def require_role(role: Role) -> Callable[[Request], Principal]:
     """A FastAPI dependency: the request's :class:`Principal` if its role is at least
     ``role``; else 401 (no/unknown token) or 403 (role too low)."""
@@ -141,19 +181,7 @@ def require_role(role: Role) -> Callable[[Request], Principal]:
         raise AuthError(f"unknown role {role!r}")
 
     def dependency(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthorized("missing bearer token")
-        store: TokenStore | None = getattr(request.app.state, _STATE_KEY, None)
-        principal = store.authenticate(token.strip()) if store is not None else None
-        if principal is None:
-            raise _unauthorized("invalid token")
-        if not principal.may(role):
-            raise HTTPException(
-                status_code=403, detail=f"role {principal.role} may not do this ({role} needed)"
-            )
-        return principal
+        return authorize(request, role)
 
     dependency.__name__ = f"require_{role}"
     return dependency

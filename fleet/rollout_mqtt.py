@@ -27,13 +27,14 @@ class RolloutMqttLink:
         host: str,
         port: int,
         *,
-        username: str,
-        password: str,
+        username: str | None,
+        password: str | None,
         ca_cert: Path | None = None,
         client_id: str = "",
     ) -> None:
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-        self._client.username_pw_set(username, password)
+        if username:  # none on a broker without accounts (a local demo)
+            self._client.username_pw_set(username, password)
         if ca_cert is not None:
             self._client.tls_set(ca_certs=str(ca_cert), cert_reqs=ssl.CERT_REQUIRED)
         self._client.on_connect = self._on_connect

@@ -13,17 +13,25 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import uvicorn
 from edgetally.fleet.addresses import BrokerAddress, parse_broker_url, parse_host_port
 from edgetally.fleet.api import create_app
 from edgetally.fleet.api_context import FleetContext
+from edgetally.fleet.auth import TokenStore, guard_prefix, install_auth
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.ingest import IngestConfig, IngestCounters, Ingestor
 from edgetally.fleet.queries import DEFAULT_OFFLINE_AFTER_S
+from edgetally.fleet.rollout_api import build_rollout_router
+from edgetally.fleet.rollout_mqtt import RolloutMqttLink
+from edgetally.fleet.rollout_service import RolloutService
 from edgetally.fleet.store import Store, open_store
+from edgetally.models.errors import EdgetallyError
 from fastapi import FastAPI
+
+API_PREFIX = "/api/v1"
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,11 @@ class FleetConfig:
     ca_file: str | None = None
     offline_after_s: float = DEFAULT_OFFLINE_AFTER_S
     batch_max: int = 5_000
+    tokens_file: str | None = None  # hashed bearer tokens: /api/v1 then needs analyst or more
+    rollouts_dir: str | None = None  # rollouts on: bundles and rollout records live here
+    fleet_pubkey: str | None = None  # the key bundles must be signed with (rollouts)
+    public_url: str | None = None  # how devices reach the API (bundle downloads)
+    rollout_tick_s: float = 5.0
 
     @staticmethod
     def of(broker: str, db: str, http: str = "127.0.0.1:8080", **kwargs: object) -> FleetConfig:
@@ -68,6 +81,10 @@ class FleetServer:
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
         self._port: int | None = None
+        self._rollout_link: RolloutMqttLink | None = None
+        self._ticker: threading.Thread | None = None
+        self._ticking = threading.Event()
+        self.rollouts: RolloutService | None = None
         self.app: FastAPI | None = None  # the HTTP app while running (e.g. to set its state)
 
     @property
@@ -97,6 +114,12 @@ class FleetServer:
 
     def start(self) -> FleetServer:
         c = self.config
+        hooks = list(self._hooks)
+        tokens = TokenStore.load(Path(c.tokens_file)) if c.tokens_file else None
+        if c.rollouts_dir and (tokens is None or not c.fleet_pubkey):
+            raise FleetError("rollouts need --tokens (operators) and --fleet-pubkey (bundles)")
+        if tokens is not None:
+            hooks.append(_auth_hook(tokens))
         self._store = open_store(c.db)
         try:
             self._ingestor = Ingestor(
@@ -106,7 +129,12 @@ class FleetServer:
                 ),
             )
             self._ingestor.start()
+            if c.rollouts_dir:
+                hooks.append(self._start_rollouts())
+            self._hooks = tuple(hooks)
             self._start_http()
+            if self.rollouts is not None:
+                self._start_ticker(self.rollouts)
         except BaseException:
             self.stop()
             raise
@@ -144,8 +172,65 @@ class FleetServer:
         sockets = [s for srv in server.servers for s in srv.sockets]
         self._port = int(sockets[0].getsockname()[1]) if sockets else c.http_port
 
+    def _start_rollouts(self) -> Callable[[FastAPI], None]:
+        """The rollout service (its devices: the store's), its MQTT link, and the hook
+        that mounts its router."""
+        from edgetally.models.bundle import load_public_key
+
+        c = self.config
+        assert c.rollouts_dir is not None and c.fleet_pubkey is not None
+        b = c.broker
+        link = RolloutMqttLink(
+            b.host, b.port, username=b.username, password=b.password,
+            ca_cert=Path(c.ca_file) if c.ca_file else None, client_id=f"{c.client_id}-rollouts",
+        )
+        link.start(timeout=15.0)
+        self._rollout_link = link
+        service = RolloutService(
+            Path(c.rollouts_dir),
+            load_public_key(Path(c.fleet_pubkey)),
+            publish=link.publish,
+            devices=self._device_ids,
+            bundle_url=self._bundle_url,
+        )
+        link.attach(service)
+        self.rollouts = service
+        router = build_rollout_router(service)
+        return lambda app: app.include_router(router)
+
+    def _device_ids(self) -> list[str]:
+        """Every device the fleet knows, as ``site/device`` (what rollouts select from)."""
+        table = self.store.fetch("SELECT site, device FROM devices ORDER BY site, device")
+        return [f"{site}/{device}" for site, device in table.rows]
+
+    def _bundle_url(self, sha256: str) -> str:
+        base = (self.config.public_url or self.http_url).rstrip("/")
+        return f"{base}/bundles/{sha256}"
+
+    def _start_ticker(self, service: RolloutService) -> None:
+        """Tick the rollouts (time out silent devices, advance stages) every few seconds."""
+
+        def run() -> None:
+            while not self._ticking.wait(self.config.rollout_tick_s):
+                try:
+                    service.tick()
+                except EdgetallyError as exc:
+                    log.warning("rollout tick: %s", exc)
+
+        self._ticking.clear()
+        self._ticker = threading.Thread(target=run, name="rollout-tick", daemon=True)
+        self._ticker.start()
+
     def stop(self) -> None:
         """Stop HTTP, drain ingest into the store, close the store. Safe to call twice."""
+        self._ticking.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=30)
+            self._ticker = None
+        if self._rollout_link is not None:
+            self._rollout_link.stop()
+            self._rollout_link = None
+        self.rollouts = None
         if self._http is not None:
             self._http.should_exit = True
             if self._http_thread is not None:
@@ -167,6 +252,14 @@ class FleetServer:
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _auth_hook(tokens: TokenStore) -> Callable[[FastAPI], None]:
+    def hook(app: FastAPI) -> None:
+        install_auth(app, tokens)
+        guard_prefix(app, API_PREFIX, "analyst")
+
+    return hook
 
 
 def serve_in_process(broker: str, db: str, http: str = "127.0.0.1:0") -> FleetServer:

@@ -36,10 +36,29 @@ def serve(
     offline_after: float = typer.Option(
         300.0, "--offline-after", help="Seconds of silence before a device counts as offline."
     ),
+    tokens: Path | None = typer.Option(
+        None, "--tokens",
+        help="Token file (fleet token add): every /api/v1 call then needs an analyst token.",
+    ),
+    rollouts: bool = typer.Option(
+        False, "--rollouts", help="Serve bundles and run staged rollouts (needs --tokens)."
+    ),
+    bundles: Path = typer.Option(
+        Path("fleet-rollouts"), "--bundles", help="Where bundles and rollout records are kept."
+    ),
+    fleet_pubkey: Path | None = typer.Option(
+        None, "--fleet-pubkey", help="Public key that bundles must be signed with (--rollouts)."
+    ),
+    public_url: str | None = typer.Option(
+        None, "--public-url", help="The API's URL as devices reach it (bundle downloads)."
+    ),
 ) -> None:
-    """Subscribe to the broker, store every valid message, serve the analyst API."""
+    """Subscribe to the broker, store every valid message, serve the analyst API; with
+    --tokens the API needs bearer tokens, with --rollouts it also runs staged rollouts."""
     from edgetally.fleet.server import FleetConfig, FleetServer
 
+    if rollouts and (tokens is None or fleet_pubkey is None):
+        raise FleetError("--rollouts needs --tokens FILE and --fleet-pubkey KEY")
     config = FleetConfig.of(
         broker,
         db,
@@ -47,6 +66,10 @@ def serve(
         client_id=client_id,
         ca_file=str(ca) if ca else None,
         offline_after_s=offline_after,
+        tokens_file=str(tokens) if tokens else None,
+        rollouts_dir=str(bundles) if rollouts else None,
+        fleet_pubkey=str(fleet_pubkey) if fleet_pubkey else None,
+        public_url=public_url,
     )
     done = threading.Event()
 
@@ -55,9 +78,11 @@ def serve(
 
     signal.signal(signal.SIGTERM, _stop)
     with FleetServer(config) as fleet:
+        access = "tokens required" if tokens else "open, no tokens"
+        extra = f", rollouts in {bundles}" if rollouts else ""
         typer.echo(
             f"fleet: broker {config.broker}, store {fleet.store.description}, "
-            f"API {fleet.http_url}/docs (Ctrl-C stops)",
+            f"API {fleet.http_url}/docs ({access}{extra}) (Ctrl-C stops)",
             err=True,
         )
         try:
