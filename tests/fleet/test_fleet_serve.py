@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,18 +18,10 @@ from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
 
 from tests.conftest import Broker
+from tests.runtime.test_publisher import wait_until
 from tests.runtime.test_updater_support import make_bundle
 
 pytestmark = pytest.mark.slow
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def _announce(broker: Broker, devices: list[str]) -> None:
@@ -100,7 +90,7 @@ def test_tokens_guard_the_api_and_rollouts_tick_by_themselves(
         def halted() -> bool:
             return bool(httpx.get(url, headers=as_analyst).json()["state"] == "halted")
 
-        assert _eventually(halted)
+        assert wait_until(halted, 30)
         final = httpx.get(url, headers=as_analyst).json()
         failed = [d for d in final["devices"].values() if d["state"] == "failed"]
         assert len(failed) == 2  # the first stage (50%), none of the second
