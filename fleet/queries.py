@@ -97,6 +97,24 @@ def dwell(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Tabl
     return _grouped(store, f, select, "dwell_count IS NOT NULL", max_rows, "dwell")
 
 
+def events(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
+    """Shelf and audio event counts per bucket, site, device, family and kind (summed)."""
+    bucket = store.dialect.bucket("start", f.interval)
+    clause, params = where(f)
+    result = store.fetch(
+        f"SELECT {bucket} AS bucket, site, device, family, event, sum(count) AS \"count\" "
+        f"FROM events{clause} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 "
+        f"LIMIT {int(max_rows) + 1}",
+        params,
+    )
+    if len(result.rows) > max_rows:
+        raise QueryTooLarge(
+            f"the events query matches more than {max_rows} rows: narrow it or use a coarser "
+            "interval"
+        )
+    return result
+
+
 DEVICE_COLUMNS: tuple[str, ...] = (
     "device",
     "site",
