@@ -1,4 +1,5 @@
-"""The analyst API over a real DuckDB store, and `edgetally fleet query` on the same data."""
+"""The analyst API over a real DuckDB store and a real PostgreSQL, and `edgetally fleet query`
+on the same data (from the database and through the API) giving the API's answers."""
 
 from __future__ import annotations
 
@@ -7,37 +8,52 @@ import io
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import uvicorn
 from edgetally.fleet.api import create_app
 from edgetally.fleet.api_context import FleetContext
-from edgetally.fleet.store import open_store
+from edgetally.fleet.store import Store, is_postgres_url, open_store
 from edgetally.models.wire import Aggregate
 from fastapi.testclient import TestClient
 
+from tests.conftest import free_port
 
-@pytest.fixture(scope="module")
-def db(
+
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def fleet_db(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     make_aggregates: Callable[..., list[Aggregate]],
     write_all: Callable[..., tuple[int, int]],
-) -> Path:
-    path = tmp_path_factory.mktemp("api") / "fleet.duckdb"
-    store = open_store(str(path))
+) -> str:
+    """A DuckDB file, then a PostgreSQL URL, holding the same sample aggregates."""
+    if request.param == "duckdb":
+        location = str(tmp_path_factory.mktemp("api") / "fleet.duckdb")
+    else:
+        location = request.getfixturevalue("pg_server").new_database()
+    store = open_store(location)
     write_all(store, make_aggregates(n_devices=3, minutes=90))
     store.close()
-    return path
+    return location
 
 
 @pytest.fixture
-def client(db: Path) -> Iterator[TestClient]:
-    store = open_store(str(db), read_only=True)
+def store(fleet_db: str) -> Iterator[Store]:
+    s = open_store(fleet_db, read_only=not is_postgres_url(fleet_db))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(store: Store) -> Iterator[TestClient]:
     with TestClient(create_app(FleetContext(store=store, max_rows=500))) as c:
         yield c
-    store.close()
 
 
 def test_traffic_has_exactly_the_documented_shape(client: TestClient) -> None:
@@ -116,32 +132,81 @@ def edgetally(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_query_gives_the_api_answer(client: TestClient, db: Path) -> None:
-    params = {"interval": "hour", "site": "site-1", "line": "door"}
-    api_rows = client.get("/api/v1/traffic", params=params).json()["rows"]
-    cli = edgetally(
-        "fleet",
-        "query",
-        "traffic",
-        "--db",
-        str(db),
-        "--interval",
-        "hour",
-        "--site",
-        "site-1",
-        "--line",
-        "door",
-        "--json",
+def parse_table(text: str) -> list[dict[str, str]]:
+    """The command's table (columns split on runs of spaces; no value here has spaces)."""
+    lines = text.splitlines()
+    header = lines[0].split()
+    return [dict(zip(header, line.split(), strict=True)) for line in lines[1:]]
+
+
+def as_text(rows: list[dict[str, object]]) -> list[dict[str, str]]:
+    return [{k: str(v) for k, v in r.items()} for r in rows]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"interval": "hour", "site": "site-1", "line": "door"},
+        {"interval": "15min", "device": "dev-2", "from": "2024-05-06T09:00:00Z"},
+        {"interval": "day"},
+    ],
+)
+def test_cli_query_gives_the_api_answer(
+    client: TestClient, fleet_db: str, flags: dict[str, str]
+) -> None:
+    api_rows = client.get("/api/v1/traffic", params=flags).json()["rows"]
+    assert api_rows
+    args = ["fleet", "query", "traffic", "--db", fleet_db]
+    for key, value in flags.items():
+        args += [f"--{key}", value]
+    as_json = edgetally(*args, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["rows"] == api_rows
+    table = edgetally(*args)
+    assert table.returncode == 0, table.stderr
+    assert parse_table(table.stdout) == as_text(api_rows)
+
+
+@pytest.fixture
+def live_api(store: Store) -> Iterator[str]:
+    """The same app over HTTP on loopback, for ``fleet query --api``."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(FleetContext(store=store)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
     )
-    assert cli.returncode == 0, cli.stderr
-    assert json.loads(cli.stdout)["rows"] == api_rows
-    table = edgetally(
-        "fleet", "query", "traffic", "--db", str(db), "--site", "site-1", "--line", "door"
-    )
-    lines = table.stdout.splitlines()
-    assert lines[0].split() == ["bucket", "site", "device", "line", "in", "out"]
-    assert len(lines) == 1 + len(api_rows)
-    assert lines[1].split()[4] == str(api_rows[0]["in"])
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_cli_query_through_the_api(client: TestClient, live_api: str, tmp_path: Path) -> None:
+    flags = {"interval": "hour", "device": "dev-0", "line": "queue"}
+    occ = client.get("/api/v1/occupancy", params=flags).json()["rows"]
+    args = ["fleet", "query", "occupancy", "--api", live_api]
+    for key, value in flags.items():
+        args += [f"--{key}", value]
+    r = edgetally(*args)
+    assert r.returncode == 0, r.stderr
+    assert parse_table(r.stdout) == as_text(occ)
+    out = tmp_path / "occ.parquet"
+    r = edgetally(*args, "--format", "parquet", "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    got = pq.read_table(out).to_pylist()
+    assert [(g["device"], g["occupancy_peak"]) for g in got] == [
+        (o["device"], o["occupancy_peak"]) for o in occ
+    ]
+    devices = edgetally("fleet", "query", "devices", "--api", live_api, "--json")
+    assert json.loads(devices.stdout) == client.get("/api/v1/devices").json()
 
 
 @pytest.mark.parametrize(
@@ -155,8 +220,10 @@ def test_cli_query_gives_the_api_answer(client: TestClient, db: Path) -> None:
         (["--api", "http://127.0.0.1:1"], "cannot reach"),
     ],
 )
-def test_cli_bad_input_is_one_line(db: Path, args: list[str], needle: str) -> None:
+def test_cli_bad_input_is_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
     if "--db" not in args and "--api" not in args:
+        db = tmp_path / "fleet.duckdb"
+        open_store(str(db)).close()
         args = [*args, "--db", str(db)]
     r = edgetally("fleet", "query", "traffic", *args)
     assert r.returncode == 1
