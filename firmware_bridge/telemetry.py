@@ -6,6 +6,7 @@ from edgetally.firmware_bridge.errors import BridgeError
 from edgetally.firmware_bridge.power import EnergyBucket
 from edgetally.models.topics import DeviceId, SiteId
 from edgetally.models.wire import PowerReading as WirePowerReading
+from edgetally.models.wire import Seq
 from pydantic import ValidationError
 
 
@@ -15,7 +16,7 @@ def to_wire(bucket: EnergyBucket, site: str, device: str, seq: int) -> WirePower
         return WirePowerReading(
             site=SiteId(site),
             device=DeviceId(device),
-            seq=seq,
+            seq=Seq(seq),
             source=bucket.source,
             start=bucket.start,
             seconds=round(bucket.seconds),
