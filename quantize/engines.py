@@ -32,13 +32,13 @@ def _nncf():  # type: ignore[no-untyped-def]
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """NNCF draws progress bars on stdout; ``--json`` owns stdout, so they go to stderr."""
+def quiet() -> Iterator[None]:
+    """NNCF and the converters print on stdout; ``--json`` owns stdout, so they go to stderr."""
     with contextlib.redirect_stdout(sys.stderr):
         yield
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -65,9 +65,9 @@ def quantize_openvino(source: Path, tensors: list[Tensor], out_xml: Path) -> Pat
         model.reshape({model.inputs[0]: list(tensors[0].shape)})
         _fold_constants(model)
     except Exception as exc:
-        raise QuantizeError(f"OpenVINO cannot read {source.name}: {_first_line(exc)}") from exc
+        raise QuantizeError(f"OpenVINO cannot read {source.name}: {first_line(exc)}") from exc
     try:
-        with _quiet():
+        with quiet():
             quantized = nncf.quantize(
                 model,
                 nncf.Dataset(tensors),
@@ -80,7 +80,7 @@ def quantize_openvino(source: Path, tensors: list[Tensor], out_xml: Path) -> Pat
     except QuantizeError:
         raise
     except Exception as exc:
-        raise QuantizeError(f"NNCF failed on {source.name}: {_first_line(exc)}") from exc
+        raise QuantizeError(f"NNCF failed on {source.name}: {first_line(exc)}") from exc
     return out_xml
 
 
@@ -116,10 +116,10 @@ def quantize_onnx(source: Path, tensors: list[Tensor], out_onnx: Path) -> Path:
     try:
         model = _prepare_onnx(source, out_onnx.with_suffix(".fp32-opt.onnx"))
     except Exception as exc:
-        raise QuantizeError(f"cannot read ONNX model {source.name}: {_first_line(exc)}") from exc
+        raise QuantizeError(f"cannot read ONNX model {source.name}: {first_line(exc)}") from exc
     name = model.graph.input[0].name
     try:
-        with _quiet():
+        with quiet():
             quantized = nncf.quantize(
                 model,
                 nncf.Dataset(tensors, lambda t: {name: t}),
@@ -131,7 +131,7 @@ def quantize_onnx(source: Path, tensors: list[Tensor], out_onnx: Path) -> Path:
             )
         onnx.save(quantized, str(out_onnx))
     except Exception as exc:
-        raise QuantizeError(f"NNCF failed on {source.name}: {_first_line(exc)}") from exc
+        raise QuantizeError(f"NNCF failed on {source.name}: {first_line(exc)}") from exc
     finally:
         out_onnx.with_suffix(".fp32-opt.onnx").unlink(missing_ok=True)
     return out_onnx
