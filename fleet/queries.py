@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from edgetally.fleet import sql
 from edgetally.fleet.columns import naive_utc
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.records import Filters, Table
@@ -24,7 +25,9 @@ class QueryTooLarge(FleetError):
     """A query matches more rows than one answer may carry."""
 
 
-def where(f: Filters, *, line_column: str = "line") -> tuple[str, list[Any]]:
+def where(
+    f: Filters, *, line_column: str = "line", time_column: str = "start"
+) -> tuple[str, list[Any]]:
     """A WHERE clause (with its parameters) for the common filters."""
     clauses: list[str] = []
     params: list[Any] = []
@@ -33,10 +36,10 @@ def where(f: Filters, *, line_column: str = "line") -> tuple[str, list[Any]]:
             clauses.append(f"{column} = ?")
             params.append(value)
     if f.start is not None:
-        clauses.append("start >= ?")
+        clauses.append(f"{time_column} >= ?")
         params.append(naive_utc(f.start))
     if f.end is not None:
-        clauses.append("start < ?")
+        clauses.append(f"{time_column} < ?")
         params.append(naive_utc(f.end))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
@@ -49,9 +52,10 @@ def _grouped(
     max_rows: int,
     what: str,
     table: str = "aggregates",
+    time_column: str = "start",
 ) -> Table:
-    bucket = store.dialect.bucket("start", f.interval)
-    clause, params = where(f)
+    bucket = store.dialect.bucket(time_column, f.interval)
+    clause, params = where(f, time_column=time_column)
     if extra_where:
         clause = f"{clause} AND {extra_where}" if clause else f" WHERE {extra_where}"
     text = (
@@ -67,11 +71,37 @@ def _grouped(
     return result
 
 
-def traffic(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
-    """People in and out per bucket, site, device and line."""
-    return _grouped(
-        store, f, 'sum(in_count) AS "in", sum(out_count) AS "out"', "", max_rows, "traffic"
-    )
+_SECONDS: dict[str, int] = {"minute": 60, "15min": 900, "hour": 3600, "day": 86400}
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _aligned(value: datetime | None, seconds: int) -> bool:
+    if value is None:
+        return True
+    return (naive_utc(value) - _EPOCH) % timedelta(seconds=seconds) == timedelta(0)
+
+
+def traffic_source(store: Store, f: Filters) -> str:
+    """The coarsest table that answers ``f`` exactly: a rollup when the interval is a
+    multiple of its unit and ``from``/``to`` fall on its bucket edges, else ``aggregates``."""
+    if store.has_rollups:
+        width = _SECONDS[f.interval]
+        for table, unit in reversed(sql.ROLLUPS):
+            unit_s = _SECONDS[unit]
+            if width % unit_s == 0 and _aligned(f.start, unit_s) and _aligned(f.end, unit_s):
+                return table
+    return "aggregates"
+
+
+def traffic(
+    store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS, rollups: bool = True
+) -> Table:
+    """People in and out per bucket, site, device and line (from a rollup when one fits;
+    ``rollups=False`` always reads the stored aggregates)."""
+    select = 'CAST(sum(in_count) AS BIGINT) AS "in", CAST(sum(out_count) AS BIGINT) AS "out"'
+    table = traffic_source(store, f) if rollups else "aggregates"
+    time_column = "start" if table == "aggregates" else "bucket"
+    return _grouped(store, f, select, "", max_rows, "traffic", table, time_column)
 
 
 def occupancy(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
@@ -102,7 +132,7 @@ def events(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Tab
     bucket = store.dialect.bucket("start", f.interval)
     clause, params = where(f)
     result = store.fetch(
-        f"SELECT {bucket} AS bucket, site, device, family, event, sum(count) AS \"count\" "
+        f'SELECT {bucket} AS bucket, site, device, family, event, sum(count) AS "count" '
         f"FROM events{clause} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 "
         f"LIMIT {int(max_rows) + 1}",
         params,

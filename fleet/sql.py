@@ -1,6 +1,10 @@
 """The SQL both stores share: schema, the write statements, and the dialect differences.
 
 Times are stored as ``TIMESTAMP`` (without time zone) holding UTC; buckets are UTC buckets.
+
+Traffic is also kept pre-aggregated by hour and by day (:data:`ROLLUPS`), maintained in the
+same transaction as every write from the rows that were new (a redelivered aggregate adds
+nothing), so a year of traffic by day reads one row per device-day instead of 96.
 Statements use ``?`` placeholders; the PostgreSQL store turns them into ``%s``, so SQL text
 here must not contain a literal ``?`` or ``%``.
 """
@@ -68,6 +72,17 @@ STATUS_COLUMNS: tuple[str, ...] = (
     "errors",
     "last_error",
 )
+# Rollup tables of traffic and the unit their buckets are truncated to.
+ROLLUPS: tuple[tuple[str, Interval], ...] = (("traffic_hour", "hour"), ("traffic_day", "day"))
+# What a rollup needs of each new aggregate (what the insert returns).
+ROLLUP_SOURCE_COLUMNS: tuple[str, ...] = (
+    "start",
+    "site",
+    "device",
+    "line",
+    "in_count",
+    "out_count",
+)
 DEAD_COLUMNS: tuple[str, ...] = (
     "received_at",
     "topic",
@@ -109,6 +124,13 @@ def schema(double: str) -> tuple[str, ...]:
             state VARCHAR NOT NULL, status_at TIMESTAMP,
             model VARCHAR, backend VARCHAR, fps {double}, uptime_s {double},
             errors BIGINT, last_error VARCHAR)""",
+        *(
+            f"""CREATE TABLE IF NOT EXISTS {table} (
+            bucket TIMESTAMP NOT NULL, site VARCHAR NOT NULL, device VARCHAR NOT NULL,
+            line VARCHAR NOT NULL, in_count BIGINT NOT NULL, out_count BIGINT NOT NULL,
+            PRIMARY KEY (site, device, line, bucket))"""
+            for table, _unit in ROLLUPS
+        ),
         """CREATE TABLE IF NOT EXISTS dead_letters (
             received_at TIMESTAMP NOT NULL, topic VARCHAR NOT NULL, reason VARCHAR NOT NULL,
             payload_size INTEGER NOT NULL, payload_head VARCHAR NOT NULL)""",
@@ -122,6 +144,52 @@ def _insert_new(table: str, columns: tuple[str, ...], staged: str) -> str:
 
 def insert_aggregates(staged: str) -> str:
     return _insert_new("aggregates", AGG_COLUMNS, staged)
+
+
+def insert_aggregates_returning(staged: str) -> str:
+    """Insert the new rows and return what the rollups need of those (not of duplicates)."""
+    return f"{insert_aggregates(staged)} RETURNING {', '.join(ROLLUP_SOURCE_COLUMNS)}"
+
+
+def upsert_rollup(table: str, unit: Interval, source: str) -> str:
+    """Add the traffic of ``source`` (new aggregates) to the rollup ``table``."""
+    return (
+        f"INSERT INTO {table} (bucket, site, device, line, in_count, out_count) "
+        f"SELECT date_trunc('{unit}', start), site, device, line, sum(in_count), "
+        f"sum(out_count) FROM {source} GROUP BY 1, 2, 3, 4 "
+        "ON CONFLICT (site, device, line, bucket) DO UPDATE SET "
+        f"in_count = {table}.in_count + excluded.in_count, "
+        f"out_count = {table}.out_count + excluded.out_count"
+    )
+
+
+def insert_aggregates_with_rollups(staged: str) -> str:
+    """One statement (PostgreSQL): insert new rows, add them to every rollup, count them."""
+    parts = [f"new_rows AS ({insert_aggregates_returning(staged)})"]
+    parts += [f"r_{table} AS ({upsert_rollup(table, unit, 'new_rows')})" for table, unit in ROLLUPS]
+    return f"WITH {', '.join(parts)} SELECT count(*) FROM new_rows"
+
+
+def refill_rollups() -> tuple[str, ...]:
+    """Rebuild every rollup from ``aggregates`` (after a bulk load, or on an older file)."""
+    out: list[str] = []
+    for table, unit in ROLLUPS:
+        out.append(f"DELETE FROM {table}")
+        out.append(
+            f"INSERT INTO {table} (bucket, site, device, line, in_count, out_count) "
+            f"SELECT date_trunc('{unit}', start) AS b, site, device, line, sum(in_count), "
+            "sum(out_count) FROM aggregates GROUP BY 1, 2, 3, 4 ORDER BY b, site, device, line"
+        )
+    return tuple(out)
+
+
+def rollups_missing() -> str:
+    """1 when there are aggregates but the rollups are empty (a file from before them)."""
+    first = ROLLUPS[0][0]
+    return (
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM aggregates) "
+        f"AND NOT EXISTS (SELECT 1 FROM {first}) THEN 1 ELSE 0 END"
+    )
 
 
 def insert_events(staged: str) -> str:

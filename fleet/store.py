@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from edgetally.fleet import sql
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.sql import Dialect
@@ -31,6 +32,11 @@ class Store(Protocol):
         """Where the data is (a path, or a URL without its password)."""
         ...
 
+    @property
+    def has_rollups(self) -> bool:
+        """Whether the traffic rollups (:data:`edgetally.fleet.sql.ROLLUPS`) are current."""
+        ...
+
     def write(self, batch: IngestBatch) -> IngestResult:
         """Store a batch in one transaction; rows already stored (device + seq) are skipped."""
         ...
@@ -44,6 +50,26 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def refill_rollups(store: Store) -> None:
+    """Rebuild the traffic rollups from the stored aggregates, in one transaction."""
+    store.execute("BEGIN")
+    try:
+        for statement in sql.refill_rollups():
+            store.execute(statement)
+    except StoreError:
+        store.execute("ROLLBACK")
+        raise
+    store.execute("COMMIT")
+
+
+def fill_missing_rollups(store: Store) -> bool:
+    """Build the rollups of a database that has aggregates but none (one from before them)."""
+    if int(store.fetch(sql.rollups_missing()).rows[0][0]) != 1:
+        return False
+    refill_rollups(store)
+    return True
 
 
 def is_postgres_url(db: str) -> bool:

@@ -19,7 +19,7 @@ from edgetally.fleet import sql
 from edgetally.fleet.columns import Columns, stage
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.sql import Dialect
-from edgetally.fleet.store import StoreError
+from edgetally.fleet.store import StoreError, fill_missing_rollups
 
 
 def _count(rows: list[tuple[Any, ...]]) -> int:
@@ -56,9 +56,18 @@ class DuckDBStore:
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._closed = False
         self._dialect = Dialect("duckdb")
+        self._has_rollups = False
         if not read_only:
             for statement in sql.schema(self._dialect.double):
                 self._con.execute(statement).fetchall()
+            fill_missing_rollups(self)
+            self._has_rollups = True
+        else:  # a file from before the rollups cannot get them while read-only
+            tables = self.fetch("SELECT table_name FROM information_schema.tables").rows
+            present = {str(r[0]) for r in tables}
+            self._has_rollups = all(t in present for t, _u in sql.ROLLUPS) and not int(
+                self.fetch(sql.rollups_missing()).rows[0][0]
+            )
 
     @property
     def dialect(self) -> Dialect:
@@ -67,6 +76,10 @@ class DuckDBStore:
     @property
     def description(self) -> str:
         return f"duckdb:{self._path}"
+
+    @property
+    def has_rollups(self) -> bool:
+        return self._has_rollups
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         if self._closed:
@@ -84,7 +97,7 @@ class DuckDBStore:
         cur = self._cursor()
         try:
             cur.begin()
-            agg_new = self._load(cur, "stage_aggregates", staged.aggregates, sql.insert_aggregates)
+            agg_new = self._load_aggregates(cur, staged.aggregates)
             self._load(cur, "stage_events", staged.events, sql.insert_events)
             power_new = self._load(cur, "stage_power", staged.power, sql.insert_power)
             self._load(cur, "stage_seen", staged.seen, sql.upsert_seen)
@@ -105,6 +118,25 @@ class DuckDBStore:
             statuses=len(batch.statuses),
             dead_letters=dead,
         )
+
+    @staticmethod
+    def _load_aggregates(cur: duckdb.DuckDBPyConnection, columns: Columns) -> int:
+        """Insert the new aggregates, then add those (not duplicates) to the rollups."""
+        if not columns["device"]:
+            return 0
+        cur.register("stage_aggregates", pa.table(columns))
+        try:
+            new = cur.sql(sql.insert_aggregates_returning("stage_aggregates")).to_arrow_table()
+        finally:
+            cur.unregister("stage_aggregates")
+        if new.num_rows:
+            cur.register("stage_new", new)
+            try:
+                for table, unit in sql.ROLLUPS:
+                    cur.execute(sql.upsert_rollup(table, unit, "stage_new")).fetchall()
+            finally:
+                cur.unregister("stage_new")
+        return int(new.num_rows)
 
     @staticmethod
     def _load(

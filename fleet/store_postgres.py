@@ -15,7 +15,7 @@ from edgetally.fleet import sql
 from edgetally.fleet.columns import Columns, stage
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.sql import Dialect
-from edgetally.fleet.store import StoreError
+from edgetally.fleet.store import StoreError, fill_missing_rollups
 
 try:
     import psycopg
@@ -36,6 +36,11 @@ _INDEXES: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS aggregates_device_start ON aggregates (device, start)",
     "CREATE INDEX IF NOT EXISTS power_device_start ON power (device, start)",
     "CREATE INDEX IF NOT EXISTS events_start ON events (start)",
+    *(
+        f"CREATE INDEX IF NOT EXISTS {table}_{cols.replace(', ', '_')} ON {table} ({cols})"
+        for table, _unit in sql.ROLLUPS
+        for cols in ("bucket", "device, bucket")
+    ),
 )
 
 
@@ -75,6 +80,7 @@ class PostgresStore:
             raise StoreError(
                 f"cannot create the schema in {self.description}: {_first_line(exc)}"
             ) from None
+        fill_missing_rollups(self)
 
     @property
     def dialect(self) -> Dialect:
@@ -83,6 +89,10 @@ class PostgresStore:
     @property
     def description(self) -> str:
         return redact(self._url)
+
+    @property
+    def has_rollups(self) -> bool:
+        return True  # filled when the store opens, maintained by every write
 
     def _conn(self) -> Any:
         if self._closed:
@@ -118,7 +128,9 @@ class PostgresStore:
             self._ensure_stages(conn)
             with conn.transaction():
                 load = self._loader(conn)
-                agg_new = load("stage_aggregates", staged.aggregates, sql.insert_aggregates)
+                agg_new = load(
+                    "stage_aggregates", staged.aggregates, sql.insert_aggregates_with_rollups
+                )
                 load("stage_events", staged.events, sql.insert_events)
                 power_new = load("stage_power", staged.power, sql.insert_power)
                 load("stage_seen", staged.seen, sql.upsert_seen)
@@ -149,6 +161,9 @@ class PostgresStore:
                     for row in zip(*(columns[n] for n in names), strict=True):
                         copy.write_row(row)
                 cur.execute(statement(name))
+                if cur.description is not None:  # a statement that counts what it inserted
+                    row = cur.fetchone()
+                    return int(row[0]) if row else 0
                 return int(cur.rowcount)
 
         return load

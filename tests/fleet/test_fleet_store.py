@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from edgetally.fleet import queries
+from edgetally.fleet import queries, sql
 from edgetally.fleet.export import to_records
 from edgetally.fleet.ingest import dead_letter
 from edgetally.fleet.records import Filters, IngestBatch, Seen
@@ -75,6 +75,9 @@ def loaded(
             line="queue",
         ),
         Filters(interval="hour", device="nobody"),
+        Filters(interval="hour", start=T0 + timedelta(hours=1), end=T0 + timedelta(hours=2)),
+        Filters(interval="hour", site="site-1", start=T0 + timedelta(minutes=30)),
+        Filters(interval="day", line="door", end=T0 + timedelta(minutes=61)),
     ],
 )
 def test_traffic_matches_a_python_recount(
@@ -102,10 +105,60 @@ def test_redelivered_aggregates_never_count_twice(
         new, dup = write_all(store, again, chunk=50)
         assert (new, dup) == (0, len(again))
         assert to_records(queries.traffic(store, Filters(interval="day"))) == before
+        for interval in ("hour", "day"):  # the rollups did not count the redeliveries either
+            f = Filters(interval=interval)
+            assert queries.traffic_source(store, f) != "aggregates"
+            assert queries.traffic(store, f) == queries.traffic(store, f, rollups=False)
         assert queries.counts(store)["aggregates"] == len(aggs)
         assert queries.counts(store)["events"] == sum(
             len(a.shelf_events) + len(a.audio_events) for a in aggs
         )
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("f", "source"),
+    [
+        (Filters(interval="day"), "traffic_day"),
+        (Filters(interval="day", start=T0 - timedelta(hours=8)), "traffic_day"),
+        (Filters(interval="day", start=T0), "traffic_hour"),
+        (Filters(interval="hour", end=T0 + timedelta(hours=1)), "traffic_hour"),
+        (Filters(interval="hour", start=T0 + timedelta(minutes=1)), "aggregates"),
+        (Filters(interval="15min"), "aggregates"),
+    ],
+)
+def test_traffic_reads_the_coarsest_rollup_that_is_exact(
+    loaded: tuple[Store, list[Aggregate]], f: Filters, source: str
+) -> None:
+    store, _aggs = loaded
+    assert queries.traffic_source(store, f) == source
+    assert queries.traffic(store, f) == queries.traffic(store, f, rollups=False)
+
+
+def test_a_file_from_before_the_rollups_gets_them(
+    tmp_path: Path, make_aggregates: MakeAggs, write_all: WriteAll
+) -> None:
+    path = str(tmp_path / "old.duckdb")
+    aggs = make_aggregates(n_devices=2, minutes=70)
+    store = open_store(path)
+    write_all(store, aggs)
+    for table, _unit in sql.ROLLUPS:  # as a file written before the rollups existed
+        store.execute(f"DROP TABLE {table}")
+    store.close()
+    f = Filters(interval="day")
+    old = open_store(path, read_only=True)  # cannot build them: answers from the rows
+    try:
+        assert not old.has_rollups and queries.traffic_source(old, f) == "aggregates"
+        assert to_records(queries.traffic(old, f)) == expected_traffic(aggs, f)
+    finally:
+        old.close()
+    store = open_store(path)
+    try:
+        assert store.has_rollups and queries.traffic_source(store, f) == "traffic_day"
+        assert to_records(queries.traffic(store, f)) == expected_traffic(aggs, f)
+        n = store.fetch("SELECT count(*) FROM traffic_hour").rows[0][0]
+        assert n == len({(a.start.replace(minute=0), a.device, a.line) for a in aggs})
     finally:
         store.close()
 
