@@ -6,6 +6,10 @@ One ingest thread takes up to ``batch_max`` messages at a time, validates them w
 :func:`edgetally.models.wire.parse`, and writes them in one transaction. A failed write is
 retried; only when the fleet stops while the database is still failing are the messages of
 that batch given up, and counted as ``lost``.
+
+Audio and shelf messages are validated the same way and written right after the rest of
+their batch (:func:`edgetally.fleet.sensors.write_sensors`, its own transaction), with the
+same retries; like everything else they are kept once per (device, seq).
 """
 
 from __future__ import annotations
@@ -17,18 +21,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from edgetally.fleet.addresses import BrokerAddress
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.records import DeadLetter, IngestBatch, IngestResult, Seen
+from edgetally.fleet.sensors import SensorBatch, SensorResult, write_sensors
 from edgetally.fleet.store import Store, StoreError
 from edgetally.models.errors import WireError
 from edgetally.models.topics import TOPIC_PREFIX
-from edgetally.models.wire import Aggregate, Command, DeviceStatus, PowerReading, parse
+from edgetally.models.wire import (
+    Aggregate,
+    AudioLevels,
+    Command,
+    DeviceStatus,
+    PowerReading,
+    ShelfState,
+    parse,
+)
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 HEAD_CHARS = 200
 # Kinds others publish under edgetally/v1 that are not for ingest: commands to devices
@@ -61,6 +75,10 @@ class IngestCounters:
     aggregates_duplicate: int = 0
     power_new: int = 0
     power_duplicate: int = 0
+    audio_new: int = 0
+    audio_duplicate: int = 0
+    shelf_new: int = 0
+    shelf_duplicate: int = 0
     statuses: int = 0
     dead_letters: int = 0
     ignored: int = 0
@@ -236,12 +254,18 @@ class Ingestor:
                 if self._stopping.is_set() and self._queue.empty():
                     return
                 continue
-            batch, ignored = self.build_batch(items)
+            batch, sensors, ignored = self.build_batch(items)
             result = self._write(batch)
+            sensed = self._write_sensors(sensors)
             with self._lock:
                 c = self._counts
                 c["processed"] += len(items)
                 c["ignored"] += ignored
+                if sensed is None:
+                    c["lost"] += len(sensors)
+                else:
+                    for name in ("audio_new", "audio_duplicate", "shelf_new", "shelf_duplicate"):
+                        c[name] += getattr(sensed, name)
                 if result is None:
                     c["lost"] += len(batch)
                     continue
@@ -253,11 +277,16 @@ class Ingestor:
                 c["statuses"] += result.statuses
                 c["dead_letters"] += result.dead_letters
 
-    def build_batch(self, items: list[tuple[str, bytes, datetime]]) -> tuple[IngestBatch, int]:
-        """Validate raw messages into a batch; returns it and how many were ignored."""
+    def build_batch(
+        self, items: list[tuple[str, bytes, datetime]]
+    ) -> tuple[IngestBatch, SensorBatch, int]:
+        """Validate raw messages into a batch (and the audio and shelf messages apart);
+        returns both and how many were ignored."""
         aggs: list[Aggregate] = []
         statuses: list[DeviceStatus] = []
         power: list[PowerReading] = []
+        audio: list[AudioLevels] = []
+        shelf: list[ShelfState] = []
         seen: list[Seen] = []
         dead: list[DeadLetter] = []
         ignored = 0
@@ -278,6 +307,10 @@ class Ingestor:
                 aggs.append(message)
             elif isinstance(message, DeviceStatus):
                 statuses.append(message)
+            elif isinstance(message, AudioLevels):
+                audio.append(message)
+            elif isinstance(message, ShelfState):
+                shelf.append(message)
             else:
                 power.append(message)
             seen.append(Seen(message.site, message.device, at))
@@ -289,20 +322,30 @@ class Ingestor:
             dead=tuple(dead),
             received_at=datetime.now(UTC),
         )
-        return batch, ignored
+        sensors = SensorBatch(tuple(audio), tuple(shelf), received_at=batch.received_at)
+        return batch, sensors, ignored
 
     def _write(self, batch: IngestBatch) -> IngestResult | None:
+        return self._retrying(lambda: self._store.write(batch), len(batch))
+
+    def _write_sensors(self, sensors: SensorBatch) -> SensorResult | None:
+        if not len(sensors):
+            return SensorResult()
+        return self._retrying(lambda: write_sensors(self._store, sensors), len(sensors))
+
+    def _retrying(self, write: Callable[[], _R], size: int) -> _R | None:
+        """``write()``, retried with backoff on a StoreError; None when given up at stop."""
         delay = 0.1
         attempts = 0
         while True:
             try:
-                return self._store.write(batch)
+                return write()
             except StoreError as exc:
                 attempts += 1
                 with self._lock:
                     self._counts["store_errors"] += 1
                 if self._stopping.is_set() and attempts >= 3:
-                    log.error("giving up %d messages at shutdown: %s", len(batch), exc)
+                    log.error("giving up %d messages at shutdown: %s", size, exc)
                     return None
                 log.warning("store write failed (attempt %d), retrying: %s", attempts, exc)
                 time.sleep(delay)

@@ -134,6 +134,30 @@ def schema(double: str) -> tuple[str, ...]:
         """CREATE TABLE IF NOT EXISTS dead_letters (
             received_at TIMESTAMP NOT NULL, topic VARCHAR NOT NULL, reason VARCHAR NOT NULL,
             payload_size INTEGER NOT NULL, payload_head VARCHAR NOT NULL)""",
+        *sensor_schema(double),
+    )
+
+
+def sensor_schema(double: str) -> tuple[str, ...]:
+    """Tables of the audio and shelf messages (:mod:`edgetally.fleet.sensors` writes them)."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS audio (
+            device VARCHAR NOT NULL, seq BIGINT NOT NULL,
+            site VARCHAR NOT NULL, source VARCHAR NOT NULL,
+            start TIMESTAMP NOT NULL, seconds INTEGER NOT NULL, duration_s {double} NOT NULL,
+            leq_dbfs {double} NOT NULL, laeq_dbfs {double} NOT NULL,
+            leq_dbspl {double}, laeq_dbspl {double}, speech_ratio {double},
+            received_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (device, seq))""",
+        """CREATE TABLE IF NOT EXISTS shelf (
+            device VARCHAR NOT NULL, seq BIGINT NOT NULL,
+            region VARCHAR NOT NULL, facing VARCHAR NOT NULL,
+            site VARCHAR NOT NULL, source VARCHAR NOT NULL,
+            start TIMESTAMP NOT NULL, seconds INTEGER NOT NULL,
+            facing_empty INTEGER NOT NULL, restocked INTEGER NOT NULL,
+            product_taken INTEGER NOT NULL, empty_at_end BOOLEAN NOT NULL,
+            received_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (device, seq, region, facing))""",
     )
 
 

@@ -16,7 +16,7 @@ from edgetally.models.errors import WireError
 SiteId = NewType("SiteId", str)
 DeviceId = NewType("DeviceId", str)
 
-TopicKind = Literal["agg", "status", "power", "cmd"]
+TopicKind = Literal["agg", "status", "power", "audio", "shelf", "cmd"]
 TOPIC_KINDS: Final[tuple[str, ...]] = get_args(TopicKind)
 
 TOPIC_ROOT: Final = "edgetally"

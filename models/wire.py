@@ -1,10 +1,13 @@
 """The wire schema: every message between a device and the fleet, versioned.
 
-Four messages travel over MQTT (topics in :mod:`edgetally.models.topics`):
+Six messages travel over MQTT (topics in :mod:`edgetally.models.topics`):
 
 - :class:`Aggregate` (``.../agg``): one time bucket of one line or zone of one source;
 - :class:`DeviceStatus` (``.../status``): online/offline, model, backend, fps, uptime, errors;
 - :class:`PowerReading` (``.../power``): energy of one bucket from one power meter;
+- :class:`AudioLevels` (``.../audio``): sound level, speech share and sound-event counts of
+  one bucket of one microphone or sound file (numbers only: no samples, no spectra);
+- :class:`ShelfState` (``.../shelf``): shelf events per facing of one bucket of one camera;
 - :class:`Command` (``.../cmd``): fleet to device.
 
 No field can carry pixels or audio: there are no bytes fields, every string is short and
@@ -49,6 +52,9 @@ MAX_EVENT_KINDS: Final = 32
 MAX_COUNT: Final = 10_000_000
 MAX_BUCKET_SECONDS: Final = 86_400
 MAX_SEQ: Final = 2**63 - 1
+MAX_FACINGS: Final = 64  # facings in one shelf message (a device splits larger shelves)
+MIN_DBFS: Final = -200.0  # digital silence reads this (never -inf)
+MAX_DBFS: Final = 20.0  # a full-scale square wave reads +3 dBFS; clipped input no more
 
 SourceId = NewType("SourceId", str)
 CounterId = NewType("CounterId", str)  # a counting line or an occupancy zone
@@ -79,6 +85,10 @@ SeqField = Annotated[Seq, Field(ge=0, le=MAX_SEQ)]
 BucketSeconds = Annotated[int, Field(ge=1, le=MAX_BUCKET_SECONDS)]
 DurationS = Annotated[float, Field(ge=0.0, le=7 * 86_400.0)]
 EventCounts = Annotated[dict[EventName, Count], Field(max_length=MAX_EVENT_KINDS)]
+Dbfs = Annotated[float, Field(ge=MIN_DBFS, le=MAX_DBFS)]
+# dB SPL is dBFS plus a calibration offset (the SPL that reads 0 dBFS, about 90 to 130).
+Dbspl = Annotated[float, Field(ge=MIN_DBFS, le=300.0)]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class WireModel(BaseModel):
@@ -175,6 +185,78 @@ class PowerReading(WireModel):
     measured: bool
 
 
+class _SourceBucket(WireModel):
+    """What the audio and shelf messages share: one bucket of one source of one device.
+
+    ``seq`` comes from the device's one sequence, shared with its aggregates, so the fleet's
+    (device, seq) identifies a message whatever its kind.
+    """
+
+    v: Literal[1] = SCHEMA_VERSION
+    site: SiteField
+    device: DeviceField
+    source: SourceField
+    seq: SeqField
+    start: UtcDatetime
+    seconds: BucketSeconds
+
+
+class AudioLevels(_SourceBucket):
+    """One bucket of one sound source: levels, speech share and event counts, never sound.
+
+    ``duration_s`` is how much sound the bucket holds (shorter than ``seconds`` only for the
+    last bucket of a file). Levels are AES17 dBFS (a full-scale sine reads 0), energy
+    averages over the bucket; ``*_dbspl`` are set together, when the device is calibrated.
+    ``speech_ratio`` is the share of the bucket with speech (None: no speech detector).
+    """
+
+    kind: Literal["audio"] = "audio"
+    duration_s: Annotated[float, Field(gt=0.0, le=float(MAX_BUCKET_SECONDS))]
+    leq_dbfs: Dbfs
+    laeq_dbfs: Dbfs
+    leq_dbspl: Dbspl | None = None
+    laeq_dbspl: Dbspl | None = None
+    speech_ratio: Ratio | None = None
+    events: EventCounts = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AudioLevels:
+        if self.duration_s > self.seconds + 1e-6:
+            raise ValueError("duration_s is longer than the bucket")
+        if (self.leq_dbspl is None) != (self.laeq_dbspl is None):
+            raise ValueError("leq_dbspl and laeq_dbspl go together")
+        return self
+
+
+class FacingCounts(WireModel):
+    """Shelf events of one facing over the bucket, and whether it was empty at its end."""
+
+    region: CounterField
+    facing: CounterField
+    facing_empty: Count = 0
+    restocked: Count = 0
+    product_taken: Count = 0
+    empty_at_end: bool
+
+
+class ShelfState(_SourceBucket):
+    """One bucket of the shelves one camera watches: counts per facing (no pixels).
+
+    A camera with more facings than fit in one message sends several per bucket, each with
+    its own ``seq``.
+    """
+
+    kind: Literal["shelf"] = "shelf"
+    facings: Annotated[tuple[FacingCounts, ...], Field(min_length=1, max_length=MAX_FACINGS)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> ShelfState:
+        keys = {(f.region, f.facing) for f in self.facings}
+        if len(keys) != len(self.facings):
+            raise ValueError("a facing (region, facing) appears twice")
+        return self
+
+
 class Command(WireModel):
     """Fleet to device: an action with a few short parameters (e.g. a rollout step)."""
 
@@ -190,13 +272,15 @@ class Command(WireModel):
     ] = Field(default_factory=dict)
 
 
-Message = Aggregate | DeviceStatus | PowerReading | Command
+Message = Aggregate | DeviceStatus | PowerReading | AudioLevels | ShelfState | Command
 M = TypeVar("M", bound=WireModel)
 
-MESSAGE_TYPES: Final[dict[TopicKind, type[Aggregate | DeviceStatus | PowerReading | Command]]] = {
+MESSAGE_TYPES: Final[dict[TopicKind, type[Message]]] = {
     "agg": Aggregate,
     "status": DeviceStatus,
     "power": PowerReading,
+    "audio": AudioLevels,
+    "shelf": ShelfState,
     "cmd": Command,
 }
 

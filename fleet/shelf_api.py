@@ -1,0 +1,52 @@
+"""``/api/v1/shelf``: shelf events per bucket and facing (JSON, CSV, Parquet)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from edgetally.fleet import sensors
+from edgetally.fleet.api_context import FleetContext, IdQuery, context, filters
+from edgetally.fleet.export import ExportFormat
+from edgetally.fleet.records import Filters
+from edgetally.fleet.sensors_export import sensor_response
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+router = APIRouter(prefix="/api/v1", tags=["analytics"])
+
+
+class ShelfRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = Field(description="bucket start, ISO 8601 UTC")
+    site: str
+    device: str
+    source: str = Field(description="the camera")
+    region: str
+    facing: str
+    facing_empty: int = Field(description="times the facing went empty")
+    restocked: int
+    product_taken: int
+    empty_at_end: bool = Field(description="empty at the end of the bucket's last message")
+
+
+class ShelfAnswer(BaseModel):
+    rows: list[ShelfRow]
+
+
+@router.get(
+    "/shelf",
+    responses={200: {"model": ShelfAnswer}},
+    summary="Shelf events per time bucket, site, device and facing",
+)
+def shelf(
+    ctx: Annotated[FleetContext, Depends(context)],
+    f: Annotated[Filters, Depends(filters)],
+    region: IdQuery = None,
+    facing: IdQuery = None,
+    format: ExportFormat = "json",
+) -> Response:
+    """Sums of ``facing_empty``, ``restocked`` and ``product_taken``, and whether the facing
+    was empty when the last bucket in the interval closed; buckets are UTC."""
+    table = sensors.shelf(ctx.store, f, region=region, facing=facing, max_rows=ctx.max_rows)
+    return sensor_response(table, format, "shelf")
