@@ -20,7 +20,6 @@ FILES: dict[str, str] = {
     "app.js": "text/javascript; charset=utf-8",
     "charts.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
-    "screenshot.png": "image/png",
 }
 _HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 

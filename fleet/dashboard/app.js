@@ -37,6 +37,7 @@ function askToken(reason) {
       sessionStorage.setItem(TOKEN_KEY, value);
       $("#token-input").value = "";
       form.hidden = true;
+      document.body.dataset.state = "loading";
       tokenWait = null;
       showTokenButton();
       resolve();

@@ -24,22 +24,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from edgetally.fleet.api import create_app
-from edgetally.fleet.api_context import FleetContext, context, filters
-from edgetally.fleet.auth import TokenStore, add_token
-from edgetally.fleet.export import to_records
-from edgetally.fleet.queries import where
-from edgetally.fleet.records import Filters, IngestBatch, Seen
+from edgetally.fleet.api_context import FleetContext
+from edgetally.fleet.auth import TokenStore, add_token, guard_prefix, install_auth
+from edgetally.fleet.records import IngestBatch, Seen
 from edgetally.fleet.rollout import BundleRef, DeviceProgress, Rollout
 from edgetally.fleet.rollout_api import summary
 from edgetally.fleet.store import Store, open_store
 from edgetally.models.wire import Aggregate, DeviceStatus, DwellStats, PowerReading
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 pytestmark = pytest.mark.slow
@@ -195,44 +193,20 @@ def _rollouts_hook(app: FastAPI) -> None:
     app.include_router(router)
 
 
-def _events_hook(app: FastAPI) -> None:
-    """``/api/v1/events`` in the documented shape (shelf and audio counts per bucket) for a
-    fleet that lacks it; routes are matched in order, so the fleet's own one wins once it
-    exists and the page is then checked against that."""
-
-    def events(
-        request: Request, f: Annotated[Filters, Depends(filters)]
-    ) -> dict[str, list[dict[str, Any]]]:
-        store = context(request).store
-        clause, params = where(f)
-        table = store.fetch(
-            f"SELECT {store.dialect.bucket('start', f.interval)} AS bucket, site, device, line,"
-            f" family, event, sum(count) AS count FROM events{clause}"
-            " GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6",
-            params,
-        )
-        return {"rows": to_records(table)}
-
-    app.add_api_route("/api/v1/events", events, methods=["GET"])
-
-
-def _token_hook(tokens: TokenStore) -> Callable[[FastAPI], None]:
-    """Every /api/ call needs an analyst token (401 without one), as `fleet serve --tokens`."""
+def _guarded_without_events(tokens: TokenStore) -> Callable[[FastAPI], None]:
+    """``fleet serve --tokens``: /api/v1 needs an analyst token. And, as on a fleet from
+    before ``/api/v1/events``, no events route: the page must do without it."""
 
     def hook(app: FastAPI) -> None:
         @app.middleware("http")
-        async def guard(request: Request, call_next: Any) -> Response:
-            if request.url.path.startswith("/api/"):
-                scheme, _, token = request.headers.get("authorization", "").partition(" ")
-                who = tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
-                if who is None:
-                    return JSONResponse(
-                        {"detail": "missing or invalid token"},
-                        status_code=401,
-                        headers={"WWW-Authenticate": "Bearer"},
-                    )
+        async def no_events(request: Request, call_next: Any) -> Response:
+            if request.url.path == "/api/v1/events":  # what FastAPI answers without the route
+                return JSONResponse({"detail": "Not Found"}, status_code=404)
             response: Response = await call_next(request)
             return response
+
+        install_auth(app, tokens)
+        guard_prefix(app, "/api/v1", "analyst")  # added last: outermost, as in fleet serve
 
     return hook
 
@@ -241,7 +215,7 @@ def _token_hook(tokens: TokenStore) -> Callable[[FastAPI], None]:
 class Fleet:
     store: Store
     open: Served  # no tokens, rollouts answered
-    guarded: Served  # tokens required, no rollouts
+    guarded: Served  # tokens required, no rollouts, no events
     token: str
     made: dict[str, Any] = field(default_factory=dict)
 
@@ -260,8 +234,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     ctx = FleetContext(store=store)
     token = add_token(root / "tokens.json", "ana", "analyst")
     tokens = TokenStore.load(root / "tokens.json")
-    open_api = _serve(create_app(ctx, [_rollouts_hook, _events_hook]))
-    guarded = _serve(create_app(ctx, [_token_hook(tokens)]))
+    open_api = _serve(create_app(ctx, [_rollouts_hook]))
+    guarded = _serve(create_app(ctx, [_guarded_without_events(tokens)]))
     try:
         yield Fleet(store, open_api, guarded, token, made)
     finally:
@@ -338,7 +312,14 @@ class Browser:
         return res["result"].get("value")
 
     def goto(self, url: str, *, until: tuple[str, ...] = ("ready",)) -> str:
+        # a change of the hash alone re-renders in place: forget the last state first
+        self.eval("document.body && (document.body.dataset.state = 'navigating')")
         self.send("Page.navigate", url=url)
+        return self.wait_state(until)
+
+    def reload(self, *, until: tuple[str, ...] = ("ready",)) -> str:
+        self.eval("document.body.dataset.state = 'navigating'")
+        self.send("Page.reload")
         return self.wait_state(until)
 
     def wait_state(self, states: tuple[str, ...]) -> str:
@@ -446,6 +427,8 @@ def test_root_redirects_and_only_known_files_are_served(fleet: Fleet) -> None:
     resp = httpx.get(fleet.open.url + "/", follow_redirects=True)
     assert resp.status_code == 200
     assert str(resp.url).endswith("/dashboard/")
+    again = httpx.get(fleet.open.url + "/dashboard", follow_redirects=True)
+    assert str(again.url) == str(resp.url) and again.text == resp.text
     assert "charts.js" in resp.text and "http" not in resp.text.split("<main>")[0].lower()
     for name, kind in (
         ("app.js", "javascript"),
@@ -583,7 +566,7 @@ def test_energy_view_matches_the_api_and_marks_estimates(fleet: Fleet, browser: 
 def test_a_401_asks_for_a_token_and_uses_it(fleet: Fleet, browser: Browser) -> None:
     browser.goto(fleet.guarded.url + "/dashboard/#fleet", until=("token", "ready"))
     browser.eval("sessionStorage.clear()")
-    assert browser.goto(fleet.guarded.url + "/dashboard/#fleet", until=("token",)) == "token"
+    assert browser.reload(until=("token",)) == "token"
     assert browser.eval("!document.querySelector('#token-form').hidden")
     browser.screenshot("token-prompt")
 
@@ -603,11 +586,12 @@ def test_a_401_asks_for_a_token_and_uses_it(fleet: Fleet, browser: Browser) -> N
     assert rows == len(fleet.get("/api/v1/devices")["rows"])
     # without rollouts on this fleet the page says so instead of failing
     assert "not enabled" in browser.eval("document.querySelector('#rollouts').textContent")
-    # a reload keeps the token for the tab: no prompt
+    # the token stays for the tab: another view and a reload need no prompt
     assert browser.goto(fleet.guarded.url + "/dashboard/#traffic", until=("ready", "token")) == (
         "ready"
     )
-    # nor shelf and audio events: the traffic view leaves them out
+    assert browser.reload(until=("ready", "token")) == "ready"
+    # and without /api/v1/events on this fleet the traffic view leaves events out
     assert browser.eval("document.querySelector('#events-box').hidden")
     assert browser.eval("document.querySelector('#events-box').dataset.available") == "no"
 
