@@ -345,10 +345,10 @@ async function renderRollouts(answer, alive) {
     if (full && Array.isArray(full.stages)) {
       const stages = document.createElement("div");
       stages.className = "stages";
-      full.stages.forEach((share, k) => {
+      full.stages.forEach((pct, k) => { // cumulative percentages of the selected devices
         const inStage = Object.values(full.devices || {}).filter((p) => p.stage === k);
         const healthy = inStage.filter((p) => p.state === "healthy").length;
-        const st = span(`${k + 1}: ${Math.round(share * 100)}% · ${healthy}/${inStage.length} healthy`,
+        const st = span(`${k + 1}: ${Number(pct.toFixed(1))}% · ${healthy}/${inStage.length} healthy`,
           `stage${k === full.stage ? " current" : ""}`);
         stages.appendChild(st);
       });

@@ -27,18 +27,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 import pytest
 import uvicorn
 from edgetally.fleet.api import create_app
 from edgetally.fleet.api_context import FleetContext
 from edgetally.fleet.auth import TokenStore, add_token, guard_prefix, install_auth
 from edgetally.fleet.records import IngestBatch, Seen
-from edgetally.fleet.rollout import BundleRef, DeviceProgress, Rollout
-from edgetally.fleet.rollout_api import summary
+from edgetally.fleet.server import FleetConfig, FleetServer
 from edgetally.fleet.store import Store, open_store
-from edgetally.models.wire import Aggregate, DeviceStatus, DwellStats, PowerReading
-from fastapi import APIRouter, FastAPI, Request
+from edgetally.models.bundle import generate_keypair
+from edgetally.models.topics import topic_for
+from edgetally.models.wire import Aggregate, DeviceStatus, DwellStats, PowerReading, to_json
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+
+from tests.conftest import Broker
+from tests.runtime.test_updater_support import make_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -168,31 +173,6 @@ def _serve(app: FastAPI) -> Served:
     return Served(f"http://127.0.0.1:{port}", server, thread)
 
 
-def _rollouts_hook(app: FastAPI) -> None:
-    """Rollouts as the rollout router answers them (summary and model), without bundles."""
-    t0 = datetime(2025, 3, 10, tzinfo=UTC)
-    states = ["healthy", "healthy", "notified"]
-    r = Rollout(
-        id="r-0001",
-        selector="*",
-        stages=(0.34, 1.0),
-        success_ratio=1.0,
-        failure_ratio=0.0,
-        report_timeout_s=900,
-        stage=1,
-        created_at=t0,
-        bundle=BundleRef(sha256="ab" * 32, name="yolo11n-int8", version="3", size=1),
-        devices={
-            f"s/d{i}": DeviceProgress(stage=min(i, 1), state=s)  # type: ignore[arg-type]
-            for i, s in enumerate(states)
-        },
-    )
-    router = APIRouter()
-    router.add_api_route("/rollouts", lambda: [summary(r)])
-    router.add_api_route("/rollouts/{rid}", lambda rid: r.model_dump(mode="json"))
-    app.include_router(router)
-
-
 def _guarded_without_events(tokens: TokenStore) -> Callable[[FastAPI], None]:
     """``fleet serve --tokens``: /api/v1 needs an analyst token. And, as on a fleet from
     before ``/api/v1/events``, no events route: the page must do without it."""
@@ -214,7 +194,7 @@ def _guarded_without_events(tokens: TokenStore) -> Callable[[FastAPI], None]:
 @dataclass
 class Fleet:
     store: Store
-    open: Served  # no tokens, rollouts answered
+    open: Served  # no tokens, no rollouts (fleet serve without --rollouts)
     guarded: Served  # tokens required, no rollouts, no events
     token: str
     made: dict[str, Any] = field(default_factory=dict)
@@ -234,7 +214,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     ctx = FleetContext(store=store)
     token = add_token(root / "tokens.json", "ana", "analyst")
     tokens = TokenStore.load(root / "tokens.json")
-    open_api = _serve(create_app(ctx, [_rollouts_hook]))
+    open_api = _serve(create_app(ctx))
     guarded = _serve(create_app(ctx, [_guarded_without_events(tokens)]))
     try:
         yield Fleet(store, open_api, guarded, token, made)
@@ -529,12 +509,9 @@ def test_fleet_view_lists_devices_and_rollout_stages(fleet: Fleet, browser: Brow
         for d in devices
     ]
     assert {s[1] for s in shown} == {"true", "false"}
-    stages = browser.eval(
-        "[...document.querySelectorAll('#rollouts .stage')].map(s => [s.textContent,"
-        " s.classList.contains('current')])"
-    )
-    assert stages == [["1: 34% · 1/1 healthy", False], ["2: 100% · 1/2 healthy", True]]
-    assert browser.errors() == []
+    # rollouts are not mounted on this fleet: the page says so instead of failing
+    assert "not enabled" in browser.eval("document.querySelector('#rollouts').textContent")
+    assert browser.errors(lambda url: url == fleet.open.url + "/rollouts") == []
     browser.screenshot("fleet")
 
 
@@ -599,3 +576,79 @@ def test_a_401_asks_for_a_token_and_uses_it(fleet: Fleet, browser: Browser) -> N
         return "/api/v1/" in url or url.endswith("/rollouts")
 
     assert browser.errors(expected) == []
+
+
+def test_on_fleet_serve_with_tokens_and_a_real_rollout(
+    tmp_path: Path, mosquitto: Broker, browser: Browser
+) -> None:
+    """What `fleet serve --tokens --rollouts` serves: the page, a token prompt, the devices
+    ingested over MQTT and a rollout created through the API, its stages shown."""
+    tokens = tmp_path / "tokens.json"
+    analyst = add_token(tokens, "ann", "analyst")
+    operator = add_token(tokens, "otto", "operator")
+    private, public = generate_keypair(tmp_path / "keys")
+    config = FleetConfig.of(
+        mosquitto.url,
+        str(tmp_path / "fleet.duckdb"),
+        "127.0.0.1:0",
+        tokens_file=str(tokens),
+        rollouts_dir=str(tmp_path / "rollouts"),
+        fleet_pubkey=str(public),
+    )
+    devices = [f"d{i}" for i in range(4)]
+    with FleetServer(config) as fleet:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-devices")
+        client.connect("127.0.0.1", mosquitto.port)
+        client.loop_start()
+        try:
+            for i, dev in enumerate(devices):
+                status = DeviceStatus(
+                    site="shop",
+                    device=dev,
+                    at=datetime.now(UTC),
+                    state="online",
+                    model="yolo11n",
+                    backend="onnxruntime",
+                    fps=10.0 + i,
+                )
+                info = client.publish(topic_for("shop", dev, "status"), to_json(status), qos=1)
+                info.wait_for_publish(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        assert fleet.ingestor.wait_until(lambda c: c.statuses >= len(devices), 20)
+        as_operator = {"Authorization": f"Bearer {operator}"}
+        api = fleet.http_url
+        bundle = make_bundle(tmp_path, private, "v2")
+        up = httpx.put(api + "/bundles", content=bundle.read_bytes(), headers=as_operator)
+        assert up.status_code == 200, up.text
+        body = {"bundle_sha256": up.json()["sha256"], "selector": "shop/*", "stages": "50%,100%"}
+        created = httpx.post(api + "/rollouts", json=body, headers=as_operator)
+        assert created.status_code == 200, created.text
+        rollout = created.json()
+
+        browser.goto(api + "/#fleet", until=("token",))
+        browser.eval(
+            f"document.querySelector('#token-input').value = {json.dumps(analyst)};"
+            "document.querySelector('#token-form').requestSubmit()"
+        )
+        assert browser.wait_state(("ready",)) == "ready"
+        shown = browser.eval(
+            "[...document.querySelectorAll('#table-devices tbody tr')].map(tr => "
+            "tr.cells[0].textContent)"
+        )
+        assert shown == devices
+        text = browser.eval("document.querySelector('#rollouts').textContent")
+        assert rollout["id"] in text
+        stages = browser.eval(
+            "[...document.querySelectorAll('#rollouts .stage')].map(s => [s.textContent,"
+            " s.classList.contains('current')])"
+        )
+        assert len(stages) == len(rollout["stages"]) == 2
+        in_first = sum(1 for p in rollout["devices"].values() if p["stage"] == 0)
+        assert stages[0] == [f"1: 50% · 0/{in_first} healthy", True]
+        assert stages[1][0].startswith("2: 100%") and stages[1][1] is False
+        # only the calls made before the token was given failed (401)
+        before_token = (api + "/api/v1/", api + "/rollouts")
+        assert browser.errors(lambda url: url.startswith(before_token)) == []
+        browser.screenshot("fleet-serve-rollout")
