@@ -12,6 +12,13 @@ Example::
     power:                           # power telemetry, one message per bucket
       source: auto                   # auto|rapl|hwmon|pi5|plug|serial|estimate|none
       profile: edge-box              # for the estimate: a bundled device profile
+    audio:                           # sound levels per bucket (optional; no sound leaves)
+      id: ceiling-mic
+      source: mic                    # mic, mic:DEVICE, or a WAV/FLAC file
+      spl_offset_db: 94.0            # calibration: the dB SPL that reads 0 dBFS (optional)
+      vad: true                      # speech share with silero-vad
+      classifier: yamnet.tflite      # optional, with its class map (YAMNet's CSV format)
+      class_map: yamnet_class_map.csv
     cameras:
       - id: door
         source: /dev/video0          # or a file, an image folder, rtsp://...
@@ -21,13 +28,24 @@ Example::
         zones:
           - id: till
             polygon: [[10, 10], [200, 10], [200, 200], [10, 200]]
+        shelf:                       # optional: shelf regions and facings this camera sees
+          regions:
+            - id: top
+              polygon: [[10, 10], [390, 10], [390, 110], [10, 110]]
+              facings:
+                - id: cola
+                  polygon: [[20, 20], [110, 20], [110, 105], [20, 105]]
+
+Relative paths (outbox, audio files and models, a shelf's reference photo) are relative to
+the config file.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from edgetally.models.topics import ID_PATTERN
@@ -35,6 +53,10 @@ from edgetally.models.wire import MAX_BUCKET_SECONDS
 from edgetally.runtime.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+if TYPE_CHECKING:
+    from edgetally.runtime.shelf.config import ShelfConfig
+
+_ID_RE = re.compile(ID_PATTERN)
 Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -97,11 +119,39 @@ class CameraConfig(_Strict):
     stride: int = Field(default=1, ge=1, le=1000)
     max_frames: int | None = Field(default=None, ge=1)
     realtime: bool = False  # play a file at its own frame rate, as a camera would deliver it
+    # Shelf regions and facings (edgetally.runtime.shelf.config), kept as given; checked here.
+    shelf: dict[str, Any] | None = None
+
+    @field_validator("shelf")
+    @classmethod
+    def _shelf(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from edgetally.runtime.shelf.config import parse_config as parse_shelf
+            from edgetally.runtime.shelf.errors import ShelfError
+
+            try:
+                shelf = parse_shelf(value)
+            except ShelfError as exc:
+                raise ValueError(str(exc)) from None
+            for f in shelf.facings:  # the ids travel on the wire
+                for what, name in (("region", f.region_id), ("facing", f.facing_id)):
+                    if not _ID_RE.fullmatch(name):
+                        raise ValueError(
+                            f"{what} id {name[:80]!r}: use 1-64 letters, digits, '_', '.', "
+                            "':' or '-'"
+                        )
+        return value
+
+    def shelf_config(self) -> ShelfConfig | None:
+        """The validated shelf block (None when this camera watches no shelf)."""
+        from edgetally.runtime.shelf.config import parse_config as parse_shelf
+
+        return None if self.shelf is None else parse_shelf(self.shelf)
 
     @model_validator(mode="after")
     def _counters(self) -> CameraConfig:
-        if not self.lines and not self.zones:
-            raise ValueError("a camera needs at least one line or zone")
+        if not self.lines and not self.zones and self.shelf is None:
+            raise ValueError("a camera needs at least one line, zone or shelf")
         ids = [c.id for c in self.lines] + [z.id for z in self.zones]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -127,6 +177,44 @@ class PowerConfig(_Strict):
     serial_baud: int = Field(default=115200, ge=300, le=4_000_000)
 
 
+class AudioConfig(_Strict):
+    """A sound source measured per bucket: ``mic`` (the default input), ``mic:DEVICE`` (an
+    ALSA/PortAudio device name or index) or a sound file."""
+
+    id: Id = "mic"
+    source: str = Field(min_length=1, max_length=1024)
+    spl_offset_db: float | None = Field(default=None, ge=0.0, le=200.0)
+    vad: bool = True
+    vad_model: Path | None = None
+    classifier: Path | None = None
+    class_map: Path | None = None
+    event_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+
+    @property
+    def live(self) -> bool:
+        return self.source == "mic" or self.source.startswith("mic:")
+
+    @model_validator(mode="after")
+    def _classifier(self) -> AudioConfig:
+        if (self.classifier is None) != (self.class_map is None):
+            raise ValueError("classifier and class_map go together")
+        return self
+
+    def relative_to(self, base: Path) -> AudioConfig:
+        """Paths given relative (the file, the models) taken relative to ``base``."""
+
+        def rel(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else base / p
+
+        source = self.source if self.live else str(rel(Path(self.source)))
+        return self.model_copy(update={
+            "source": source,
+            "vad_model": rel(self.vad_model),
+            "classifier": rel(self.classifier),
+            "class_map": rel(self.class_map),
+        })
+
+
 class DeviceConfig(_Strict):
     site: Id
     device: Id
@@ -139,7 +227,8 @@ class DeviceConfig(_Strict):
     backend: str = "auto"
     accelerator: str | None = None  # OpenVINO device, onnxruntime provider or LiteRT delegate
     power: PowerConfig = PowerConfig()
-    cameras: tuple[CameraConfig, ...] = Field(min_length=1)
+    audio: AudioConfig | None = None
+    cameras: tuple[CameraConfig, ...] = ()
 
     @field_validator("broker")
     @classmethod
@@ -154,6 +243,8 @@ class DeviceConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> DeviceConfig:
+        if not self.cameras and self.audio is None:
+            raise ValueError("a device needs at least one camera (cameras) or an audio source")
         ids = [c.id for c in self.cameras]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -225,7 +316,18 @@ def load_config(path: Path) -> DeviceConfig:
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise ConfigError(f"{path}:{where}: {problem}") from None
     config = parse_config(data, origin=str(path))
+    # Relative paths in a file are relative to the file, not to where it was run from.
     if not config.outbox.is_absolute():
-        # Relative paths in a file are relative to the file, not to where it was run from.
         config = config.model_copy(update={"outbox": path.parent / config.outbox})
-    return config
+    if config.audio is not None:
+        config = config.model_copy(update={"audio": config.audio.relative_to(path.parent)})
+    cameras = tuple(_shelf_relative(c, path.parent) for c in config.cameras)
+    return config.model_copy(update={"cameras": cameras})
+
+
+def _shelf_relative(camera: CameraConfig, base: Path) -> CameraConfig:
+    reference = (camera.shelf or {}).get("reference")
+    if reference is None or Path(str(reference)).is_absolute():
+        return camera
+    shelf = {**(camera.shelf or {}), "reference": str(base / str(reference))}
+    return camera.model_copy(update={"shelf": shelf})

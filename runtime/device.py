@@ -1,7 +1,11 @@
 """The device run loop: cameras -> counting pipeline -> aggregator -> outbox -> broker.
 
 Each camera runs in its own thread with its own detector, pipeline and aggregator; all of
-them write closed buckets into one outbox, which one publisher drains to the broker.
+them write closed buckets into one outbox, which one publisher drains to the broker. A
+camera with a ``shelf`` block also feeds its frames and its person boxes to the shelf logic
+and stores each bucket's shelf messages with that bucket's aggregates; an ``audio`` source
+runs in a thread of its own and stores one audio message per bucket. All of them take their
+sequence numbers from the one ``agg`` sequence.
 
 A closed bucket's aggregates and the camera's checkpoint (the first frame not yet in a
 stored bucket, the file's start time and the running totals) are written in one
@@ -22,20 +26,25 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from edgetally.firmware_bridge.power import PowerMeter
 from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
-from edgetally.runtime.aggregator import Aggregator, ClosedBucket
+from edgetally.runtime.aggregator import AggregateDraft, Aggregator, ClosedBucket
 from edgetally.runtime.config import CameraConfig, DeviceConfig
 from edgetally.runtime.outbox import Checkpoint, Outbox
 from edgetally.runtime.power import PowerSampler, PowerSummary, open_meter
 from edgetally.runtime.publisher import Publisher
 from edgetally.runtime.types import Dwell, Frame, FrameResult
+
+if TYPE_CHECKING:
+    from edgetally.runtime.audio.device import AudioReport
+    from edgetally.runtime.audio.pipeline import AudioAnalyzer
+    from edgetally.runtime.shelf.buckets import ShelfBucket
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,7 @@ class CameraReport:
     totals: dict[str, list[int]] = field(default_factory=dict)  # line -> [in, out]
     resumed_at: int | None = None
     completed: bool = False
+    shelf_messages: int = 0  # shelf messages stored by this run
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +86,7 @@ class DeviceReport:
     remaining: int  # still in the outbox when the run ended
     next_seq: int
     power: PowerSummary | None = None  # None when power telemetry is off
+    audio: AudioReport | None = None  # None without an audio source
 
     @property
     def aggregates(self) -> int:
@@ -93,6 +104,11 @@ class DeviceReport:
         out: dict[str, Any] = {"aggregates": self.aggregates, "lines": self.lines()}
         if self.power is not None:
             out["power"] = self.power.as_json()
+        if self.audio is not None:
+            out["audio"] = self.audio.as_json()
+        shelf = {c.camera: c.shelf_messages for c in self.cameras if c.shelf_messages}
+        if shelf:
+            out["shelf_messages"] = shelf
         return out
 
 
@@ -104,19 +120,28 @@ def store_bucket(
     source: str,
     bucket: ClosedBucket,
     checkpoint: tuple[str, Checkpoint] | None = None,
+    shelf: Sequence[ShelfBucket] = (),
 ) -> list[int]:
-    """Write a closed bucket's aggregates (and a checkpoint) in one transaction."""
+    """Write a closed bucket's aggregates, the shelf messages of ``shelf`` (buckets of the
+    same camera) and a checkpoint in one transaction; returns the aggregates' seqs."""
     topic = topic_for(site, device, "agg")
-    items = [
-        (
-            topic,
-            (lambda seq, d=draft: to_json(
-                d.to_message(site=site, device=device, source=source, seq=seq)
-            )),
+
+    def build(draft: AggregateDraft) -> Callable[[int], bytes]:
+        return lambda seq: to_json(
+            draft.to_message(site=site, device=device, source=source, seq=seq)
         )
-        for draft in bucket.drafts
-    ]
-    return outbox.put_many(items, checkpoint=checkpoint)
+
+    items = [(topic, build(draft)) for draft in bucket.drafts]
+    if shelf:
+        from edgetally.runtime.shelf.watch import shelf_messages
+
+        shelf_topic = topic_for(site, device, "shelf")
+        items += [
+            (shelf_topic, build)
+            for sb in shelf
+            for build in shelf_messages(sb, site=site, device=device, source=source)
+        ]
+    return outbox.put_many(items, checkpoint=checkpoint)[: len(bucket.drafts)]
 
 
 def default_pipeline(camera: CameraConfig, config: DeviceConfig) -> Pipeline:
@@ -184,10 +209,12 @@ class Device:
         """Run every camera to its end (files) or until :attr:`stop` is set (live)."""
         cfg = self.config
         pipelines = [self._pipeline_factory(cam, cfg) for cam in cfg.cameras]
-        info = getattr(getattr(pipelines[0], "detector", None), "info", None)
+        first = pipelines[0] if pipelines else None
+        info = getattr(getattr(first, "detector", None), "info", None)
         if info is not None:
             self._model, self._backend = _safe_name(info.model), _safe_name(info.backend)
         meter = open_meter(cfg.power, cfg.broker)  # an unreadable meter fails before publishing
+        analyzer = self._audio_analyzer()  # so does a missing VAD or classifier model
         self.publisher = Publisher(
             self.outbox, cfg.broker, site=cfg.site, device=cfg.device, status=self._status
         )
@@ -204,6 +231,12 @@ class Device:
             )
             for cam, pipe, rep in zip(cfg.cameras, pipelines, reports, strict=True)
         ]
+        audio_reports: list[AudioReport] = []
+        if analyzer is not None:
+            threads.append(threading.Thread(
+                target=self._audio_thread, args=(analyzer, audio_reports, errors),
+                name="audio", daemon=True,
+            ))
         try:
             for t in threads:
                 t.start()
@@ -226,7 +259,35 @@ class Device:
             self.outbox.close()
         if errors:
             raise errors[0]
-        return DeviceReport(tuple(reports), self.produced, remaining, next_seq, power)
+        audio = audio_reports[0] if audio_reports else None
+        return DeviceReport(tuple(reports), self.produced, remaining, next_seq, power, audio)
+
+    def _audio_analyzer(self) -> AudioAnalyzer | None:
+        if self.config.audio is None:
+            return None
+        from edgetally.runtime.audio.device import build_analyzer
+
+        return build_analyzer(self.config.audio, self.config.bucket_seconds)
+
+    def _audio_thread(
+        self, analyzer: AudioAnalyzer, reports: list[AudioReport], errors: list[BaseException]
+    ) -> None:
+        from edgetally.runtime.audio.device import run_audio
+
+        cfg = self.config
+        assert cfg.audio is not None
+        try:
+            reports.append(run_audio(
+                cfg.audio, analyzer, self.outbox, site=cfg.site, device=cfg.device,
+                bucket_seconds=cfg.bucket_seconds, stop=self.stop, on_stored=self._stored,
+            ))
+        except BaseException as exc:  # handed to run(), which raises it
+            errors.append(exc)
+            self.stop.set()
+
+    def _stored(self, _n: int) -> None:
+        if self.publisher is not None:
+            self.publisher.wake()
 
     def _start_power(self, meter: PowerMeter | None, publisher: Publisher) -> PowerSampler | None:
         """Power telemetry into the outbox, when configured (``power.source`` not none)."""
@@ -275,6 +336,13 @@ class Device:
             log.warning("camera %s: resuming %s at frame %d", cam.id, cam.source, skip_before)
         source = self._source_factory(cam, start)
         buckets = saved.buckets if saved is not None else 0
+        shelf_config = cam.shelf_config()
+        watch = None
+        if shelf_config is not None:
+            from edgetally.runtime.shelf.watch import ShelfWatch
+
+            watch = ShelfWatch(shelf_config, cfg.bucket_seconds)
+        shelf_closed: list[ShelfBucket] = []
 
         def store(bucket: ClosedBucket) -> None:
             nonlocal buckets
@@ -290,10 +358,13 @@ class Device:
                 "totals": report.totals,
             }
             cp = Checkpoint(bucket.next_frame, buckets, json.dumps(state))
+            shelf = [b for b in shelf_closed if b.start < bucket.start + _span(bucket)]
             seqs = store_bucket(
                 self.outbox, site=cfg.site, device=cfg.device, source=cam.id,
-                bucket=bucket, checkpoint=(key, cp) if not source.live else None,
+                bucket=bucket, checkpoint=(key, cp) if not source.live else None, shelf=shelf,
             )
+            del shelf_closed[: len(shelf)]
+            report.shelf_messages += sum(_shelf_message_count(b) for b in shelf)
             report.aggregates += len(seqs)
             with self._produced_lock:
                 self.produced += len(seqs)
@@ -317,6 +388,9 @@ class Device:
                 result = pipeline.process(frame)
                 report.frames += 1
                 last = result
+                if watch is not None:
+                    persons = (t.xyxy for t in result.tracks)
+                    shelf_closed += watch.update(frame.image, persons, frame.index, frame.timestamp)
                 for bucket in aggregator.add(result):
                     store(bucket)
         finally:
@@ -324,12 +398,25 @@ class Device:
         if last is not None and (not interrupted or source.live):
             # The end of a file, or a live source being stopped: close the open bucket.
             aggregator.add_dwells(pipeline.finish(last.timestamp))
+            shelf_last = watch.flush() if watch is not None else None
+            if shelf_last is not None:
+                shelf_closed.append(shelf_last)
             final = aggregator.flush(next_frame=last.frame_index + 1)
             if final is not None:
                 store(final)
         if not interrupted and not source.live:
             self.outbox.clear_checkpoint(key)
             report.completed = True
+
+
+def _span(bucket: ClosedBucket) -> timedelta:
+    return timedelta(seconds=bucket.seconds)
+
+
+def _shelf_message_count(bucket: ShelfBucket) -> int:
+    from edgetally.runtime.shelf.watch import FACINGS_PER_MESSAGE
+
+    return -(-len(bucket.facings) // FACINGS_PER_MESSAGE)
 
 
 class _Pace:

@@ -9,6 +9,7 @@ figure is.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,6 +32,11 @@ def facing_box(index: int) -> tuple[int, int, int, int]:
 
 
 def scene_config(confirm_frames: int = 3) -> ShelfConfig:
+    return parse_config(scene_config_data(confirm_frames))
+
+
+def scene_config_data(confirm_frames: int = 3) -> dict[str, Any]:
+    """The scene's shelf config as a config file (or a camera's ``shelf:`` block) holds it."""
     regions = []
     for row in range(2):
         y1 = SHELF_TOP[row]
@@ -48,7 +54,7 @@ def scene_config(confirm_frames: int = 3) -> ShelfConfig:
                 "facings": facings,
             }
         )
-    return parse_config({"regions": regions, "confirm_frames": confirm_frames})
+    return {"regions": regions, "confirm_frames": confirm_frames}
 
 
 def _product_sprite(rng: np.random.Generator) -> npt.NDArray[np.uint8]:
