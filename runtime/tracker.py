@@ -45,6 +45,9 @@ def iou_matrix(a: F64, b: F64) -> F64:
     return np.asarray(inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9))
 
 
+_DIAG = np.arange(8)
+
+
 class _Kalman:
     """Constant-velocity Kalman filter on (cx, cy, w, h); noise scales with box height."""
 
@@ -67,23 +70,26 @@ class _Kalman:
         self.p = np.diag(np.square(s))
 
     def predict(self, steps: float) -> None:
-        f = np.eye(8)
-        f[:4, 4:] = np.eye(4) * steps
-        h = max(self.x[3], 1.0)
-        q = np.square([self._std_pos * h] * 4 + [self._std_vel * h] * 4) * max(steps, 1.0)
-        self.x = f @ self.x
-        self.x[2:4] = np.maximum(self.x[2:4], 1.0)
-        self.p = f @ self.p @ f.T + np.diag(q)
+        # x' = F x with F = [[I, steps*I], [0, I]]; P' = F P F^T + Q, written out blockwise.
+        x, p = self.x, self.p
+        h = max(x[3], 1.0)
+        x[:4] += steps * x[4:]
+        x[2:4] = np.maximum(x[2:4], 1.0)
+        p[:4, :] += steps * p[4:, :]
+        p[:, :4] += steps * p[:, 4:]
+        scale = max(steps, 1.0)
+        q_pos, q_vel = (self._std_pos * h) ** 2 * scale, (self._std_vel * h) ** 2 * scale
+        p[_DIAG[:4], _DIAG[:4]] += q_pos
+        p[_DIAG[4:], _DIAG[4:]] += q_vel
 
     def update(self, box: F64) -> None:
+        # The measurement is the first four states: H P H^T is P[:4, :4], P H^T is P[:, :4].
         z = np.array(_to_cxcywh(box))
         h = max(self.x[3], 1.0)
-        r = np.diag(np.square([self._std_pos * h] * 4))
-        hm = np.eye(4, 8)
-        s = hm @ self.p @ hm.T + r
-        k = self.p @ hm.T @ np.linalg.inv(s)
-        self.x = self.x + k @ (z - hm @ self.x)
-        self.p = (np.eye(8) - k @ hm) @ self.p
+        s = self.p[:4, :4] + np.eye(4) * (self._std_pos * h) ** 2
+        k = np.linalg.solve(s, self.p[:4, :]).T  # P H^T S^-1 (S and P symmetric)
+        self.x = self.x + k @ (z - self.x[:4])
+        self.p = self.p - k @ self.p[:4, :]
 
     @property
     def box(self) -> F64:

@@ -64,3 +64,32 @@ def test_weak_detections_alone_never_start_a_track() -> None:
     tracker = ByteTracker()
     for i in range(10):
         assert tracker.update(dets(box(10 + i, score=0.3)), i / 25) == ()
+
+
+def test_kalman_blockwise_steps_equal_the_matrix_form() -> None:
+    """The filter's blockwise algebra is the textbook F P F^T + Q and (I - K H) P."""
+    from edgetally.runtime.tracker import _Kalman, _to_cxcywh
+
+    rng = np.random.default_rng(7)
+    kf = _Kalman(np.array([10.0, 20.0, 50.0, 120.0]))
+    for i in range(40):
+        steps = float(rng.integers(1, 4))
+        f = np.eye(8)
+        f[:4, 4:] = np.eye(4) * steps
+        h = max(kf.x[3], 1.0)
+        q = np.square([kf._std_pos * h] * 4 + [kf._std_vel * h] * 4) * steps
+        x_ref = f @ kf.x
+        x_ref[2:4] = np.maximum(x_ref[2:4], 1.0)
+        p_ref = f @ kf.p @ f.T + np.diag(q)
+        kf.predict(steps)
+        assert np.allclose(kf.x, x_ref) and np.allclose(kf.p, p_ref)
+
+        box = np.array([10 + 3 * i, 20 + i, 50 + 3 * i, 120 - i], float) + rng.normal(0, 2, 4)
+        hm = np.eye(4, 8)
+        h = max(kf.x[3], 1.0)
+        s = hm @ kf.p @ hm.T + np.eye(4) * (kf._std_pos * h) ** 2
+        gain = kf.p @ hm.T @ np.linalg.inv(s)
+        x_ref = kf.x + gain @ (np.array(_to_cxcywh(box)) - hm @ kf.x)
+        p_ref = (np.eye(8) - gain @ hm) @ kf.p
+        kf.update(box)
+        assert np.allclose(kf.x, x_ref) and np.allclose(kf.p, p_ref, atol=1e-8)
