@@ -19,7 +19,7 @@ import numpy.typing as npt
 @dataclass(frozen=True, slots=True)
 class GateConfig:
     enabled: bool = True
-    width: int = 160  # the comparison runs on an image this wide
+    width: int = 160  # the comparison runs on an image about this wide
     pixel_delta: int = 18  # grey levels a pixel must change by to count as moving
     threshold: float = 0.002  # share of moving pixels that wakes the detector
     max_skip: int = 25  # infer at least every n-th frame
@@ -34,12 +34,14 @@ class MotionGate:
         self.skipped = 0
 
     def _small(self, image: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        # Shrink by a whole factor (about ``width`` wide): OpenCV's area averaging is several
+        # times faster for integer factors, and the few pixels cropped at the edge do not
+        # matter to a motion test. Grey first: a third of the pixels to average.
         h, w = image.shape[:2]
-        width = min(self.config.width, w)
-        height = max(1, round(h * width / w))
-        grey = cv2.cvtColor(
-            cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY
-        )
+        k = max(1, round(w / self.config.width))
+        grey = cv2.cvtColor(image[: h - h % k, : w - w % k], cv2.COLOR_BGR2GRAY)
+        if k > 1:
+            grey = cv2.resize(grey, (w // k, h // k), interpolation=cv2.INTER_AREA)
         return np.asarray(cv2.GaussianBlur(grey, (5, 5), 0), dtype=np.uint8)
 
     def should_infer(self, image: npt.NDArray[Any]) -> bool:
