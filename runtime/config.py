@@ -177,6 +177,19 @@ class PowerConfig(_Strict):
     serial_baud: int = Field(default=115200, ge=300, le=4_000_000)
 
 
+class UpdatesConfig(_Strict):
+    """Signed model updates from the fleet (``device run`` with an update agent)."""
+
+    models_dir: Path  # slots, current/previous links, the trial marker
+    fleet_pubkey: Path  # the fleet's Ed25519 public key, pinned
+    device_class: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")
+    fleet_url: str | None = Field(default=None, max_length=1024)  # how to reach the fleet
+    fleet_token: str | None = Field(default=None, max_length=512)  # bundle downloads
+    mqtt_password: str | None = Field(default=None, max_length=512)  # user: site/device
+    confirm_frames: int = Field(default=300, ge=1, le=1_000_000)
+    precision: Literal["fp32", "fp16", "int8"] | None = None  # default: the running model's
+
+
 class AudioConfig(_Strict):
     """A sound source measured per bucket: ``mic`` (the default input), ``mic:DEVICE`` (an
     ALSA/PortAudio device name or index) or a sound file."""
@@ -227,6 +240,7 @@ class DeviceConfig(_Strict):
     backend: str = "auto"
     accelerator: str | None = None  # OpenVINO device, onnxruntime provider or LiteRT delegate
     power: PowerConfig = PowerConfig()
+    updates: UpdatesConfig | None = None
     audio: AudioConfig | None = None
     cameras: tuple[CameraConfig, ...] = ()
 

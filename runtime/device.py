@@ -189,6 +189,7 @@ class Device:
         self._model: str | None = None
         self._backend: str | None = None
         self.publisher: Publisher | None = None
+        self.power_sampler: PowerSampler | None = None
 
     # ------------------------------------------------------------------ status
 
@@ -202,6 +203,13 @@ class Device:
             backend=self._backend,
             uptime_s=round(time.monotonic() - self._started, 3),
         )
+
+    def set_model(self, model: str | None, backend: str | None = None) -> None:
+        """The model in use changed (an update): the status says so, now and from then on."""
+        self._model = _safe_name(model) if model else None
+        self._backend = _safe_name(backend) if backend else self._backend
+        if self.publisher is not None:
+            self.publisher.publish_status()
 
     # ------------------------------------------------------------------ run
 
@@ -219,7 +227,7 @@ class Device:
             self.outbox, cfg.broker, site=cfg.site, device=cfg.device, status=self._status
         )
         self.publisher.start()
-        sampler = self._start_power(meter, self.publisher)
+        sampler = self.power_sampler = self._start_power(meter, self.publisher)
         reports = [CameraReport(cam.id) for cam in cfg.cameras]
         errors: list[BaseException] = []
         threads = [

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,6 +84,7 @@ class PowerSampler:
         self.buckets = 0
         self.stored_wh = 0.0
         self.read_errors = 0
+        self._recent: deque[tuple[float, float]] = deque(maxlen=3600)  # (monotonic, watts)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="power-sampler", daemon=True)
@@ -96,8 +99,16 @@ class PowerSampler:
             log.log(level, "power meter %s (%d failed reads): %s",
                     self.meter.source, self.read_errors, exc)
             return
+        self._recent.append((time.monotonic(), reading.watts))
         for bucket in self._integrator.add(reading):
             self._store(bucket)
+
+    def mean_watts(self, since: float, until: float | None = None) -> float | None:
+        """Mean of the readings taken between two ``time.monotonic()`` instants (measured or
+        estimated, as the meter is), or None when there was none."""
+        end = time.monotonic() if until is None else until
+        watts = [w for t, w in list(self._recent) if since <= t <= end]
+        return sum(watts) / len(watts) if watts else None
 
     def _store(self, bucket: EnergyBucket) -> None:
         store_power(self._outbox, site=self._site, device=self._device, bucket=bucket)

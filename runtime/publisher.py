@@ -162,6 +162,13 @@ class Publisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def publish_status(self) -> None:
+        """Publish the (changed) status again; when offline it goes out on the next connect."""
+        if self.connected:
+            self._client.publish(
+                self.status_topic, to_json(self._status("online")), qos=1, retain=True
+            )
+
     def drain(self, timeout: float) -> int:
         """Wait until the outbox is empty or ``timeout`` seconds passed; returns what remains."""
         deadline = time.monotonic() + timeout

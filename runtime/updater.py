@@ -5,8 +5,9 @@ Layout under the updater's root directory::
 
     downloads/<sha256>.part   a download in progress; an interrupted one resumes (HTTP Range)
     slots/<sha256>/           the verified files of one bundle (installed side by side)
-    current -> slots/<sha>    the model the pipeline loads (a symlink, swapped atomically)
-    previous -> slots/<sha>   the one before, kept for rollback
+    current -> slots/<sha>    the model the pipeline loads (a symlink, swapped atomically);
+                              absent: the device runs the model of its configuration
+    previous -> slots/<sha>   the one before, kept for rollback (absent: the configured model)
     trial.json                written before a switch, removed once the new model ran
                               healthily: if it is still there at start, the new model crashed
                               the device and :meth:`Updater.recover` switches back.
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -63,22 +65,37 @@ class UpdateResult:
 TrialRun = Callable[[Path, BundleManifest], None]
 """Load and run the newly switched model for real (e.g. reload the pipeline); raise if not."""
 
+TargetOf = Callable[[], BundleTarget]
+"""The device's target, when it is known only once its model is loaded (backend, precision)."""
+
+
+def rebase_url(url: str, base: str | None) -> str:
+    """``url``'s path and query under ``base`` (how this device reaches the fleet), or ``url``
+    itself without a base. A relative ``url`` needs a base."""
+    if not base:
+        return url
+    b, u = urlsplit(base), urlsplit(url)
+    return urlunsplit((b.scheme, b.netloc, b.path.rstrip("/") + u.path, u.query, ""))
+
 
 class Updater:
     def __init__(
         self,
         root: Path,
         public_key: Ed25519PublicKey,
-        target: BundleTarget,
+        target: BundleTarget | TargetOf,
         health_check: HealthCheck,
         *,
         token: str | None = None,
         http: httpx.Client | None = None,
         trial_run: TrialRun | None = None,
+        fleet_url: str | None = None,
     ) -> None:
         self.root = root
         self._key = public_key
         self._target = target
+        self._fleet_url = fleet_url
+        self.recovered: dict[str, str] | None = None  # the trial recover() rolled back, + reason
         self._check = health_check
         self._trial_run = trial_run
         self._http = http or httpx.Client(timeout=httpx.Timeout(30.0))
@@ -108,24 +125,27 @@ class Updater:
 
     def recover(self) -> str | None:
         """At start: a trial that never got confirmed means the new model crashed the device;
-        switch back and return why (to report), else None."""
+        switch back and return why (to report), else None. The trial (rollout, sha256) and
+        the reason stay in :attr:`recovered` for whoever reports it."""
         if not self.trial_marker.exists():
             return None
         try:
             trial = json.loads(self.trial_marker.read_text())
         except (OSError, ValueError):
             trial = {}
-        prev = self.previous
-        if prev is not None:
-            self._point("current", prev)
+        self._back_to_previous()
         self.trial_marker.unlink(missing_ok=True)
         reason = "new model did not confirm healthy before a restart (crash?); rolled back"
         log.warning("%s: %s", trial.get("sha256", "?"), reason)
+        if isinstance(trial, dict):
+            self.recovered = {str(k): str(v) for k, v in trial.items()} | {"reason": reason}
         return reason
 
-    def install_first(self, bundle: Path) -> Path:
-        """Provision a device with its first model (no health comparison)."""
-        slot = self._install(bundle, sha256_file(bundle))
+    def install_first(self, bundle: Path, *, any_target: bool = False) -> Path:
+        """Provision a device with its first model (no health comparison). ``any_target``:
+        the signature and hashes are checked, not the target (a device that learns its
+        target from the model it loads)."""
+        slot = self._install(bundle, sha256_file(bundle), check_target=not any_target)
         self._point("current", slot)
         return slot
 
@@ -160,20 +180,22 @@ class Updater:
         self.trial_marker.unlink(missing_ok=True)
 
     def rollback(self) -> Path | None:
-        """Switch back to the previous slot (a no-op without one); returns the active slot."""
-        prev, cur = self.previous, self.current
-        if prev is not None and prev != cur:
-            self._point("current", prev)
-            if cur is not None:
-                self._point("previous", cur)
+        """Switch back to the previous slot, or to the configured model when there was none
+        (``current`` removed); returns the active slot (None: the configured model)."""
+        self._back_to_previous()
         self.trial_marker.unlink(missing_ok=True)
         return self.current
+
+    @property
+    def target(self) -> BundleTarget:
+        return self._target if isinstance(self._target, BundleTarget) else self._target()
 
     def download(self, request: UpdateRequest) -> Path:
         """Fetch the bundle into downloads/, resuming a partial file with HTTP Range."""
         if len(request.sha256) != 64 or any(c not in "0123456789abcdef" for c in request.sha256):
             raise UpdateError(f"bad bundle sha256 {request.sha256[:70]!r}")
         part = self.root / "downloads" / f"{request.sha256}.part"
+        url = rebase_url(request.url, self._fleet_url)
         have = part.stat().st_size if part.exists() else 0
         if have > request.size:
             part.unlink()
@@ -183,12 +205,12 @@ class Updater:
             if have:
                 headers["Range"] = f"bytes={have}-"
             try:
-                with self._http.stream("GET", request.url, headers=headers) as resp:
+                with self._http.stream("GET", url, headers=headers) as resp:
                     if resp.status_code == 200 and have:
                         have = 0  # the server ignored Range: start over
                     elif resp.status_code not in (200, 206):
                         raise UpdateError(
-                            f"download of {request.url} failed: HTTP {resp.status_code}"
+                            f"download of {url} failed: HTTP {resp.status_code}"
                         )
                     with part.open("r+b" if have else "wb") as fh:
                         fh.seek(have)
@@ -198,7 +220,7 @@ class Updater:
                         fh.flush()
                         os.fsync(fh.fileno())
             except httpx.HTTPError as exc:
-                raise UpdateError(f"download of {request.url} interrupted: {exc}") from None
+                raise UpdateError(f"download of {url} interrupted: {exc}") from None
         if part.stat().st_size != request.size or sha256_file(part) != request.sha256:
             part.unlink(missing_ok=True)
             raise UpdateError("downloaded bundle does not match the announced size and sha256")
@@ -206,13 +228,23 @@ class Updater:
 
     # ------------------------------------------------------------------ internals
 
-    def _install(self, bundle: Path, sha256: str) -> Path:
+    def _back_to_previous(self) -> None:
+        prev, cur = self.previous, self.current
+        if prev is None:
+            (self.root / "current").unlink(missing_ok=True)
+        elif prev != cur:
+            self._point("current", prev)
+            if cur is not None:
+                self._point("previous", cur)
+
+    def _install(self, bundle: Path, sha256: str, *, check_target: bool = True) -> Path:
         slot = self.root / "slots" / sha256
         if slot.is_dir():
             return slot
         staging = self.root / "slots" / f".{sha256}.staging"
         shutil.rmtree(staging, ignore_errors=True)
-        verified = extract_bundle(bundle, self._key, staging, target=self._target)
+        target = self.target if check_target else None
+        verified = extract_bundle(bundle, self._key, staging, target=target)
         (staging / ".manifest.json").write_text(verified.manifest.model_dump_json())
         os.replace(staging, slot)
         return slot

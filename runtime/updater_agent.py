@@ -60,20 +60,31 @@ class UpdateAgent:
         self.last_rollout: str | None = None
         self.last_sha256: str | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, *, wait: bool = True) -> None:
+        """Recover, connect and subscribe. ``wait=False`` (a device that must count even
+        while the broker is away): connect in the background, retrying, and return at once."""
         crash = self.updater.recover()
         try:
-            self._client.connect(self._host, self._port)
+            if wait:
+                self._client.connect(self._host, self._port)
+            else:
+                self._client.reconnect_delay_set(min_delay=1, max_delay=8)
+                self._client.connect_async(self._host, self._port)
         except (OSError, ssl.SSLError) as exc:
             raise EdgeRuntimeError(
                 f"cannot reach the broker {self._host}:{self._port}: {exc}"
             ) from None
         self._client.loop_start()
         self._worker.start()
-        if not self._subscribed.wait(timeout):
+        if wait and not self._subscribed.wait(timeout):
             raise EdgeRuntimeError(f"{self.site}/{self.device}: no subscription to its cmd topic")
-        if crash is not None and self.last_rollout and self.last_sha256:
-            self._report(self.last_rollout, self.last_sha256, "failed", crash)
+        trial = self.updater.recovered  # also when the caller ran recover() before start()
+        if trial is not None:
+            self.updater.recovered = None
+            rollout = trial.get("rollout") or self.last_rollout
+            sha = trial.get("sha256") or self.last_sha256
+            if rollout and sha:
+                self._report(rollout, sha, "failed", crash or trial.get("reason"))
 
     def stop(self) -> None:
         self._jobs.put(None)
@@ -129,6 +140,9 @@ class UpdateAgent:
             result = self.updater.apply(req)
             self._report(rollout, req.sha256, "healthy" if result.ok else "failed", result.reason)
         elif cmd.action == ROLLBACK_ACTION and self.last_sha256:
+            current = self.updater.current
+            if current is None or current.name != self.last_sha256:
+                return  # the bundle never became current here: nothing to roll back
             self.updater.rollback()
             self._report(rollout, self.last_sha256, "rolled_back", "rolled back on command")
 

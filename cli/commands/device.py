@@ -149,6 +149,29 @@ def run(
     power_plug_topic: str | None = typer.Option(
         None, "--power-plug-topic", help="Smart plug's SENSOR topic (for --power-source plug)."
     ),
+    models_dir: Path | None = typer.Option(
+        None, "--models-dir",
+        help="Model updates on: signed bundles installed here (A/B slots, current, previous).",
+    ),
+    fleet_pubkey: Path | None = typer.Option(
+        None, "--fleet-pubkey", help="The fleet's public key (fleet.pub) bundles must verify with."
+    ),
+    device_class: str | None = typer.Option(
+        None, "--device-class", help="This device's class in bundle targets (e.g. rpi5)."
+    ),
+    fleet_url: str | None = typer.Option(
+        None, "--fleet-url", help="Download bundles from this fleet URL (default: as announced)."
+    ),
+    fleet_token: str | None = typer.Option(
+        None, "--fleet-token", help="Bearer token (role device) for bundle downloads."
+    ),
+    mqtt_password: str | None = typer.Option(
+        None, "--mqtt-password", help="The update agent's broker password (user SITE/DEVICE)."
+    ),
+    confirm_frames: int | None = typer.Option(
+        None, "--confirm-frames",
+        help="Inferred frames a new model must run without error before it is kept (300).",
+    ),
     config: Path | None = typer.Option(None, "--config", help="A device config file (YAML)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
 ) -> None:
@@ -158,6 +181,9 @@ def run(
     of what remains when the broker did not acknowledge everything in --drain-timeout).
     A live source runs until SIGTERM or Ctrl-C. With --power-source, the device's power is
     read about once a second and one power message per bucket goes through the same outbox.
+    With --models-dir (and --fleet-pubkey, --device-class), an update agent takes part in
+    the fleet's rollouts: new models are verified, checked, swapped in between two frames
+    and kept once they ran --confirm-frames frames without error.
     """
     import threading
 
@@ -188,15 +214,43 @@ def run(
             "plug_topic": power_plug_topic,
         },
     )
+    updates = _update_options(
+        cfg,
+        config,
+        {
+            "models_dir": models_dir,
+            "fleet_pubkey": fleet_pubkey,
+            "device_class": device_class,
+            "fleet_url": fleet_url,
+            "fleet_token": fleet_token,
+            "mqtt_password": mqtt_password,
+            "confirm_frames": confirm_frames,
+        },
+    )
     stop = threading.Event()
     restore = install_stop_signals(stop)
+    summary = None
     try:
-        report = Device(cfg, stop=stop).run()
+        if updates is None:
+            report = Device(cfg, stop=stop).run()
+        else:
+            from edgetally.runtime.updater_device import run_with_updates
+
+            report, summary = run_with_updates(cfg, updates, stop)
     finally:
         restore()
     if as_json:
-        typer.echo(json.dumps(report.as_json()))
+        out = report.as_json()
+        if summary is not None:
+            out["updates"] = summary.as_json()
+        typer.echo(json.dumps(out))
     else:
+        if summary is not None:
+            recovered = f"; rolled back at start: {summary.recovered}" if summary.recovered else ""
+            typer.echo(
+                f"model {summary.model}: {summary.swaps} updates kept, "
+                f"{len(summary.failures)} rolled back{recovered}"
+            )
         for cam in report.cameras:
             resumed = f", resumed at frame {cam.resumed_at}" if cam.resumed_at is not None else ""
             typer.echo(
@@ -220,6 +274,33 @@ def run(
             file=sys.stderr,
         )
         raise typer.Exit(EXIT_UNDELIVERED)
+
+
+def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -> Any:
+    """The config file's ``updates`` section with the flags given on top, or None (off)."""
+    from edgetally.runtime.config import UpdatesConfig, describe_error
+    from edgetally.runtime.updater_device import UpdateOptions
+    from pydantic import ValidationError
+
+    data = cfg.updates.model_dump() if cfg.updates is not None else {}
+    if config_file is not None:  # paths in a file are relative to the file
+        for key in ("models_dir", "fleet_pubkey"):
+            if key in data and not Path(data[key]).is_absolute():
+                data[key] = config_file.parent / data[key]
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if not data:
+        return None
+    if "models_dir" not in data:
+        raise ConfigError("update options need --models-dir (or updates.models_dir)")
+    try:
+        u = UpdatesConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"updates.{describe_error(exc)}") from None
+    return UpdateOptions(
+        models_dir=u.models_dir, fleet_pubkey=u.fleet_pubkey, device_class=u.device_class,
+        fleet_url=u.fleet_url, fleet_token=u.fleet_token, mqtt_password=u.mqtt_password,
+        confirm_frames=u.confirm_frames, precision=u.precision,
+    )
 
 
 def validate_config(

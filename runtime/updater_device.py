@@ -1,0 +1,120 @@
+"""`device run` with model updates: the counting device and its update agent side by side.
+
+At start the updater recovers (a trial marker left by a crash switches ``current`` back),
+the model comes from ``MODELS_DIR/current`` when there is one (else the configured model; a
+signed bundle given as the model is installed as the first slot), and the agent listens on
+the device's cmd topic on the same broker. A rollout swaps the pipelines' detectors at a
+frame boundary (:mod:`edgetally.runtime.model_slot`) and the status says which model runs.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgetally.models.bundle import BundleManifest, load_public_key
+from edgetally.runtime.config import DeviceConfig
+from edgetally.runtime.device import Device, DeviceReport, default_pipeline
+from edgetally.runtime.errors import ConfigError
+from edgetally.runtime.model_slot import ModelSlot, detector_loader, family_of
+from edgetally.runtime.publisher import parse_broker_url
+from edgetally.runtime.updater import Updater
+from edgetally.runtime.updater_agent import UpdateAgent
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOptions:
+    models_dir: Path
+    fleet_pubkey: Path
+    device_class: str
+    fleet_url: str | None = None
+    fleet_token: str | None = None
+    mqtt_password: str | None = None
+    confirm_frames: int = 300
+    precision: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSummary:
+    model: str | None  # the model in use at the end
+    recovered: str | None  # why the start rolled back, when it did
+    swaps: int  # models switched to and confirmed during this run
+    failures: tuple[str, ...]  # trials that failed after the switch
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "recovered": self.recovered,
+            "swaps": self.swaps,
+            "failures": list(self.failures),
+        }
+
+
+def slot_manifest(slot: Path) -> BundleManifest:
+    return BundleManifest.model_validate_json((slot / ".manifest.json").read_bytes())
+
+
+def _is_bundle(model: str) -> bool:
+    path = Path(model)
+    return path.is_file() and tarfile.is_tarfile(path)
+
+
+def run_with_updates(
+    config: DeviceConfig, options: UpdateOptions, stop: threading.Event
+) -> tuple[DeviceReport, UpdateSummary]:
+    """Run ``config``'s device with an update agent; returns its report and what changed."""
+    device: Device | None = None
+
+    def on_change(label: str, backend: str | None) -> None:
+        if device is not None:
+            device.set_model(label, backend)
+
+    def sampler() -> Any:
+        return getattr(device, "power_sampler", None)
+
+    slot = ModelSlot(
+        detector_loader(config, lambda: family_of(slot.proxies)),
+        device_class=options.device_class,
+        confirm_frames=options.confirm_frames,
+        precision=options.precision,
+        sampler=sampler,
+        power_window_s=max(3.0, 3 * config.power.interval_s),
+        on_change=on_change,
+    )
+    updater = Updater(
+        options.models_dir,
+        load_public_key(options.fleet_pubkey),
+        slot.target,
+        slot.health_check(),
+        token=options.fleet_token,
+        trial_run=slot.trial_run,
+        fleet_url=options.fleet_url,
+    )
+    recovered = updater.recover()
+    if updater.current is None and _is_bundle(config.model):
+        updater.install_first(Path(config.model), any_target=True)
+    current = updater.current
+    if current is not None:
+        manifest = slot_manifest(current)
+        config = config.model_copy(update={"model": str(current / manifest.model_file)})
+        slot.label = f"{manifest.name}@{manifest.version}"
+    elif _is_bundle(config.model):
+        raise ConfigError(f"model {config.model}: a bundle, but it could not be installed")
+    broker = parse_broker_url(config.broker)
+    agent = UpdateAgent(
+        updater, config.site, config.device,
+        host=broker.host, port=broker.port, password=options.mqtt_password or "",
+    )
+    device = Device(config, pipeline_factory=slot.wrap(default_pipeline), stop=stop)
+    agent.start(wait=False)
+    try:
+        report = device.run()
+    finally:
+        slot.close()
+        agent.stop()
+    model = slot.proxies[0].info.model if slot.proxies else None
+    summary = UpdateSummary(model, recovered, slot.swaps, tuple(slot.failures))
+    return report, summary
