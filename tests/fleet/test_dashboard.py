@@ -292,6 +292,8 @@ class Browser:
         return res["result"].get("value")
 
     def goto(self, url: str, *, until: tuple[str, ...] = ("ready",)) -> str:
+        if self.eval("location.href") == url:  # the same address again does not re-render
+            return self.reload(until=until)
         # a change of the hash alone re-renders in place: forget the last state first
         self.eval("document.body && (document.body.dataset.state = 'navigating')")
         self.send("Page.navigate", url=url)
