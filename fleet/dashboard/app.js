@@ -83,6 +83,27 @@ function apiUrl(name, params) {
 
 const api = (name, params, opts) => getJson(apiUrl(name, params), opts);
 
+// The paths this fleet serves, from its OpenAPI document (readable without a token), so
+// that the page does not ask for what is not there (no events, rollouts not enabled).
+// null when the document cannot be read: then every path is tried, a 404 meaning absent.
+let knownPaths = null;
+
+function apiPaths() {
+  if (!knownPaths) {
+    knownPaths = fetch(new URL("openapi.json", ROOT))
+      .then((r) => (r.ok ? r.json() : null))
+      .then((doc) => (doc && doc.paths ? new Set(Object.keys(doc.paths)) : null))
+      .catch(() => null);
+  }
+  return knownPaths;
+}
+
+async function optionalGet(path, url) {
+  const paths = await apiPaths();
+  if (paths !== null && !paths.has(path)) return null;
+  return getJson(url, { optional: true });
+}
+
 // ------------------------------------------------------------------ state in the hash
 
 function readHash() {
@@ -218,7 +239,7 @@ async function renderTraffic(params, alive) {
     api("traffic", { ...prev, line: params.line }),
     api("occupancy", now),
     api("dwell", now),
-    api("events", { ...now, line: params.line }, { optional: true }),
+    optionalGet("/api/v1/events", apiUrl("events", { ...now, line: params.line })),
   ]);
   if (!alive()) return;
 
@@ -295,7 +316,7 @@ function ago(isoText) {
 async function renderFleet(_params, alive) {
   const [devices, rollouts] = await Promise.all([
     api("devices"),
-    getJson(new URL("rollouts", ROOT), { optional: true }).catch((e) => e),
+    optionalGet("/rollouts", new URL("rollouts", ROOT)).catch((e) => e),
   ]);
   if (!alive()) return;
   const rows = devices.rows;
