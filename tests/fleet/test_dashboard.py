@@ -653,3 +653,35 @@ def test_on_fleet_serve_with_tokens_and_a_real_rollout(
         before_token = (api + "/api/v1/", api + "/rollouts")
         assert browser.errors(lambda url: url.startswith(before_token)) == []
         browser.screenshot("fleet-serve-rollout")
+
+
+def test_pickers_drive_the_query(fleet: Fleet, browser: Browser) -> None:
+    """Choosing in the pickers rewrites the address and redraws from the API."""
+    first, second = fleet.made["plans"][:2]
+    browser.goto(
+        _traffic_url(fleet.open.url, site=first.site, line="floor", end=END_DAY.isoformat())
+    )
+
+    def choose(name: str, value: str) -> None:
+        browser.eval("document.body.dataset.state = 'navigating'")
+        browser.eval(
+            "{ const f = document.querySelector('#traffic-controls');"
+            f"f.elements.namedItem({json.dumps(name)}).value = {json.dumps(value)};"
+            "f.dispatchEvent(new Event('change')); }"
+        )
+        browser.wait_state(("ready",))
+
+    choose("site", second.site)  # a new site drops the device and line chosen before
+    params = browser.eval("Object.fromEntries(new URLSearchParams(location.hash.split('?')[1]))")
+    assert params["site"] == second.site and "line" not in params and "device" not in params
+    choose("range", "91")  # beyond a week the page asks per day
+    assert browser.eval("location.hash").count("interval=day") == 1
+    start, end = _range(91)
+    rows = fleet.get(
+        "/api/v1/traffic",
+        site=second.site,
+        interval="day",
+        **{"from": _iso(start), "to": _iso(end)},
+    )["rows"]
+    _same(browser.series("out")[0]["points"], _sum_by_bucket(rows, "out"))
+    assert browser.errors() == []
