@@ -429,7 +429,7 @@ async function renderEnergy(params, alive) {
     label: "g CO2e per site",
     groups: sites.map((s) => s.site),
     series: [
-      { name: "edge", cls: "edge", values: sites.map((s) => s.edge.gco2e),
+      { name: "edge (faded: estimated)", cls: "edge", values: sites.map((s) => s.edge.gco2e),
         hatch: sites.map((s) => s.edge.label !== "measured") },
       { name: "cloud (attributional)", cls: "attr",
         values: sites.map((s) => s.cloud.cloud_gco2e_attributional) },

@@ -156,7 +156,8 @@ const Charts = (() => {
         rect.appendChild(el("title", {}, `${g} ${s.name}: ${fmt(v)}${hatched ? " (estimated)" : ""}`));
         svg.appendChild(rect);
       });
-      const name = g.length > 18 ? g.slice(0, 17) + "…" : g;
+      const fits = Math.max(4, Math.floor(bandW / 6.5)); // characters of 11px text
+      const name = g.length > fits ? g.slice(0, fits - 1) + "…" : g;
       svg.appendChild(el("text", { x: bx + bandW * 0.4, y: H - 8, "text-anchor": "middle",
         class: "tick" }, name));
     });
