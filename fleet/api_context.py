@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
-from edgetally.fleet.export import MEDIA_TYPES, ExportFormat, to_csv, to_parquet, to_records
+from edgetally.fleet.export import MEDIA_TYPES, ExportFormat, to_csv, to_json, to_parquet
 from edgetally.fleet.ingest import IngestCounters
 from edgetally.fleet.queries import DEFAULT_MAX_ROWS, DEFAULT_OFFLINE_AFTER_S
 from edgetally.fleet.records import Filters, Interval, Table
 from edgetally.fleet.store import Store
 from edgetally.models.topics import ID_PATTERN
 from fastapi import Query, Request, Response
-from fastapi.responses import JSONResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +67,7 @@ def filters(
 def table_response(table: Table, fmt: ExportFormat, stem: str) -> Response:
     """``{"rows": [...]}`` as JSON, or the same rows as a CSV or Parquet download."""
     if fmt == "json":
-        return JSONResponse({"rows": to_records(table)})
+        return Response(to_json(table), media_type=MEDIA_TYPES["json"])
     body = to_csv(table) if fmt == "csv" else to_parquet(table)
     return Response(
         body,

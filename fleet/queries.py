@@ -62,8 +62,8 @@ def _grouped(
         f"SELECT {bucket} AS bucket, site, device, line, {select} FROM {table}{clause} "
         f"GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT {int(max_rows) + 1}"
     )
-    result = store.fetch(text, params)
-    if len(result.rows) > max_rows:
+    result = store.fetch_arrow(text, params)
+    if len(result) > max_rows:
         raise QueryTooLarge(
             f"the {what} query matches more than {max_rows} rows: narrow it (site, device, "
             "from/to) or use a coarser interval"

@@ -1,15 +1,16 @@
 """Value types of the fleet's store: what ingest writes and what queries return.
 
-Frozen, slotted dataclasses; they never leave the process (the API and the command line
-serialise a :class:`Table` through :mod:`edgetally.fleet.export`).
+Frozen, slotted dataclasses, and :class:`Table`; they never leave the process (the API and
+the command line serialise a :class:`Table` through :mod:`edgetally.fleet.export`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
+import pyarrow as pa
 from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading
 
 Interval = Literal["minute", "15min", "hour", "day"]
@@ -75,12 +76,50 @@ class Filters:
     interval: Interval = "hour"
 
 
-@dataclass(frozen=True, slots=True)
 class Table:
-    """A query result: column names and rows (datetimes are naive UTC as stored)."""
+    """A query result: column names and rows (datetimes are naive UTC as stored).
 
-    columns: tuple[str, ...]
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    A result fetched as Arrow (``arrow=``) keeps its columns and builds the Python rows only
+    when something asks for :attr:`rows`: the JSON and Parquet answers read the columns.
+    """
+
+    __slots__ = ("_arrow", "_rows", "columns")
+
+    def __init__(
+        self,
+        columns: tuple[str, ...],
+        rows: list[tuple[Any, ...]] | None = None,
+        *,
+        arrow: pa.Table | None = None,
+    ) -> None:
+        self.columns = columns
+        self._rows = rows if rows is not None or arrow is not None else []
+        self._arrow = arrow
+
+    @property
+    def rows(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:
+            assert self._arrow is not None
+            cols = [col.to_pylist() for col in self._arrow.columns]
+            self._rows = list(zip(*cols, strict=True)) if cols else []
+        return self._rows
+
+    @property
+    def arrow(self) -> pa.Table | None:
+        """The columns as fetched, when the store gave Arrow (None for Python rows)."""
+        return self._arrow
 
     def __len__(self) -> int:
+        if self._rows is None and self._arrow is not None:
+            return int(self._arrow.num_rows)
         return len(self.rows)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Table):
+            return NotImplemented
+        return self.columns == other.columns and self.rows == other.rows
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Table(columns={self.columns!r}, rows={len(self)})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import pyarrow as pa
 from edgetally.fleet import sql
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
@@ -45,6 +46,11 @@ class Store(Protocol):
         """Run a read query (``?`` placeholders) and return its rows."""
         ...
 
+    def fetch_arrow(self, sql: str, params: Sequence[Any] = ()) -> Table:
+        """:meth:`fetch` with the result also as Arrow columns (:attr:`Table.arrow`), for
+        answers of many rows: JSON and Parquet are built from the columns."""
+        ...
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one statement that returns nothing (maintenance, bulk generation)."""
         ...
@@ -70,6 +76,18 @@ def fill_missing_rollups(store: Store) -> bool:
         return False
     refill_rollups(store)
     return True
+
+
+def plain_arrow(table: pa.Table) -> pa.Table:
+    """Decimals as the fetched rows give them: whole ones (sums of integers) as int64, the
+    rest as float64."""
+    fields = []
+    for f in table.schema:
+        if pa.types.is_decimal(f.type):
+            f = f.with_type(pa.int64() if f.type.scale == 0 else pa.float64())
+        fields.append(f)
+    schema = pa.schema(fields)
+    return table if schema.equals(table.schema) else table.cast(schema)
 
 
 def is_postgres_url(db: str) -> bool:

@@ -19,7 +19,7 @@ from edgetally.fleet import sql
 from edgetally.fleet.columns import Columns, stage
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.sql import Dialect
-from edgetally.fleet.store import StoreError, fill_missing_rollups
+from edgetally.fleet.store import StoreError, fill_missing_rollups, plain_arrow
 
 
 def _count(rows: list[tuple[Any, ...]]) -> int:
@@ -163,6 +163,14 @@ class DuckDBStore:
         except duckdb.Error as exc:
             raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from exc
         return Table(names, rows)
+
+    def fetch_arrow(self, sql_text: str, params: Sequence[Any] = ()) -> Table:
+        cur = self._cursor()
+        try:
+            arrow = cur.sql(sql_text, params=list(params)).to_arrow_table()
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from exc
+        return Table(tuple(arrow.column_names), arrow=plain_arrow(arrow))
 
     def execute(self, sql_text: str, params: Sequence[Any] = ()) -> None:
         cur = self._cursor()

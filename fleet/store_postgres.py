@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import pyarrow as pa
 from edgetally.fleet import sql
 from edgetally.fleet.columns import Columns, stage
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.sql import Dialect
-from edgetally.fleet.store import StoreError, fill_missing_rollups
+from edgetally.fleet.store import StoreError, fill_missing_rollups, plain_arrow
 
 try:
     import psycopg
@@ -178,6 +179,15 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreError(f"query failed: {_first_line(exc)}") from exc
         return Table(names, rows)
+
+    def fetch_arrow(self, sql_text: str, params: Sequence[Any] = ()) -> Table:
+        table = self.fetch(sql_text, params)
+        rows = table.rows
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(table.columns)
+        arrow = pa.table(
+            [pa.array(col) for col in columns], names=list(table.columns)
+        )
+        return Table(table.columns, rows, arrow=plain_arrow(arrow))
 
     def execute(self, sql_text: str, params: Sequence[Any] = ()) -> None:
         conn = self._conn()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import json
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from edgetally.fleet import queries, sql
-from edgetally.fleet.export import to_records
+from edgetally.fleet.export import to_json, to_parquet, to_records
 from edgetally.fleet.ingest import dead_letter
-from edgetally.fleet.records import Filters, IngestBatch, Seen
+from edgetally.fleet.records import Filters, IngestBatch, Seen, Table
 from edgetally.fleet.store import Store, StoreError, open_store
 from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading
 
@@ -300,3 +304,49 @@ def test_bad_database_arguments(db: str, needle: str) -> None:
 def test_read_only_missing_file(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no fleet database"):
         open_store(str(tmp_path / "absent.duckdb"), read_only=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("interval", ["minute", "15min", "hour", "day"])
+def test_answers_built_from_columns_equal_the_python_rows(
+    loaded: tuple[Store, list[Aggregate]], interval: str
+) -> None:
+    store, _aggs = loaded
+    f = Filters(interval=interval)  # type: ignore[arg-type]
+    for name in queries.QUERIES:
+        table = queries.run_named(store, name, f)
+        assert table.arrow is not None and len(table) > 0
+        rows = Table(table.columns, list(table.rows))  # the same rows, without Arrow
+        assert json.loads(to_json(table)) == json.loads(to_json(rows)) == {
+            "rows": to_records(rows)
+        }
+        got = pq.read_table(io.BytesIO(to_parquet(table)))
+        assert got.to_pylist() == pq.read_table(io.BytesIO(to_parquet(rows))).to_pylist()
+        assert got.schema.field("bucket").type == pa.timestamp("us", tz="UTC")
+    text = "SELECT device, count(*) AS n, sum(in_count) AS s FROM aggregates GROUP BY 1 ORDER BY 1"
+    assert store.fetch_arrow(text).rows == store.fetch(text).rows
+
+
+def test_json_from_columns_escapes_and_formats_like_python() -> None:
+    when = datetime(2024, 5, 6, 8, 0)
+    arrow = pa.table(
+        {
+            "bucket": pa.array([when, when + timedelta(microseconds=5), None]),
+            "site": ['a"b\\c', "ünï\n", None],
+            "n": pa.array([1, None, -3], pa.int32()),
+            "x": [2.0, -0.0, 1.23456789],
+            "ok": [True, False, None],
+        }
+    )
+    table = Table(tuple(arrow.column_names), arrow=arrow)
+    expected = {"rows": to_records(Table(table.columns, list(table.rows)))}
+    assert json.loads(to_json(table)) == expected
+    assert expected["rows"][1]["bucket"] == "2024-05-06T08:00:00.000005Z"
+    assert [r["x"] for r in expected["rows"]] == [2.0, -0.0, 1.2346]
+    # only whole seconds: the fast path writes the same text as the Python one
+    whole = Table(("bucket", "x"), arrow=pa.table({"bucket": [when], "x": [3.0]}))
+    assert to_json(whole) == b'{"rows":[{"bucket":"2024-05-06T08:00:00Z","x":3.0}]}'
+    empty = Table(("a",), arrow=pa.table({"a": pa.array([], pa.int64())}))
+    assert json.loads(to_json(empty)) == {"rows": []} and len(empty) == 0
+    with pytest.raises(ValueError, match="JSON"):  # NaN is not JSON, either way
+        to_json(Table(("x",), arrow=pa.table({"x": [float("nan")]})))
