@@ -83,7 +83,8 @@ def _aligned(value: datetime | None, seconds: int) -> bool:
 
 def traffic_source(store: Store, f: Filters) -> str:
     """The coarsest table that answers ``f`` exactly: a rollup when the interval is a
-    multiple of its unit and ``from``/``to`` fall on its bucket edges, else ``aggregates``."""
+    multiple of its unit and ``from``/``to`` fall on its bucket edges, else ``aggregates``.
+    Traffic, occupancy and dwell all read from it."""
     if store.has_rollups:
         width = _SECONDS[f.interval]
         for table, unit in reversed(sql.ROLLUPS):
@@ -93,38 +94,71 @@ def traffic_source(store: Store, f: Filters) -> str:
     return "aggregates"
 
 
+def _from_rollup(
+    store: Store,
+    f: Filters,
+    rollups: bool,
+    max_rows: int,
+    what: str,
+    raw: tuple[str, str],
+    rolled: tuple[str, str],
+) -> Table:
+    """Run ``raw`` (select, where) on ``aggregates`` or ``rolled`` on the rollup that fits."""
+    table = traffic_source(store, f) if rollups else "aggregates"
+    select, extra = raw if table == "aggregates" else rolled
+    time_column = "start" if table == "aggregates" else "bucket"
+    return _grouped(store, f, select, extra, max_rows, what, table, time_column)
+
+
 def traffic(
     store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS, rollups: bool = True
 ) -> Table:
     """People in and out per bucket, site, device and line (from a rollup when one fits;
     ``rollups=False`` always reads the stored aggregates)."""
     select = 'CAST(sum(in_count) AS BIGINT) AS "in", CAST(sum(out_count) AS BIGINT) AS "out"'
-    table = traffic_source(store, f) if rollups else "aggregates"
-    time_column = "start" if table == "aggregates" else "bucket"
-    return _grouped(store, f, select, "", max_rows, "traffic", table, time_column)
+    return _from_rollup(store, f, rollups, max_rows, "traffic", (select, ""), (select, ""))
 
 
-def occupancy(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
-    """Zone occupancy per bucket: time-weighted mean and peak."""
-    select = (
-        "sum(occupancy_mean * seconds) / sum(seconds) AS occupancy_mean, "
-        "max(occupancy_peak) AS occupancy_peak"
+def occupancy(
+    store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS, rollups: bool = True
+) -> Table:
+    """Zone occupancy per bucket: time-weighted mean and peak (exact from a rollup too: it
+    keeps occupancy x seconds, the seconds and the peak)."""
+    peak = "max(occupancy_peak) AS occupancy_peak"
+    raw = f"sum(occupancy_mean * seconds) / sum(seconds) AS occupancy_mean, {peak}"
+    rolled = f"sum(occupancy_sum) / sum(occupancy_s) AS occupancy_mean, {peak}"
+    return _from_rollup(
+        store,
+        f,
+        rollups,
+        max_rows,
+        "occupancy",
+        (raw, "occupancy_mean IS NOT NULL"),
+        (rolled, "occupancy_s IS NOT NULL"),
     )
-    return _grouped(store, f, select, "occupancy_mean IS NOT NULL", max_rows, "occupancy")
 
 
-def dwell(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
+def dwell(
+    store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS, rollups: bool = True
+) -> Table:
     """Visits that ended per bucket, and their visit-weighted mean median and p90 (seconds).
 
-    Exact when the interval equals the device's bucket length; over longer intervals the
-    median and p90 are the visit-weighted means of the buckets' own.
+    ``visits`` is exact. ``median_s`` and ``p90_s`` are exact when the interval equals the
+    device's bucket length; over longer intervals they are the visit-weighted means of the
+    buckets' own median and p90, an approximation (a median cannot be merged from medians),
+    and the same whether read from the aggregates or from a rollup.
     """
-    select = (
-        "sum(dwell_count) AS visits, "
-        "sum(dwell_median_s * dwell_count) / sum(dwell_count) AS median_s, "
+    visits = "CAST(sum(dwell_count) AS BIGINT) AS visits"
+    raw = (
+        f"{visits}, sum(dwell_median_s * dwell_count) / sum(dwell_count) AS median_s, "
         "sum(dwell_p90_s * dwell_count) / sum(dwell_count) AS p90_s"
     )
-    return _grouped(store, f, select, "dwell_count IS NOT NULL", max_rows, "dwell")
+    rolled = (
+        f"{visits}, sum(dwell_median_sum) / sum(dwell_count) AS median_s, "
+        "sum(dwell_p90_sum) / sum(dwell_count) AS p90_s"
+    )
+    where = "dwell_count IS NOT NULL"
+    return _from_rollup(store, f, rollups, max_rows, "dwell", (raw, where), (rolled, where))
 
 
 def events(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:

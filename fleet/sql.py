@@ -2,9 +2,10 @@
 
 Times are stored as ``TIMESTAMP`` (without time zone) holding UTC; buckets are UTC buckets.
 
-Traffic is also kept pre-aggregated by hour and by day (:data:`ROLLUPS`), maintained in the
-same transaction as every write from the rows that were new (a redelivered aggregate adds
-nothing), so a year of traffic by day reads one row per device-day instead of 96.
+Traffic, occupancy and dwell are also kept pre-aggregated by hour and by day
+(:data:`ROLLUPS`, :data:`ROLLUP_ZONE_COLUMNS`), maintained in the same transaction as every
+write from the rows that were new (a redelivered aggregate adds nothing), so a year by day
+reads one row per device-day instead of 96.
 Statements use ``?`` placeholders; the PostgreSQL store turns them into ``%s``, so SQL text
 here must not contain a literal ``?`` or ``%``.
 """
@@ -80,8 +81,30 @@ ROLLUP_SOURCE_COLUMNS: tuple[str, ...] = (
     "site",
     "device",
     "line",
+    "seconds",
     "in_count",
     "out_count",
+    "occupancy_mean",
+    "occupancy_peak",
+    "dwell_count",
+    "dwell_median_s",
+    "dwell_p90_s",
+)
+# What a rollup row sums up besides in/out, all mergeable exactly (NULL where no aggregate
+# of the group had it): seconds with an occupancy and occupancy x seconds (the time-weighted
+# mean is their ratio), the peak, visits, and median and p90 times visits (the
+# visit-weighted means of the buckets' own median and p90 are their ratios to visits).
+ROLLUP_ZONE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("occupancy_s", "BIGINT", "sum(CASE WHEN occupancy_mean IS NOT NULL THEN seconds END)"),
+    ("occupancy_sum", "{double}", "sum(occupancy_mean * seconds)"),
+    (
+        "occupancy_peak",
+        "INTEGER",
+        "max(CASE WHEN occupancy_mean IS NOT NULL THEN occupancy_peak END)",
+    ),
+    ("dwell_count", "BIGINT", "sum(dwell_count)"),
+    ("dwell_median_sum", "{double}", "sum(dwell_median_s * dwell_count)"),
+    ("dwell_p90_sum", "{double}", "sum(dwell_p90_s * dwell_count)"),
 )
 DEAD_COLUMNS: tuple[str, ...] = (
     "received_at",
@@ -128,6 +151,7 @@ def schema(double: str) -> tuple[str, ...]:
             f"""CREATE TABLE IF NOT EXISTS {table} (
             bucket TIMESTAMP NOT NULL, site VARCHAR NOT NULL, device VARCHAR NOT NULL,
             line VARCHAR NOT NULL, in_count BIGINT NOT NULL, out_count BIGINT NOT NULL,
+            {", ".join(f"{c} {kind.format(double=double)}" for c, kind, _e in ROLLUP_ZONE_COLUMNS)},
             PRIMARY KEY (site, device, line, bucket))"""
             for table, _unit in ROLLUPS
         ),
@@ -175,15 +199,31 @@ def insert_aggregates_returning(staged: str) -> str:
     return f"{insert_aggregates(staged)} RETURNING {', '.join(ROLLUP_SOURCE_COLUMNS)}"
 
 
-def upsert_rollup(table: str, unit: Interval, source: str) -> str:
-    """Add the traffic of ``source`` (new aggregates) to the rollup ``table``."""
+_ROLLUP_COLUMNS = ("in_count", "out_count", *(c for c, _k, _e in ROLLUP_ZONE_COLUMNS))
+
+
+def _rollup_select(unit: Interval, source: str) -> str:
+    """One rollup row per group of ``source`` (aggregates), its bucket truncated to ``unit``."""
+    sums = ", ".join(["sum(in_count)", "sum(out_count)", *(e for _c, _k, e in ROLLUP_ZONE_COLUMNS)])
     return (
-        f"INSERT INTO {table} (bucket, site, device, line, in_count, out_count) "
-        f"SELECT date_trunc('{unit}', start), site, device, line, sum(in_count), "
-        f"sum(out_count) FROM {source} GROUP BY 1, 2, 3, 4 "
-        "ON CONFLICT (site, device, line, bucket) DO UPDATE SET "
-        f"in_count = {table}.in_count + excluded.in_count, "
-        f"out_count = {table}.out_count + excluded.out_count"
+        f"INSERT INTO {{table}} (bucket, site, device, line, {', '.join(_ROLLUP_COLUMNS)}) "
+        f"SELECT date_trunc('{unit}', start) AS b, site, device, line, {sums} FROM {source} "
+        "GROUP BY 1, 2, 3, 4"
+    )
+
+
+def upsert_rollup(table: str, unit: Interval, source: str) -> str:
+    """Add ``source`` (new aggregates) to the rollup ``table``: sums add (NULL + x is x),
+    the peak is the greater."""
+    merge = [f"{c} = {table}.{c} + excluded.{c}" for c in ("in_count", "out_count")]
+    for c, _kind, expr in ROLLUP_ZONE_COLUMNS:
+        if expr.startswith("max("):
+            merge.append(f"{c} = greatest({table}.{c}, excluded.{c})")
+        else:
+            merge.append(f"{c} = coalesce({table}.{c} + excluded.{c}, {table}.{c}, excluded.{c})")
+    return (
+        _rollup_select(unit, source).format(table=table)
+        + f" ON CONFLICT (site, device, line, bucket) DO UPDATE SET {', '.join(merge)}"
     )
 
 
@@ -200,11 +240,28 @@ def refill_rollups() -> tuple[str, ...]:
     for table, unit in ROLLUPS:
         out.append(f"DELETE FROM {table}")
         out.append(
-            f"INSERT INTO {table} (bucket, site, device, line, in_count, out_count) "
-            f"SELECT date_trunc('{unit}', start) AS b, site, device, line, sum(in_count), "
-            "sum(out_count) FROM aggregates GROUP BY 1, 2, 3, 4 ORDER BY b, site, device, line"
+            _rollup_select(unit, "aggregates").format(table=table)
+            + " ORDER BY b, site, device, line"
         )
     return tuple(out)
+
+
+def add_rollup_columns(table: str, double: str) -> tuple[str, ...]:
+    """ALTER statements giving a rollup from before the zone columns those columns."""
+    return tuple(
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {c} {kind.format(double=double)}"
+        for c, kind, _e in ROLLUP_ZONE_COLUMNS
+    )
+
+
+def rollup_columns_present() -> str:
+    """How many of the rollups' zone columns (:data:`ROLLUP_ZONE_COLUMNS`) exist."""
+    names = ", ".join(f"'{c}'" for c, _k, _e in ROLLUP_ZONE_COLUMNS)
+    tables = ", ".join(f"'{t}'" for t, _u in ROLLUPS)
+    return (
+        "SELECT count(*) FROM information_schema.columns "
+        f"WHERE table_name IN ({tables}) AND column_name IN ({names})"
+    )
 
 
 def rollups_missing() -> str:

@@ -70,9 +70,20 @@ def refill_rollups(store: Store) -> None:
     store.execute("COMMIT")
 
 
+def rollup_columns_complete(store: Store) -> bool:
+    """Whether the rollups have every zone column (a file from before them has not)."""
+    want = len(sql.ROLLUPS) * len(sql.ROLLUP_ZONE_COLUMNS)
+    return int(store.fetch(sql.rollup_columns_present()).rows[0][0]) == want
+
+
 def fill_missing_rollups(store: Store) -> bool:
-    """Build the rollups of a database that has aggregates but none (one from before them)."""
-    if int(store.fetch(sql.rollups_missing()).rows[0][0]) != 1:
+    """Build the rollups of a database that has aggregates but none (one from before them),
+    or that has them without the occupancy and dwell columns (added, then all rebuilt)."""
+    if not rollup_columns_complete(store):
+        for table, _unit in sql.ROLLUPS:
+            for statement in sql.add_rollup_columns(table, store.dialect.double):
+                store.execute(statement)
+    elif int(store.fetch(sql.rollups_missing()).rows[0][0]) != 1:
         return False
     refill_rollups(store)
     return True

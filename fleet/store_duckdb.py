@@ -19,7 +19,12 @@ from edgetally.fleet import sql
 from edgetally.fleet.columns import Columns, stage
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.sql import Dialect
-from edgetally.fleet.store import StoreError, fill_missing_rollups, plain_arrow
+from edgetally.fleet.store import (
+    StoreError,
+    fill_missing_rollups,
+    plain_arrow,
+    rollup_columns_complete,
+)
 
 
 def _count(rows: list[tuple[Any, ...]]) -> int:
@@ -65,8 +70,10 @@ class DuckDBStore:
         else:  # a file from before the rollups cannot get them while read-only
             tables = self.fetch("SELECT table_name FROM information_schema.tables").rows
             present = {str(r[0]) for r in tables}
-            self._has_rollups = all(t in present for t, _u in sql.ROLLUPS) and not int(
-                self.fetch(sql.rollups_missing()).rows[0][0]
+            self._has_rollups = (
+                all(t in present for t, _u in sql.ROLLUPS)
+                and rollup_columns_complete(self)
+                and not int(self.fetch(sql.rollups_missing()).rows[0][0])
             )
 
     @property

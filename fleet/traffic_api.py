@@ -32,14 +32,22 @@ class TrafficRow(_Row):
 
 
 class OccupancyRow(_Row):
-    occupancy_mean: float = Field(description="time-weighted mean of people in the zone")
-    occupancy_peak: int | None
+    occupancy_mean: float = Field(
+        description="time-weighted mean of people in the zone (exact at any interval)"
+    )
+    occupancy_peak: int | None = Field(description="most people at once (exact)")
 
 
 class DwellRow(_Row):
-    visits: int = Field(description="visits that ended in the bucket")
-    median_s: float
-    p90_s: float
+    visits: int = Field(description="visits that ended in the bucket (exact)")
+    median_s: float = Field(
+        description="median dwell: exact when the interval is the device's bucket length; "
+        "over longer intervals the visit-weighted mean of the device buckets' medians "
+        "(an approximation: medians do not merge)"
+    )
+    p90_s: float = Field(
+        description="90th percentile dwell: exact or a visit-weighted mean, as median_s"
+    )
 
 
 class TrafficAnswer(BaseModel):
@@ -81,4 +89,8 @@ def occupancy(ctx: Ctx, f: Flt, format: ExportFormat = "json") -> Response:
     summary="Visits that ended per time bucket, with median and p90 dwell (seconds)",
 )
 def dwell(ctx: Ctx, f: Flt, format: ExportFormat = "json") -> Response:
+    """``visits`` is exact at any interval. ``median_s`` and ``p90_s`` are exact at the
+    devices' bucket length; over longer intervals they are the visit-weighted means of the
+    buckets' own median and p90, an approximation (the raw visit times never leave a
+    store)."""
     return table_response(queries.dwell(ctx.store, f, max_rows=ctx.max_rows), format, "dwell")

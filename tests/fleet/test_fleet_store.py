@@ -350,3 +350,72 @@ def test_json_from_columns_escapes_and_formats_like_python() -> None:
     assert json.loads(to_json(empty)) == {"rows": []} and len(empty) == 0
     with pytest.raises(ValueError, match="JSON"):  # NaN is not JSON, either way
         to_json(Table(("x",), arrow=pa.table({"x": [float("nan")]})))
+
+
+def same_answer(a: Table, b: Table) -> None:
+    """Equal rows; floats equal to 1e-9 (sums in another order)."""
+    assert a.columns == b.columns and len(a) == len(b) > 0
+    for x, y in zip(a.rows, b.rows, strict=True):
+        assert x[:4] == y[:4]  # bucket, site, device, line
+        assert x[4:] == pytest.approx(y[4:], rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "f",
+    [
+        Filters(interval="hour"),
+        Filters(interval="day", line="queue"),
+        Filters(interval="hour", device="dev-3", start=T0 + timedelta(hours=1)),
+        Filters(interval="day", site="site-1", end=T0 + timedelta(hours=2)),
+    ],
+)
+def test_occupancy_and_dwell_from_rollups_equal_the_raw_buckets(
+    store_db: str, make_aggregates: MakeAggs, write_all: WriteAll, f: Filters
+) -> None:
+    store = open_store(store_db)
+    try:
+        aggs = make_aggregates(n_devices=4, minutes=150)
+        # half the rows without zone stats: rollup groups mix NULL and values
+        for i, a in enumerate(aggs):
+            if i % 3 == 0:
+                aggs[i] = a.model_copy(update={"occupancy_mean": None, "occupancy_peak": None})
+            if i % 4 == 1:
+                aggs[i] = aggs[i].model_copy(update={"dwell": None})
+        write_all(store, aggs, chunk=37)  # an hour's rows over several batches: merged
+        write_all(store, aggs[::7], chunk=13)  # redelivered: must add nothing
+        assert queries.traffic_source(store, f) != "aggregates"
+        for query in (queries.occupancy, queries.dwell):
+            same_answer(query(store, f), query(store, f, rollups=False))
+        occ = to_records(queries.occupancy(store, f))
+        assert all(isinstance(r["occupancy_peak"], int) for r in occ)
+        dw = to_records(queries.dwell(store, f))
+        assert all(isinstance(r["visits"], int) for r in dw)
+    finally:
+        store.close()
+
+
+def test_rollups_from_before_occupancy_and_dwell_get_them(
+    tmp_path: Path, make_aggregates: MakeAggs, write_all: WriteAll
+) -> None:
+    path = str(tmp_path / "older.duckdb")
+    store = open_store(path)
+    write_all(store, make_aggregates(n_devices=2, minutes=70))
+    for table, _unit in sql.ROLLUPS:  # as written before the rollups had zone columns
+        for column, _kind, _expr in sql.ROLLUP_ZONE_COLUMNS:
+            store.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    store.close()
+    f = Filters(interval="day")
+    old = open_store(path, read_only=True)
+    try:
+        assert not old.has_rollups and queries.traffic_source(old, f) == "aggregates"
+        raw = queries.occupancy(old, f)
+    finally:
+        old.close()
+    store = open_store(path)
+    try:
+        assert store.has_rollups and queries.traffic_source(store, f) == "traffic_day"
+        same_answer(queries.occupancy(store, f), raw)
+        same_answer(queries.dwell(store, f), queries.dwell(store, f, rollups=False))
+    finally:
+        store.close()
