@@ -12,8 +12,8 @@
 3. The same on a throwaway PostgreSQL cluster (initdb in a temp folder, loopback only).
 
 Usage: python benchmarks/fleet.py [--aggregates N] [--publishers N] [--ingest-runs N]
-       [--devices N] [--days N] [--pg-devices N] [--repeat N] [--no-postgres]
-       [--only ingest|query]
+       [--devices N] [--days N] [--pg-devices N] [--repeat N] [--raw-repeat N]
+       [--no-postgres] [--only ingest|query]
 """
 
 from __future__ import annotations
@@ -275,6 +275,25 @@ def latencies(store: Any, devices: int, days: int, repeat: int) -> dict[str, lis
     return out
 
 
+def raw_latencies(store: Any, devices: int, days: int, repeat: int) -> dict[str, list[float]]:
+    """Occupancy and dwell read from the raw buckets (``rollups=False``), as before the
+    rollups kept them: the comparison for :func:`latencies`."""
+    from edgetally.fleet import queries
+    from edgetally.fleet.export import to_json
+
+    out: dict[str, list[float]] = {}
+    for query in (queries.occupancy, queries.dwell):
+        for name, f in zone_queries(devices, days):
+            def answer(query: Any = query, f: Any = f) -> int:
+                table = query(store, f, max_rows=10_000_000, rollups=False)
+                to_json(table)
+                return len(table)
+
+            rows, times = timed(answer, repeat)
+            out[f"{query.__name__}: {name} ({rows} rows)"] = times
+    return out
+
+
 @contextmanager
 def http_api(store: Any) -> Iterator[str]:
     """The fleet's analyst API (the app ``fleet serve`` runs) over HTTP on loopback."""
@@ -369,6 +388,9 @@ def query_bench(db: str, args: argparse.Namespace, devices: int) -> None:
                         latencies(store, devices, args.days, args.repeat))
         print_latencies(f"  HTTP API latency (JSON body received), {args.repeat} runs each",
                         api_latencies(store, devices, args.days, args.repeat))
+        raw_repeat = args.raw_repeat
+        print_latencies(f"  the same from the raw buckets (no rollup), {raw_repeat} runs each",
+                        raw_latencies(store, devices, args.days, raw_repeat))
     finally:
         store.close()
 
@@ -438,6 +460,8 @@ def main() -> None:
     parser.add_argument("--pg-devices", type=int, default=None,
                         help="devices for the PostgreSQL year (default: --devices)")
     parser.add_argument("--repeat", type=int, default=20, help="runs of each query")
+    parser.add_argument("--raw-repeat", type=int, default=3,
+                        help="runs of each occupancy/dwell query on the raw buckets")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--only", choices=("ingest", "query"), default=None)
     args = parser.parse_args()
