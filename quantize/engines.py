@@ -52,10 +52,51 @@ def _fold_constants(model: object) -> None:
     apply_moc_transformations(model, cf=True)
 
 
-def quantize_openvino(source: Path, tensors: list[Tensor], out_xml: Path) -> Path:
-    """FP32 model (ONNX, IR, TF frozen graph; whatever OpenVINO reads) -> INT8 OpenVINO IR."""
+# The ops where a head's predictions are made: the graph walk from the outputs stops at them.
+PREDICTION_OPS = frozenset({"Convolution", "GroupConvolution", "MatMul"})
+PRESETS = ("mixed", "performance")
+
+
+def head_scope(model: Any) -> list[str]:
+    """Names of the ops that make and assemble a detector's outputs: every op on the way back
+    from the outputs up to and including the last convolutions (YOLOX: the box, objectness and
+    class prediction convolutions, their sigmoids and the concats/reshapes of the output;
+    SSD: the box and class predictors and the box decoding)."""
+    names: list[str] = []
+    seen: set[str] = set()
+    todo = [result for result in model.get_results()]
+    while todo:
+        node = todo.pop()
+        name = node.get_friendly_name()
+        kind = node.get_type_name()
+        if name in seen or kind == "Parameter":
+            continue
+        seen.add(name)
+        if kind not in ("Constant", "Result"):
+            names.append(name)
+        if kind not in PREDICTION_OPS:
+            todo.extend(port.get_source_output().get_node() for port in node.inputs())
+    return names
+
+
+def quantize_openvino(
+    source: Path,
+    tensors: list[Tensor],
+    out_xml: Path,
+    *,
+    keep_head_fp32: bool = True,
+    preset: str = "mixed",
+) -> Path:
+    """FP32 model (ONNX, IR, TF frozen graph; whatever OpenVINO reads) -> INT8 OpenVINO IR.
+
+    ``keep_head_fp32`` leaves the detection head's prediction convolutions and the output
+    sub-graph in FP32 (a few small convolutions: no measurable cost, fewer boxes lost just
+    under the score threshold); ``preset`` is NNCF's: ``mixed`` (asymmetric activations)
+    or ``performance`` (symmetric)."""
     import openvino as ov
 
+    if preset not in PRESETS:
+        raise QuantizeError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
     nncf = _nncf()
     try:
         model = ov.Core().read_model(str(source))
@@ -66,15 +107,19 @@ def quantize_openvino(source: Path, tensors: list[Tensor], out_xml: Path) -> Pat
         _fold_constants(model)
     except Exception as exc:
         raise QuantizeError(f"OpenVINO cannot read {source.name}: {first_line(exc)}") from exc
+    ignored = (
+        nncf.IgnoredScope(names=head_scope(model), validate=False) if keep_head_fp32 else None
+    )
     try:
         with quiet():
             quantized = nncf.quantize(
                 model,
                 nncf.Dataset(tensors),
-                preset=nncf.QuantizationPreset.MIXED,
+                preset=nncf.QuantizationPreset(preset),
                 subset_size=len(tensors),
                 # Full bias correction: slower to quantize, keeps more boxes on few images.
                 fast_bias_correction=False,
+                ignored_scope=ignored,
             )
         ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
     except QuantizeError:

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from edgetally.models.zoo import ResolvedModel, resolve_model, sha256_of, write_sidecar
 from edgetally.quantize.data import load_frames, load_images
-from edgetally.quantize.engines import quantize_onnx, quantize_openvino
+from edgetally.quantize.engines import PRESETS, quantize_onnx, quantize_openvino
 from edgetally.quantize.errors import QuantizeError
 from edgetally.quantize.gate import (
     MAX_COUNT_DROP,
@@ -107,12 +107,18 @@ def quantize_model(
     min_agreement: float = MIN_AGREEMENT,
     max_count_drop: float = MAX_COUNT_DROP,
     calib_limit: int = 300,
+    keep_head_fp32: bool = True,
+    preset: str = "mixed",
     engine: Engine | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` to ``fmt`` and judge it; ``engine`` replaces the format's quantizer
-    (a callable writing the INT8 file from the source and the calibration tensors)."""
+    (a callable writing the INT8 file from the source and the calibration tensors).
+    ``keep_head_fp32`` and ``preset`` tune NNCF for ``openvino`` (see :func:`quantize_openvino`).
+    """
     if fmt not in FORMATS:
         raise QuantizeError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if preset not in PRESETS:
+        raise QuantizeError(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
     if eval_seq is not None and not lines:
         raise QuantizeError("--eval needs at least one --line x1,y1,x2,y2 to count on")
     if lines and eval_seq is None:
@@ -143,7 +149,8 @@ def quantize_model(
         if engine is not None:
             engine(source, tensors, target)
         elif fmt == "openvino":
-            quantize_openvino(source.path, tensors, target)
+            quantize_openvino(source.path, tensors, target, keep_head_fp32=keep_head_fp32,
+                              preset=preset)
         elif fmt == "onnx":
             quantize_onnx(source.path, tensors, target)
         else:

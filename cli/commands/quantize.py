@@ -30,16 +30,26 @@ def register(app: typer.Typer) -> None:
         max_images: int = typer.Option(
             300, "--max-images", min=1, help="Use at most this many calibration images."
         ),
+        keep_head_fp32: bool = typer.Option(
+            True, "--keep-head-fp32/--quantize-head",
+            help="openvino: keep the detection head's prediction convolutions and the output "
+                 "sub-graph in FP32 (default) or quantize them too.",
+        ),
+        preset: str = typer.Option(
+            "mixed", "--preset",
+            help="openvino: NNCF preset, mixed (asymmetric activations) or performance.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Quantize MODEL to INT8 on real images; write it only if it keeps its accuracy
         (agreement >= 0.95 with FP32 boxes, count accuracy at most 0.02 lower)."""
         from edgetally.quantize.errors import QuantizeError
+        from edgetally.quantize.gate import DIAGNOSTIC_DROP
         from edgetally.quantize.pipeline import quantize_model
 
         result = quantize_model(
             model, calib, fmt, out, eval_seq=eval_seq, lines=line, force=force, family=family,
-            calib_limit=max_images,
+            calib_limit=max_images, keep_head_fp32=keep_head_fp32, preset=preset,
         )
         data = result.as_json()
         if as_json:
@@ -50,8 +60,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 f"{result.format}: size {data['size_fp32']} -> {data['size_int8']} bytes, "
                 f"{data['fp32_ms']:.2f} -> {data['int8_ms']:.2f} ms/frame, agreement "
-                f"{agreement} ({c.matched_boxes}/{c.reference_boxes} boxes on {c.frames} frames)"
+                f"{agreement} ({c.matched_boxes}/{c.reference_boxes} boxes on {c.frames} frames, "
+                f"score >= {c.score_threshold:g} for both)"
             )
+            if c.agreement_lower is not None:
+                typer.echo(f"diagnostic, not gated: {c.agreement_lower:.3f} of the FP32 boxes "
+                           f"with INT8 boxes down to score {c.score_threshold - DIAGNOSTIC_DROP:g}")
             if result.count_accuracy_fp32 is not None:
                 typer.echo(f"count accuracy {result.count_accuracy_fp32:.3f} (FP32) -> "
                            f"{result.count_accuracy_int8:.3f} (INT8)")

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
-from edgetally.quantize.gate import iou_matrix, judge, matched
+from edgetally.quantize.gate import compare, iou_matrix, judge, matched
+from edgetally.runtime.detectors import Detector
 from edgetally.runtime.types import Detections
 
 
@@ -39,3 +42,36 @@ def test_judge() -> None:
     v = judge(0.90, 0.80, 0.70)
     assert not v.passed and len(v.reasons) == 2
     assert not judge(None, None, None).passed  # nothing to agree on is not a pass
+
+
+class ScoredBox:
+    """Stands in for a Detector: one fixed box with a fixed score, cut at its threshold."""
+
+    def __init__(self, score: float, threshold: float) -> None:
+        self.score = score
+        self.score_threshold = threshold
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return image
+
+    def infer(self, prepared: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray([self.score], np.float32)]
+
+    def postprocess(self, outputs: list[np.ndarray], prepared: np.ndarray) -> Detections:
+        keep = outputs[0] >= self.score_threshold
+        n = int(keep.sum())
+        return Detections(np.tile(np.asarray([[0, 0, 10, 10]], np.float32), (n, 1)),
+                          outputs[0][keep], np.zeros(n, np.int32))
+
+
+def test_compare_cuts_both_models_at_the_fp32_threshold() -> None:
+    fp32 = ScoredBox(0.30, threshold=0.25)
+    int8 = ScoredBox(0.22, threshold=0.10)  # its own lower threshold must not count
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 3
+    result = compare(cast(Detector, fp32), cast(Detector, int8), frames)
+    assert result.reference_boxes == 3 and result.matched_boxes == 0
+    assert result.agreement == 0.0 and result.score_threshold == 0.25
+    assert result.agreement_lower == 1.0  # 0.22 is within the diagnostic 0.05 below 0.25
+    assert int8.score_threshold == 0.10  # restored
+    result = compare(cast(Detector, fp32), cast(Detector, int8), frames, diagnostic_drop=0.01)
+    assert result.agreement_lower == 0.0

@@ -99,6 +99,7 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path: Path) -> None:
         (["--calib", str(tmp_path), "--format", "tflite8"], "--format"),
         (["--calib", str(tmp_path), "--format", "onnx", "--eval", str(tmp_path)], "--line"),
         (["--calib", str(tmp_path), "--format", "onnx"], "no images"),
+        (["--calib", str(tmp_path), "--format", "openvino", "--preset", "fast"], "--preset"),
     ]
     for args, needle in cases:
         proc = cli("quantize", str(model), *args, "--out", str(tmp_path / "o"))
