@@ -6,7 +6,9 @@ Example::
 
     site: shop-1
     device: entrance-box
-    broker: mqtt://127.0.0.1:1883
+    broker: mqtt://127.0.0.1:1883    # mqtts://HOST:8883 for TLS
+    # mqtt_password_file: broker.pw  # a closed fleet's broker: user SITE/DEVICE (shop-1/...)
+    # mqtt_ca: ca.crt                # the CA the mqtts:// broker's certificate is checked with
     outbox: /var/lib/edgetally/outbox.db
     bucket_seconds: 60
     power:                           # power telemetry, one message per bucket
@@ -36,8 +38,8 @@ Example::
                 - id: cola
                   polygon: [[20, 20], [110, 20], [110, 105], [20, 105]]
 
-Relative paths (outbox, audio files and models, a shelf's reference photo) are relative to
-the config file.
+Relative paths (outbox, audio files and models, a shelf's reference photo, the broker's
+password file and CA) are relative to the config file.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from edgetally.runtime.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 if TYPE_CHECKING:
+    from edgetally.runtime.broker import BrokerLogin
     from edgetally.runtime.shelf.config import ShelfConfig
 
 _ID_RE = re.compile(ID_PATTERN)
@@ -185,7 +188,8 @@ class UpdatesConfig(_Strict):
     device_class: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")
     fleet_url: str | None = Field(default=None, max_length=1024)  # how to reach the fleet
     fleet_token: str | None = Field(default=None, max_length=512)  # bundle downloads
-    mqtt_password: str | None = Field(default=None, max_length=512)  # user: site/device
+    # The broker password (user: site/device); the device's mqtt_password is used first.
+    mqtt_password: str | None = Field(default=None, max_length=512, repr=False)
     confirm_frames: int = Field(default=300, ge=1, le=1_000_000)
     precision: Literal["fp32", "fp16", "int8"] | None = None  # default: the running model's
 
@@ -232,6 +236,10 @@ class DeviceConfig(_Strict):
     site: Id
     device: Id
     broker: str = "mqtt://127.0.0.1:1883"
+    # The broker login (user site/device) and the CA of an mqtts:// broker's certificate.
+    mqtt_password: str | None = Field(default=None, max_length=512, repr=False)
+    mqtt_password_file: Path | None = None
+    mqtt_ca: Path | None = None
     outbox: Path = Path("edgetally-outbox.db")
     outbox_max: int = Field(default=100_000, ge=1, le=100_000_000)
     bucket_seconds: int = Field(default=60, ge=1, le=MAX_BUCKET_SECONDS)
@@ -254,6 +262,19 @@ class DeviceConfig(_Strict):
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    def broker_login(self) -> BrokerLogin:
+        """The broker's address and this device's login, shared by the publisher and the
+        update agent (the password file is read here)."""
+        from edgetally.runtime.broker import broker_login
+
+        password = self.mqtt_password
+        if password is None and self.mqtt_password_file is None and self.updates is not None:
+            password = self.updates.mqtt_password
+        return broker_login(
+            self.broker, site=self.site, device=self.device, password=password,
+            password_file=self.mqtt_password_file, ca_file=self.mqtt_ca,
+        )
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> DeviceConfig:
@@ -333,6 +354,10 @@ def load_config(path: Path) -> DeviceConfig:
     # Relative paths in a file are relative to the file, not to where it was run from.
     if not config.outbox.is_absolute():
         config = config.model_copy(update={"outbox": path.parent / config.outbox})
+    for key in ("mqtt_password_file", "mqtt_ca"):
+        value = getattr(config, key)
+        if value is not None and not value.is_absolute():
+            config = config.model_copy(update={key: path.parent / value})
     if config.audio is not None:
         config = config.model_copy(update={"audio": config.audio.relative_to(path.parent)})
     cameras = tuple(_shelf_relative(c, path.parent) for c in config.cameras)

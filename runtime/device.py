@@ -38,7 +38,7 @@ from edgetally.runtime.aggregator import AggregateDraft, Aggregator, ClosedBucke
 from edgetally.runtime.config import CameraConfig, DeviceConfig
 from edgetally.runtime.outbox import Checkpoint, Outbox
 from edgetally.runtime.power import PowerSampler, PowerSummary, open_meter
-from edgetally.runtime.publisher import Publisher
+from edgetally.runtime.publisher import Publisher, PublisherError
 from edgetally.runtime.types import Dwell, Frame, FrameResult
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class DeviceReport:
     next_seq: int
     power: PowerSummary | None = None  # None when power telemetry is off
     audio: AudioReport | None = None  # None without an audio source
+    broker_problem: str | None = None  # why messages remain, when the broker was the reason
 
     @property
     def aggregates(self) -> int:
@@ -216,15 +217,17 @@ class Device:
     def run(self, *, drain_timeout: float | None = None) -> DeviceReport:
         """Run every camera to its end (files) or until :attr:`stop` is set (live)."""
         cfg = self.config
+        login = cfg.broker_login()  # a missing password file or CA fails before counting
         pipelines = [self._pipeline_factory(cam, cfg) for cam in cfg.cameras]
         first = pipelines[0] if pipelines else None
         info = getattr(getattr(first, "detector", None), "info", None)
         if info is not None:
             self._model, self._backend = _safe_name(info.model), _safe_name(info.backend)
-        meter = open_meter(cfg.power, cfg.broker)  # an unreadable meter fails before publishing
+        # An unreadable meter fails before publishing (a plug: the broker, without login).
+        meter = open_meter(cfg.power, str(login.address))
         analyzer = self._audio_analyzer()  # so does a missing VAD or classifier model
         self.publisher = Publisher(
-            self.outbox, cfg.broker, site=cfg.site, device=cfg.device, status=self._status
+            self.outbox, login, site=cfg.site, device=cfg.device, status=self._status
         )
         self.publisher.start()
         sampler = self.power_sampler = self._start_power(meter, self.publisher)
@@ -267,8 +270,16 @@ class Device:
             self.outbox.close()
         if errors:
             raise errors[0]
+        problem = self.publisher.problem if remaining else None
+        if problem is not None and self.publisher.fatal:  # counted, kept, never delivered
+            raise PublisherError(
+                f"{problem}; {remaining} messages wait in the outbox {cfg.outbox}, "
+                "the next run sends them"
+            )
         audio = audio_reports[0] if audio_reports else None
-        return DeviceReport(tuple(reports), self.produced, remaining, next_seq, power, audio)
+        return DeviceReport(
+            tuple(reports), self.produced, remaining, next_seq, power, audio, problem
+        )
 
     def _audio_analyzer(self) -> AudioAnalyzer | None:
         if self.config.audio is None:

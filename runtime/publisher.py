@@ -23,55 +23,32 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
-from edgetally.runtime.errors import ConfigError, EdgeRuntimeError
+from edgetally.runtime.broker import (
+    BrokerAddress,
+    BrokerLogin,
+    broker_login,
+    make_client,
+    parse_broker_url,
+)
+from edgetally.runtime.errors import EdgeRuntimeError
 from edgetally.runtime.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = 64  # messages in flight (published, not yet acknowledged)
-DEFAULT_PORT = 1883
+__all__ = ["BrokerAddress", "Publisher", "PublisherError", "parse_broker_url"]
 
 StatusFactory = Callable[[Literal["online", "offline"]], DeviceStatus]
 
 
 class PublisherError(EdgeRuntimeError):
     """The publisher cannot be set up or a message cannot be handed to the broker."""
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://HOST[:PORT]`` (or ``tcp://``, or plain ``HOST[:PORT]``) -> host and port."""
-    text = url.strip()
-    if "://" not in text:
-        text = "mqtt://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ConfigError(
-            f"broker {url!r}: unsupported scheme {parts.scheme!r} (expected mqtt://HOST:PORT)"
-        )
-    try:
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise ConfigError(f"broker {url!r}: the port is not a number in 1-65535") from None
-    if not parts.hostname or parts.path not in ("", "/"):
-        raise ConfigError(f"broker {url!r}: expected mqtt://HOST:PORT")
-    return BrokerAddress(parts.hostname, port)
 
 
 def default_status(site: str, device: str) -> StatusFactory:
@@ -95,7 +72,7 @@ class Publisher:
     def __init__(
         self,
         outbox: Outbox,
-        broker: str,
+        broker: str | BrokerLogin,
         *,
         site: str,
         device: str,
@@ -105,19 +82,25 @@ class Publisher:
         client_id: str | None = None,
         max_backoff: int = 8,
     ) -> None:
+        """``broker``: a URL (a password in its userinfo logs in as ``site/device``) or a
+        :class:`~edgetally.runtime.broker.BrokerLogin` with the password and the CA."""
         self.outbox = outbox
-        self.address = parse_broker_url(broker)
+        if isinstance(broker, str):
+            broker = broker_login(broker, site=site, device=device)
+        self.login = broker
+        self.address = broker.address
         self.site, self.device = site, device
         self.status_topic = topic_for(site, device, "status")
         self._status = status or default_status(site, device)
         self._window = max(1, window)
         self._keepalive = keepalive
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"edgetally-{site}-{device}",
+        self._client = make_client(
+            broker,
+            client_id or f"edgetally-{site}-{device}",
             clean_session=True,
             protocol=mqtt.MQTTv311,
         )
+        self._told: str | None = None  # the last problem logged (each one once)
         self._client.max_inflight_messages_set(self._window)
         self._client.reconnect_delay_set(min_delay=1, max_delay=max_backoff)
         self._client.will_set(
@@ -162,6 +145,16 @@ class Publisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def problem(self) -> str | None:
+        """Why the last connection attempt failed, in one line (None once connected)."""
+        return self._client.problem
+
+    @property
+    def fatal(self) -> bool:
+        """The broker refused the login or TLS cannot succeed: retrying will not help."""
+        return self._client.fatal and not self.connected
+
     def publish_status(self) -> None:
         """Publish the (changed) status again; when offline it goes out on the next connect."""
         if self.connected:
@@ -170,12 +163,13 @@ class Publisher:
             )
 
     def drain(self, timeout: float) -> int:
-        """Wait until the outbox is empty or ``timeout`` seconds passed; returns what remains."""
+        """Wait until the outbox is empty or ``timeout`` seconds passed; returns what remains.
+        Returns at once when the broker refused the login or TLS failed (:attr:`fatal`)."""
         deadline = time.monotonic() + timeout
         while True:
             self._raise_pump_error()
             remaining = self.outbox.count()
-            if remaining == 0 or time.monotonic() >= deadline:
+            if remaining == 0 or time.monotonic() >= deadline or self.fatal:
                 return remaining
             self._wake.set()
             time.sleep(0.05)
@@ -202,9 +196,10 @@ class Publisher:
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
-        if reason.is_failure:
-            log.warning("broker %s refused the connection: %s", self.address, reason)
+        if not self._client.note_connack(reason):
+            self._tell()
             return
+        self._told = None
         self.connects += 1
         log.info("connected to %s", self.address)
         client.publish(self.status_topic, to_json(self._status("online")), qos=1, retain=True)
@@ -214,13 +209,22 @@ class Publisher:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        self._client.note_disconnect()
         if self._connected.is_set() and not self._stop.is_set():
             self.disconnects += 1
             log.warning("lost the broker %s (%s); reconnecting with backoff", self.address, reason)
         self._connected.clear()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        log.info("broker %s unreachable; retrying with backoff", self.address)
+        self._tell()
+
+    def _tell(self) -> None:
+        """Log the connection problem once (it repeats on every retry)."""
+        problem = self._client.problem or f"the broker {self.address} is unreachable"
+        if problem != self._told:
+            self._told = problem
+            level = logging.WARNING if self._client.fatal else logging.INFO
+            log.log(level, "%s; counting goes on into the outbox, retrying", problem)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any

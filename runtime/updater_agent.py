@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +21,13 @@ from edgetally.models.bundle import (
 from edgetally.models.errors import WireError
 from edgetally.models.topics import TOPIC_PREFIX, topic_for
 from edgetally.models.wire import Command, from_json
+from edgetally.runtime.broker import (
+    DEFAULT_PORT,
+    BrokerAddress,
+    BrokerLogin,
+    describe_connect_error,
+    make_client,
+)
 from edgetally.runtime.errors import EdgeRuntimeError
 from edgetally.runtime.updater import Updater, UpdateRequest
 
@@ -34,25 +41,28 @@ class UpdateAgent:
         site: str,
         device: str,
         *,
-        host: str,
-        port: int,
-        password: str,
+        login: BrokerLogin | None = None,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        password: str = "",
         ca_cert: Path | None = None,
     ) -> None:
+        """``login`` (the device's, shared with its publisher), or ``host``, ``port``,
+        ``password`` (user ``site/device``) and ``ca_cert`` (TLS when given)."""
         self.updater = updater
         self.site, self.device = site, device
         self._cmd_topic = topic_for(site, device, "cmd")
         self._report_topic = f"{TOPIC_PREFIX}/{site}/{device}/{UPDATE_TOPIC_KIND}"
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"{site}/{device}/updater"
-        )
-        self._client.username_pw_set(f"{site}/{device}", password)
-        if ca_cert is not None:
-            self._client.tls_set(ca_certs=str(ca_cert), cert_reqs=ssl.CERT_REQUIRED)
+        if login is None:
+            address = BrokerAddress(host, port, tls=ca_cert is not None)
+            login = BrokerLogin(address, f"{site}/{device}", password, ca_cert)
+        self.login = login
+        self._client = make_client(login, f"{site}/{device}/updater")
         self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
-        self._host, self._port = host, port
+        self._host, self._port = login.address.host, login.address.port
         self._jobs: queue.Queue[Command | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name=f"updater-{device}", daemon=True)
         self._subscribed = threading.Event()
@@ -64,20 +74,18 @@ class UpdateAgent:
         """Recover, connect and subscribe. ``wait=False`` (a device that must count even
         while the broker is away): connect in the background, retrying, and return at once."""
         crash = self.updater.recover()
+        self._client.reconnect_delay_set(min_delay=1, max_delay=8)
         try:
             if wait:
                 self._client.connect(self._host, self._port)
             else:
-                self._client.reconnect_delay_set(min_delay=1, max_delay=8)
                 self._client.connect_async(self._host, self._port)
-        except (OSError, ssl.SSLError) as exc:
-            raise EdgeRuntimeError(
-                f"cannot reach the broker {self._host}:{self._port}: {exc}"
-            ) from None
+        except OSError as exc:
+            raise EdgeRuntimeError(describe_connect_error(exc, self.login)[0]) from None
         self._client.loop_start()
         self._worker.start()
-        if wait and not self._subscribed.wait(timeout):
-            raise EdgeRuntimeError(f"{self.site}/{self.device}: no subscription to its cmd topic")
+        if wait:
+            self._wait_subscribed(timeout)
         trial = self.updater.recovered  # also when the caller ran recover() before start()
         if trial is not None:
             self.updater.recovered = None
@@ -85,6 +93,28 @@ class UpdateAgent:
             sha = trial.get("sha256") or self.last_sha256
             if rollout and sha:
                 self._report(rollout, sha, "failed", crash or trial.get("reason"))
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
+    @property
+    def problem(self) -> str | None:
+        """Why the last connection attempt failed, in one line (None once connected)."""
+        return self._client.problem
+
+    @property
+    def fatal(self) -> bool:
+        """The broker refused the login or TLS cannot succeed: retrying will not help."""
+        return self._client.fatal
+
+    def _wait_subscribed(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._subscribed.wait(0.1):
+            if self.fatal or time.monotonic() >= deadline:
+                self.stop()
+                why = self.problem or "no subscription to its cmd topic"
+                raise EdgeRuntimeError(f"update agent {self.site}/{self.device}: {why}")
 
     def stop(self) -> None:
         self._jobs.put(None)
@@ -95,10 +125,13 @@ class UpdateAgent:
     def _on_connect(
         self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
     ) -> None:
-        if getattr(rc, "is_failure", False):
-            log.warning("broker refused %s/%s: %s", self.site, self.device, rc)
+        if not self._client.note_connack(rc):
+            log.warning("update agent: %s", self._client.problem)
             return
         client.subscribe(self._cmd_topic, qos=1)
+
+    def _on_disconnect(self, client: mqtt.Client, *args: object) -> None:
+        self._client.note_disconnect()
 
     def _on_subscribe(self, *args: object) -> None:
         self._subscribed.set()

@@ -20,7 +20,6 @@ from edgetally.runtime.config import DeviceConfig
 from edgetally.runtime.device import Device, DeviceReport, default_pipeline
 from edgetally.runtime.errors import ConfigError
 from edgetally.runtime.model_slot import ModelSlot, detector_loader, family_of
-from edgetally.runtime.publisher import parse_broker_url
 from edgetally.runtime.updater import Updater
 from edgetally.runtime.updater_agent import UpdateAgent
 
@@ -32,7 +31,6 @@ class UpdateOptions:
     device_class: str
     fleet_url: str | None = None
     fleet_token: str | None = None
-    mqtt_password: str | None = None
     confirm_frames: int = 300
     precision: str | None = None
 
@@ -103,11 +101,7 @@ def run_with_updates(
         slot.label = f"{manifest.name}@{manifest.version}"
     elif _is_bundle(config.model):
         raise ConfigError(f"model {config.model}: a bundle, but it could not be installed")
-    broker = parse_broker_url(config.broker)
-    agent = UpdateAgent(
-        updater, config.site, config.device,
-        host=broker.host, port=broker.port, password=options.mqtt_password or "",
-    )
+    agent = UpdateAgent(updater, config.site, config.device, login=config.broker_login())
     device = Device(config, pipeline_factory=slot.wrap(default_pipeline), stop=stop)
     agent.start(wait=False)
     try:

@@ -106,7 +106,19 @@ def run(
     site: str | None = typer.Option(None, "--site", help="Site (shop) id."),
     device_id: str | None = typer.Option(None, "--device-id", help="This device's id."),
     broker: str | None = typer.Option(
-        None, "--broker", help="MQTT broker, mqtt://HOST:PORT (default mqtt://127.0.0.1:1883)."
+        None, "--broker",
+        help="MQTT broker, mqtt://HOST:PORT (default mqtt://127.0.0.1:1883), or "
+        "mqtts://HOST:8883 for TLS.",
+    ),
+    mqtt_password: str | None = typer.Option(
+        None, "--mqtt-password",
+        help="Broker password of user SITE/DEVICE (publisher and update agent).",
+    ),
+    mqtt_password_file: Path | None = typer.Option(
+        None, "--mqtt-password-file", help="A file whose first line is the broker password."
+    ),
+    ca: Path | None = typer.Option(
+        None, "--ca", help="CA certificate an mqtts:// broker's certificate must be signed by."
     ),
     outbox: Path | None = typer.Option(
         None, "--outbox", help="SQLite outbox file (default ./edgetally-outbox.db)."
@@ -165,9 +177,6 @@ def run(
     fleet_token: str | None = typer.Option(
         None, "--fleet-token", help="Bearer token (role device) for bundle downloads."
     ),
-    mqtt_password: str | None = typer.Option(
-        None, "--mqtt-password", help="The update agent's broker password (user SITE/DEVICE)."
-    ),
     confirm_frames: int | None = typer.Option(
         None, "--confirm-frames",
         help="Inferred frames a new model must run without error before it is kept (300).",
@@ -187,6 +196,7 @@ def run(
     """
     import threading
 
+    from edgetally.runtime.broker import redact_url
     from edgetally.runtime.device import Device, install_stop_signals
 
     cfg = _cli_config(
@@ -197,6 +207,9 @@ def run(
             "site": site,
             "device": device_id,
             "broker": broker,
+            "mqtt_password": mqtt_password,
+            "mqtt_password_file": mqtt_password_file,
+            "mqtt_ca": ca,
             "outbox": outbox,
             "outbox_max": outbox_max,
             "bucket_seconds": bucket_seconds,
@@ -223,7 +236,6 @@ def run(
             "device_class": device_class,
             "fleet_url": fleet_url,
             "fleet_token": fleet_token,
-            "mqtt_password": mqtt_password,
             "confirm_frames": confirm_frames,
         },
     )
@@ -263,14 +275,16 @@ def run(
             kind = "measured" if p.measured else "estimated"
             typer.echo(f"power: {p.source} ({kind}), {p.buckets} buckets, {p.wh:.4f} Wh")
         typer.echo(
-            f"published to {cfg.broker}; outbox {cfg.outbox}: {report.remaining} waiting, "
-            f"next sequence {report.next_seq}"
+            f"published to {redact_url(cfg.broker)}; outbox {cfg.outbox}: "
+            f"{report.remaining} waiting, next sequence {report.next_seq}"
         )
     if report.remaining:
+        why = report.broker_problem or (
+            f"the broker {redact_url(cfg.broker)} did not acknowledge them in time"
+        )
         print(
             f"edgetally: warning: {report.remaining} messages still wait in the outbox "
-            f"{cfg.outbox} (the broker {cfg.broker} did not acknowledge them in time); "
-            "the next run sends them",
+            f"{cfg.outbox} ({why}); the next run sends them",
             file=sys.stderr,
         )
         raise typer.Exit(EXIT_UNDELIVERED)
@@ -298,8 +312,8 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
         raise ConfigError(f"updates.{describe_error(exc)}") from None
     return UpdateOptions(
         models_dir=u.models_dir, fleet_pubkey=u.fleet_pubkey, device_class=u.device_class,
-        fleet_url=u.fleet_url, fleet_token=u.fleet_token, mqtt_password=u.mqtt_password,
-        confirm_frames=u.confirm_frames, precision=u.precision,
+        fleet_url=u.fleet_url, fleet_token=u.fleet_token, confirm_frames=u.confirm_frames,
+        precision=u.precision,
     )
 
 
@@ -307,14 +321,17 @@ def validate_config(
     file: Path = typer.Argument(..., help="A device config file (YAML)."),
 ) -> None:
     """Check a device config file; print what it describes or the key that is wrong."""
+    from edgetally.runtime.broker import redact_url
     from edgetally.runtime.config import load_config
 
     cfg = load_config(file)
+    cfg.broker_login()  # the password file and the CA are there
     lines = sum(len(c.lines) for c in cfg.cameras)
     zones = sum(len(c.zones) for c in cfg.cameras)
     typer.echo(
         f"OK {file}: site {cfg.site}, device {cfg.device}, {len(cfg.cameras)} cameras, "
-        f"{lines} lines, {zones} zones, {cfg.bucket_seconds} s buckets, broker {cfg.broker}"
+        f"{lines} lines, {zones} zones, {cfg.bucket_seconds} s buckets, "
+        f"broker {redact_url(cfg.broker)}"
     )
 
 

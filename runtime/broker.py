@@ -1,0 +1,272 @@
+"""How the device reaches its broker: the address, the login and TLS, shared by the
+publisher and the update agent, and one-line reasons when a connection fails.
+
+``mqtt://HOST[:PORT]`` is plain MQTT (port 1883 by default), ``mqtts://HOST[:PORT]`` is TLS
+(8883), checked against the CA file given (``--ca``) or the system's CAs. A closed fleet's
+broker (``edgetally fleet broker-config``) knows each device as user ``SITE/DEVICE``; its
+password comes from ``--mqtt-password``, a password file or the URL's userinfo
+(``mqtts://:PASSWORD@HOST``). The password is never printed: :class:`BrokerLogin` and the
+URLs shown drop it.
+
+A refused login and a TLS handshake that cannot succeed are *fatal*: retrying will not
+help, the caller should stop and say why. A broker that does not answer (nothing listens,
+the network is down) is not: the device keeps counting into its outbox and retries.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from edgetally.runtime.errors import ConfigError
+
+DEFAULT_PORT = 1883
+DEFAULT_TLS_PORT = 8883
+MAX_PASSWORD_BYTES = 512
+# CONNACK reason codes (MQTT 5 numbering, which paho also uses for 3.1.1 answers).
+_BAD_LOGIN = 134  # bad user name or password
+_NOT_AUTHORISED = 135
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool = False
+
+    def __str__(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLogin:
+    """Where the broker is and how to log in; ``str()`` never shows the password."""
+
+    address: BrokerAddress
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+    @property
+    def who(self) -> str:
+        return self.username or "an anonymous client"
+
+
+def _split(url: str) -> tuple[BrokerAddress, str | None, str | None]:
+    text = url.strip()
+    if "://" not in text:
+        text = "mqtt://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(
+            f"broker {redact_url(url)!r}: the port is not a number in 1-65535"
+        ) from None
+    if parts.scheme not in ("mqtt", "mqtts", "tcp"):
+        raise ConfigError(
+            f"broker {redact_url(url)!r}: unsupported scheme {parts.scheme!r} "
+            "(expected mqtt://HOST:PORT or mqtts://HOST:PORT)"
+        )
+    if "@" in parts.path:
+        raise ConfigError(
+            f"broker {redact_url(url)!r}: a login in the URL is written "
+            "mqtts://:PASSWORD@HOST (or SITE%2FDEVICE:PASSWORD@HOST)"
+        )
+    if not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"broker {redact_url(url)!r}: expected mqtt://HOST:PORT")
+    tls = parts.scheme == "mqtts"
+    address = BrokerAddress(
+        parts.hostname, port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT), tls
+    )
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return address, user, password
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """``mqtt[s]://[USER[:PASS]@]HOST[:PORT]`` (or ``tcp://``, or plain ``HOST[:PORT]``)."""
+    return _split(url)[0]
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password in its userinfo replaced by ``***`` (for messages)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{hostpart}"
+
+
+def read_password_file(path: Path) -> str:
+    """The first line of ``path``, without surrounding white space."""
+    try:
+        data = path.read_bytes()[: MAX_PASSWORD_BYTES + 1]
+    except OSError as exc:
+        raise ConfigError(f"cannot read the password file {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"password file {path}: not UTF-8 text") from None
+    lines = text.splitlines()
+    password = lines[0].strip() if lines else ""
+    if not password or len(data) > MAX_PASSWORD_BYTES:
+        raise ConfigError(f"password file {path}: expected one line with the password")
+    return password
+
+
+def broker_login(
+    url: str,
+    *,
+    site: str,
+    device: str,
+    password: str | None = None,
+    password_file: Path | None = None,
+    ca_file: Path | None = None,
+) -> BrokerLogin:
+    """The device's login: user ``SITE/DEVICE`` whenever a password is given (a flag, a
+    file or the URL), TLS for ``mqtts://`` (checked against ``ca_file`` when given)."""
+    address, url_user, url_password = _split(url)
+    user = f"{site}/{device}"
+    if url_user is not None and url_user != user:
+        raise ConfigError(
+            f"broker {redact_url(url)!r}: this device logs in as {user}, not {url_user}"
+        )
+    if password is not None and password_file is not None:
+        raise ConfigError("give the broker password once: --mqtt-password or a password file")
+    if password_file is not None:
+        password = read_password_file(password_file)
+    if password is not None and url_password is not None and password != url_password:
+        raise ConfigError(
+            f"broker {redact_url(url)!r}: the URL holds a different password than the one given"
+        )
+    password = password if password is not None else url_password
+    if ca_file is not None:
+        if not address.tls:
+            raise ConfigError(
+                f"--ca is for a TLS broker: use mqtts://{address.host}:{DEFAULT_TLS_PORT}"
+            )
+        if not ca_file.is_file():
+            raise ConfigError(f"CA file {ca_file}: no such file")
+    login_user = user if (password is not None or url_user is not None) else None
+    return BrokerLogin(address, login_user, password, ca_file)
+
+
+def make_client(
+    login: BrokerLogin, client_id: str, **kwargs: Any
+) -> WatchedClient:
+    """A paho client set up with ``login``'s user, password and TLS."""
+    client = WatchedClient(login, mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, **kwargs)
+    if login.username is not None:
+        client.username_pw_set(login.username, login.password)
+    if login.address.tls:
+        try:
+            client.tls_set(
+                ca_certs=str(login.ca_file) if login.ca_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"CA file {login.ca_file}: not a PEM certificate ({exc})") from None
+    return client
+
+
+class WatchedClient(mqtt.Client):
+    """A paho client that remembers why its last connection attempt failed.
+
+    paho's network thread swallows the exception of a failed (re)connect; this keeps it as
+    a one-line :attr:`problem`, with :attr:`fatal` when retrying cannot help."""
+
+    def __init__(self, login: BrokerLogin, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.login = login
+        self.problem: str | None = None
+        self.fatal = False
+        self._answered = False
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        self._answered = False
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.problem, self.fatal = describe_connect_error(exc, self.login)
+            raise
+
+    def note_connack(self, reason: Any) -> bool:
+        """Record the broker's answer; True when it accepted the connection."""
+        self._answered = True
+        if not getattr(reason, "is_failure", False):
+            self.problem, self.fatal = None, False
+            return True
+        self.problem, self.fatal = describe_refusal(reason, self.login)
+        return False
+
+    def note_disconnect(self) -> None:
+        """The connection closed; before the broker answered, that says something."""
+        if not self._answered and self.problem is None:
+            a = self.login.address
+            hint = "a TLS port? then use mqtts://" if not a.tls else "is the port right?"
+            self.problem = f"the broker {a} closed the connection before answering ({hint})"
+
+
+def describe_refusal(reason: Any, login: BrokerLogin) -> tuple[str, bool]:
+    """A CONNACK refusal -> (one-line reason, fatal)."""
+    value = getattr(reason, "value", None)
+    if value in (_BAD_LOGIN, _NOT_AUTHORISED):
+        how = (
+            "check its password" if login.username else "it needs the password of SITE/DEVICE"
+        )
+        return (
+            f"the broker {login} refused {login.who}: not authorised; {how} "
+            "(--mqtt-password or --mqtt-password-file)",
+            True,
+        )
+    return f"the broker {login} refused {login.who}: {reason}", False
+
+
+def describe_connect_error(exc: OSError, login: BrokerLogin) -> tuple[str, bool]:
+    """An exception of a connection attempt -> (one-line reason, fatal)."""
+    a = login.address
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or "certificate refused"
+        if "hostname" in str(detail).lower() or "ip address mismatch" in str(detail).lower():
+            hint = f"connect by a name its certificate holds, not {a.host}"
+        else:
+            hint = (
+                f"its certificate is not signed by the CA of --ca {login.ca_file}"
+                if login.ca_file
+                else "its certificate is not signed by a CA of the system; give its CA with --ca"
+            )
+        return f"TLS with the broker {a} failed: {detail} ({hint})", True
+    if isinstance(exc, ssl.SSLError):
+        detail = exc.reason or str(exc)
+        return (
+            f"TLS with the broker {a} failed: {detail} "
+            f"(is {a.port} a TLS port? mqtts:// is for TLS listeners, mqtt:// for plain ones)",
+            True,
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f"nothing listens at {a} (connection refused; is the broker running, "
+            "is the port right?)",
+            False,
+        )
+    if isinstance(exc, ConnectionResetError) and a.tls:
+        return (
+            f"the broker {a} reset the connection during the TLS handshake (is {a.port} a TLS "
+            "port? mqtt:// is for plain listeners)",
+            False,
+        )
+    if isinstance(exc, TimeoutError):
+        return f"the broker {a} did not answer (timed out)", False
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot reach the broker {a}: {text}", False
