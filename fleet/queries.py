@@ -8,6 +8,7 @@ write a function like :func:`traffic` (``store.dialect.bucket`` for time buckets
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,14 +54,18 @@ def _grouped(
     what: str,
     table: str = "aggregates",
     time_column: str = "start",
+    group: bool = True,
 ) -> Table:
-    bucket = store.dialect.bucket(time_column, f.interval)
+    """``select`` per bucket, site, device and line of ``table``; ``group=False`` when the
+    table already holds one row per such group (a rollup of the asked interval)."""
+    bucket = store.dialect.bucket(time_column, f.interval) if group else time_column
     clause, params = where(f, time_column=time_column)
     if extra_where:
         clause = f"{clause} AND {extra_where}" if clause else f" WHERE {extra_where}"
     text = (
         f"SELECT {bucket} AS bucket, site, device, line, {select} FROM {table}{clause} "
-        f"GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 LIMIT {int(max_rows) + 1}"
+        f"{'GROUP BY 1, 2, 3, 4 ' if group else ''}ORDER BY 1, 2, 3, 4 "
+        f"LIMIT {int(max_rows) + 1}"
     )
     result = store.fetch_arrow(text, params)
     if len(result) > max_rows:
@@ -94,6 +99,17 @@ def traffic_source(store: Store, f: Filters) -> str:
     return "aggregates"
 
 
+Agg = Callable[[str, str], str]
+
+
+def _grouping(fn: str, column: str) -> str:
+    return f"{fn}({column})"
+
+
+def _one_row(fn: str, column: str) -> str:
+    return column  # one rollup row per group: its sum or max is itself
+
+
 def _from_rollup(
     store: Store,
     f: Filters,
@@ -101,13 +117,23 @@ def _from_rollup(
     max_rows: int,
     what: str,
     raw: tuple[str, str],
-    rolled: tuple[str, str],
+    rolled: tuple[Callable[[Agg], str], str],
 ) -> Table:
-    """Run ``raw`` (select, where) on ``aggregates`` or ``rolled`` on the rollup that fits."""
+    """Run ``raw`` (select, where) on ``aggregates``, or ``rolled`` on the rollup that fits:
+    without grouping when the rollup's unit is the interval (its rows are the answer's)."""
     table = traffic_source(store, f) if rollups else "aggregates"
-    select, extra = raw if table == "aggregates" else rolled
-    time_column = "start" if table == "aggregates" else "bucket"
-    return _grouped(store, f, select, extra, max_rows, what, table, time_column)
+    if table == "aggregates":
+        return _grouped(store, f, raw[0], raw[1], max_rows, what)
+    group = dict(sql.ROLLUPS)[table] != f.interval
+    select = rolled[0](_grouping if group else _one_row)
+    return _grouped(store, f, select, rolled[1], max_rows, what, table, "bucket", group)
+
+
+def _traffic_select(agg: Agg) -> str:
+    return (
+        f'CAST({agg("sum", "in_count")} AS BIGINT) AS "in", '
+        f'CAST({agg("sum", "out_count")} AS BIGINT) AS "out"'
+    )
 
 
 def traffic(
@@ -115,8 +141,13 @@ def traffic(
 ) -> Table:
     """People in and out per bucket, site, device and line (from a rollup when one fits;
     ``rollups=False`` always reads the stored aggregates)."""
-    select = 'CAST(sum(in_count) AS BIGINT) AS "in", CAST(sum(out_count) AS BIGINT) AS "out"'
-    return _from_rollup(store, f, rollups, max_rows, "traffic", (select, ""), (select, ""))
+    raw = (_traffic_select(_grouping), "")
+    return _from_rollup(store, f, rollups, max_rows, "traffic", raw, (_traffic_select, ""))
+
+
+def _occupancy_select(agg: Agg) -> str:
+    mean = f"{agg('sum', 'occupancy_sum')} / {agg('sum', 'occupancy_s')}"
+    return f"{mean} AS occupancy_mean, {agg('max', 'occupancy_peak')} AS occupancy_peak"
 
 
 def occupancy(
@@ -124,9 +155,10 @@ def occupancy(
 ) -> Table:
     """Zone occupancy per bucket: time-weighted mean and peak (exact from a rollup too: it
     keeps occupancy x seconds, the seconds and the peak)."""
-    peak = "max(occupancy_peak) AS occupancy_peak"
-    raw = f"sum(occupancy_mean * seconds) / sum(seconds) AS occupancy_mean, {peak}"
-    rolled = f"sum(occupancy_sum) / sum(occupancy_s) AS occupancy_mean, {peak}"
+    raw = (
+        "sum(occupancy_mean * seconds) / sum(seconds) AS occupancy_mean, "
+        "max(occupancy_peak) AS occupancy_peak"
+    )
     return _from_rollup(
         store,
         f,
@@ -134,7 +166,16 @@ def occupancy(
         max_rows,
         "occupancy",
         (raw, "occupancy_mean IS NOT NULL"),
-        (rolled, "occupancy_s IS NOT NULL"),
+        (_occupancy_select, "occupancy_s IS NOT NULL"),
+    )
+
+
+def _dwell_select(agg: Agg) -> str:
+    visits = agg("sum", "dwell_count")
+    return (
+        f"CAST({visits} AS BIGINT) AS visits, "
+        f"{agg('sum', 'dwell_median_sum')} / {visits} AS median_s, "
+        f"{agg('sum', 'dwell_p90_sum')} / {visits} AS p90_s"
     )
 
 
@@ -148,17 +189,13 @@ def dwell(
     buckets' own median and p90, an approximation (a median cannot be merged from medians),
     and the same whether read from the aggregates or from a rollup.
     """
-    visits = "CAST(sum(dwell_count) AS BIGINT) AS visits"
     raw = (
-        f"{visits}, sum(dwell_median_s * dwell_count) / sum(dwell_count) AS median_s, "
+        "CAST(sum(dwell_count) AS BIGINT) AS visits, "
+        "sum(dwell_median_s * dwell_count) / sum(dwell_count) AS median_s, "
         "sum(dwell_p90_s * dwell_count) / sum(dwell_count) AS p90_s"
     )
-    rolled = (
-        f"{visits}, sum(dwell_median_sum) / sum(dwell_count) AS median_s, "
-        "sum(dwell_p90_sum) / sum(dwell_count) AS p90_s"
-    )
     where = "dwell_count IS NOT NULL"
-    return _from_rollup(store, f, rollups, max_rows, "dwell", (raw, where), (rolled, where))
+    return _from_rollup(store, f, rollups, max_rows, "dwell", (raw, where), (_dwell_select, where))
 
 
 def events(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
