@@ -54,12 +54,12 @@ def to_records(table: Table) -> list[dict[str, Any]]:
 def to_json(table: Table) -> bytes:
     """``{"rows": [...]}`` as UTF-8 JSON: the rows of :func:`to_records`, built from the
     Arrow columns when the table has them (no Python value per cell)."""
-    text = _arrow_rows_json(table.arrow) if table.arrow is not None else None
-    if text is None:
+    rows = _arrow_rows_json(table.arrow) if table.arrow is not None else None
+    if rows is None:
         return json.dumps(
             {"rows": to_records(table)}, ensure_ascii=False, allow_nan=False, separators=(",", ":")
         ).encode()
-    return b'{"rows":[' + text.encode() + b"]}"
+    return b"".join((b'{"rows":[', rows, b"]}"))
 
 
 def _json_fragments(col: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array | None:
@@ -94,10 +94,11 @@ def _each_distinct(col: pa.ChunkedArray, render: Callable[[Any], str]) -> pa.Arr
     return pc.take(texts, coded.indices)
 
 
-def _arrow_rows_json(arrow: pa.Table) -> str | None:
-    """The JSON objects of the rows, comma-separated, or None when a column needs Python."""
+def _arrow_rows_json(arrow: pa.Table) -> bytes | memoryview | None:
+    """The JSON objects of the rows, comma-separated (UTF-8), or None when a column needs
+    Python."""
     if arrow.num_rows == 0:
-        return ""
+        return b""
     parts: list[Any] = []
     for i, (name, col) in enumerate(zip(arrow.column_names, arrow.columns, strict=True)):
         fragment = _json_fragments(col)
@@ -109,8 +110,8 @@ def _arrow_rows_json(arrow: pa.Table) -> str | None:
     if isinstance(rows, pa.ChunkedArray):
         rows = rows.combine_chunks()
     lists = pa.LargeListArray.from_arrays(pa.array([0, len(rows)], pa.int64()), rows)
-    joined: str = pc.binary_join(lists, ",")[0].as_py()
-    return joined
+    joined = pc.binary_join(lists, ",")[0]
+    return memoryview(joined.as_buffer())  # the UTF-8 bytes as they are, no str between
 
 
 def to_csv(table: Table) -> bytes:
