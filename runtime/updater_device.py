@@ -5,23 +5,31 @@ the model comes from ``MODELS_DIR/current`` when there is one (else the configur
 signed bundle given as the model is installed as the first slot), and the agent listens on
 the device's cmd topic on the same broker. A rollout swaps the pipelines' detectors at a
 frame boundary (:mod:`edgetally.runtime.model_slot`) and the status says which model runs.
+The agent logs in to the broker as the device does (:meth:`DeviceConfig.broker_login`).
+
+:func:`run_agent` is the agent alone (``device update-agent``), for a device whose counting
+runs elsewhere: it installs, checks and switches ``MODELS_DIR/current`` for whatever loads it.
 """
 
 from __future__ import annotations
 
 import tarfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgetally.models.bundle import BundleManifest, load_public_key
+import numpy as np
+from edgetally.models.bundle import BundleManifest, BundleTarget, load_public_key
+from edgetally.runtime.broker import BrokerLogin
 from edgetally.runtime.config import DeviceConfig
 from edgetally.runtime.device import Device, DeviceReport, default_pipeline
-from edgetally.runtime.errors import ConfigError
+from edgetally.runtime.errors import ConfigError, EdgeRuntimeError
 from edgetally.runtime.model_slot import ModelSlot, detector_loader, family_of
 from edgetally.runtime.updater import Updater
 from edgetally.runtime.updater_agent import UpdateAgent
+from edgetally.runtime.updater_health import DetectorHealthCheck, HealthCheck, OnnxHealthCheck
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +120,72 @@ def run_with_updates(
     model = slot.proxies[0].info.model if slot.proxies else None
     summary = UpdateSummary(model, recovered, slot.swaps, tuple(slot.failures))
     return report, summary
+
+
+def _label(slot: Path | None) -> str | None:
+    if slot is None:
+        return None
+    manifest = slot_manifest(slot)
+    return f"{manifest.name}@{manifest.version}"
+
+
+def _standalone_check(backend: str, models_dir: Path) -> HealthCheck:
+    """ONNX models are checked with ONNX Runtime; other backends load through the device's
+    detectors and run on a reference frame (there is no camera to take one from)."""
+    if backend == "onnxruntime":
+        return OnnxHealthCheck()
+
+    def load(model: Path) -> Any:
+        from edgetally.runtime.detectors import load_detector
+
+        return load_detector(str(model), backend)
+
+    def in_use() -> Path | None:
+        link = models_dir / "current"
+        slot = link.resolve() if link.is_symlink() else None
+        return None if slot is None else slot / slot_manifest(slot).model_file
+
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    return DetectorHealthCheck(load=load, frames=lambda: [frame], in_use=in_use)
+
+
+def run_agent(
+    login: BrokerLogin,
+    site: str,
+    device: str,
+    options: UpdateOptions,
+    stop: threading.Event,
+    *,
+    backend: str = "onnxruntime",
+    on_ready: Callable[[], None] = lambda: None,
+) -> str | None:
+    """The update agent alone until ``stop``: takes part in rollouts for ``site/device``
+    (target ``backend:precision:device_class``); returns the model current at the end. A
+    refused login or a failed TLS handshake ends it with an error. ``on_ready`` is called
+    once the agent listens on its cmd topic."""
+    target = BundleTarget(
+        backend=backend,
+        precision=options.precision or "fp32",  # type: ignore[arg-type]
+        device_class=options.device_class,
+    )
+    updater = Updater(
+        options.models_dir,
+        load_public_key(options.fleet_pubkey),
+        target,
+        _standalone_check(backend, options.models_dir),
+        token=options.fleet_token,
+        fleet_url=options.fleet_url,
+    )
+    agent = UpdateAgent(updater, site, device, login=login)
+    agent.start(wait=False)
+    ready = False
+    try:
+        while not stop.wait(0.2):
+            if agent.subscribed and not ready:
+                ready = True
+                on_ready()
+            if agent.fatal:
+                raise EdgeRuntimeError(f"update agent {site}/{device}: {agent.problem}")
+    finally:
+        agent.stop()
+    return _label(updater.current)

@@ -18,6 +18,23 @@ device_app = typer.Typer(
 
 EXIT_UNDELIVERED = 3
 
+_MQTT_PASSWORD = typer.Option(
+    None, "--mqtt-password",
+    help="Broker password of user SITE/DEVICE (publisher and update agent).",
+)
+_MQTT_PASSWORD_FILE = typer.Option(
+    None, "--mqtt-password-file", help="A file whose first line is the broker password."
+)
+_CA = typer.Option(
+    None, "--ca", help="CA certificate an mqtts:// broker's certificate must be signed by."
+)
+_FLEET_URL = typer.Option(
+    None, "--fleet-url", help="Download bundles from this fleet URL (default: as announced)."
+)
+_FLEET_TOKEN = typer.Option(
+    None, "--fleet-token", help="Bearer token (role device) for bundle downloads."
+)
+
 
 def _camera_id(source: str) -> str:
     stem = Path(source).stem if not source.isdigit() else f"camera{source}"
@@ -110,16 +127,9 @@ def run(
         help="MQTT broker, mqtt://HOST:PORT (default mqtt://127.0.0.1:1883), or "
         "mqtts://HOST:8883 for TLS.",
     ),
-    mqtt_password: str | None = typer.Option(
-        None, "--mqtt-password",
-        help="Broker password of user SITE/DEVICE (publisher and update agent).",
-    ),
-    mqtt_password_file: Path | None = typer.Option(
-        None, "--mqtt-password-file", help="A file whose first line is the broker password."
-    ),
-    ca: Path | None = typer.Option(
-        None, "--ca", help="CA certificate an mqtts:// broker's certificate must be signed by."
-    ),
+    mqtt_password: str | None = _MQTT_PASSWORD,
+    mqtt_password_file: Path | None = _MQTT_PASSWORD_FILE,
+    ca: Path | None = _CA,
     outbox: Path | None = typer.Option(
         None, "--outbox", help="SQLite outbox file (default ./edgetally-outbox.db)."
     ),
@@ -171,12 +181,8 @@ def run(
     device_class: str | None = typer.Option(
         None, "--device-class", help="This device's class in bundle targets (e.g. rpi5)."
     ),
-    fleet_url: str | None = typer.Option(
-        None, "--fleet-url", help="Download bundles from this fleet URL (default: as announced)."
-    ),
-    fleet_token: str | None = typer.Option(
-        None, "--fleet-token", help="Bearer token (role device) for bundle downloads."
-    ),
+    fleet_url: str | None = _FLEET_URL,
+    fleet_token: str | None = _FLEET_TOKEN,
     confirm_frames: int | None = typer.Option(
         None, "--confirm-frames",
         help="Inferred frames a new model must run without error before it is kept (300).",
@@ -296,7 +302,7 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
     from edgetally.runtime.updater_device import UpdateOptions
     from pydantic import ValidationError
 
-    data = cfg.updates.model_dump() if cfg.updates is not None else {}
+    data = cfg.updates.model_dump() if cfg is not None and cfg.updates is not None else {}
     if config_file is not None:  # paths in a file are relative to the file
         for key in ("models_dir", "fleet_pubkey"):
             if key in data and not Path(data[key]).is_absolute():
@@ -315,6 +321,71 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
         fleet_url=u.fleet_url, fleet_token=u.fleet_token, confirm_frames=u.confirm_frames,
         precision=u.precision,
     )
+
+
+@device_app.command("update-agent")
+def update_agent(
+    site: str = typer.Option(..., "--site", help="Site (shop) id."),
+    device_id: str = typer.Option(..., "--device-id", help="This device's id."),
+    broker: str = typer.Option(
+        "mqtt://127.0.0.1:1883", "--broker", help="MQTT broker, mqtt://HOST:PORT or mqtts://."
+    ),
+    mqtt_password: str | None = _MQTT_PASSWORD,
+    mqtt_password_file: Path | None = _MQTT_PASSWORD_FILE,
+    ca: Path | None = _CA,
+    models_dir: Path = typer.Option(
+        ..., "--models-dir", help="Signed bundles installed here (A/B slots, current, previous)."
+    ),
+    fleet_pubkey: Path = typer.Option(
+        ..., "--fleet-pubkey", help="The fleet's public key (fleet.pub) bundles must verify with."
+    ),
+    device_class: str = typer.Option(
+        ..., "--device-class", help="This device's class in bundle targets (e.g. rpi5)."
+    ),
+    backend: str = typer.Option(
+        "onnxruntime", "--backend", help="The backend in bundle targets (and health checks)."
+    ),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8."),
+    fleet_url: str | None = _FLEET_URL,
+    fleet_token: str | None = _FLEET_TOKEN,
+) -> None:
+    """Only the update agent, for a device whose counting runs elsewhere: take part in the
+    fleet's rollouts, keeping MODELS_DIR/current on the newest healthy model, until SIGTERM
+    or Ctrl-C."""
+    import threading
+
+    from edgetally.models.topics import check_id
+    from edgetally.runtime.broker import broker_login
+    from edgetally.runtime.device import install_stop_signals
+    from edgetally.runtime.updater_device import run_agent
+
+    check_id(site, "site")
+    check_id(device_id, "device")
+    login = broker_login(
+        broker, site=site, device=device_id, password=mqtt_password,
+        password_file=mqtt_password_file, ca_file=ca,
+    )
+    options = _update_options(
+        None,
+        None,
+        {
+            "models_dir": models_dir, "fleet_pubkey": fleet_pubkey,
+            "device_class": device_class, "fleet_url": fleet_url, "fleet_token": fleet_token,
+            "precision": precision,
+        },
+    )
+    stop = threading.Event()
+    restore = install_stop_signals(stop)
+    try:
+        model = run_agent(
+            login, site, device_id, options, stop, backend=backend,
+            on_ready=lambda: typer.echo(
+                f"update agent {site}/{device_id}: listening for rollouts on {login}"
+            ),
+        )
+    finally:
+        restore()
+    typer.echo(f"update agent {site}/{device_id} stopped; model in use: {model or 'none'}")
 
 
 def validate_config(
