@@ -31,15 +31,36 @@ def load_images(folder: Path, limit: int = 300) -> list[Image]:
     return images
 
 
-def load_frames(seq_dir: Path, stride: int = 1, limit: int | None = None) -> list[Image]:
+def load_frames(
+    seq_dir: Path, stride: int = 1, limit: int | None = None, option: str = "--eval"
+) -> list[Image]:
     """The frames of a sequence (a MOT folder, a video or an image folder), every ``stride``-th."""
+    from edgetally.runtime.errors import SourceError
     from edgetally.runtime.sources import SourceOptions, open_source
 
-    source = open_source(seq_dir, SourceOptions(stride=stride, max_frames=limit))
     try:
-        frames = [frame.image for frame in source]
-    finally:
-        source.close()
+        source = open_source(seq_dir, SourceOptions(stride=stride, max_frames=limit))
+        try:
+            frames = [frame.image for frame in source]
+        finally:
+            source.close()
+    except SourceError as exc:
+        raise QuantizeError(f"{option} {seq_dir}: {exc}") from exc
     if not frames:
-        raise QuantizeError(f"--eval {seq_dir}: no frames")
+        raise QuantizeError(f"{option} {seq_dir}: no frames")
     return frames
+
+
+def is_sequence(path: Path) -> bool:
+    """A video file or a MOT sequence folder (rather than a folder of still images)."""
+    if path.is_file():
+        return path.suffix.lower() not in IMAGE_SUFFIXES
+    return (path / "seqinfo.ini").is_file() or (path / "img1").is_dir()
+
+
+def load_calibration(path: Path, limit: int = 300, stride: int = 1) -> list[Image]:
+    """Calibration images: a folder of stills, or every ``stride``-th frame of a video or MOT
+    sequence (footage from the camera the model will run on is the most representative)."""
+    if path.exists() and is_sequence(path):
+        return load_frames(path, stride=stride, limit=limit, option="--calib")
+    return load_images(path, limit)

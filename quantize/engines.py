@@ -55,6 +55,7 @@ def _fold_constants(model: object) -> None:
 # The ops where a head's predictions are made: the graph walk from the outputs stops at them.
 PREDICTION_OPS = frozenset({"Convolution", "GroupConvolution", "MatMul"})
 PRESETS = ("mixed", "performance")
+DEPTHWISE_OPS = ("GroupConvolution",)
 
 
 def head_scope(model: Any) -> list[str]:
@@ -85,13 +86,16 @@ def quantize_openvino(
     out_xml: Path,
     *,
     keep_head_fp32: bool = True,
+    keep_depthwise_fp32: bool = True,
     preset: str = "mixed",
 ) -> Path:
     """FP32 model (ONNX, IR, TF frozen graph; whatever OpenVINO reads) -> INT8 OpenVINO IR.
 
     ``keep_head_fp32`` leaves the detection head's prediction convolutions and the output
     sub-graph in FP32 (a few small convolutions: no measurable cost, fewer boxes lost just
-    under the score threshold); ``preset`` is NNCF's: ``mixed`` (asymmetric activations)
+    under the score threshold); ``keep_depthwise_fp32`` leaves the grouped (depthwise)
+    convolutions in FP32: their per-channel ranges are the ones 8 bits serve worst, and they
+    are a small share of the time; ``preset`` is NNCF's: ``mixed`` (asymmetric activations)
     or ``performance`` (symmetric)."""
     import openvino as ov
 
@@ -107,8 +111,10 @@ def quantize_openvino(
         _fold_constants(model)
     except Exception as exc:
         raise QuantizeError(f"OpenVINO cannot read {source.name}: {first_line(exc)}") from exc
-    ignored = (
-        nncf.IgnoredScope(names=head_scope(model), validate=False) if keep_head_fp32 else None
+    ignored = nncf.IgnoredScope(
+        names=head_scope(model) if keep_head_fp32 else [],
+        types=list(DEPTHWISE_OPS) if keep_depthwise_fp32 else [],
+        validate=False,
     )
     try:
         with quiet():

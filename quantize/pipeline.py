@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from edgetally.models.zoo import ResolvedModel, resolve_model, sha256_of, write_sidecar
-from edgetally.quantize.data import load_frames, load_images
+from edgetally.quantize.data import load_calibration, load_frames
 from edgetally.quantize.engines import PRESETS, quantize_onnx, quantize_openvino
 from edgetally.quantize.errors import QuantizeError
 from edgetally.quantize.gate import (
@@ -107,14 +107,16 @@ def quantize_model(
     min_agreement: float = MIN_AGREEMENT,
     max_count_drop: float = MAX_COUNT_DROP,
     calib_limit: int = 300,
+    calib_stride: int = 1,
     keep_head_fp32: bool = True,
+    keep_depthwise_fp32: bool = True,
     preset: str = "mixed",
     engine: Engine | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` to ``fmt`` and judge it; ``engine`` replaces the format's quantizer
     (a callable writing the INT8 file from the source and the calibration tensors).
-    ``keep_head_fp32`` and ``preset`` tune NNCF for ``openvino`` (see :func:`quantize_openvino`).
-    """
+    ``keep_head_fp32``, ``keep_depthwise_fp32`` and ``preset`` tune NNCF for ``openvino``
+    (see :func:`quantize_openvino`)."""
     if fmt not in FORMATS:
         raise QuantizeError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if preset not in PRESETS:
@@ -131,7 +133,7 @@ def quantize_model(
         precision = source.manifest.input.dtype  # an integer-input TFLite model is quantized
     if precision != "fp32":
         raise QuantizeError(f"{source.name} is already {precision}: quantize its FP32 original")
-    images = load_images(calib, calib_limit)
+    images = load_calibration(calib, calib_limit, calib_stride)
     gate_images = load_frames(eval_seq) if eval_seq is not None else images
 
     fp32 = Detector(source, open_backend(source.path, source.manifest.format,
@@ -150,7 +152,7 @@ def quantize_model(
             engine(source, tensors, target)
         elif fmt == "openvino":
             quantize_openvino(source.path, tensors, target, keep_head_fp32=keep_head_fp32,
-                              preset=preset)
+                              keep_depthwise_fp32=keep_depthwise_fp32, preset=preset)
         elif fmt == "onnx":
             quantize_onnx(source.path, tensors, target)
         else:

@@ -12,7 +12,10 @@ def register(app: typer.Typer) -> None:
     @app.command("quantize")
     def quantize(
         model: str = typer.Argument(..., help="A zoo name or an FP32 model file."),
-        calib: Path = typer.Option(..., "--calib", help="Folder of calibration images."),
+        calib: Path = typer.Option(
+            ..., "--calib",
+            help="Folder of calibration images, or a video / MOT sequence (see --calib-stride).",
+        ),
         fmt: str = typer.Option(..., "--format", help="openvino (IR), onnx (QDQ) or tflite."),
         out: Path = typer.Option(..., "--out", help="Folder for the INT8 model and manifest."),
         eval_seq: Path | None = typer.Option(
@@ -30,10 +33,19 @@ def register(app: typer.Typer) -> None:
         max_images: int = typer.Option(
             300, "--max-images", min=1, help="Use at most this many calibration images."
         ),
+        calib_stride: int = typer.Option(
+            1, "--calib-stride", min=1,
+            help="With a video or sequence as --calib: use every N-th frame.",
+        ),
         keep_head_fp32: bool = typer.Option(
             True, "--keep-head-fp32/--quantize-head",
             help="openvino: keep the detection head's prediction convolutions and the output "
                  "sub-graph in FP32 (default) or quantize them too.",
+        ),
+        keep_depthwise_fp32: bool = typer.Option(
+            True, "--keep-depthwise-fp32/--quantize-depthwise",
+            help="openvino: keep grouped (depthwise) convolutions in FP32 (default) or "
+                 "quantize them too.",
         ),
         preset: str = typer.Option(
             "mixed", "--preset",
@@ -49,7 +61,8 @@ def register(app: typer.Typer) -> None:
 
         result = quantize_model(
             model, calib, fmt, out, eval_seq=eval_seq, lines=line, force=force, family=family,
-            calib_limit=max_images, keep_head_fp32=keep_head_fp32, preset=preset,
+            calib_limit=max_images, calib_stride=calib_stride, keep_head_fp32=keep_head_fp32,
+            keep_depthwise_fp32=keep_depthwise_fp32, preset=preset,
         )
         data = result.as_json()
         if as_json:
