@@ -388,9 +388,11 @@ def query_bench(db: str, args: argparse.Namespace, devices: int) -> None:
                         latencies(store, devices, args.days, args.repeat))
         print_latencies(f"  HTTP API latency (JSON body received), {args.repeat} runs each",
                         api_latencies(store, devices, args.days, args.repeat))
-        raw_repeat = args.raw_repeat
-        print_latencies(f"  the same from the raw buckets (no rollup), {raw_repeat} runs each",
-                        raw_latencies(store, devices, args.days, raw_repeat))
+        if args.raw_repeat > 0:
+            print_latencies(
+                f"  the same from the raw buckets (no rollup), {args.raw_repeat} runs each",
+                raw_latencies(store, devices, args.days, args.raw_repeat),
+            )
     finally:
         store.close()
 
@@ -461,7 +463,7 @@ def main() -> None:
                         help="devices for the PostgreSQL year (default: --devices)")
     parser.add_argument("--repeat", type=int, default=20, help="runs of each query")
     parser.add_argument("--raw-repeat", type=int, default=3,
-                        help="runs of each occupancy/dwell query on the raw buckets")
+                        help="runs of each occupancy/dwell query on the raw buckets (0: skip)")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--only", choices=("ingest", "query"), default=None)
     args = parser.parse_args()
