@@ -18,7 +18,7 @@ The FP32 reference runs on the INT8 model's backend when that backend reads the 
 model, otherwise (TFLite) on the device's automatic choice.
 
 Usage: python benchmarks/quantize.py [--calib DIR] [--max-images N] [--formats ...]
-       [--models ...] [--quantize-head] [--preset mixed|performance]
+       [--models ...] [--quantize-head] [--quantize-depthwise] [--preset mixed|performance]
 TFLite rows need the optional extra: pip install 'edgetally[tflite]'.
 """
 
@@ -62,7 +62,8 @@ class Row:
 
 
 def measure(label: str, model: str, family: str | None, fmt: str, calib: Path,
-            max_images: int, keep_head_fp32: bool, preset: str) -> tuple[Row, Row, float]:
+            max_images: int, keep_fp32: tuple[bool, bool], preset: str
+            ) -> tuple[Row, Row, float]:
     from edgetally.models.zoo import resolve_model
     from edgetally.quantize.data import load_frames
     from edgetally.quantize.gate import compare, count_accuracy, warm_up
@@ -73,8 +74,8 @@ def measure(label: str, model: str, family: str | None, fmt: str, calib: Path,
     with tempfile.TemporaryDirectory(prefix="edgetally-bench-") as tmp:
         t0 = time.perf_counter()
         result = quantize_model(model, calib, fmt, Path(tmp), force=True, family=family,
-                                calib_limit=max_images, keep_head_fp32=keep_head_fp32,
-                                preset=preset)
+                                calib_limit=max_images, keep_head_fp32=keep_fp32[0],
+                                keep_depthwise_fp32=keep_fp32[1], preset=preset)
         took = time.perf_counter() - t0
         assert result.out is not None
         source = resolve_model(model, family=family)
@@ -103,6 +104,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=[m[0] for m in MODELS])
     parser.add_argument("--quantize-head", action="store_true",
                         help="openvino: quantize the detection head too (default: FP32)")
+    parser.add_argument("--quantize-depthwise", action="store_true",
+                        help="openvino: quantize grouped convolutions too (default: FP32)")
     parser.add_argument("--preset", default="mixed", choices=["mixed", "performance"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -125,7 +128,8 @@ def main() -> None:
         for fmt in formats:
             try:
                 rows = measure(label, model, family, fmt, args.calib, args.max_images,
-                               not args.quantize_head, args.preset)
+                               (not args.quantize_head, not args.quantize_depthwise),
+                               args.preset)
             except QuantizeError as exc:
                 print(f"{label:<19} {fmt:<22} skipped: {exc}")
                 continue

@@ -33,9 +33,22 @@ def _nncf():  # type: ignore[no-untyped-def]
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """NNCF and the converters print on stdout; ``--json`` owns stdout, so they go to stderr."""
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    """NNCF and the converters print on stdout; ``--json`` owns stdout, so they go to stderr.
+    NNCF's logger holds stdout itself: its handlers are pointed at stderr meanwhile, and its
+    info lines (one per op left in FP32) are dropped."""
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    streams = [h for h in nncf_log.handlers if isinstance(h, logging.StreamHandler)]
+    before = [h.setStream(sys.stderr) for h in streams]
+    nncf_log.setLevel(max(level, logging.WARNING))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        nncf_log.setLevel(level)
+        for handler, stream in zip(streams, before, strict=True):
+            if stream is not None:
+                handler.setStream(stream)
 
 
 def first_line(exc: BaseException) -> str:
