@@ -14,6 +14,7 @@ from edgetally.quantize.pipeline import quantize_model
 from edgetally.runtime.detectors import load_detector
 
 from tests.conftest import shared_path
+from tests.quantize.test_head_fp32 import convolutions
 
 KEYS = {"format", "out", "size_fp32", "size_int8", "fp32_ms", "int8_ms", "agreement",
         "count_accuracy_fp32", "count_accuracy_int8"}
@@ -83,6 +84,8 @@ def test_cli_writes_a_model_that_count_accepts(tmp_path: Path) -> None:
     written = Path(data["out"])
     assert written == out / "light_weight_person_detector-int8.xml"
     assert written.with_suffix(".bin").is_file()
+    head, grouped = convolutions(written)  # the defaults reach the quantizer
+    assert len(head) == 9 and all(q == (False, False) for q in [*head.values(), *grouped.values()])
     assert (out / (written.name + ".model.json")).is_file()
     resolved = resolve_model(str(written))  # through the sidecar, as `count --model` does
     assert resolved.manifest.precision == "int8" and resolved.manifest.family == "yolox"
