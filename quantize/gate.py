@@ -11,26 +11,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from edgetally.runtime.detectors import Detector
-from edgetally.runtime.types import Detections
+from edgetally.runtime.types import Detections, iou_matrix
 
 MIN_AGREEMENT = 0.95
 MAX_COUNT_DROP = 0.02
 MATCH_IOU = 0.5
-
-
-def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """IoU of every box of ``a`` (N x 4 xyxy) with every box of ``b`` (M x 4)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float32)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
 
 
 def matched(reference: Detections, candidate: Detections, iou: float = MATCH_IOU) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from edgetally.runtime.types import Detections, Track, TrackId
+from edgetally.runtime.types import Detections, Track, TrackId, iou_matrix
 from scipy.optimize import linear_sum_assignment
 
 F32 = npt.NDArray[np.float32]
@@ -31,19 +31,6 @@ class TrackerConfig:
     low_match_iou: float = 0.5  # second round
     unconfirmed_iou: float = 0.3
     max_lost_s: float = 1.5  # how long an unmatched track survives
-
-
-def iou_matrix(a: F64, b: F64) -> F64:
-    """IoU between every box of ``a`` (N,4) and ``b`` (M,4), xyxy."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(br - tl, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return np.asarray(inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9))
 
 
 class _Kalman:

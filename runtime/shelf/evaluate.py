@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from edgetally.runtime.shelf.errors import ShelfError
 from edgetally.runtime.shelf.proposer import GapProposer, Image
+from edgetally.runtime.types import iou_matrix
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -75,18 +76,6 @@ def read_yolo_labels(path: Path, width: int, height: int, cls: int = 0) -> npt.N
                  (cx + w / 2) * width, (cy + h / 2) * height)
             )
     return np.array(boxes, np.float32).reshape(-1, 4)
-
-
-def iou_matrix(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return np.asarray(inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9),
-                      np.float32)
 
 
 def match(pred: npt.NDArray[np.float32], score: npt.NDArray[np.float32],

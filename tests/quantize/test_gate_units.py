@@ -3,9 +3,9 @@ from __future__ import annotations
 from typing import cast
 
 import numpy as np
-from edgetally.quantize.gate import compare, iou_matrix, judge, matched
+from edgetally.quantize.gate import compare, judge, matched
 from edgetally.runtime.detectors import Detector
-from edgetally.runtime.types import Detections
+from edgetally.runtime.types import Detections, iou_matrix
 
 
 def dets(boxes: list[list[float]], classes: list[int] | None = None) -> Detections:

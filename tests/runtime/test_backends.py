@@ -13,7 +13,7 @@ from edgetally.models.zoo import resolve_model, write_sidecar
 from edgetally.runtime.backends import open_backend
 from edgetally.runtime.detectors import load_detector
 from edgetally.runtime.errors import BackendError
-from edgetally.runtime.tracker import iou_matrix
+from edgetally.runtime.types import iou_matrix
 
 from tests.conftest import shared_path
 from tests.runtime.footfall_support import use_shared_models
