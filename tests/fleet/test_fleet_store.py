@@ -8,6 +8,7 @@ import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -417,5 +418,33 @@ def test_rollups_from_before_occupancy_and_dwell_get_them(
         assert store.has_rollups and queries.traffic_source(store, f) == "traffic_day"
         same_answer(queries.occupancy(store, f), raw)
         same_answer(queries.dwell(store, f), queries.dwell(store, f, rollups=False))
+    finally:
+        store.close()
+
+
+def test_columnar_fetch_keeps_every_value(store_db: str) -> None:
+    store = open_store(store_db)
+    try:
+        values = (
+            "SELECT * FROM (VALUES "
+            "('a,\"b\"' || chr(10) || 'c', CAST(1 AS BIGINT), CAST(1.25 AS DOUBLE PRECISION), "
+            "TRUE, TIMESTAMP '2024-05-06 08:00:00.000123', CAST(7 AS INTEGER)), "
+            "('', NULL, NULL, FALSE, NULL, NULL), "
+            "(NULL, CAST(-5 AS BIGINT), CAST(-0.5 AS DOUBLE PRECISION), NULL, "
+            "TIMESTAMP '2024-05-06 08:00:00', CAST(-2 AS INTEGER)), "
+            "('NULL', CAST(0 AS BIGINT), CAST(3 AS DOUBLE PRECISION), TRUE, NULL, NULL)"
+            ") AS v(s, n, x, ok, t, i) ORDER BY n NULLS FIRST"
+        )
+        for text, params in (
+            (values, ()),
+            ("SELECT device, sum(in_count) AS s FROM aggregates WHERE device = ? GROUP BY 1",
+             ("nobody",)),  # empty, and a numeric sum on PostgreSQL
+            ("SELECT CAST(sum(in_count) AS DECIMAL(10, 2)) AS d FROM aggregates", ()),
+        ):
+            got = store.fetch_arrow(text, params)
+            want = store.fetch(text, params)
+            assert got.columns == want.columns
+            assert [tuple(float(v) if isinstance(v, Decimal) else v for v in row)
+                    for row in want.rows] == got.rows
     finally:
         store.close()
