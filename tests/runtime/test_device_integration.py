@@ -1,9 +1,10 @@
 """End to end on a real clip: the broker goes away and comes back, the device is killed
-(SIGKILL) while messages wait in its outbox and is started again; at the end the receiving
-side holds exactly the buckets the device produced, none lost and none twice.
+(SIGKILL) while messages wait in its outbox and is started again; at the end the fleet
+holds exactly the buckets the device produced, none lost and none twice.
 
-The receiving side is a persistent-session QoS 1 subscriber on a Mosquitto with persistence
-on, so that it misses nothing while the broker restarts (as the fleet's ingest would)."""
+The receiving side is the fleet manager itself (its ingest is a persistent-session QoS 1
+subscriber) storing into DuckDB, on a Mosquitto with persistence on, so that it misses
+nothing while the broker restarts."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from edgetally.models.wire import Aggregate, from_json
+from edgetally.fleet.server import FleetConfig, FleetServer
 
 from tests.conftest import Broker, free_port
-from tests.runtime.test_publisher import Recorder, wait_until
+from tests.runtime.test_publisher import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -72,10 +74,17 @@ def test_broker_outage_and_sigkill_lose_nothing_and_duplicate_nothing(
         "--bucket-seconds", "1", "--max-frames", "300", "--realtime",
         "--drain-timeout", "120", "--json",
     ]
-    rec = Recorder(broker.port, "edgetally/+/+/+/agg", session="fleet-recorder")
+    fleet = FleetServer(
+        FleetConfig.of(broker.url, str(tmp_path / "fleet.duckdb"), "127.0.0.1:0")
+    ).start()
 
-    def aggs() -> list[Aggregate]:
-        return [from_json(Aggregate, p) for p in rec.payloads("/agg")]
+    def aggs() -> list[tuple[int, str, str, datetime, int, int]]:
+        table = fleet.store.fetch(
+            "SELECT seq, source, line, start, in_count, out_count FROM aggregates "
+            "WHERE site = ? AND device = ?",
+            ("shop-1", "dev-1"),
+        )
+        return [tuple(r) for r in table.rows]  # type: ignore[misc]
 
     first = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -111,30 +120,32 @@ def test_broker_outage_and_sigkill_lose_nothing_and_duplicate_nothing(
         report = json.loads(second.stdout)
         waiting, next_seq = outbox_state(outbox)
         assert waiting == 0 and next_seq > seq_at_kill
-        assert wait_until(lambda: len({a.seq for a in aggs()}) >= next_seq, timeout=60)
+        assert wait_until(lambda: len(aggs()) >= next_seq, timeout=60)
+        received = aggs()
+        counters = fleet.counters()
     finally:
         if first.poll() is None:
             first.kill()
             first.wait()
-        rec.close()
+        fleet.stop()
 
-    received = aggs()
-    by_seq = {a.seq: a for a in received}
-    # None lost: every sequence number the device used arrived.
-    assert sorted(by_seq) == list(range(next_seq))
-    # None twice: a redelivered message has the same seq (the fleet keeps one); no bucket
-    # was produced twice under two sequence numbers.
-    buckets = [(a.source, a.line, a.start) for a in by_seq.values()]
+    by_seq = {row[0]: row for row in received}
+    # None lost: every sequence number the device used is stored.
+    assert sorted(by_seq) == list(range(next_seq)) and len(received) == next_seq
+    # None twice: a redelivered message has the same seq and is dropped as a duplicate; no
+    # bucket was produced twice under two sequence numbers; nothing was dead-lettered.
+    buckets = [(src, line, start) for _, src, line, start, _, _ in received]
     assert len(buckets) == len(set(buckets))
+    assert counters.aggregates_new == next_seq and counters.dead_letters == 0
     # The buckets cover the clip without a hole: consecutive seconds from the first.
-    starts = sorted(a.start for a in by_seq.values())
+    starts = sorted(start for _, _, _, start, _, _ in received)
     assert all((b - a).total_seconds() == 1 for a, b in itertools.pairwise(starts))
-    # The totals the device reports are the sums of what it sent.
+    # The totals the device reports are the sums of what the fleet stored.
     assert report["aggregates"] == next_seq
     assert report["lines"] == [
         {
             "line": "door",
-            "in": sum(a.in_count for a in by_seq.values()),
-            "out": sum(a.out_count for a in by_seq.values()),
+            "in": sum(r[4] for r in received),
+            "out": sum(r[5] for r in received),
         }
     ]
