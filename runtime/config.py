@@ -192,6 +192,11 @@ class UpdatesConfig(_Strict):
     mqtt_password: str | None = Field(default=None, max_length=512, repr=False)
     confirm_frames: int = Field(default=300, ge=1, le=1_000_000)
     precision: Literal["fp32", "fp16", "int8"] | None = None  # default: the running model's
+    # The health check's count step: the old and the new model count this clip on these
+    # lines (x1,y1,x2,y2) and must agree within the bundle's max_count_delta.
+    reference_clip: Path | None = None
+    reference_lines: tuple[str, ...] = Field(default=(), max_length=16)
+    reference_frames: int = Field(default=300, ge=1, le=100_000)
 
 
 class AudioConfig(_Strict):

@@ -18,12 +18,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from edgetally.models.bundle import BundleManifest, BundleTarget
-from edgetally.runtime.errors import EdgeRuntimeError
+from edgetally.runtime.analytics import LineSpec
+from edgetally.runtime.errors import ConfigError, EdgeRuntimeError
+from edgetally.runtime.types import LineId
 from edgetally.runtime.updater_health import DetectorHealthCheck
 
 if TYPE_CHECKING:
@@ -128,6 +131,37 @@ class SwappableDetector:
             self._previous = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReferenceClip:
+    """A short clip and its lines: the old and the new model must count it alike."""
+
+    path: Path
+    lines: tuple[str, ...]
+    max_frames: int = 300
+
+    def __post_init__(self) -> None:
+        if not self.lines:
+            raise ConfigError("a reference clip needs at least one line (x1,y1,x2,y2)")
+        if not self.path.exists():
+            raise ConfigError(f"reference clip not found: {self.path}")
+        for i, text in enumerate(self.lines):
+            LineSpec.parse(text, LineId(f"ref{i}"))  # a bad line is a config error now
+
+    def count(self, detector: Detector) -> float:
+        """People counted crossing the lines (in + out), every frame inferred."""
+        from edgetally.runtime.gate import GateConfig
+        from edgetally.runtime.pipeline import CountingPipeline, PipelineConfig, run_count
+        from edgetally.runtime.sources import SourceOptions, open_source
+
+        lines = [LineSpec.parse(t, LineId(f"ref{i}")) for i, t in enumerate(self.lines)]
+        pipeline = CountingPipeline(
+            detector, lines, config=PipelineConfig(gate=GateConfig(enabled=False))
+        )
+        frames = open_source(str(self.path), SourceOptions(max_frames=self.max_frames))
+        report = run_count(frames, pipeline)
+        return float(sum(line["in"] + line["out"] for line in report.lines))
+
+
 class ModelSlot:
     """The device's side of model updates: one :class:`SwappableDetector` per camera, the
     health check, the trial run, and the device's target for bundles."""
@@ -144,8 +178,11 @@ class ModelSlot:
         power_window_s: float = 3.0,
         on_change: Callable[[str, str | None], None] | None = None,
         start_timeout_s: float = 300.0,
+        reference: ReferenceClip | None = None,
     ) -> None:
         self._load = load
+        self._reference = reference
+        self._counts: dict[tuple[Path, float], float] = {}
         self.device_class = device_class
         self.confirm_frames = max(1, confirm_frames)
         self.label = label
@@ -211,8 +248,19 @@ class ModelSlot:
             frames=self.reference_frames,
             in_use=self.in_use,
             runs=runs,
+            counter=self.count_probe,
             power=self.power_probe,
         )
+
+    def count_probe(self, model: Path) -> float | None:
+        """Crossings ``model`` counts on the reference clip (kept per file and mtime, so the
+        model in use is counted once); None without a reference clip."""
+        if self._reference is None:
+            return None
+        key = (model.resolve(), model.stat().st_mtime)
+        if key not in self._counts:
+            self._counts[key] = self._reference.count(self._load(model))
+        return self._counts[key]
 
     def power_probe(self, model: Path) -> float | None:
         """Mean watts of the device while ``model`` runs on the reference frames, from the

@@ -26,7 +26,7 @@ from edgetally.runtime.broker import BrokerLogin
 from edgetally.runtime.config import DeviceConfig
 from edgetally.runtime.device import Device, DeviceReport, default_pipeline
 from edgetally.runtime.errors import ConfigError, EdgeRuntimeError
-from edgetally.runtime.model_slot import ModelSlot, detector_loader, family_of
+from edgetally.runtime.model_slot import ModelSlot, ReferenceClip, detector_loader, family_of
 from edgetally.runtime.updater import Updater
 from edgetally.runtime.updater_agent import UpdateAgent
 from edgetally.runtime.updater_health import DetectorHealthCheck, HealthCheck, OnnxHealthCheck
@@ -41,6 +41,7 @@ class UpdateOptions:
     fleet_token: str | None = None
     confirm_frames: int = 300
     precision: str | None = None
+    reference: ReferenceClip | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ def run_with_updates(
         sampler=sampler,
         power_window_s=max(3.0, 3 * config.power.interval_s),
         on_change=on_change,
+        reference=options.reference,
     )
     updater = Updater(
         options.models_dir,

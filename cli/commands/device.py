@@ -187,6 +187,13 @@ def run(
         None, "--confirm-frames",
         help="Inferred frames a new model must run without error before it is kept (300).",
     ),
+    reference_clip: Path | None = typer.Option(
+        None, "--reference-clip",
+        help="Health check: a new model must count this clip like the current one.",
+    ),
+    reference_line: list[str] = typer.Option(
+        [], "--reference-line", help="A line x1,y1,x2,y2 of the reference clip (repeatable)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="A device config file (YAML)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
 ) -> None:
@@ -243,6 +250,8 @@ def run(
             "fleet_url": fleet_url,
             "fleet_token": fleet_token,
             "confirm_frames": confirm_frames,
+            "reference_clip": reference_clip,
+            "reference_lines": tuple(reference_line) or None,
         },
     )
     stop = threading.Event()
@@ -304,8 +313,8 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
 
     data = cfg.updates.model_dump() if cfg is not None and cfg.updates is not None else {}
     if config_file is not None:  # paths in a file are relative to the file
-        for key in ("models_dir", "fleet_pubkey"):
-            if key in data and not Path(data[key]).is_absolute():
+        for key in ("models_dir", "fleet_pubkey", "reference_clip"):
+            if data.get(key) is not None and not Path(data[key]).is_absolute():
                 data[key] = config_file.parent / data[key]
     data.update({k: v for k, v in flags.items() if v is not None})
     if not data:
@@ -316,10 +325,17 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
         u = UpdatesConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"updates.{describe_error(exc)}") from None
+    reference = None
+    if u.reference_clip is not None or u.reference_lines:
+        from edgetally.runtime.model_slot import ReferenceClip
+
+        if u.reference_clip is None:
+            raise ConfigError("--reference-line needs --reference-clip (or updates.reference_clip)")
+        reference = ReferenceClip(u.reference_clip, u.reference_lines, u.reference_frames)
     return UpdateOptions(
         models_dir=u.models_dir, fleet_pubkey=u.fleet_pubkey, device_class=u.device_class,
         fleet_url=u.fleet_url, fleet_token=u.fleet_token, confirm_frames=u.confirm_frames,
-        precision=u.precision,
+        precision=u.precision, reference=reference,
     )
 
 

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from edgetally.firmware_bridge.power import PowerReading
 from edgetally.models.bundle import BundleFile, BundleManifest, load_public_key
-from edgetally.runtime.detectors import DetectorInfo
-from edgetally.runtime.model_slot import ModelSlot, SwappableDetector, TrialError
+from edgetally.runtime.detectors import DetectorInfo, load_detector
+from edgetally.runtime.errors import ConfigError
+from edgetally.runtime.model_slot import ModelSlot, ReferenceClip, SwappableDetector, TrialError
 from edgetally.runtime.outbox import Outbox
 from edgetally.runtime.power import PowerSampler
+from edgetally.runtime.types import Detections
 from edgetally.runtime.updater import Updater, rebase_url
 from edgetally.runtime.updater_health import HealthResult
 
@@ -222,3 +224,61 @@ def test_bundle_urls_are_rebased_on_the_fleet_url() -> None:
     url = "http://10.0.0.5:8080/bundles/abc?x=1"
     assert rebase_url(url, None) == url
     assert rebase_url(url, "https://fleet.example/base/") == "https://fleet.example/base/bundles/abc?x=1"
+
+
+class BlindDetector:
+    """A model that loads and runs but finds nobody."""
+
+    score_threshold = 0.1
+    info = DetectorInfo("blind", "tf-ssd", "openvino", "cpu", "fp32")
+
+    def detect(self, image: Any) -> Detections:
+        return Detections.empty()
+
+
+@pytest.mark.slow
+def test_count_step_runs_both_models_on_the_reference_clip(
+    tmp_path: Path, vtest_avi: Path
+) -> None:
+    """The real default model counts crossings on the first frames of vtest.avi; a model that
+    finds nobody is refused by the count step, the same model passes, and the model in use
+    is counted once however many candidates are checked."""
+    real = load_detector("pedestrian-ssdlite", "openvino")
+    loads: list[str] = []
+
+    def load(path: Path) -> Any:
+        loads.append(path.name)
+        return BlindDetector() if path.name == "blind.onnx" else real
+
+    for name in ("old.onnx", "blind.onnx", "same.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    reference = ReferenceClip(vtest_avi, ("560,180,560,430",), max_frames=120)
+    slot = ModelSlot(load, device_class="sim", reference=reference)
+    old = slot.count_probe(tmp_path / "old.onnx")
+    assert old is not None and old >= 1
+
+    def check(candidate: str) -> HealthResult:
+        probe = slot.health_check(runs=1)
+        probe = type(probe)(
+            load=probe.load, frames=lambda: [np.zeros((64, 64, 3), np.uint8)],
+            in_use=lambda: tmp_path / "old.onnx", runs=1, counter=probe.counter,
+        )
+        return probe(tmp_path, _manifest("2", candidate), tmp_path)
+
+    blind = check("blind.onnx")
+    assert not blind.ok and "counts on the reference clip moved 100%" in str(blind.reason)
+    assert check("same.onnx").ok
+    counted = [n for n in loads if n == "old.onnx"]
+    assert len(counted) == 1  # the old model's count is kept, not redone per candidate
+
+
+def test_reference_clip_refuses_bad_lines_and_missing_files(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    with pytest.raises(ConfigError, match="at least one line"):
+        ReferenceClip(clip, ())
+    with pytest.raises(ConfigError, match="not found"):
+        ReferenceClip(tmp_path / "nope.mp4", ("1,2,3,4",))
+    with pytest.raises(ConfigError):
+        ReferenceClip(clip, ("1,2,3",))
+    assert ModelSlot(_loader(set()), device_class="sim").count_probe(clip) is None
