@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, get_args
 
 from edgetally.fleet import sql
 from edgetally.fleet.columns import naive_utc
@@ -20,6 +20,16 @@ from edgetally.fleet.store import Store
 
 DEFAULT_MAX_ROWS = 500_000
 DEFAULT_OFFLINE_AFTER_S = 300.0
+
+Group = Literal["device", "site", "fleet"]
+GROUPS: tuple[str, ...] = get_args(Group)
+# The key columns each grouping keeps; the others read "*" (all of them, summed).
+_KEYS: dict[str, tuple[str, ...]] = {
+    "device": ("site", "device", "line"),
+    "site": ("site",),
+    "fleet": (),
+}
+ALL = "*"
 
 
 class QueryTooLarge(FleetError):
@@ -45,6 +55,20 @@ def where(
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+def _keys(by: Group) -> tuple[str, int]:
+    """The site, device and line columns of a ``by`` answer (``'*'`` for the ones summed
+    over), and how many leading columns (bucket included) it groups by."""
+    if by not in _KEYS:
+        raise FleetError(f"unknown group {by!r}: use {', '.join(GROUPS)}")
+    kept = _KEYS[by]
+    cols = ", ".join(c if c in kept else f"'{ALL}' AS {c}" for c in ("site", "device", "line"))
+    return cols, 1 + len(kept)
+
+
+def _positions(n: int) -> str:
+    return ", ".join(str(i) for i in range(1, n + 1))
+
+
 def _grouped(
     store: Store,
     f: Filters,
@@ -55,18 +79,33 @@ def _grouped(
     table: str = "aggregates",
     time_column: str = "start",
     group: bool = True,
+    by: Group = "device",
+    outer: str | None = None,
 ) -> Table:
     """``select`` per bucket, site, device and line of ``table``; ``group=False`` when the
-    table already holds one row per such group (a rollup of the asked interval)."""
+    table already holds one row per such group (a rollup of the asked interval).
+
+    ``by`` site or fleet groups the rows by bucket and site, or by bucket alone (``'*'``
+    for the columns summed over). With ``outer`` (a select over the per-device rows, e.g.
+    ``sum(occupancy_mean) AS occupancy_mean``) the per-device answer is computed first and
+    ``outer`` groups it; without, ``select`` groups the table's rows directly.
+    """
     bucket = store.dialect.bucket(time_column, f.interval) if group else time_column
     clause, params = where(f, time_column=time_column)
     if extra_where:
         clause = f"{clause} AND {extra_where}" if clause else f" WHERE {extra_where}"
+    keys, n = _keys("device" if outer else by)
+    group = group or n < 4
     text = (
-        f"SELECT {bucket} AS bucket, site, device, line, {select} FROM {table}{clause} "
-        f"{'GROUP BY 1, 2, 3, 4 ' if group else ''}ORDER BY 1, 2, 3, 4 "
-        f"LIMIT {int(max_rows) + 1}"
+        f"SELECT {bucket} AS bucket, {keys}, {select} FROM {table}{clause}"
+        f"{f' GROUP BY {_positions(n)}' if group else ''}"
     )
+    if outer is not None:
+        keys, n = _keys(by)
+        inner = text
+        text = f"SELECT bucket, {keys}, {outer} FROM ({inner}) AS per_device"
+        text += f" GROUP BY {_positions(n)}"
+    text += f" ORDER BY {_positions(n)} LIMIT {int(max_rows) + 1}"
     result = store.fetch_arrow(text, params)
     if len(result) > max_rows:
         raise QueryTooLarge(
@@ -118,15 +157,18 @@ def _from_rollup(
     what: str,
     raw: tuple[str, str],
     rolled: tuple[Callable[[Agg], str], str],
+    by: Group = "device",
+    outer: str | None = None,
 ) -> Table:
     """Run ``raw`` (select, where) on ``aggregates``, or ``rolled`` on the rollup that fits:
-    without grouping when the rollup's unit is the interval (its rows are the answer's)."""
+    without grouping when the rollup's unit is the interval and the answer is per device
+    (its rows are the answer's)."""
     table = traffic_source(store, f) if rollups else "aggregates"
     if table == "aggregates":
-        return _grouped(store, f, raw[0], raw[1], max_rows, what)
-    group = dict(sql.ROLLUPS)[table] != f.interval
+        return _grouped(store, f, raw[0], raw[1], max_rows, what, by=by, outer=outer)
+    group = dict(sql.ROLLUPS)[table] != f.interval or (by != "device" and outer is None)
     select = rolled[0](_grouping if group else _one_row)
-    return _grouped(store, f, select, rolled[1], max_rows, what, table, "bucket", group)
+    return _grouped(store, f, select, rolled[1], max_rows, what, table, "bucket", group, by, outer)
 
 
 def _traffic_select(agg: Agg) -> str:
@@ -137,12 +179,19 @@ def _traffic_select(agg: Agg) -> str:
 
 
 def traffic(
-    store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS, rollups: bool = True
+    store: Store,
+    f: Filters,
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    rollups: bool = True,
+    group: Group = "device",
 ) -> Table:
     """People in and out per bucket, site, device and line (from a rollup when one fits;
-    ``rollups=False`` always reads the stored aggregates)."""
+    ``rollups=False`` always reads the stored aggregates). ``group`` site sums the devices
+    and lines of each site, fleet everything, per bucket (``device``/``line`` read
+    ``'*'``): exact sums of the same rows."""
     raw = (_traffic_select(_grouping), "")
-    return _from_rollup(store, f, rollups, max_rows, "traffic", raw, (_traffic_select, ""))
+    return _from_rollup(store, f, rollups, max_rows, "traffic", raw, (_traffic_select, ""), group)
 
 
 def _occupancy_select(agg: Agg) -> str:
@@ -150,11 +199,22 @@ def _occupancy_select(agg: Agg) -> str:
     return f"{mean} AS occupancy_mean, {agg('max', 'occupancy_peak')} AS occupancy_peak"
 
 
+# Zones of several devices: the sum of their time-weighted means (the people present in
+# all of them, on average); a peak of the sum is not known from the zones' own peaks.
+_OCCUPANCY_ACROSS = "sum(occupancy_mean) AS occupancy_mean, CAST(NULL AS INTEGER) AS occupancy_peak"
+
+
 def occupancy(
-    store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS, rollups: bool = True
+    store: Store,
+    f: Filters,
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    rollups: bool = True,
+    group: Group = "device",
 ) -> Table:
     """Zone occupancy per bucket: time-weighted mean and peak (exact from a rollup too: it
-    keeps occupancy x seconds, the seconds and the peak)."""
+    keeps occupancy x seconds, the seconds and the peak). ``group`` site or fleet: the sum
+    of the zones' means (people present across them, on average) and no peak (null)."""
     raw = (
         "sum(occupancy_mean * seconds) / sum(seconds) AS occupancy_mean, "
         "max(occupancy_peak) AS occupancy_peak"
@@ -167,6 +227,8 @@ def occupancy(
         "occupancy",
         (raw, "occupancy_mean IS NOT NULL"),
         (_occupancy_select, "occupancy_s IS NOT NULL"),
+        group,
+        None if group == "device" else _OCCUPANCY_ACROSS,
     )
 
 
@@ -180,14 +242,20 @@ def _dwell_select(agg: Agg) -> str:
 
 
 def dwell(
-    store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS, rollups: bool = True
+    store: Store,
+    f: Filters,
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    rollups: bool = True,
+    group: Group = "device",
 ) -> Table:
     """Visits that ended per bucket, and their visit-weighted mean median and p90 (seconds).
 
     ``visits`` is exact. ``median_s`` and ``p90_s`` are exact when the interval equals the
     device's bucket length; over longer intervals they are the visit-weighted means of the
     buckets' own median and p90, an approximation (a median cannot be merged from medians),
-    and the same whether read from the aggregates or from a rollup.
+    and the same whether read from the aggregates or from a rollup. ``group`` site or
+    fleet: visits summed, the same visit-weighted means over all the zones' buckets.
     """
     raw = (
         "CAST(sum(dwell_count) AS BIGINT) AS visits, "
@@ -195,7 +263,9 @@ def dwell(
         "sum(dwell_p90_s * dwell_count) / sum(dwell_count) AS p90_s"
     )
     where = "dwell_count IS NOT NULL"
-    return _from_rollup(store, f, rollups, max_rows, "dwell", (raw, where), (_dwell_select, where))
+    return _from_rollup(
+        store, f, rollups, max_rows, "dwell", (raw, where), (_dwell_select, where), group
+    )
 
 
 def events(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
@@ -277,10 +347,19 @@ def counts(store: Store) -> dict[str, int]:
 QUERIES: dict[str, Any] = {"traffic": traffic, "occupancy": occupancy, "dwell": dwell}
 
 
-def run_named(store: Store, name: str, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> Table:
-    """Run one of :data:`QUERIES` by name."""
+def run_named(
+    store: Store,
+    name: str,
+    f: Filters,
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    group: Group = "device",
+) -> Table:
+    """Run one of :data:`QUERIES` by name (``group``: per device, site or the fleet)."""
     fn = QUERIES.get(name)
     if fn is None:
         raise FleetError(f"unknown query {name!r}: use one of {', '.join(QUERIES)}")
-    result: Table = fn(store, f, max_rows=max_rows)
+    if group not in GROUPS:
+        raise FleetError(f"unknown group {group!r}: use {', '.join(GROUPS)}")
+    result: Table = fn(store, f, max_rows=max_rows, group=group)
     return result

@@ -8,22 +8,33 @@ from edgetally.fleet import queries
 from edgetally.fleet.api_context import FleetContext, context, filters, table_response
 from edgetally.fleet.export import ExportFormat
 from edgetally.fleet.records import Filters
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
 
 Ctx = Annotated[FleetContext, Depends(context)]
 Flt = Annotated[Filters, Depends(filters)]
+By = Annotated[
+    queries.Group,
+    Query(
+        description="device (default): one row per bucket, site, device and line. site: the "
+        'devices and lines of each site summed per bucket (device and line read "*"). '
+        'fleet: everything summed per bucket (site, device and line read "*"). The rows '
+        "keep the same keys whatever the grouping."
+    ),
+]
 
 
 class _Row(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     bucket: str = Field(description="bucket start, ISO 8601 UTC")
-    site: str
-    device: str
-    line: str = Field(description="line (traffic) or zone (occupancy, dwell) id")
+    site: str = Field(description='site id ("*" with group=fleet)')
+    device: str = Field(description='device id ("*" with group=site or fleet)')
+    line: str = Field(
+        description='line (traffic) or zone (occupancy, dwell) id ("*" with group=site or fleet)'
+    )
 
 
 class TrafficRow(_Row):
@@ -33,9 +44,13 @@ class TrafficRow(_Row):
 
 class OccupancyRow(_Row):
     occupancy_mean: float = Field(
-        description="time-weighted mean of people in the zone (exact at any interval)"
+        description="time-weighted mean of people in the zone (exact at any interval); with "
+        "group=site or fleet the sum of the zones' means: people present across them"
     )
-    occupancy_peak: int | None = Field(description="most people at once (exact)")
+    occupancy_peak: int | None = Field(
+        description="most people at once (exact); null with group=site or fleet (a peak of "
+        "the sum is not known from the zones' peaks)"
+    )
 
 
 class DwellRow(_Row):
@@ -67,10 +82,13 @@ class DwellAnswer(BaseModel):
     responses={200: {"model": TrafficAnswer}},
     summary="People in and out per time bucket, site, device and line",
 )
-def traffic(ctx: Ctx, f: Flt, format: ExportFormat = "json") -> Response:
+def traffic(ctx: Ctx, f: Flt, format: ExportFormat = "json", group: By = "device") -> Response:
     """Sums of ``in``/``out`` line crossings; buckets are UTC. ``format``: json (default,
-    ``{"rows": [...]}``), csv or parquet (the same rows as a file)."""
-    return table_response(queries.traffic(ctx.store, f, max_rows=ctx.max_rows), format, "traffic")
+    ``{"rows": [...]}``), csv or parquet (the same rows as a file). ``group``: per device
+    (default), or summed per site or over the whole fleet (``device``/``line`` read ``"*"``):
+    the exact sums of the per-device rows."""
+    table = queries.traffic(ctx.store, f, max_rows=ctx.max_rows, group=group)
+    return table_response(table, format, "traffic")
 
 
 @router.get(
@@ -78,8 +96,10 @@ def traffic(ctx: Ctx, f: Flt, format: ExportFormat = "json") -> Response:
     responses={200: {"model": OccupancyAnswer}},
     summary="Zone occupancy per time bucket: time-weighted mean and peak",
 )
-def occupancy(ctx: Ctx, f: Flt, format: ExportFormat = "json") -> Response:
-    table = queries.occupancy(ctx.store, f, max_rows=ctx.max_rows)
+def occupancy(ctx: Ctx, f: Flt, format: ExportFormat = "json", group: By = "device") -> Response:
+    """With ``group`` site or fleet, ``occupancy_mean`` is the sum of the zones' means
+    (people present across them, on average, exact) and ``occupancy_peak`` is null."""
+    table = queries.occupancy(ctx.store, f, max_rows=ctx.max_rows, group=group)
     return table_response(table, format, "occupancy")
 
 
@@ -88,9 +108,11 @@ def occupancy(ctx: Ctx, f: Flt, format: ExportFormat = "json") -> Response:
     responses={200: {"model": DwellAnswer}},
     summary="Visits that ended per time bucket, with median and p90 dwell (seconds)",
 )
-def dwell(ctx: Ctx, f: Flt, format: ExportFormat = "json") -> Response:
+def dwell(ctx: Ctx, f: Flt, format: ExportFormat = "json", group: By = "device") -> Response:
     """``visits`` is exact at any interval. ``median_s`` and ``p90_s`` are exact at the
     devices' bucket length; over longer intervals they are the visit-weighted means of the
     buckets' own median and p90, an approximation (the raw visit times never leave a
-    store)."""
-    return table_response(queries.dwell(ctx.store, f, max_rows=ctx.max_rows), format, "dwell")
+    store). With ``group`` site or fleet, ``visits`` are summed (exact) and the times are
+    the same visit-weighted means over all the zones."""
+    table = queries.dwell(ctx.store, f, max_rows=ctx.max_rows, group=group)
+    return table_response(table, format, "dwell")

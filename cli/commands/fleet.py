@@ -180,7 +180,8 @@ def _from_db(db: str, name: str, params: dict[str, str]) -> Any:
             end=_when(params.get("to"), "--to"),
             interval=params.get("interval", "hour"),  # type: ignore[arg-type]
         )
-        return queries.run_named(store, name, f)
+        group = params.get("group", "device")
+        return queries.run_named(store, name, f, group=group)  # type: ignore[arg-type]
     finally:
         store.close()
 
@@ -220,13 +221,19 @@ def _filter_params(
     start: str | None,
     end: str | None,
     interval: str,
+    group: str = "device",
 ) -> dict[str, str]:
+    from edgetally.fleet.queries import GROUPS
     from edgetally.fleet.records import INTERVALS
     from edgetally.models.topics import check_id
 
     params: dict[str, str] = {"interval": interval}
     if interval not in INTERVALS:
         raise FleetError(f"unknown --interval {interval!r}: use {', '.join(INTERVALS)}")
+    if group not in GROUPS:
+        raise FleetError(f"unknown --group {group!r}: use {', '.join(GROUPS)}")
+    if group != "device":
+        params["group"] = group
     for key, value in (("site", site), ("device", device), ("line", line)):
         if value is not None:
             params[key] = check_id(value, key)
@@ -245,6 +252,11 @@ _LINE = typer.Option(None, "--line", help="Line (traffic) or zone (occupancy, dw
 _FROM = typer.Option(None, "--from", help="ISO 8601, inclusive (UTC without an offset).")
 _TO = typer.Option(None, "--to", help="ISO 8601, exclusive.")
 _INTERVAL = typer.Option("hour", "--interval", help="minute, 15min, hour or day.")
+_GROUP = typer.Option(
+    "device",
+    "--group",
+    help='device (one row per device and line), site or fleet (summed; the others read "*").',
+)
 _JSON = typer.Option(False, "--json", help="The API's JSON: {'rows': [...]}.")
 _FORMAT = typer.Option("table", "--format", help="table, csv or parquet.")
 _OUTPUT = typer.Option(None, "--output", "-o", help="Write csv/parquet here.")
@@ -260,11 +272,12 @@ def _analytic(name: str, doc: str) -> None:
         start: str | None = _FROM,
         end: str | None = _TO,
         interval: str = _INTERVAL,
+        group: str = _GROUP,
         as_json: bool = _JSON,
         fmt: str = _FORMAT,
         output: Path | None = _OUTPUT,
     ) -> None:
-        params = _filter_params(site, device, line, start, end, interval)
+        params = _filter_params(site, device, line, start, end, interval, group)
         _run_query(name, db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json)
 
     command.__doc__ = doc

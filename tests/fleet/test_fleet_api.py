@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -240,3 +241,117 @@ def test_serve_rejects_bad_addresses(tmp_path: Path) -> None:
         r = edgetally("fleet", "serve", "--db", str(tmp_path / "f.duckdb"), *args)
         assert r.returncode == 1, r.stderr
         assert needle in r.stderr and "Traceback" not in r.stderr
+
+
+def _summed(rows: list[dict[str, Any]], keys: tuple[str, ...], values: tuple[str, ...]) -> dict:
+    """``values`` of the per-device rows summed per ``keys``."""
+    out: dict[tuple[Any, ...], list[float]] = {}
+    for r in rows:
+        acc = out.setdefault(tuple(r[k] for k in keys), [0.0] * len(values))
+        for i, v in enumerate(values):
+            acc[i] += r[v]
+    return out
+
+
+GROUP_CASES = [
+    {"interval": "15min"},  # from the stored aggregates
+    {"interval": "hour"},  # the hourly rollup as it is
+    {"interval": "day", "line": "door"},  # the daily rollup, grouped
+    {"interval": "hour", "from": "2024-05-06T08:10:00Z"},  # off the rollup's edges: aggregates
+]
+
+
+@pytest.mark.parametrize("params", GROUP_CASES)
+def test_grouped_traffic_is_the_sum_of_the_device_rows(
+    client: TestClient, params: dict[str, str]
+) -> None:
+    per_device = client.get("/api/v1/traffic", params=params).json()["rows"]
+    assert len({r["device"] for r in per_device}) == 3
+    for group, keys in (("site", ("bucket", "site")), ("fleet", ("bucket",))):
+        rows = client.get("/api/v1/traffic", params={**params, "group": group}).json()["rows"]
+        for row in rows:
+            assert list(row) == ["bucket", "site", "device", "line", "in", "out"]
+            assert row["device"] == row["line"] == "*"
+            assert (row["site"] == "*") == (group == "fleet")
+            assert isinstance(row["in"], int)
+        got = {tuple(r[k] for k in keys): [r["in"], r["out"]] for r in rows}
+        assert got == _summed(per_device, keys, ("in", "out"))
+        assert [tuple(r[k] for k in keys) for r in rows] == sorted(got)  # ordered
+
+
+def test_grouped_exports_and_no_413_for_the_fleet(client: TestClient) -> None:
+    # one row per device and line per minute is over this app's 500-row limit; the fleet's
+    # one row per minute is not
+    assert client.get("/api/v1/traffic", params={"interval": "minute"}).status_code == 413
+    params = {"interval": "minute", "group": "fleet"}
+    rows = client.get("/api/v1/traffic", params=params).json()["rows"]
+    assert len(rows) == 90
+    csv_rows = list(
+        csv.DictReader(
+            io.StringIO(client.get("/api/v1/traffic", params={**params, "format": "csv"}).text)
+        )
+    )
+    assert [(c["bucket"], c["site"], int(c["in"])) for c in csv_rows] == [
+        (r["bucket"], "*", r["in"]) for r in rows
+    ]
+    r = client.get("/api/v1/traffic", params={**params, "format": "parquet"})
+    assert pq.read_table(io.BytesIO(r.content)).to_pylist()[0]["device"] == "*"
+    assert client.get("/api/v1/traffic", params={"group": "line"}).status_code == 422
+
+
+def test_grouped_occupancy_and_dwell(client: TestClient) -> None:
+    params = {"interval": "hour"}
+    occ = client.get("/api/v1/occupancy", params=params).json()["rows"]
+    grouped = client.get("/api/v1/occupancy", params={**params, "group": "site"}).json()["rows"]
+    want = _summed(occ, ("bucket", "site"), ("occupancy_mean",))
+    assert {(r["bucket"], r["site"]) for r in grouped} == set(want)
+    for r in grouped:
+        assert r["occupancy_mean"] == pytest.approx(want[(r["bucket"], r["site"])][0], abs=1e-3)
+        assert r["occupancy_peak"] is None
+    dw = client.get("/api/v1/dwell", params={"interval": "day"}).json()["rows"]
+    fleet = client.get("/api/v1/dwell", params={"interval": "day", "group": "fleet"}).json()
+    (total,) = fleet["rows"]
+    assert total["visits"] == sum(r["visits"] for r in dw)
+    weighted = sum(r["median_s"] * r["visits"] for r in dw) / total["visits"]
+    assert total["median_s"] == pytest.approx(weighted, rel=1e-4)
+
+
+def test_redelivered_aggregates_do_not_count_twice_in_totals(
+    store_db: str,
+    make_aggregates: Callable[..., list[Aggregate]],
+    write_all: Callable[..., tuple[int, int]],
+) -> None:
+    aggs = make_aggregates(n_devices=2, minutes=70, seed=5)
+    store = open_store(store_db)
+    try:
+        write_all(store, aggs)
+        assert write_all(store, aggs[::3], 50)[0] == 0  # redelivered: all duplicates
+        with TestClient(create_app(FleetContext(store=store))) as c:
+            for interval in ("15min", "hour", "day"):
+                params = {"interval": interval, "group": "fleet"}
+                rows = c.get("/api/v1/traffic", params=params).json()["rows"]
+                assert sum(r["in"] for r in rows) == sum(a.in_count for a in aggs)
+                assert sum(r["out"] for r in rows) == sum(a.out_count for a in aggs)
+    finally:
+        store.close()
+
+
+def test_cli_query_group_gives_the_api_answer(client: TestClient, fleet_db: str) -> None:
+    params = {"interval": "hour", "group": "site"}
+    api_rows = client.get("/api/v1/traffic", params=params).json()["rows"]
+    r = edgetally(
+        "fleet",
+        "query",
+        "traffic",
+        "--db",
+        fleet_db,
+        "--group",
+        "site",
+        "--interval",
+        "hour",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rows"] == api_rows
+    bad = edgetally("fleet", "query", "traffic", "--db", fleet_db, "--group", "line")
+    assert bad.returncode == 1 and "--group" in bad.stderr
