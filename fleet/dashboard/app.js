@@ -1,7 +1,8 @@
 // The fleet dashboard: traffic, fleet and energy views over the fleet's own API.
 // State lives in the URL hash (#view?key=value&...), so a view can be linked and reloaded.
-// The server aggregates every series (interval=hour up to a week, day beyond); the page
-// only sums the rows of one bucket across devices and lines.
+// The server aggregates every series (interval=hour up to a week, day beyond), and sums the
+// devices and lines too (group=site for a site, group=fleet for all sites) unless a device
+// is chosen (then the page sums that device's lines per bucket itself).
 "use strict";
 
 const API = new URL("../api/v1/", location.href);
@@ -231,15 +232,21 @@ async function renderTraffic(params, alive) {
   fillSelect(form.elements.namedItem("device"), onSite.map((d) => d.device), "all devices",
     params.device);
 
-  const where = { site: params.site, device: params.device, interval: r.interval };
+  // a device: its own rows; else the server's totals for the site or the whole fleet
+  const group = params.device ? undefined : (params.site ? "site" : "fleet");
+  const where = { site: params.site, device: params.device, interval: r.interval, group };
   const now = { ...where, from: iso(r.from), to: iso(r.to) };
   const prev = { ...where, from: iso(r.from - WEEK_MS), to: iso(r.to - WEEK_MS) };
-  const [cur, before, occ, dwell, events] = await Promise.all([
+  // totals name no line ("*"): the line picker offers those of the devices' rows per day
+  // over the range's last week (one row per device and line a day)
+  const lineRange = { from: iso(Math.max(r.from, r.to - WEEK_MS)), to: iso(r.to) };
+  const [cur, before, occ, dwell, events, perLine] = await Promise.all([
     api("traffic", { ...now, line: params.line }),
     api("traffic", { ...prev, line: params.line }),
     api("occupancy", now),
     api("dwell", now),
     optionalGet("/api/v1/events", apiUrl("events", { ...now, line: params.line })),
+    group ? api("traffic", { site: params.site, interval: "day", ...lineRange }) : null,
   ]);
   if (!alive()) return;
 
@@ -247,7 +254,8 @@ async function renderTraffic(params, alive) {
   const domain = [r.from, r.to - step];
   const key = `${params.site || ""}/${params.device || ""}`;
   if (lineChoices.key !== key) lineChoices = { key, lines: new Set() };
-  for (const row of [...cur.rows, ...before.rows]) lineChoices.lines.add(row.line);
+  const lineRows = perLine ? perLine.rows : [...cur.rows, ...before.rows];
+  for (const row of lineRows) if (row.line !== "*") lineChoices.lines.add(row.line);
   fillSelect(form.elements.namedItem("line"), [...lineChoices.lines].sort(), "all lines",
     params.line);
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -397,6 +398,15 @@ def _same(got: list[list[Any]], want: list[list[Any]]) -> None:
     assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-9, abs=1e-9)
 
 
+def _asked(browser: Browser, name: str) -> list[dict[str, list[str]]]:
+    """The query parameters of the page's requests to ``/api/v1/{name}`` so far."""
+    urls: list[str] = browser.eval(
+        "performance.getEntriesByType('resource').map(e => e.name)"
+        f".filter(u => new URL(u).pathname.endsWith('/api/v1/{name}'))"
+    )
+    return [parse_qs(urlsplit(u).query) for u in urls]
+
+
 def _traffic_url(base: str, **params: Any) -> str:
     q = "&".join(f"{k}={v}" for k, v in params.items())
     return f"{base}/dashboard/#traffic?{q}"
@@ -429,6 +439,7 @@ def test_root_redirects_and_only_known_files_are_served(fleet: Fleet) -> None:
 
 def test_week_per_hour_for_a_site_matches_the_api(fleet: Fleet, browser: Browser) -> None:
     site = fleet.made["plans"][0].site
+    browser.eval("performance.clearResourceTimings()")
     browser.goto(
         _traffic_url(fleet.open.url, site=site, range=7, interval="hour", end=END_DAY.isoformat())
     )
@@ -440,9 +451,17 @@ def test_week_per_hour_for_a_site_matches_the_api(fleet: Fleet, browser: Browser
         "/api/v1/traffic", **q, **{"from": _iso(start - week), "to": _iso(end - week)}
     )["rows"]
     assert len(cur) > 100 and len(prev) > 100
+    # the page asks the server for the site's totals, which are the devices' rows summed
+    totals = fleet.get(
+        "/api/v1/traffic", **q, group="site", **{"from": _iso(start), "to": _iso(end)}
+    )["rows"]
+    assert {(r["site"], r["device"], r["line"]) for r in totals} == {(site, "*", "*")}
+    hourly = [a for a in _asked(browser, "traffic") if a.get("interval") == ["hour"]]
+    assert len(hourly) == 2 and all(a.get("group") == ["site"] for a in hourly)
     for direction in ("in", "out"):
         now_s, prev_s = browser.series(direction)
         _same(now_s["points"], _sum_by_bucket(cur, direction))
+        _same(now_s["points"], [[r["bucket"], r[direction]] for r in totals])
         _same(prev_s["points"], _sum_by_bucket(prev, direction))
     occ = fleet.get("/api/v1/occupancy", **q, **{"from": _iso(start), "to": _iso(end)})["rows"]
     assert occ
@@ -459,7 +478,7 @@ def test_week_per_hour_for_a_site_matches_the_api(fleet: Fleet, browser: Browser
     )
     assert options["site"] == sorted({d["site"] for d in devices})
     assert options["device"] == [d["device"] for d in devices if d["site"] == site]
-    assert options["line"] == sorted({r["line"] for r in cur + prev})
+    assert options["line"] == sorted({r["line"] for r in cur})  # the devices' lines
     events = fleet.get("/api/v1/events", **q, **{"from": _iso(start), "to": _iso(end)})["rows"]
     names = sorted({f"{r['family']} {r['event']}" for r in events})
     assert names == ["audio glass_break", "shelf pickup"]
@@ -684,4 +703,12 @@ def test_pickers_drive_the_query(fleet: Fleet, browser: Browser) -> None:
         **{"from": _iso(start), "to": _iso(end)},
     )["rows"]
     _same(browser.series("out")[0]["points"], _sum_by_bucket(rows, "out"))
+    browser.eval("performance.clearResourceTimings()")
+    choose("site", "")  # all sites: the fleet's totals, the sums of every device's rows
+    everything = fleet.get(
+        "/api/v1/traffic", interval="day", **{"from": _iso(start), "to": _iso(end)}
+    )["rows"]
+    assert len({r["site"] for r in everything}) == STORES
+    _same(browser.series("in")[0]["points"], _sum_by_bucket(everything, "in"))
+    assert any(a.get("group") == ["fleet"] for a in _asked(browser, "traffic"))
     assert browser.errors() == []
