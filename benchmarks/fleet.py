@@ -261,12 +261,18 @@ def latencies(store: Any, devices: int, days: int, repeat: int) -> dict[str, lis
     from edgetally.fleet.export import to_json
 
     out: dict[str, list[float]] = {}
-    plan = [("traffic", name, f) for name, f in analyst_queries(devices, days)]
+    year = analyst_queries(devices, days)
+    plan = [("traffic", name, f, "device") for name, f in year]
+    # the totals the dashboard asks for: a site's and the whole fleet's, summed by the store
+    (site_name, site_year), (fleet_name, fleet_year) = year[3], year[5]
+    plan += [("traffic", f"{name}, group={g}", f, g) for name, f, g in (
+        (site_name, site_year, "site"), (fleet_name, fleet_year, "site"),
+        (fleet_name, fleet_year, "fleet"))]
     zones = zone_queries(devices, days)
-    plan += [(q, name, f) for q in ("occupancy", "dwell") for name, f in zones]
-    for query, name, f in plan:
-        def answer(query: str = query, f: Any = f) -> int:
-            table = queries.run_named(store, query, f, max_rows=10_000_000)
+    plan += [(q, name, f, "device") for q in ("occupancy", "dwell") for name, f in zones]
+    for query, name, f, group in plan:
+        def answer(query: str = query, f: Any = f, group: Any = group) -> int:
+            table = queries.run_named(store, query, f, max_rows=10_000_000, group=group)
             to_json(table)
             return len(table)
 
@@ -327,6 +333,7 @@ def api_latencies(store: Any, devices: int, days: int, repeat: int) -> dict[str,
     asks = [
         ("traffic", {"site": site, "interval": "day"}),
         ("traffic", {"interval": "day"}),
+        ("traffic", {"interval": "day", "group": "fleet"}),
         ("occupancy", {"interval": "day"}),
         ("dwell", {"interval": "day"}),
     ]
