@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -108,7 +109,8 @@ class _InputLayout:
 
 
 def _layout(shape: list[Any], window_seconds: float, path: Path) -> _InputLayout:
-    dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    # onnxruntime gives ints or dimension names, LiteRT numpy integers (-1 when dynamic)
+    dims = [int(d) if isinstance(d, int | np.integer) and d > 0 else None for d in shape]
     if len(dims) in (1, 2):
         n = dims[-1] or round(window_seconds * RATE)
         if len(dims) == 2 and dims[0] not in (None, 1):
@@ -121,6 +123,44 @@ def _layout(shape: list[Any], window_seconds: float, path: Path) -> _InputLayout
         concrete = (1, frames, mels) if len(dims) == 3 else (1, 1, frames, mels)
         return _InputLayout("logmel", concrete, (frames - 1) * MEL_HOP + MEL_WIN, frames, mels)
     raise AudioError(f"{path}: unsupported classifier input shape {shape}")
+
+
+def _quant_params(detail: dict[str, Any], path: Path) -> tuple[np.dtype[Any], float, int]:
+    """(dtype, scale, zero point) of a LiteRT tensor; scale 0 when it holds floats."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return dtype, 0.0, 0
+    if dtype not in (np.int8, np.uint8, np.int16):
+        raise AudioError(f"{path}: unsupported tensor type {dtype.name}")
+    scale, zero = detail["quantization"]
+    if not scale:
+        raise AudioError(f"{path}: {dtype.name} tensor without quantization scale")
+    return dtype, float(scale), int(zero)
+
+
+def _quantizer(
+    detail: dict[str, Any], path: Path
+) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[Any]]:
+    """Float input to what the model takes: q = round(x / scale) + zero, clipped to the type."""
+    dtype, scale, zero = _quant_params(detail, path)
+    if not scale:
+        return lambda x: x
+    info = np.iinfo(dtype.name)
+
+    def quantize(x: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
+        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+
+    return quantize
+
+
+def _dequantizer(
+    detail: dict[str, Any], path: Path
+) -> Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]]:
+    """The model's output as float scores: (q - zero) * scale."""
+    _, scale, zero = _quant_params(detail, path)
+    if not scale:
+        return lambda q: np.asarray(q, np.float32)
+    return lambda q: ((np.asarray(q, np.float32) - zero) * scale).astype(np.float32)
 
 
 class ModelClassifier:
@@ -170,13 +210,18 @@ class ModelClassifier:
         self._layout = _layout(list(detail["shape_signature"]), window_seconds, model)
         if list(detail["shape"]) != list(self._layout.shape):
             interp.resize_tensor_input(detail["index"], list(self._layout.shape))
-        interp.allocate_tensors()
-        out_index = interp.get_output_details()[0]["index"]
+        try:
+            interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise AudioError(f"cannot load classifier {model}: {exc}") from exc
+        out = interp.get_output_details()[0]
+        quantize = _quantizer(detail, model)
+        dequantize = _dequantizer(out, model)
 
         def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-            interp.set_tensor(detail["index"], x)
+            interp.set_tensor(detail["index"], quantize(x))
             interp.invoke()
-            return np.asarray(interp.get_tensor(out_index), np.float32)
+            return dequantize(interp.get_tensor(out["index"]))
 
         self._run = run
 
