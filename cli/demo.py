@@ -20,9 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetally.models.errors import EdgetallyError
+
+if TYPE_CHECKING:
+    from edgetally.models.wire import Aggregate
 
 log = logging.getLogger(__name__)
 
@@ -229,37 +232,51 @@ def estimated_watts(profile: Any, visitors: int, busiest: int) -> float:
     return float(profile.idle_w + (profile.max_w - profile.idle_w) * min(1.0, load))
 
 
+def store_aggregates(plan: StorePlan, *, share: float = 0.05) -> list[Aggregate]:
+    """A simulated store's hours as the aggregates its door camera sends: one an hour on
+    line ``entrance``, in and out each ``share`` of the street's passers (rounded), with
+    ``seq`` 1, 2, ... in time order."""
+    from edgetally.runtime.aggregator import AggregateDraft
+
+    return [
+        AggregateDraft(
+            counter="entrance", kind="line", start=start, seconds=3600,
+            in_count=round(passers * share), out_count=round(passers * share),
+        ).to_message(site=plan.site, device=plan.device, source="door", seq=seq)
+        for seq, (start, passers) in enumerate(plan.hours, 1)
+    ]
+
+
 def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: float = 0.05,
                  profile: str = "edge-box", drain_timeout: float = 60.0) -> Replayed:
-    """Publish a store's hours as aggregates, with the estimated power of its box per hour
-    (from the device ``profile``, ``measured: false``), through the device's outbox and
-    publisher. ``share``: the part of the street's passers that walk into the shop."""
+    """Publish a store's hours as aggregates (:func:`store_aggregates`), with the estimated
+    power of its box per hour (from the device ``profile``, ``measured: false``), through
+    the device's outbox (which numbers them) and publisher. ``share``: the part of the
+    street's passers that walk into the shop."""
     from edgetally.firmware_bridge.estimate import profile as device_profile
     from edgetally.firmware_bridge.power import EnergyBucket
-    from edgetally.runtime.aggregator import AggregateDraft, ClosedBucket
-    from edgetally.runtime.device import store_bucket
+    from edgetally.models.topics import topic_for
+    from edgetally.models.wire import to_json
     from edgetally.runtime.outbox import Outbox
     from edgetally.runtime.power import store_power
     from edgetally.runtime.publisher import Publisher
 
     box = device_profile(profile)
-    busiest = max((round(p * share) for _, p in plan.hours), default=0)
+    hours = store_aggregates(plan, share=share)
+    busiest = max((a.in_count for a in hours), default=0)
+    topic = topic_for(plan.site, plan.device, "agg")
     outbox = Outbox(outbox_path)
     publisher = Publisher(outbox, broker_url, site=plan.site, device=plan.device)
     publisher.start()
     aggregates = power = 0
     try:
-        for start, passers in plan.hours:
-            visitors = round(passers * share)
-            draft = AggregateDraft(
-                counter="entrance", kind="line", start=start, seconds=3600,
-                in_count=visitors, out_count=visitors,
-            )
-            bucket = ClosedBucket(start, 3600, (draft,), 0, 0)
-            store_bucket(outbox, site=plan.site, device=plan.device, source="door",
-                         bucket=bucket)
-            watts = estimated_watts(box, visitors, busiest)  # for one hour: Wh = W
-            energy = EnergyBucket(start, 3600, 3600, watts, "estimate", measured=False)
+        def numbered(agg: Aggregate) -> Callable[[int], bytes]:
+            return lambda seq: to_json(agg.model_copy(update={"seq": seq}))
+
+        for agg in hours:
+            outbox.put(topic, numbered(agg))
+            watts = estimated_watts(box, agg.in_count, busiest)  # for one hour: Wh = W
+            energy = EnergyBucket(agg.start, 3600, 3600, watts, "estimate", measured=False)
             store_power(outbox, site=plan.site, device=plan.device, bucket=energy)
             aggregates += 1
             power += 1

@@ -61,7 +61,7 @@ SHARE = 0.05  # the demo's share of passers that walk into a shop
 def _fill(store: Store) -> dict[str, Any]:
     """The demo's simulated stores written through the store's write API, plus a zone
     (occupancy, dwell), shelf and audio events, statuses and power. Returns what was made."""
-    from edgetally.demo import plan_stores
+    from edgetally.demo import plan_stores, store_aggregates
 
     plans = plan_stores(STORES, DAYS, now=datetime(2025, 3, 17, 12, tzinfo=UTC))
     assert len(plans) == STORES
@@ -69,22 +69,17 @@ def _fill(store: Store) -> dict[str, Any]:
     aggs: list[Aggregate] = []
     for k, plan in enumerate(plans):
         seq = itertools.count(1)
-        for start, passers in plan.hours:
-            visitors = round(passers * SHARE)
+        door = store_aggregates(plan, share=SHARE)  # what the demo's store publishes
+        for (start, passers), hour in zip(plan.hours, door, strict=True):
+            visitors = hour.in_count
             events = {"pickup": visitors // 7} if k == 0 and visitors >= 7 else {}
             aggs.append(
-                Aggregate(
-                    site=plan.site,
-                    device=plan.device,
-                    source="door",
-                    line="entrance",
-                    seq=next(seq),
-                    start=start,
-                    seconds=3600,
-                    in_count=visitors,
-                    out_count=visitors,
-                    shelf_events=events,
-                    audio_events={"glass_break": 1} if k == 0 and start.hour == 3 else {},
+                hour.model_copy(
+                    update={
+                        "seq": next(seq),
+                        "shelf_events": events,
+                        "audio_events": {"glass_break": 1} if k == 0 and start.hour == 3 else {},
+                    }
                 )
             )
             if k == 0 and visitors > 0:  # the first store also watches a zone
