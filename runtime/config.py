@@ -37,9 +37,12 @@ Example::
               facings:
                 - id: cola
                   polygon: [[20, 20], [110, 20], [110, 105], [20, 105]]
+          # scorer: detector           # default classical; a gap or product detector:
+          # model: gaps.onnx           # a zoo name or a file (family: when a file needs it)
+          # gap_class: 0               # or products: true; min_score: 0.3
 
-Relative paths (outbox, audio files and models, a shelf's reference photo, the broker's
-password file and CA) are relative to the config file.
+Relative paths (outbox, audio files and models, a shelf's reference photo and model file,
+the broker's password file and CA) are relative to the config file.
 """
 
 from __future__ import annotations
@@ -370,8 +373,15 @@ def load_config(path: Path) -> DeviceConfig:
 
 
 def _shelf_relative(camera: CameraConfig, base: Path) -> CameraConfig:
-    reference = (camera.shelf or {}).get("reference")
-    if reference is None or Path(str(reference)).is_absolute():
+    """A shelf's reference photo and model file, given relative, relative to ``base``."""
+    from edgetally.runtime.shelf.config import model_path
+
+    if camera.shelf is None:
         return camera
-    shelf = {**(camera.shelf or {}), "reference": str(base / str(reference))}
+    shelf = dict(camera.shelf)
+    reference = shelf.get("reference")
+    if reference is not None and not Path(str(reference)).is_absolute():
+        shelf["reference"] = str(base / str(reference))
+    if isinstance(shelf.get("model"), str):
+        shelf["model"] = model_path(shelf["model"], base)
     return camera.model_copy(update={"shelf": shelf})

@@ -360,7 +360,9 @@ class Device:
         if shelf_config is not None:
             from edgetally.runtime.shelf.watch import ShelfWatch
 
-            watch = ShelfWatch(shelf_config, cfg.bucket_seconds)
+            watch = ShelfWatch(
+                shelf_config, cfg.bucket_seconds, backend=cfg.backend, accelerator=cfg.accelerator
+            )
         shelf_closed: list[ShelfBucket] = []
 
         def store(bucket: ClosedBucket) -> None:

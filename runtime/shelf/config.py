@@ -11,6 +11,12 @@ From YAML or JSON::
         facings:
           - id: cola
             polygon: [[20, 20], [110, 20], [110, 105], [20, 105]]
+
+How empty a facing looks comes from a scorer: ``scorer: classical`` (the default: change
+against the reference, no trained model) or ``scorer: detector`` with ``model`` (a zoo name
+or a model file, ``family`` when the file needs it) and either ``gap_class`` (a detector of
+empty gaps: the class of a gap, default 0) or ``products: true`` (a detector of products:
+what no product box covers is empty), keeping boxes scored ``min_score`` or more.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -61,6 +67,18 @@ class ShelfRegion:
 
 
 @dataclass(frozen=True, slots=True)
+class ScorerSpec:
+    """Which scorer rates the facings; the detector's model and how its boxes are read."""
+
+    kind: Literal["classical", "detector"] = "classical"
+    model: str | None = None  # a zoo name or a model file
+    family: str | None = None
+    gap_class: int = 0
+    products: bool = False
+    min_score: float = 0.3
+
+
+@dataclass(frozen=True, slots=True)
 class ShelfConfig:
     """All shelf regions of one camera, with the event debounce settings."""
 
@@ -70,6 +88,7 @@ class ShelfConfig:
     full_below: float = 0.4  # at or below this reads full (hysteresis between)
     taken_delta: float = 0.15  # emptiness rise across an occlusion that means "taken"
     reference: Path | None = None
+    scorer: ScorerSpec = ScorerSpec()
 
     @property
     def facings(self) -> tuple[Facing, ...]:
@@ -110,7 +129,8 @@ def parse_config(raw: Any, base: Path | None = None) -> ShelfConfig:
     """Validate a parsed YAML/JSON mapping; errors name the offending key."""
     if not isinstance(raw, Mapping):
         raise ShelfError("shelf config must be a mapping with a 'regions' list")
-    known = {"regions", "confirm_frames", "empty_above", "full_below", "taken_delta", "reference"}
+    known = {"regions", "confirm_frames", "empty_above", "full_below", "taken_delta", "reference",
+             *DETECTOR_KEYS, "scorer"}
     unknown = set(raw) - known
     if unknown:
         raise ShelfError(f"unknown shelf config key(s): {', '.join(sorted(map(str, unknown)))}")
@@ -159,6 +179,52 @@ def parse_config(raw: Any, base: Path | None = None) -> ShelfConfig:
         full_below=full_below,
         taken_delta=_number(raw, "taken_delta", 0.15, 0.0, 1.0),
         reference=ref_path,
+        scorer=_scorer(raw, base),
+    )
+
+
+DETECTOR_KEYS = ("model", "family", "gap_class", "products", "min_score")
+
+
+def model_path(model: str, base: Path | None) -> str:
+    """A model file given relative, taken relative to ``base``; a zoo name unchanged."""
+    from edgetally.models.zoo import zoo
+
+    if base is None or model in zoo() or Path(model).is_absolute():
+        return model
+    return str(base / model)
+
+
+def _scorer(raw: Mapping[str, Any], base: Path | None) -> ScorerSpec:
+    kind = raw.get("scorer", "classical")
+    if kind not in ("classical", "detector"):
+        raise ShelfError(f"scorer: must be 'classical' or 'detector', got {kind!r}")
+    if kind == "classical":
+        extra = [k for k in DETECTOR_KEYS if k in raw]
+        if extra:
+            raise ShelfError(f"{extra[0]}: only with scorer: detector")
+        return ScorerSpec()
+    model = raw.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ShelfError("model: a detector scorer needs a model (a zoo name or a model file)")
+    family = raw.get("family")
+    if family is not None and not isinstance(family, str):
+        raise ShelfError(f"family: must be a model family name, got {family!r}")
+    products = raw.get("products", False)
+    if not isinstance(products, bool):
+        raise ShelfError(f"products: must be true or false, got {products!r}")
+    gap_class = raw.get("gap_class", 0)
+    if isinstance(gap_class, bool) or not isinstance(gap_class, int) or gap_class < 0:
+        raise ShelfError(f"gap_class: must be a class index (0 or more), got {gap_class!r}")
+    if products and "gap_class" in raw:
+        raise ShelfError("gap_class: not with products: true (every product class counts)")
+    return ScorerSpec(
+        kind="detector",
+        model=model_path(model, base),
+        family=family,
+        gap_class=gap_class,
+        products=products,
+        min_score=_number(raw, "min_score", 0.3, 0.0, 1.0),
     )
 
 

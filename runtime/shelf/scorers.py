@@ -14,12 +14,15 @@ from typing import Protocol
 import cv2
 import numpy as np
 import numpy.typing as npt
-from edgetally.runtime.shelf.config import Facing
+from edgetally.runtime.shelf.config import Facing, ScorerSpec, ShelfConfig
 from edgetally.runtime.shelf.errors import ShelfError
 from edgetally.runtime.types import Detections
 
 Image = npt.NDArray[np.uint8]
 Scores = npt.NDArray[np.float32]
+Detect = Callable[[Image], Detections]
+# Loads the detector a scorer spec names: (spec) -> a function from an image to its boxes.
+DetectorLoader = Callable[[ScorerSpec], Detect]
 
 
 class FacingScorer(Protocol):
@@ -133,3 +136,41 @@ class DetectorScorer:
             share = float((cover & m).sum()) / max(1, int(m.sum()))
             out[k] = 1.0 - share if self.products else share
         return out
+
+
+def load_shelf_detector(
+    spec: ScorerSpec, backend: str = "auto", accelerator: str | None = None
+) -> Detect:
+    """The spec's model through the zoo and the runtime backends, reading the classes the
+    shelf needs: the gap class, or with ``products`` every class of the model."""
+    from edgetally.runtime.detectors import load_detector
+
+    if spec.model is None:
+        raise ShelfError("model: a detector scorer needs a model (a zoo name or a model file)")
+    detector = load_detector(
+        spec.model, backend, accelerator, spec.family, score_threshold=spec.min_score
+    )
+    n = len(detector.manifest.labels)
+    if spec.products:
+        detector.classes = tuple(range(n))
+    elif spec.gap_class >= n:
+        raise ShelfError(
+            f"gap_class: {spec.gap_class} is not a class of {spec.model} ({n} classes)"
+        )
+    else:
+        detector.classes = (spec.gap_class,)
+    return detector.detect
+
+
+def make_scorer(
+    config: ShelfConfig, reference: Image, loader: DetectorLoader | None = None
+) -> FacingScorer:
+    """The scorer a shelf config names: classical against ``reference``, or the detector
+    ``loader`` loads (by default :func:`load_shelf_detector` on the automatic backend)."""
+    spec = config.scorer
+    if spec.kind == "classical":
+        return ClassicalScorer(reference, config.facings)
+    detect = (loader or load_shelf_detector)(spec)
+    return DetectorScorer(
+        detect, gap_class=spec.gap_class, min_score=spec.min_score, products=spec.products
+    )

@@ -2,8 +2,10 @@
 messages out, one bucket at a time (aligned like the footfall buckets).
 
 The reference (the shelf full) is the configured photo, or else the first frame the camera
-delivers: start the device when the shelf is stocked. The person boxes gate the shelf logic
-(:mod:`edgetally.runtime.shelf.monitor`): a body in front of a facing is not an empty one.
+delivers: start the device when the shelf is stocked. A ``scorer: detector`` shelf loads its
+model on the first frame, on the device's backend and accelerator. The person boxes gate
+the shelf logic (:mod:`edgetally.runtime.shelf.monitor`): a body in front of a facing is not
+an empty one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from edgetally.runtime.shelf.buckets import ShelfAggregator, ShelfBucket
 from edgetally.runtime.shelf.config import ShelfConfig
 from edgetally.runtime.shelf.errors import ShelfError
 from edgetally.runtime.shelf.monitor import ShelfMonitor
-from edgetally.runtime.shelf.scorers import ClassicalScorer, Image
+from edgetally.runtime.shelf.scorers import (
+    DetectorLoader,
+    Image,
+    load_shelf_detector,
+    make_scorer,
+)
 
 # Facings per message: with the longest ids (64 characters) 24 facings stay well under the
 # wire's payload cap; a camera with more facings sends several messages per bucket.
@@ -30,12 +37,28 @@ PayloadBuilder = Callable[[int], bytes]
 class ShelfWatch:
     """Shelf events of one camera, closed into :class:`ShelfBucket` s."""
 
-    def __init__(self, config: ShelfConfig, bucket_seconds: float) -> None:
+    def __init__(
+        self,
+        config: ShelfConfig,
+        bucket_seconds: float,
+        *,
+        backend: str = "auto",
+        accelerator: str | None = None,
+        detector_loader: DetectorLoader | None = None,
+    ) -> None:
         self.config = config
+        self.detector_loader: DetectorLoader = detector_loader or (
+            lambda spec: load_shelf_detector(spec, backend, accelerator)
+        )
         self.aggregator = ShelfAggregator(
             [(f.region_id, f.facing_id) for f in config.facings], bucket_seconds
         )
         self._monitor: ShelfMonitor | None = None
+
+    @property
+    def monitor(self) -> ShelfMonitor | None:
+        """The shelf logic with its scorer, once the first frame has started it."""
+        return self._monitor
 
     def _start(self, image: Image) -> ShelfMonitor:
         reference = image
@@ -51,7 +74,8 @@ class ShelfWatch:
             reference = np.asarray(loaded, np.uint8)
         h, w = image.shape[:2]
         self.config.validate_for(w, h)
-        return ShelfMonitor(self.config, ClassicalScorer(reference, self.config.facings))
+        scorer = make_scorer(self.config, reference, self.detector_loader)
+        return ShelfMonitor(self.config, scorer)
 
     def update(
         self,
