@@ -4,10 +4,54 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from edgetally.runtime.shelf.config import ScorerSpec
+
 shelf_app = typer.Typer(help="Empty facings and shelf events (facing_empty, restocked, taken).")
+
+# The scorer options of `eval` and `demo`: the keys of a camera's shelf: block.
+Scorer = Annotated[str, typer.Option(
+    "--scorer", help="classical (no trained model) or detector (--model)."
+)]
+Model = Annotated[str | None, typer.Option(
+    "--model", help="Gap or product detector: a zoo name or a model file."
+)]
+Family = Annotated[str | None, typer.Option("--family", help="The model file's family.")]
+Products = Annotated[bool, typer.Option(
+    "--products", help="The model detects products: what no product box covers is empty."
+)]
+GapClass = Annotated[int | None, typer.Option(
+    "--gap-class", help="The class of an empty gap (default 0)."
+)]
+MinScore = Annotated[float | None, typer.Option(
+    "--min-score", help="Keep boxes scored this or more (default 0.3)."
+)]
+Backend = Annotated[str, typer.Option("--backend", help="Runtime backend for --model.")]
+Accelerator = Annotated[str | None, typer.Option(
+    "--accelerator", help="OpenVINO device, onnxruntime provider or LiteRT delegate."
+)]
+
+
+def _scorer_spec(
+    scorer: str, model: str | None, family: str | None, products: bool,
+    gap_class: int | None, min_score: float | None,
+) -> ScorerSpec:
+    """The options as a shelf block's scorer keys, checked the same way."""
+    from edgetally.runtime.shelf.config import parse_scorer
+    from edgetally.runtime.shelf.errors import ShelfError
+
+    given = {"model": model, "family": family, "products": products or None,
+             "gap_class": gap_class, "min_score": min_score}
+    try:
+        keys = {k: v for k, v in given.items() if v is not None}
+        return parse_scorer({"scorer": scorer, **keys})
+    except ShelfError as exc:  # name the option, not the config key
+        key, _, rest = str(exc).partition(": ")
+        raise ShelfError(f"--{key.replace('_', '-')}: {rest}") from None
 
 
 @shelf_app.command("eval")
@@ -16,22 +60,41 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one per method."),
     iou: float = typer.Option(0.3, "--iou", help="IoU that makes a match."),
     method: list[str] = typer.Option(
-        [], "--method", help="Methods to score (default: all): dark-blob, texture-bands."
+        [], "--method", help="Classical methods to score (default: all): dark-blob, texture-bands."
     ),
+    scorer: Scorer = "classical",
+    model: Model = None,
+    family: Family = None,
+    products: Products = False,
+    gap_class: GapClass = None,
+    min_score: MinScore = None,
+    backend: Backend = "auto",
+    accelerator: Accelerator = None,
 ) -> None:
-    """Precision, recall and F1 of empty-gap detection on single photos, per method."""
+    """Precision, recall and F1 of empty-gap detection on single photos, per method.
+
+    With --scorer detector, the detector's gap boxes (or, with --products, the stretches of
+    each shelf band no product box covers) are scored as method "detector"."""
     from edgetally.runtime.shelf.errors import ShelfError
     from edgetally.runtime.shelf.evaluate import evaluate
     from edgetally.runtime.shelf.proposer import (
         DarkBlobGapProposer,
+        DetectorGapProposer,
         GapProposer,
         TextureGapProposer,
     )
+    from edgetally.runtime.shelf.scorers import load_shelf_detector
 
+    spec = _scorer_spec(scorer, model, family, products, gap_class, min_score)
     methods: dict[str, GapProposer] = {
         "dark-blob": DarkBlobGapProposer(),
         "texture-bands": TextureGapProposer(),
     }
+    if spec.kind == "detector":
+        if method:
+            raise ShelfError("--method picks classical methods: not with --scorer detector")
+        detect = load_shelf_detector(spec, backend, accelerator)
+        methods = {"detector": DetectorGapProposer(detect, spec.gap_class, spec.products)}
     unknown = [m for m in method if m not in methods]
     if unknown:
         raise ShelfError(f"unknown method(s) {unknown}: choose from {sorted(methods)}")
@@ -58,17 +121,32 @@ def validate_config(path: Path = typer.Argument(..., help="Shelf config (YAML or
 
 
 @shelf_app.command("demo")
-def demo(as_json: bool = typer.Option(False, "--json", help="Print events as JSON lines.")) -> None:
+def demo(
+    as_json: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
+    scorer: Scorer = "classical",
+    model: Model = None,
+    family: Family = None,
+    products: Products = False,
+    gap_class: GapClass = None,
+    min_score: MinScore = None,
+    backend: Backend = "auto",
+    accelerator: Accelerator = None,
+) -> None:
     """Run the shelf logic on the rendered scene and print the events it finds."""
+    from dataclasses import replace
     from datetime import UTC, datetime, timedelta
 
     import numpy as np
     from edgetally.runtime.shelf.monitor import ShelfMonitor
-    from edgetally.runtime.shelf.scorers import ClassicalScorer
+    from edgetally.runtime.shelf.scorers import load_shelf_detector, make_scorer
     from edgetally.runtime.shelf.synthetic import PRODUCTS, ShelfScene, default_script, scene_config
 
-    scene, cfg = ShelfScene(), scene_config()
-    monitor = ShelfMonitor(cfg, ClassicalScorer(scene.render(np.full(8, PRODUCTS)), cfg.facings))
+    spec = _scorer_spec(scorer, model, family, products, gap_class, min_score)
+    scene, cfg = ShelfScene(), replace(scene_config(), scorer=spec)
+    reference = scene.render(np.full(8, PRODUCTS))
+    monitor = ShelfMonitor(cfg, make_scorer(
+        cfg, reference, lambda s: load_shelf_detector(s, backend, accelerator)
+    ))
     t0 = datetime.now(UTC)
     for i, step in enumerate(default_script()):
         boxes = np.array([p.box for p in step.people], np.float32).reshape(-1, 4)

@@ -179,7 +179,7 @@ def parse_config(raw: Any, base: Path | None = None) -> ShelfConfig:
         full_below=full_below,
         taken_delta=_number(raw, "taken_delta", 0.15, 0.0, 1.0),
         reference=ref_path,
-        scorer=_scorer(raw, base),
+        scorer=parse_scorer(raw, base),
     )
 
 
@@ -195,7 +195,8 @@ def model_path(model: str, base: Path | None) -> str:
     return str(base / model)
 
 
-def _scorer(raw: Mapping[str, Any], base: Path | None) -> ScorerSpec:
+def parse_scorer(raw: Mapping[str, Any], base: Path | None = None) -> ScorerSpec:
+    """The scorer keys of a shelf config (``scorer``, ``model``, ...); errors name the key."""
     kind = raw.get("scorer", "classical")
     if kind not in ("classical", "detector"):
         raise ShelfError(f"scorer: must be 'classical' or 'detector', got {kind!r}")

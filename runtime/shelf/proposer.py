@@ -11,6 +11,7 @@ when ``use_darkness``).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +36,26 @@ def _runs(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1), strict=True))
 
 
+def shelf_bands(gray: Image, min_band: int = 24) -> list[tuple[int, int]]:
+    """[y1, y2) of the bands between shelf boards, each at least ``min_band`` rows high."""
+    h = gray.shape[0]
+    gy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
+    # a shelf board is a long horizontal edge: strong |d/dy| over much of the row
+    row = (gy > 60).mean(axis=1)
+    row = np.convolve(row, np.ones(3) / 3, mode="same")
+    peaks = [
+        y
+        for y in range(1, h - 1)
+        if row[y] >= 0.25 and row[y] >= row[y - 1] and row[y] >= row[y + 1]
+    ]
+    lines: list[int] = []
+    for y in peaks:
+        if not lines or y - lines[-1] > min_band:
+            lines.append(y)
+    cuts = [0, *lines, h]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b - a >= min_band]
+
+
 @dataclass(frozen=True, slots=True)
 class TextureGapProposer:
     """Low edge density columns within shelf bands (see the module's description)."""
@@ -46,24 +67,6 @@ class TextureGapProposer:
     min_width: int = 12  # px
     use_darkness: bool = True
 
-    def _bands(self, gray: Image, edges: npt.NDArray[np.uint8]) -> list[tuple[int, int]]:
-        h = gray.shape[0]
-        gy = np.abs(cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3))
-        # a shelf board is a long horizontal edge: strong |d/dy| over much of the row
-        row = (gy > 60).mean(axis=1)
-        row = np.convolve(row, np.ones(3) / 3, mode="same")
-        peaks = [
-            y
-            for y in range(1, h - 1)
-            if row[y] >= 0.25 and row[y] >= row[y - 1] and row[y] >= row[y + 1]
-        ]
-        lines: list[int] = []
-        for y in peaks:
-            if not lines or y - lines[-1] > self.min_band:
-                lines.append(y)
-        cuts = [0, *lines, h]
-        return [(a, b) for a, b in itertools.pairwise(cuts) if b - a >= self.min_band]
-
     def propose(self, image: Image) -> Detections:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
         gray = np.asarray(cv2.GaussianBlur(gray, (3, 3), 0), np.uint8)
@@ -73,7 +76,7 @@ class TextureGapProposer:
         median_level = float(np.median(gray)) + 1.0
         boxes: list[tuple[float, float, float, float]] = []
         scores: list[float] = []
-        for y1, y2 in self._bands(gray, edges):
+        for y1, y2 in shelf_bands(gray, self.min_band):
             # skip a few rows at each end: the boards' own edges
             m = max(2, (y2 - y1) // 10)
             band = e[y1 + m : y2 - m]
@@ -146,4 +149,42 @@ class DarkBlobGapProposer:
             np.array(boxes, np.float32).reshape(k, 4),
             np.array(scores, np.float32),
             np.zeros(k, np.int32),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorGapProposer:
+    """A trained detector's gaps: its boxes of ``gap_class``; or, with ``products``, the runs
+    of columns of each shelf band that no product box covers (a product box covers the
+    columns it spans when it fills at least ``band_share`` of the band's height)."""
+
+    detect: Callable[[Image], Detections]
+    gap_class: int = 0
+    products: bool = False
+    min_band: int = 24  # px
+    min_width: int = 12  # px
+    band_share: float = 0.3
+
+    def propose(self, image: Image) -> Detections:
+        dets = self.detect(image)
+        if not self.products:
+            keep = dets.class_id == self.gap_class
+            n = int(keep.sum())
+            return Detections(dets.xyxy[keep], dets.score[keep], np.zeros(n, np.int32))
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+        width = image.shape[1]
+        boxes: list[tuple[float, float, float, float]] = []
+        for y1, y2 in shelf_bands(np.asarray(gray, np.uint8), self.min_band):
+            covered = np.zeros(width, bool)
+            for bx1, by1, bx2, by2 in dets.xyxy:
+                if min(by2, y2) - max(by1, y1) >= self.band_share * (y2 - y1):
+                    covered[max(0, int(bx1)) : int(np.ceil(bx2))] = True
+            boxes += [
+                (float(x1), float(y1), float(x2), float(y2))
+                for x1, x2 in _runs(~covered)
+                if x2 - x1 >= self.min_width
+            ]
+        k = len(boxes)
+        return Detections(
+            np.array(boxes, np.float32).reshape(k, 4), np.ones(k, np.float32), np.zeros(k, np.int32)
         )

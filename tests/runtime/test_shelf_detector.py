@@ -3,16 +3,21 @@ its boxes, not the classical comparison, decide which facings are empty."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+from edgetally.main import build_app
+from edgetally.models.errors import EdgetallyError
 from edgetally.runtime.config import load_config, parse_config
 from edgetally.runtime.detectors import load_detector
 from edgetally.runtime.shelf.buckets import ShelfBucket
 from edgetally.runtime.shelf.config import ScorerSpec, ShelfConfig
 from edgetally.runtime.shelf.errors import ShelfError
+from edgetally.runtime.shelf.proposer import DetectorGapProposer, shelf_bands
 from edgetally.runtime.shelf.scorers import Detect, DetectorScorer, load_shelf_detector
 from edgetally.runtime.shelf.synthetic import (
     PRODUCTS,
@@ -25,6 +30,7 @@ from edgetally.runtime.shelf.synthetic import (
 )
 from edgetally.runtime.shelf.watch import ShelfWatch
 from edgetally.runtime.types import Detections
+from typer.testing import CliRunner
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -137,8 +143,6 @@ def test_bad_scorer_keys_name_the_key(keys: dict[str, object], message: str) -> 
 
 
 def test_a_model_file_is_relative_to_the_config_and_a_zoo_name_is_kept(tmp_path: Path) -> None:
-    import json
-
     def shelf_of(model: str) -> ScorerSpec:
         path = tmp_path / "dev.json"
         shelf = {**scene_config_data(), "scorer": "detector", "model": model}
@@ -186,3 +190,67 @@ def test_a_zoo_model_loads_and_runs_through_the_watcher() -> None:
         np.testing.assert_allclose(got, expected, atol=1e-6)
     bucket = watch.flush()
     assert bucket is not None and len(bucket.facings) == len(shelf.facings)
+
+
+def test_a_gap_detector_proposes_its_gap_class_only() -> None:
+    xyxy = np.array([[0, 0, 10, 10], [5, 5, 30, 30], [40, 0, 60, 20]], np.float32)
+    dets = Detections(xyxy, np.array([0.9, 0.8, 0.7], np.float32), np.array([0, 1, 1], np.int32))
+    image = np.zeros((50, 80, 3), np.uint8)
+    out = DetectorGapProposer(lambda img: dets, gap_class=1).propose(image)
+    np.testing.assert_array_equal(out.xyxy, xyxy[1:])
+    np.testing.assert_array_equal(out.score, dets.score[1:])
+    assert out.class_id.tolist() == [0, 0]  # the gap class of the evaluation
+
+
+def test_a_product_detector_proposes_what_no_product_covers() -> None:
+    img = np.full((200, 400, 3), 120, np.uint8)
+    img[100:105] = 20  # a shelf board: the band above it and the one below
+    img[196:] = 20
+    bands = shelf_bands(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    assert len(bands) == 2
+    (a1, a2), (b1, b2) = bands
+    products = np.array([[0, a1 + 10, 150, a2], [250, a1 + 10, 400, a2],  # a gap 150..250
+                         [0, b1, 400, b2 - 5],  # the lower band full
+                         [160, a1, 240, a1 + 5]], np.float32)  # too thin to fill the band
+    dets = Detections(products, np.ones(4, np.float32), np.zeros(4, np.int32))
+    out = DetectorGapProposer(lambda im: dets, products=True).propose(img)
+    np.testing.assert_array_equal(out.xyxy, [[150, a1, 250, a2]])
+
+
+def test_the_cli_names_the_scorer_option_at_fault() -> None:
+    runner = CliRunner()
+    for args, message in [
+        (["shelf", "eval", ".", "--scorer", "detector"], "--model: a detector scorer needs"),
+        (["shelf", "demo", "--model", "pedestrian-ssdlite"], "--model: only with scorer"),
+        (["shelf", "demo", "--scorer", "detector", "--model", "pedestrian-ssdlite",
+          "--gap-class", "3"], "gap_class: 3 is not a class of pedestrian-ssdlite"),
+    ]:
+        result = runner.invoke(build_app(), args)
+        assert isinstance(result.exception, EdgetallyError), result.output
+        assert str(result.exception).startswith(message)
+
+
+@pytest.mark.slow
+def test_the_cli_scores_a_zoo_detector_on_a_labelled_folder(tmp_path: Path) -> None:
+    """Wiring, not accuracy (the person model stands in for a product detector)."""
+    scene = ShelfScene(seed=13)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    truths = 0
+    for n, stock in enumerate([(3, 0, 3, 3, 3, 3, 3, 0), (3,) * 8]):
+        cv2.imwrite(str(tmp_path / "images" / f"{n}.png"), scene.render(np.array(stock)))
+        lines = []
+        for i in np.flatnonzero(np.array(stock) == 0):
+            x1, y1, x2, y2 = facing_box(int(i))
+            lines.append(f"0 {(x1 + x2) / 800} {(y1 + y2) / 520} {(x2 - x1) / 400} "
+                         f"{(y2 - y1) / 260}")
+        truths += len(lines)
+        (tmp_path / "labels" / f"{n}.txt").write_text("\n".join(lines))
+    result = CliRunner().invoke(build_app(), [
+        "shelf", "eval", str(tmp_path), "--json", "--scorer", "detector",
+        "--model", "pedestrian-ssdlite", "--products", "--min-score", "0.5",
+    ])
+    assert result.exit_code == 0, result.output
+    (score,) = json.loads(result.output)
+    assert score["method"] == "detector"
+    assert score["images"] == 2 and score["truths"] == truths == 2
