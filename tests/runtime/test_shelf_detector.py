@@ -32,6 +32,8 @@ from edgetally.runtime.shelf.watch import ShelfWatch
 from edgetally.runtime.types import Detections
 from typer.testing import CliRunner
 
+from tests.conftest import shared_path
+
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
 
@@ -166,15 +168,28 @@ def test_a_gap_class_the_model_lacks_is_refused() -> None:
 def test_a_zoo_model_loads_and_runs_through_the_watcher() -> None:
     """Wiring, not accuracy: no trained gap or product detector is available offline, so the
     offline person model stands in as a "product" detector (products: true). This proves the
-    zoo, backend and scorer path end to end; its scores mean nothing about shelves."""
+    zoo, backend and scorer path end to end; its scores mean nothing about shelves. The
+    model finds nobody in the rendered figures, so a street frame with people, resized to
+    the scene, is added when the shared footage is there: its boxes must cover facings."""
     shelf = _camera_shelf(scorer="detector", model="pedestrian-ssdlite", products=True,
                           min_score=0.2)
     watch = ShelfWatch(shelf, 3600, backend="auto")
     reference = load_detector("pedestrian-ssdlite", score_threshold=0.2)
     scene = ShelfScene(seed=12)
     people = [(), (standing_at(1, height=250),), (standing_at(6, height=250),)]
-    for i, who in enumerate(people):
-        img = scene.render(np.full(8, PRODUCTS), who)
+    frames = [scene.render(np.full(8, PRODUCTS), who) for who in people]
+    try:
+        video = shared_path("data", "footfall", "tud_stadtmitte", "TUD-Stadtmitte.mp4")
+    except pytest.skip.Exception:
+        video = None
+    if video is not None:
+        cap = cv2.VideoCapture(str(video))
+        for _ in range(50):
+            ok, street = cap.read()
+        cap.release()
+        assert ok
+        frames.append(cv2.resize(street, frames[0].shape[1::-1]))
+    for i, img in enumerate(frames):
         watch.update(img, [], i, T0 + timedelta(seconds=i))
         monitor = watch.monitor
         assert monitor is not None and isinstance(monitor.scorer, DetectorScorer)
@@ -188,6 +203,8 @@ def test_a_zoo_model_loads_and_runs_through_the_watcher() -> None:
         expected = [1.0 - cover[y1:y2, x1:x2].mean() for x1, y1, x2, y2 in
                     (f.bbox for f in shelf.facings)]
         np.testing.assert_allclose(got, expected, atol=1e-6)
+        if i == 3:  # the street frame: people found, so some facings read partly covered
+            assert len(dets) > 0 and min(got) < 1.0
     bucket = watch.flush()
     assert bucket is not None and len(bucket.facings) == len(shelf.facings)
 
