@@ -37,7 +37,10 @@ class ScriptedSource:
 
     def __init__(self, start: datetime, n: int = FRAMES, crash_at: int | None = None) -> None:
         self.name, self.fps = "scripted", 10.0
-        self.start, self.n, self.crash_at = start, n, crash_at
+        # Start on a whole even second: every 2 s bucket then holds 20 frames (a start just
+        # before a bucket's end would leave it one frame, and its occupancy peak 0).
+        self.start = start - timedelta(seconds=start.timestamp() % 2)
+        self.n, self.crash_at = n, crash_at
 
     def __iter__(self) -> Iterator[Frame]:
         for i in range(self.n):
