@@ -19,6 +19,7 @@ model, otherwise (TFLite) on the device's automatic choice.
 
 Usage: python benchmarks/quantize.py [--calib DIR] [--max-images N] [--formats ...]
        [--models ...] [--quantize-head] [--quantize-depthwise] [--preset mixed|performance]
+       [--onnx-quantizer nncf|onnxruntime]
 TFLite rows need the optional extra: pip install 'edgetally[tflite]'.
 """
 
@@ -62,8 +63,8 @@ class Row:
 
 
 def measure(label: str, model: str, family: str | None, fmt: str, calib: Path,
-            max_images: int, keep_fp32: tuple[bool, bool], preset: str
-            ) -> tuple[Row, Row, float]:
+            max_images: int, keep_fp32: tuple[bool, bool], preset: str,
+            onnx_quantizer: str = "nncf") -> tuple[Row, Row, float]:
     from edgetally.models.zoo import resolve_model
     from edgetally.quantize.data import load_frames
     from edgetally.quantize.gate import compare, count_accuracy, warm_up
@@ -75,7 +76,8 @@ def measure(label: str, model: str, family: str | None, fmt: str, calib: Path,
         t0 = time.perf_counter()
         result = quantize_model(model, calib, fmt, Path(tmp), force=True, family=family,
                                 calib_limit=max_images, keep_head_fp32=keep_fp32[0],
-                                keep_depthwise_fp32=keep_fp32[1], preset=preset)
+                                keep_depthwise_fp32=keep_fp32[1], preset=preset,
+                                onnx_quantizer=onnx_quantizer)
         took = time.perf_counter() - t0
         assert result.out is not None
         source = resolve_model(model, family=family)
@@ -107,6 +109,8 @@ def main() -> None:
     parser.add_argument("--quantize-depthwise", action="store_true",
                         help="openvino: quantize grouped convolutions too (default: FP32)")
     parser.add_argument("--preset", default="mixed", choices=["mixed", "performance"])
+    parser.add_argument("--onnx-quantizer", default="nncf", choices=["nncf", "onnxruntime"],
+                        help="onnx: NNCF's QDQ (default) or onnxruntime's static quantizer")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if not FOOTFALL.is_dir() or not args.calib.is_dir():
@@ -129,7 +133,7 @@ def main() -> None:
             try:
                 rows = measure(label, model, family, fmt, args.calib, args.max_images,
                                (not args.quantize_head, not args.quantize_depthwise),
-                               args.preset)
+                               args.preset, args.onnx_quantizer)
             except QuantizeError as exc:
                 print(f"{label:<19} {fmt:<22} skipped: {exc}")
                 continue

@@ -111,12 +111,14 @@ def quantize_model(
     keep_head_fp32: bool = True,
     keep_depthwise_fp32: bool = True,
     preset: str = "mixed",
+    onnx_quantizer: str = "nncf",
     engine: Engine | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` to ``fmt`` and judge it; ``engine`` replaces the format's quantizer
     (a callable writing the INT8 file from the source and the calibration tensors).
     ``keep_head_fp32``, ``keep_depthwise_fp32`` and ``preset`` tune NNCF for ``openvino``
-    (see :func:`quantize_openvino`)."""
+    (see :func:`quantize_openvino`); ``onnx_quantizer`` picks ``onnx``'s quantizer (see
+    :func:`quantize_onnx`)."""
     if fmt not in FORMATS:
         raise QuantizeError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if preset not in PRESETS:
@@ -154,7 +156,7 @@ def quantize_model(
             quantize_openvino(source.path, tensors, target, keep_head_fp32=keep_head_fp32,
                               keep_depthwise_fp32=keep_depthwise_fp32, preset=preset)
         elif fmt == "onnx":
-            quantize_onnx(source.path, tensors, target)
+            quantize_onnx(source.path, tensors, target, quantizer=onnx_quantizer)
         else:
             from edgetally.quantize.tflite import quantize_tflite
 
