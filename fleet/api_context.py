@@ -64,6 +64,22 @@ def filters(
     )
 
 
+def sensor_filters(
+    site: IdQuery = None,
+    device: IdQuery = None,
+    from_: Annotated[
+        datetime | None,
+        Query(alias="from", description="ISO 8601, inclusive (UTC when no offset is given)"),
+    ] = None,
+    to: Annotated[
+        datetime | None, Query(description="ISO 8601, exclusive (UTC when no offset is given)")
+    ] = None,
+    interval: Interval = "hour",
+) -> Filters:
+    """The analyst filters without ``line``: for microphones and shelves, which have none."""
+    return filters(site, device, None, from_, to, interval)
+
+
 def table_response(table: Table, fmt: ExportFormat, stem: str) -> Response:
     """``{"rows": [...]}`` as JSON, or the same rows as a CSV or Parquet download."""
     if fmt == "json":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from edgetally.fleet import sensors
-from edgetally.fleet.api_context import FleetContext, IdQuery, context, filters
+from edgetally.fleet.api_context import FleetContext, IdQuery, context, sensor_filters
 from edgetally.fleet.export import ExportFormat
 from edgetally.fleet.records import Filters
 from edgetally.fleet.sensors_export import sensor_response
@@ -41,7 +41,7 @@ class ShelfAnswer(BaseModel):
 )
 def shelf(
     ctx: Annotated[FleetContext, Depends(context)],
-    f: Annotated[Filters, Depends(filters)],
+    f: Annotated[Filters, Depends(sensor_filters)],
     region: IdQuery = None,
     facing: IdQuery = None,
     format: ExportFormat = "json",
