@@ -69,9 +69,10 @@ class BrokerHandle:
         return f"mqtt://127.0.0.1:{self.port}"
 
 
-def start_broker(workdir: Path) -> BrokerHandle:
-    """Mosquitto on a free loopback port when installed, else an embedded amqtt broker."""
-    exe = shutil.which("mosquitto") or (
+def start_broker(workdir: Path, *, embedded: bool = False) -> BrokerHandle:
+    """Mosquitto on a free loopback port when installed (and not ``embedded``), else an
+    embedded amqtt broker."""
+    exe = None if embedded else shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
     port = free_port()

@@ -51,6 +51,22 @@ def test_demo_json_summary(tmp_path: Path, vtest_avi: Path) -> None:
         )
 
 
+def test_demo_on_the_embedded_broker_loses_nothing(tmp_path: Path, vtest_avi: Path) -> None:
+    """Without Mosquitto the demo runs on amqtt: the same QoS 1 path, every message stored."""
+    out = subprocess.run(
+        [sys.executable, "-m", "edgetally", "demo", "--embedded-broker", "--stores", "1",
+         "--days", "2", "--seconds", "30", "--max-frames", "30", "--data-dir", str(tmp_path),
+         "--json"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["broker"]["kind"] == "amqtt"
+    assert summary["published"] > 2 * 20 and summary["stored"] == summary["published"]
+    assert summary["power"]["stored"] == summary["power"]["published"] > 0
+    assert summary["dead_letters"] == 0
+
+
 def test_demo_keeps_serving_until_interrupted(tmp_path: Path, vtest_avi: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgetally", "demo", "--stores", "1", "--days", "1",

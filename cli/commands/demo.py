@@ -86,6 +86,10 @@ def demo(
         False, "--keep-serving", "--serve",
         help="Leave the broker, fleet and API up after the run, until Ctrl-C.",
     ),
+    embedded_broker: bool = typer.Option(
+        False, "--embedded-broker",
+        help="Use the embedded Python broker (amqtt) even when Mosquitto is installed.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary."),
 ) -> None:
     """Start a broker and the fleet, count a real clip on a device, replay stores; report."""
@@ -116,7 +120,7 @@ def demo(
     say = (lambda text: None) if as_json else typer.echo
     t0 = time.monotonic()
 
-    broker = start_broker(work)
+    broker = start_broker(work, embedded=embedded_broker)
     say(f"broker: {broker.kind} at {broker.url}")
     fleet = FleetServer(
         FleetConfig.of(broker.url, str(db), http, client_id="edgetally-demo-fleet"),
