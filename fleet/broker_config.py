@@ -137,7 +137,10 @@ def generate_broker_config(
 
     ``run_as`` writes Mosquitto's ``user`` option: started as root, Mosquitto drops to that
     user (its default is ``mosquitto``) before it reads the password file and keys, so that
-    user must be able to read ``out``."""
+    user must be able to read ``out``. Persistence is on, in ``out/data/``: the fleet's
+    persistent session and the messages queued for it survive a broker restart (without it,
+    what devices publish before the fleet reconnects is lost). Run as root, the folder is
+    given to the user Mosquitto will run as."""
     if not devices:
         raise BrokerConfigError("a broker configuration needs at least one device")
     if run_as is not None and (not run_as or any(c.isspace() for c in run_as)):
@@ -160,6 +163,7 @@ def generate_broker_config(
         entries += [f"{u}:{mosquitto_password_hash(p)}" for u, p in passwords.items()]
         _write(out / "passwords", ("\n".join(entries) + "\n").encode(), private=True)
         _write(out / "acl", acl_text(devices, fleet_user).encode())
+        _data_dir(out / "data", run_as or "mosquitto")
         conf = out / "mosquitto.conf"
         _write(conf, _conf_text(out, port, bind, run_as).encode())
         creds = {
@@ -190,7 +194,8 @@ def _conf_text(out: Path, port: int, bind: str, run_as: str | None) -> str:
             "allow_anonymous false",
             f"password_file {out / 'passwords'}",
             f"acl_file {out / 'acl'}",
-            "persistence false",
+            "persistence true",
+            f"persistence_location {out / 'data'}/",
             "max_queued_messages 100000",
             f"listener {port} {bind}",
             f"cafile {out / 'ca.crt'}",
@@ -200,6 +205,19 @@ def _conf_text(out: Path, port: int, bind: str, run_as: str | None) -> str:
             "",
         ]
     )
+
+
+def _data_dir(path: Path, user: str) -> None:
+    """Mosquitto's persistence folder, writable by ``user`` when we can arrange it (root)."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    if os.geteuid() == 0 and user != "root":
+        import pwd
+
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            return  # no such user here: whoever starts Mosquitto makes the folder writable
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def _write(path: Path, data: bytes, *, private: bool = False) -> None:

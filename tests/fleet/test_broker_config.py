@@ -129,6 +129,10 @@ def test_generated_files(tmp_path: Path) -> None:
     assert "edgetally/v1/s/d1/cmd" not in acl.replace("topic read edgetally/v1/s/d1/cmd", "")
     conf = cfg.config.read_text()
     assert "allow_anonymous false" in conf and "listener 8883 0.0.0.0" in conf
+    # Persistence on: the fleet's session and what is queued for it survive a restart.
+    data = cfg.directory / "data"
+    assert "persistence true\n" in conf and f"persistence_location {data}/\n" in conf
+    assert data.is_dir() and data.stat().st_mode & 0o077 == 0
 
 
 @pytest.mark.parametrize(

@@ -34,8 +34,11 @@ def durable_broker(tmp_path: Path) -> Iterator[Broker]:
     data = tmp_path / "mosquitto-data"
     data.mkdir()
     conf = tmp_path / "mosquitto.conf"
+    # Started as root, Mosquitto would drop to its own user, which cannot write into pytest's
+    # private temp folder: its persistence (the fleet's queued messages) would silently fail.
+    run_as = "user root\n" if os.geteuid() == 0 else ""
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        f"{run_as}listener {port} 127.0.0.1\nallow_anonymous true\n"
         f"persistence true\npersistence_location {data}/\nmax_queued_messages 100000\n"
     )
     broker = Broker(port=port, config=conf)
@@ -95,6 +98,7 @@ def test_broker_outage_and_sigkill_lose_nothing_and_duplicate_nothing(
 
         # 1. The broker goes away: the device keeps counting into its outbox.
         broker.stop()
+        assert (tmp_path / "mosquitto-data" / "mosquitto.db").exists(), "no persistence saved"
         waiting, _ = outbox_state(outbox)
         assert wait_until(lambda: outbox_state(outbox)[0] >= waiting + 3, timeout=60)
         assert first.poll() is None
@@ -120,7 +124,9 @@ def test_broker_outage_and_sigkill_lose_nothing_and_duplicate_nothing(
         report = json.loads(second.stdout)
         waiting, next_seq = outbox_state(outbox)
         assert waiting == 0 and next_seq > seq_at_kill
-        assert wait_until(lambda: len(aggs()) >= next_seq, timeout=60)
+        stored_all = wait_until(lambda: len(aggs()) >= next_seq, timeout=60)
+        missing = sorted(set(range(next_seq)) - {row[0] for row in aggs()})
+        assert stored_all, f"missing seqs {missing[:20]}; fleet counters {fleet.counters()}"
         received = aggs()
         counters = fleet.counters()
     finally:
