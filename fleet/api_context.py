@@ -45,17 +45,21 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+FromQuery = Annotated[
+    datetime | None,
+    Query(alias="from", description="ISO 8601, inclusive (UTC when no offset is given)"),
+]
+ToQuery = Annotated[
+    datetime | None, Query(description="ISO 8601, exclusive (UTC when no offset is given)")
+]
+
+
 def filters(
     site: IdQuery = None,
     device: IdQuery = None,
     line: IdQuery = None,
-    from_: Annotated[
-        datetime | None,
-        Query(alias="from", description="ISO 8601, inclusive (UTC when no offset is given)"),
-    ] = None,
-    to: Annotated[
-        datetime | None, Query(description="ISO 8601, exclusive (UTC when no offset is given)")
-    ] = None,
+    from_: FromQuery = None,
+    to: ToQuery = None,
     interval: Interval = "hour",
 ) -> Filters:
     """The query parameters every analyst endpoint takes; omitted means all."""
@@ -67,13 +71,8 @@ def filters(
 def sensor_filters(
     site: IdQuery = None,
     device: IdQuery = None,
-    from_: Annotated[
-        datetime | None,
-        Query(alias="from", description="ISO 8601, inclusive (UTC when no offset is given)"),
-    ] = None,
-    to: Annotated[
-        datetime | None, Query(description="ISO 8601, exclusive (UTC when no offset is given)")
-    ] = None,
+    from_: FromQuery = None,
+    to: ToQuery = None,
     interval: Interval = "hour",
 ) -> Filters:
     """The analyst filters without ``line``: for microphones and shelves, which have none."""
