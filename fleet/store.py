@@ -8,7 +8,10 @@ writing a function, not touching the stores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -20,6 +23,61 @@ from edgetally.fleet.sql import Dialect
 
 class StoreError(FleetError):
     """The database cannot be opened, or a statement on it failed."""
+
+
+class QueryTimeout(StoreError):
+    """A read query ran past the time limit of :func:`query_time_limit` and was cancelled."""
+
+
+_time_limit: ContextVar[float | None] = ContextVar("edgetally_query_time_limit", default=None)
+
+
+@contextmanager
+def query_time_limit(seconds: float | None) -> Iterator[None]:
+    """Reads (:meth:`Store.fetch`, :meth:`Store.fetch_arrow`) made inside the block are
+    cancelled after ``seconds`` with :class:`QueryTimeout`; None: no limit. Only the code
+    in the block is limited (ingest's writes never are)."""
+    if seconds is not None and seconds <= 0:
+        raise ValueError(f"a query time limit must be positive (got {seconds})")
+    token = _time_limit.set(seconds)
+    try:
+        yield
+    finally:
+        _time_limit.reset(token)
+
+
+def current_time_limit() -> float | None:
+    """The limit :func:`query_time_limit` set for this context, if any."""
+    return _time_limit.get()
+
+
+def timeout_message(seconds: float) -> str:
+    return (
+        f"the query ran longer than its limit of {seconds:g} s and was cancelled: narrow it "
+        "(site, device, from/to) or use a coarser interval"
+    )
+
+
+@contextmanager
+def interrupt_after(seconds: float | None, interrupt: Callable[[], None]) -> Iterator[list[bool]]:
+    """Call ``interrupt`` from a timer thread if the block runs past ``seconds``; the
+    yielded list holds True once it fired."""
+    fired = [False]
+    if seconds is None:
+        yield fired
+        return
+
+    def fire() -> None:
+        fired[0] = True
+        interrupt()
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()
 
 
 class Store(Protocol):

@@ -20,11 +20,21 @@ from edgetally.fleet.columns import Columns, stage
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.sql import Dialect
 from edgetally.fleet.store import (
+    QueryTimeout,
     StoreError,
+    current_time_limit,
     fill_missing_rollups,
+    interrupt_after,
     plain_arrow,
     rollup_columns_complete,
+    timeout_message,
 )
+
+
+def _query_error(exc: duckdb.Error, timed_out_after: float | None) -> StoreError:
+    if timed_out_after is not None and isinstance(exc, duckdb.InterruptException):
+        return QueryTimeout(timeout_message(timed_out_after))
+    return StoreError(f"query failed: {str(exc).splitlines()[0]}")
 
 
 def _count(rows: list[tuple[Any, ...]]) -> int:
@@ -163,20 +173,24 @@ class DuckDBStore:
 
     def fetch(self, sql_text: str, params: Sequence[Any] = ()) -> Table:
         cur = self._cursor()
-        try:
-            cur.execute(sql_text, list(params))
-            names = tuple(d[0] for d in (cur.description or ()))
-            rows = cur.fetchall()
-        except duckdb.Error as exc:
-            raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from exc
+        limit = current_time_limit()
+        with interrupt_after(limit, cur.interrupt) as fired:
+            try:
+                cur.execute(sql_text, list(params))
+                names = tuple(d[0] for d in (cur.description or ()))
+                rows = cur.fetchall()
+            except duckdb.Error as exc:
+                raise _query_error(exc, limit if fired[0] else None) from exc
         return Table(names, rows)
 
     def fetch_arrow(self, sql_text: str, params: Sequence[Any] = ()) -> Table:
         cur = self._cursor()
-        try:
-            arrow = cur.sql(sql_text, params=list(params)).to_arrow_table()
-        except duckdb.Error as exc:
-            raise StoreError(f"query failed: {str(exc).splitlines()[0]}") from exc
+        limit = current_time_limit()
+        with interrupt_after(limit, cur.interrupt) as fired:
+            try:
+                arrow = cur.sql(sql_text, params=list(params)).to_arrow_table()
+            except duckdb.Error as exc:
+                raise _query_error(exc, limit if fired[0] else None) from exc
         return Table(tuple(arrow.column_names), arrow=plain_arrow(arrow))
 
     def execute(self, sql_text: str, params: Sequence[Any] = ()) -> None:

@@ -6,8 +6,9 @@ One connection per thread (the ingest thread writes, API threads read). Needs ps
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,7 +18,14 @@ from edgetally.fleet import sql
 from edgetally.fleet.columns import Columns, stage
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.sql import Dialect
-from edgetally.fleet.store import StoreError, fill_missing_rollups, plain_arrow
+from edgetally.fleet.store import (
+    QueryTimeout,
+    StoreError,
+    current_time_limit,
+    fill_missing_rollups,
+    plain_arrow,
+    timeout_message,
+)
 
 try:
     import psycopg
@@ -68,6 +76,12 @@ def redact(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _query_error(exc: Exception, limit: float | None) -> StoreError:
+    if limit is not None and isinstance(exc, psycopg.errors.QueryCanceled):
+        return QueryTimeout(timeout_message(limit))
+    return StoreError(f"query failed: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -186,14 +200,26 @@ class PostgresStore:
 
     def fetch(self, sql_text: str, params: Sequence[Any] = ()) -> Table:
         conn = self._conn()
+        limit = current_time_limit()
         try:
-            with conn.cursor() as cur:
+            with self._limited(conn, limit), conn.cursor() as cur:
                 cur.execute(sql_text.replace("?", "%s"), list(params))
                 names = tuple(d.name for d in (cur.description or ()))
                 rows = cur.fetchall()
         except psycopg.Error as exc:
-            raise StoreError(f"query failed: {_first_line(exc)}") from exc
+            raise _query_error(exc, limit) from exc
         return Table(names, rows)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _limited(conn: Any, limit: float | None) -> Iterator[None]:
+        """A transaction whose statements PostgreSQL cancels after ``limit`` seconds."""
+        if limit is None:
+            yield
+            return
+        with conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = {max(1, round(limit * 1000))}")
+            yield
 
     def fetch_arrow(self, sql_text: str, params: Sequence[Any] = ()) -> Table:
         """Through ``COPY (query) TO STDOUT`` as CSV, parsed by Arrow into typed columns (no
@@ -201,8 +227,9 @@ class PostgresStore:
         through :meth:`fetch`."""
         text = sql_text.replace("?", "%s")
         conn = self._conn()
+        limit = current_time_limit()
         try:
-            with conn.cursor() as cur:
+            with self._limited(conn, limit), conn.cursor() as cur:
                 cur.execute(f"SELECT * FROM ({text}) AS q LIMIT 0", list(params))
                 described = [(d.name, _CSV_TYPES.get(d.type_code)) for d in cur.description or ()]
                 if any(kind is None for _n, kind in described):
@@ -212,7 +239,7 @@ class PostgresStore:
                     for block in copy:
                         body += block
         except psycopg.Error as exc:
-            raise StoreError(f"query failed: {_first_line(exc)}") from exc
+            raise _query_error(exc, limit) from exc
         names = [n for n, _k in described]
         schema = pa.schema([(n, k) for n, k in described])
         if not body:
