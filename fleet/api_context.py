@@ -19,6 +19,7 @@ from edgetally.fleet.records import Filters, Interval, Table
 from edgetally.fleet.store import Store
 from edgetally.models.topics import ID_PATTERN
 from fastapi import Query, Request, Response
+from pydantic import AfterValidator
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,18 +40,36 @@ def context(request: Request) -> FleetContext:
 IdQuery = Annotated[str | None, Query(pattern=ID_PATTERN, max_length=64)]
 
 
+# The times a query may name: wide enough for any data a fleet holds (ingest refuses
+# messages from before 2000), narrow enough that every database and Python can hold them.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+_WINDOW = f"{EARLIEST.date()} and {LATEST.date()} (UTC)"
+
+
+def utc_in_window(value: datetime) -> datetime:
+    """``value`` in UTC (naive means UTC), or ValueError when outside EARLIEST..LATEST."""
+    try:
+        when = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):  # year 1 at +01:00, year 9999 at -05:00
+        raise ValueError(f"the time must lie between {_WINDOW}") from None
+    if not EARLIEST <= when <= LATEST:
+        raise ValueError(f"the time must lie between {_WINDOW}")
+    return when
+
+
 def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else utc_in_window(value)
 
 
+_TIME_HELP = f"ISO 8601 between {_WINDOW}, {{}} (UTC when no offset is given)"
 FromQuery = Annotated[
     datetime | None,
-    Query(alias="from", description="ISO 8601, inclusive (UTC when no offset is given)"),
+    AfterValidator(_utc),
+    Query(alias="from", description=_TIME_HELP.format("inclusive")),
 ]
 ToQuery = Annotated[
-    datetime | None, Query(description="ISO 8601, exclusive (UTC when no offset is given)")
+    datetime | None, AfterValidator(_utc), Query(description=_TIME_HELP.format("exclusive"))
 ]
 
 
@@ -63,9 +82,7 @@ def filters(
     interval: Interval = "hour",
 ) -> Filters:
     """The query parameters every analyst endpoint takes; omitted means all."""
-    return Filters(
-        site=site, device=device, line=line, start=_utc(from_), end=_utc(to), interval=interval
-    )
+    return Filters(site=site, device=device, line=line, start=from_, end=to, interval=interval)
 
 
 def sensor_filters(

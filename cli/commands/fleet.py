@@ -7,7 +7,7 @@ import importlib.util
 import json
 import signal
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -99,13 +99,18 @@ def serve(
 
 
 def _when(text: str | None, what: str) -> datetime | None:
+    from edgetally.fleet.api_context import utc_in_window
+
     if text is None:
         return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise FleetError(f"{what}: {text[:60]!r} is not an ISO 8601 date or time") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return utc_in_window(value)
+    except ValueError as exc:
+        raise FleetError(f"{what}: {text[:60]!r}: {exc}") from None
 
 
 def _print_table(records: list[dict[str, Any]]) -> None:

@@ -215,6 +215,8 @@ def test_cli_query_through_the_api(client: TestClient, live_api: str, tmp_path: 
     [
         (["--interval", "week"], "--interval"),
         (["--from", "soon"], "--from"),
+        (["--from", "0001-01-01T00:00:00+01:00"], "between 1970-01-01"),
+        (["--to", "9999-12-31T23:00:00-05:00"], "--to"),
         (["--site", "a/b"], "site"),
         (["--db", "/nonexistent/f.duckdb"], "no fleet database"),
         (["--db", "x.duckdb", "--api", "http://127.0.0.1:1"], "exactly one"),
