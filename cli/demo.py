@@ -258,7 +258,7 @@ def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: 
     from edgetally.firmware_bridge.power import EnergyBucket
     from edgetally.models.topics import topic_for
     from edgetally.models.wire import to_json
-    from edgetally.runtime.outbox import Outbox
+    from edgetally.runtime.outbox import Outbox, PayloadBuilder
     from edgetally.runtime.power import store_power
     from edgetally.runtime.publisher import Publisher
 
@@ -271,8 +271,10 @@ def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: 
     publisher.start()
     aggregates = power = 0
     try:
-        def numbered(agg: Aggregate) -> Callable[[int], bytes]:
-            return lambda seq: to_json(agg.model_copy(update={"seq": seq}))
+        def numbered(agg: Aggregate) -> PayloadBuilder:
+            return lambda seq, epoch: to_json(
+                agg.model_copy(update={"seq": seq, "epoch": epoch})
+            )
 
         for agg in hours:
             outbox.put(topic, numbered(agg))

@@ -5,18 +5,21 @@ from __future__ import annotations
 from edgetally.firmware_bridge.errors import BridgeError
 from edgetally.firmware_bridge.power import EnergyBucket
 from edgetally.models.topics import DeviceId, SiteId
+from edgetally.models.wire import Epoch, Seq
 from edgetally.models.wire import PowerReading as WirePowerReading
-from edgetally.models.wire import Seq
 from pydantic import ValidationError
 
 
-def to_wire(bucket: EnergyBucket, site: str, device: str, seq: int) -> WirePowerReading:
+def to_wire(
+    bucket: EnergyBucket, site: str, device: str, seq: int, epoch: str | None = None
+) -> WirePowerReading:
     """The wire message for one closed bucket; ``measured`` is carried through unchanged."""
     try:
         return WirePowerReading(
             site=SiteId(site),
             device=DeviceId(device),
             seq=Seq(seq),
+            epoch=None if epoch is None else Epoch(epoch),
             source=bucket.source,
             start=bucket.start,
             seconds=round(bucket.seconds),

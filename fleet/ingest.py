@@ -9,11 +9,19 @@ that batch given up, and counted as ``lost``.
 
 Audio and shelf messages are validated the same way and written right after the rest of
 their batch (:func:`edgetally.fleet.sensors.write_sensors`, its own transaction), with the
-same retries; like everything else they are kept once per (device, seq).
+same retries; like everything else they are kept once per (site, device, epoch, seq).
+
+No message can stop ingest: a time outside the fleet's window (:class:`TimeWindow`) is a
+dead letter like any invalid payload, anything unexpected while validating one message
+dead-letters that message with the reason, and a batch whose write fails unexpectedly is
+written again message by message, so only the message at fault is dead-lettered. Such
+events count as ``loop_errors``; :attr:`IngestCounters.running` says whether the ingest
+thread is alive (the fleet's ``/api/v1/health`` reports it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -32,12 +40,14 @@ from edgetally.fleet.store import Store, StoreError
 from edgetally.models.errors import WireError
 from edgetally.models.topics import TOPIC_PREFIX
 from edgetally.models.wire import (
+    DEFAULT_WINDOW,
     Aggregate,
     AudioLevels,
     Command,
     DeviceStatus,
     PowerReading,
     ShelfState,
+    TimeWindow,
     parse,
 )
 
@@ -59,6 +69,7 @@ class IngestConfig:
     subscription: str = "edgetally/#"
     ignored_kinds: frozenset[str] = DEFAULT_IGNORED_KINDS
     ca_file: str | None = None
+    window: TimeWindow | None = DEFAULT_WINDOW  # times a message may carry (None: any)
     batch_max: int = 5_000
     batch_wait_s: float = 0.05
     queue_max: int = 100_000
@@ -81,12 +92,15 @@ class IngestCounters:
     shelf_duplicate: int = 0
     statuses: int = 0
     dead_letters: int = 0
+    conflicts: int = 0
     ignored: int = 0
     batches: int = 0
     store_errors: int = 0
+    loop_errors: int = 0
     lost: int = 0
     queue_depth: int = 0
     connected: bool = False
+    running: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -104,7 +118,13 @@ def dead_letter(topic: str, payload: bytes, reason: str, at: datetime) -> DeadLe
         reason=_printable(reason[:500]),
         payload_size=len(payload),
         payload_head=_printable(head),
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
     )
+
+
+def _unexpected(what: str, exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"unexpected error {what}: {type(exc).__name__}: {text[0] if text else ''}"[:400]
 
 
 class Ingestor:
@@ -116,7 +136,9 @@ class Ingestor:
         self._queue: queue.Queue[tuple[str, bytes, datetime]] = queue.Queue(config.queue_max)
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {
-            f.name: 0 for f in fields(IngestCounters) if f.name not in ("queue_depth", "connected")
+            f.name: 0
+            for f in fields(IngestCounters)
+            if f.name not in ("queue_depth", "connected", "running")
         }
         self._connected = threading.Event()
         self._connect_error: str | None = None
@@ -160,7 +182,9 @@ class Ingestor:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = bytes(msg._topic).decode("utf-8", "replace")
-        item = (topic, bytes(msg.payload), datetime.now(UTC))
+        except Exception:  # never let one message end paho's network thread
+            topic = "?"
+        item = (topic, bytes(msg.payload or b""), datetime.now(UTC))
         with self._lock:
             self._counts["received"] += 1
         while True:
@@ -212,10 +236,20 @@ class Ingestor:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def running(self) -> bool:
+        """Whether the ingest thread is alive (it ends only when the fleet stops)."""
+        return self._worker_alive() and not self._stopping.is_set()
+
     def counters(self) -> IngestCounters:
         with self._lock:
             counts = dict(self._counts)
-        return IngestCounters(**counts, queue_depth=self._queue.qsize(), connected=self.connected)
+        return IngestCounters(
+            **counts,
+            queue_depth=self._queue.qsize(),
+            connected=self.connected,
+            running=self.running,
+        )
 
     def wait_until(self, predicate: Callable[[IngestCounters], bool], timeout: float) -> bool:
         """Block until ``predicate(counters)`` holds (True) or ``timeout`` passes (False)."""
@@ -254,28 +288,63 @@ class Ingestor:
                 if self._stopping.is_set() and self._queue.empty():
                     return
                 continue
-            batch, sensors, ignored = self.build_batch(items)
-            result = self._write(batch)
-            sensed = self._write_sensors(sensors)
-            with self._lock:
-                c = self._counts
-                c["processed"] += len(items)
-                c["ignored"] += ignored
-                if sensed is None:
-                    c["lost"] += len(sensors)
-                else:
-                    for name in ("audio_new", "audio_duplicate", "shelf_new", "shelf_duplicate"):
-                        c[name] += getattr(sensed, name)
-                if result is None:
-                    c["lost"] += len(batch)
-                    continue
-                c["batches"] += 1
-                c["aggregates_new"] += result.aggregates_new
-                c["aggregates_duplicate"] += result.aggregates_duplicate
-                c["power_new"] += result.power_new
-                c["power_duplicate"] += result.power_duplicate
-                c["statuses"] += result.statuses
-                c["dead_letters"] += result.dead_letters
+            try:
+                self._handle(items)
+            except Exception as exc:  # a bug must not end ingest: one message at a time
+                log.exception("ingest batch of %d messages failed; retrying one by one", len(items))
+                self._count("loop_errors")
+                for item in items:
+                    self._handle_one(item, exc)
+
+    def _handle_one(self, item: tuple[str, bytes, datetime], first: Exception) -> None:
+        """One message of a batch that failed unexpectedly: stored if it can be, else a
+        dead letter with the reason (else counted lost)."""
+        try:
+            self._handle([item])
+            return
+        except Exception as exc:
+            reason = _unexpected("storing this message", exc)
+        topic, payload, at = item
+        try:
+            self._handle([], dead=(dead_letter(topic, payload, reason, at),))
+        except Exception:
+            log.exception("cannot dead-letter a message on %s (first error: %s)", topic, first)
+            self._count("lost")
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def _handle(
+        self, items: list[tuple[str, bytes, datetime]], dead: tuple[DeadLetter, ...] = ()
+    ) -> None:
+        batch, sensors, ignored = self.build_batch(items)
+        if dead:
+            batch = IngestBatch(dead=dead, received_at=batch.received_at)
+        result = self._write(batch)
+        sensed = self._write_sensors(sensors)
+        with self._lock:
+            c = self._counts
+            c["processed"] += len(items)
+            c["ignored"] += ignored
+            if sensed is None:
+                c["lost"] += len(sensors)
+            else:
+                for name in (
+                    "audio_new", "audio_duplicate", "shelf_new", "shelf_duplicate", "conflicts",
+                ):
+                    c[name] += getattr(sensed, name)
+            if result is None:
+                c["lost"] += len(batch)
+                return
+            c["batches"] += 1
+            c["aggregates_new"] += result.aggregates_new
+            c["aggregates_duplicate"] += result.aggregates_duplicate
+            c["power_new"] += result.power_new
+            c["power_duplicate"] += result.power_duplicate
+            c["statuses"] += result.statuses
+            c["dead_letters"] += result.dead_letters
+            c["conflicts"] += result.conflicts
 
     def build_batch(
         self, items: list[tuple[str, bytes, datetime]]
@@ -296,9 +365,13 @@ class Ingestor:
                 ignored += 1
                 continue
             try:
-                message = parse(topic, payload)
+                message = parse(topic, payload, window=self._config.window, now=at)
             except WireError as exc:
                 dead.append(dead_letter(topic, payload, str(exc), at))
+                continue
+            except Exception as exc:  # a validator's bug: this message only
+                dead.append(dead_letter(topic, payload, _unexpected("validating", exc), at))
+                self._count("loop_errors")
                 continue
             if isinstance(message, Command):
                 ignored += 1

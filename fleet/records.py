@@ -26,6 +26,7 @@ class DeadLetter:
     reason: str
     payload_size: int
     payload_head: str
+    payload_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class IngestResult:
     power_duplicate: int = 0
     statuses: int = 0
     dead_letters: int = 0
+    conflicts: int = 0  # same (site, device, epoch, seq), other content: dead-lettered
 
 
 @dataclass(frozen=True, slots=True)

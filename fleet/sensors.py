@@ -4,7 +4,8 @@ Tables ``audio`` (one row per message) and ``shelf`` (one row per facing of a me
 created with the rest of the schema (:func:`edgetally.fleet.sql.sensor_schema`). Their event
 counts also go to the ``events`` table (family ``audio`` or ``shelf``, ``line`` = the
 source), so ``/api/v1/events`` shows them with the rest. Every insert skips rows already
-stored, so a redelivered message (same device and seq) changes nothing.
+stored, so a redelivered message (same site, device, epoch and seq) changes nothing; the same
+key with other content is a conflict: the first stays, the other becomes a dead letter.
 
 Written through :meth:`Store.execute` and :meth:`Store.fetch` only, in one transaction per
 batch, so the same code serves DuckDB and PostgreSQL.
@@ -17,17 +18,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edgetally.fleet.columns import naive_utc
+from edgetally.fleet.columns import Key, conflict_letter, digest, key_of, naive_utc
 from edgetally.fleet.queries import DEFAULT_MAX_ROWS, QueryTooLarge, where
-from edgetally.fleet.records import Filters, Table
-from edgetally.fleet.sql import EVENT_COLUMNS
+from edgetally.fleet.records import DeadLetter, Filters, Table
+from edgetally.fleet.sql import DEAD_COLUMNS, EVENT_COLUMNS, KEY
 from edgetally.fleet.store import Store, StoreError
-from edgetally.models.wire import AudioLevels, ShelfState
+from edgetally.models.wire import AudioLevels, ShelfState, WireModel
 
 AUDIO_COLUMNS: tuple[str, ...] = (
-    "device",
-    "seq",
-    "site",
+    *KEY,
+    "digest",
     "source",
     "start",
     "seconds",
@@ -40,11 +40,10 @@ AUDIO_COLUMNS: tuple[str, ...] = (
     "received_at",
 )
 SHELF_COLUMNS: tuple[str, ...] = (
-    "device",
-    "seq",
+    *KEY,
+    "digest",
     "region",
     "facing",
-    "site",
     "source",
     "start",
     "seconds",
@@ -78,6 +77,7 @@ class SensorResult:
     audio_duplicate: int = 0
     shelf_new: int = 0
     shelf_duplicate: int = 0
+    conflicts: int = 0  # same key, other content: dead-lettered, the first kept
 
 
 @dataclass(slots=True)
@@ -85,40 +85,53 @@ class _Rows:
     audio: list[tuple[Any, ...]] = field(default_factory=list)
     shelf: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
+    # The first message of each key in the batch, its digest and kind.
+    first: dict[Key, tuple[str, WireModel, int]] = field(default_factory=dict)
+    # Later messages of a key already in the batch, with the digest they must match.
+    repeats: list[tuple[str, WireModel, int]] = field(default_factory=list)
+
+    def take(self, kind: str, message: WireModel) -> tuple[Key, int] | None:
+        """The message's key and digest if it is the first of its key in the batch."""
+        key, dig = key_of(message), digest(message)
+        if key in self.first:
+            self.repeats.append((kind, message, self.first[key][2]))
+            return None
+        self.first[key] = (kind, message, dig)
+        return key, dig
 
 
 def _rows(batch: SensorBatch) -> _Rows:
     now = naive_utc(batch.received_at or datetime.now(UTC))
     out = _Rows()
-    seen: set[tuple[str, int]] = set()
     for a in batch.audio:
-        if (a.device, a.seq) in seen:
+        taken = out.take("audio", a)
+        if taken is None:
             continue
-        seen.add((a.device, a.seq))
+        key, dig = taken
         start = naive_utc(a.start)
         out.audio.append((
-            a.device, a.seq, a.site, a.source, start, a.seconds, a.duration_s, a.leq_dbfs,
+            *key, dig, a.source, start, a.seconds, a.duration_s, a.leq_dbfs,
             a.laeq_dbfs, a.leq_dbspl, a.laeq_dbspl, a.speech_ratio, now,
         ))
         out.events += [
-            (a.device, a.seq, "audio", name, a.site, a.source, start, a.seconds, n)
-            for name, n in a.events.items()
+            (*key, "audio", name, a.source, start, a.seconds, n) for name, n in a.events.items()
         ]
     for s in batch.shelf:
-        if (s.device, s.seq) in seen:
+        taken = out.take("shelf", s)
+        if taken is None:
             continue
-        seen.add((s.device, s.seq))
+        key, dig = taken
         start = naive_utc(s.start)
         totals = dict.fromkeys(SHELF_EVENTS, 0)
         for f in s.facings:
             out.shelf.append((
-                s.device, s.seq, f.region, f.facing, s.site, s.source, start, s.seconds,
+                *key, dig, f.region, f.facing, s.source, start, s.seconds,
                 f.facing_empty, f.restocked, f.product_taken, f.empty_at_end, now,
             ))
             for name in SHELF_EVENTS:
                 totals[name] += getattr(f, name)
         out.events += [
-            (s.device, s.seq, "shelf", name, s.site, s.source, start, s.seconds, n)
+            (*key, "shelf", name, s.source, start, s.seconds, n)
             for name, n in totals.items()
             if n
         ]
@@ -127,19 +140,47 @@ def _rows(batch: SensorBatch) -> _Rows:
 
 def _insert(
     store: Store, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
-) -> set[tuple[Any, Any]]:
-    """Insert rows not yet stored; returns the (device, seq) of those that were new."""
-    new: set[tuple[Any, Any]] = set()
+) -> set[Key]:
+    """Insert rows not yet stored; returns the keys of those that were new."""
+    new: set[Key] = set()
     one = "(" + ", ".join("?" * len(columns)) + ")"
     for i in range(0, len(rows), _ROWS_PER_INSERT):
         part = rows[i : i + _ROWS_PER_INSERT]
         text = (
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(part))} "
-            "ON CONFLICT DO NOTHING RETURNING device, seq"
+            f"ON CONFLICT DO NOTHING RETURNING {', '.join(KEY)}"
         )
         result = store.fetch(text, [v for row in part for v in row])
-        new.update((r[0], int(r[1])) for r in result.rows)
+        new.update((r[0], r[1], r[2], int(r[3])) for r in result.rows)
     return new
+
+
+def _stored_digest(store: Store, table: str, key: Key) -> int | None:
+    where_key = " AND ".join(f"{c} = ?" for c in KEY)
+    rows = store.fetch(f"SELECT digest FROM {table} WHERE {where_key} LIMIT 1", key).rows
+    return int(rows[0][0]) if rows else None
+
+
+def _record_conflicts(store: Store, letters: list[DeadLetter]) -> None:
+    """Store conflict dead letters and count them against their devices."""
+    if not letters:
+        return
+    cols = ", ".join(DEAD_COLUMNS)
+    marks = ", ".join("?" * len(DEAD_COLUMNS))
+    per_device: dict[tuple[str, str], int] = {}
+    for dl in letters:
+        store.execute(
+            f"INSERT INTO dead_letters ({cols}) VALUES ({marks})",
+            (naive_utc(dl.received_at), dl.topic, dl.reason, dl.payload_size,
+             dl.payload_head, dl.payload_sha256),
+        )
+        site, device = dl.topic.split("/")[2:4]
+        per_device[(site, device)] = per_device.get((site, device), 0) + 1
+    for (site, device), n in per_device.items():
+        store.execute(
+            "UPDATE devices SET conflicts = conflicts + ? WHERE site = ? AND device = ?",
+            (n, site, device),
+        )
 
 
 def write_sensors(store: Store, batch: SensorBatch) -> SensorResult:
@@ -147,11 +188,24 @@ def write_sensors(store: Store, batch: SensorBatch) -> SensorResult:
     if not len(batch):
         return SensorResult()
     rows = _rows(batch)
+    at = batch.received_at or datetime.now(UTC)
     store.execute("BEGIN")
     try:
         audio_new = _insert(store, "audio", AUDIO_COLUMNS, rows.audio)
         shelf_new = _insert(store, "shelf", SHELF_COLUMNS, rows.shelf)
         _insert(store, "events", EVENT_COLUMNS, rows.events)
+        letters = [
+            conflict_letter(kind, message, first, at)
+            for kind, message, first in rows.repeats
+            if digest(message) != first
+        ]
+        for key, (kind, message, dig) in rows.first.items():
+            if key in (audio_new if kind == "audio" else shelf_new):
+                continue
+            stored = _stored_digest(store, kind, key)
+            if stored is not None and stored != dig:
+                letters.append(conflict_letter(kind, message, stored, at))
+        _record_conflicts(store, letters)
         store.execute("COMMIT")
     except StoreError:
         with contextlib.suppress(StoreError):
@@ -162,6 +216,7 @@ def write_sensors(store: Store, batch: SensorBatch) -> SensorResult:
         audio_duplicate=len(batch.audio) - len(audio_new),
         shelf_new=len(shelf_new),
         shelf_duplicate=len(batch.shelf) - len(shelf_new),
+        conflicts=len(letters),
     )
 
 

@@ -2,6 +2,12 @@
 
 Times are stored as ``TIMESTAMP`` (without time zone) holding UTC; buckets are UTC buckets.
 
+A device is its site and its name: every message row is keyed on (site, device, epoch, seq)
+(:data:`KEY`), the ``epoch`` being the device outbox's random id ('' from devices that
+predate it), and the devices table on (site, device). Message rows keep a ``digest`` of
+their content, so a redelivery (same key, same digest) is a duplicate while the same key
+with other content is a conflict: the first stays, the other becomes a dead letter.
+
 Traffic, occupancy and dwell are also kept pre-aggregated by hour and by day
 (:data:`ROLLUPS`, :data:`ROLLUP_ZONE_COLUMNS`), maintained in the same transaction as every
 write from the rows that were new (a redelivered aggregate adds nothing), so a year by day
@@ -20,11 +26,14 @@ from edgetally.fleet.records import Interval
 
 DialectName = Literal["duckdb", "postgres"]
 
+# A message's identity in every message table.
+KEY: tuple[str, ...] = ("site", "device", "epoch", "seq")
+SCHEMA_VERSION = 2  # 2: keys on (site, device, epoch, seq); 1: on (device, seq)
+
 # Columns of each staged table, in the order the stores load them.
 AGG_COLUMNS: tuple[str, ...] = (
-    "device",
-    "seq",
-    "site",
+    *KEY,
+    "digest",
     "source",
     "line",
     "start",
@@ -39,20 +48,17 @@ AGG_COLUMNS: tuple[str, ...] = (
     "received_at",
 )
 EVENT_COLUMNS: tuple[str, ...] = (
-    "device",
-    "seq",
+    *KEY,
     "family",
     "event",
-    "site",
     "line",
     "start",
     "seconds",
     "count",
 )
 POWER_COLUMNS: tuple[str, ...] = (
-    "device",
-    "seq",
-    "site",
+    *KEY,
+    "digest",
     "source",
     "start",
     "seconds",
@@ -63,6 +69,7 @@ POWER_COLUMNS: tuple[str, ...] = (
 )
 SEEN_COLUMNS: tuple[str, ...] = ("device", "site", "first_seen", "last_seen", "messages")
 STATUS_COLUMNS: tuple[str, ...] = (
+    "site",
     "device",
     "state",
     "status_at",
@@ -112,41 +119,44 @@ DEAD_COLUMNS: tuple[str, ...] = (
     "reason",
     "payload_size",
     "payload_head",
+    "payload_sha256",
 )
+_KEY_SQL = """site VARCHAR NOT NULL, device VARCHAR NOT NULL, epoch VARCHAR NOT NULL,
+            seq BIGINT NOT NULL"""
+_PK = "site, device, epoch, seq"
 
 
 def schema(double: str) -> tuple[str, ...]:
     """CREATE statements (idempotent); ``double`` is the dialect's 8-byte float type."""
     return (
         f"""CREATE TABLE IF NOT EXISTS aggregates (
-            device VARCHAR NOT NULL, seq BIGINT NOT NULL,
-            site VARCHAR NOT NULL, source VARCHAR NOT NULL, line VARCHAR NOT NULL,
+            {_KEY_SQL}, digest BIGINT NOT NULL,
+            source VARCHAR NOT NULL, line VARCHAR NOT NULL,
             start TIMESTAMP NOT NULL, seconds INTEGER NOT NULL,
             in_count INTEGER NOT NULL, out_count INTEGER NOT NULL,
             occupancy_mean {double}, occupancy_peak INTEGER,
             dwell_count INTEGER, dwell_median_s {double}, dwell_p90_s {double},
             received_at TIMESTAMP NOT NULL,
-            PRIMARY KEY (device, seq))""",
-        """CREATE TABLE IF NOT EXISTS events (
-            device VARCHAR NOT NULL, seq BIGINT NOT NULL,
-            family VARCHAR NOT NULL, event VARCHAR NOT NULL,
-            site VARCHAR NOT NULL, line VARCHAR NOT NULL,
+            PRIMARY KEY ({_PK}))""",
+        f"""CREATE TABLE IF NOT EXISTS events (
+            {_KEY_SQL},
+            family VARCHAR NOT NULL, event VARCHAR NOT NULL, line VARCHAR NOT NULL,
             start TIMESTAMP NOT NULL, seconds INTEGER NOT NULL, count INTEGER NOT NULL,
-            PRIMARY KEY (device, seq, family, event))""",
+            PRIMARY KEY ({_PK}, family, event))""",
         f"""CREATE TABLE IF NOT EXISTS power (
-            device VARCHAR NOT NULL, seq BIGINT NOT NULL,
-            site VARCHAR NOT NULL, source VARCHAR NOT NULL,
+            {_KEY_SQL}, digest BIGINT NOT NULL, source VARCHAR NOT NULL,
             start TIMESTAMP NOT NULL, seconds INTEGER NOT NULL,
             wh {double} NOT NULL, mean_w {double} NOT NULL, measured BOOLEAN NOT NULL,
             received_at TIMESTAMP NOT NULL,
-            PRIMARY KEY (device, seq))""",
+            PRIMARY KEY ({_PK}))""",
         f"""CREATE TABLE IF NOT EXISTS devices (
-            device VARCHAR PRIMARY KEY, site VARCHAR NOT NULL,
+            site VARCHAR NOT NULL, device VARCHAR NOT NULL,
             first_seen TIMESTAMP NOT NULL, last_seen TIMESTAMP NOT NULL,
             messages BIGINT NOT NULL,
             state VARCHAR NOT NULL, status_at TIMESTAMP,
             model VARCHAR, backend VARCHAR, fps {double}, uptime_s {double},
-            errors BIGINT, last_error VARCHAR)""",
+            errors BIGINT, last_error VARCHAR, conflicts BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (site, device))""",
         *(
             f"""CREATE TABLE IF NOT EXISTS {table} (
             bucket TIMESTAMP NOT NULL, site VARCHAR NOT NULL, device VARCHAR NOT NULL,
@@ -157,7 +167,8 @@ def schema(double: str) -> tuple[str, ...]:
         ),
         """CREATE TABLE IF NOT EXISTS dead_letters (
             received_at TIMESTAMP NOT NULL, topic VARCHAR NOT NULL, reason VARCHAR NOT NULL,
-            payload_size INTEGER NOT NULL, payload_head VARCHAR NOT NULL)""",
+            payload_size INTEGER NOT NULL, payload_head VARCHAR NOT NULL,
+            payload_sha256 VARCHAR)""",
         *sensor_schema(double),
     )
 
@@ -166,22 +177,20 @@ def sensor_schema(double: str) -> tuple[str, ...]:
     """Tables of the audio and shelf messages (:mod:`edgetally.fleet.sensors` writes them)."""
     return (
         f"""CREATE TABLE IF NOT EXISTS audio (
-            device VARCHAR NOT NULL, seq BIGINT NOT NULL,
-            site VARCHAR NOT NULL, source VARCHAR NOT NULL,
+            {_KEY_SQL}, digest BIGINT NOT NULL, source VARCHAR NOT NULL,
             start TIMESTAMP NOT NULL, seconds INTEGER NOT NULL, duration_s {double} NOT NULL,
             leq_dbfs {double} NOT NULL, laeq_dbfs {double} NOT NULL,
             leq_dbspl {double}, laeq_dbspl {double}, speech_ratio {double},
             received_at TIMESTAMP NOT NULL,
-            PRIMARY KEY (device, seq))""",
-        """CREATE TABLE IF NOT EXISTS shelf (
-            device VARCHAR NOT NULL, seq BIGINT NOT NULL,
-            region VARCHAR NOT NULL, facing VARCHAR NOT NULL,
-            site VARCHAR NOT NULL, source VARCHAR NOT NULL,
+            PRIMARY KEY ({_PK}))""",
+        f"""CREATE TABLE IF NOT EXISTS shelf (
+            {_KEY_SQL}, digest BIGINT NOT NULL,
+            region VARCHAR NOT NULL, facing VARCHAR NOT NULL, source VARCHAR NOT NULL,
             start TIMESTAMP NOT NULL, seconds INTEGER NOT NULL,
             facing_empty INTEGER NOT NULL, restocked INTEGER NOT NULL,
             product_taken INTEGER NOT NULL, empty_at_end BOOLEAN NOT NULL,
             received_at TIMESTAMP NOT NULL,
-            PRIMARY KEY (device, seq, region, facing))""",
+            PRIMARY KEY ({_PK}, region, facing))""",
     )
 
 
@@ -285,15 +294,101 @@ def upsert_seen(staged: str) -> str:
     cols = ", ".join(SEEN_COLUMNS)
     return (
         f"INSERT INTO devices ({cols}, state) SELECT {cols}, 'unknown' FROM {staged} "
-        "ON CONFLICT (device) DO UPDATE SET site = excluded.site, "
+        "ON CONFLICT (site, device) DO UPDATE SET "
         "last_seen = greatest(devices.last_seen, excluded.last_seen), "
         "messages = devices.messages + excluded.messages"
     )
 
 
 def update_status(staged: str) -> str:
-    sets = ", ".join(f"{c} = s.{c}" for c in STATUS_COLUMNS[1:])
-    return f"UPDATE devices SET {sets} FROM {staged} AS s WHERE devices.device = s.device"
+    """The last status received wins (a last will carries the time it was set, older than
+    the statuses sent after it, and must still win)."""
+    sets = ", ".join(f"{c} = s.{c}" for c in STATUS_COLUMNS[2:])
+    return (
+        f"UPDATE devices SET {sets} FROM {staged} AS s "
+        "WHERE devices.site = s.site AND devices.device = s.device"
+    )
+
+
+def conflicts(table: str, staged: str) -> str:
+    """The staged rows whose key is stored with another digest: (key..., stored digest,
+    received digest). Run after the insert, so new rows match themselves."""
+    on = " AND ".join(f"t.{c} = s.{c}" for c in KEY)
+    keys = ", ".join(f"s.{c}" for c in KEY)
+    return (
+        f"SELECT DISTINCT {keys}, t.digest, s.digest FROM {staged} AS s JOIN {table} AS t "
+        f"ON {on} WHERE t.digest <> s.digest"
+    )
+
+
+def add_conflicts(staged: str) -> str:
+    """Add the conflicts of ``staged`` (site, device, n) to the devices' counters."""
+    return (
+        f"UPDATE devices SET conflicts = devices.conflicts + s.n FROM {staged} AS s "
+        "WHERE devices.site = s.site AND devices.device = s.device"
+    )
+
+
+# Tables whose key changed in schema version 2, and their columns in version 1.
+_V1_COLUMNS: dict[str, tuple[str, ...]] = {
+    "aggregates": tuple(c for c in AGG_COLUMNS if c not in ("epoch", "digest")),
+    "events": tuple(c for c in EVENT_COLUMNS if c != "epoch"),
+    "power": tuple(c for c in POWER_COLUMNS if c not in ("epoch", "digest")),
+    "audio": (
+        "device", "seq", "site", "source", "start", "seconds", "duration_s", "leq_dbfs",
+        "laeq_dbfs", "leq_dbspl", "laeq_dbspl", "speech_ratio", "received_at",
+    ),
+    "shelf": (
+        "device", "seq", "region", "facing", "site", "source", "start", "seconds",
+        "facing_empty", "restocked", "product_taken", "empty_at_end", "received_at",
+    ),
+    "devices": (
+        "device", "site", "first_seen", "last_seen", "messages", "state", "status_at",
+        "model", "backend", "fps", "uptime_s", "errors", "last_error",
+    ),
+}
+
+
+# What version 2 added to each of them, and the value old rows get.
+_V2_ADDED: dict[str, dict[str, str]] = {
+    "aggregates": {"epoch": "''", "digest": "0"},
+    "events": {"epoch": "''"},
+    "power": {"epoch": "''", "digest": "0"},
+    "audio": {"epoch": "''", "digest": "0"},
+    "shelf": {"epoch": "''", "digest": "0"},
+}
+
+
+def needs_identity_migration() -> str:
+    """1 when ``aggregates`` exists without the ``epoch`` column (a version 1 store)."""
+    return (
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM information_schema.columns WHERE "
+        "table_name = 'aggregates') AND NOT EXISTS (SELECT 1 FROM information_schema.columns "
+        "WHERE table_name = 'aggregates' AND column_name = 'epoch') THEN 1 ELSE 0 END"
+    )
+
+
+def migrate_identity(double: str, present: set[str]) -> tuple[str, ...]:
+    """Statements that rebuild a version 1 store's keyed tables (those in ``present``) with
+    the version 2 keys: each old row gets epoch '' (devices of then had none) and digest 0
+    (unknown: a later conflicting message against it is not detected, only kept out)."""
+    out: list[str] = []
+    creates = {
+        text.split("(", 1)[0].split()[-1]: text for text in schema(double)
+    }
+    for table, old in _V1_COLUMNS.items():
+        if table not in present:
+            continue
+        new = f"{table}_v2"
+        out.append(creates[table].replace(f"IF NOT EXISTS {table} (", f"{new} (", 1))
+        added = _V2_ADDED.get(table, {})
+        cols = ", ".join([*old, *added])
+        values = ", ".join([*old, *added.values()])
+        out.append(f"INSERT INTO {new} ({cols}) SELECT {values} FROM {table}")
+        out.append(f"DROP TABLE {table}")
+        out.append(f"ALTER TABLE {new} RENAME TO {table}")
+    out.append("ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS payload_sha256 VARCHAR")
+    return tuple(out)
 
 
 def insert_dead(staged: str) -> str:

@@ -147,6 +147,30 @@ def fill_missing_rollups(store: Store) -> bool:
     return True
 
 
+def present_tables(store: Store) -> set[str]:
+    """The names of the tables the store's database has."""
+    rows = store.fetch("SELECT table_name FROM information_schema.tables").rows
+    return {str(r[0]) for r in rows}
+
+
+def migrate_identity(store: Store) -> bool:
+    """Rebuild a store of schema version 1 (messages keyed on device and seq alone) with the
+    keys of version 2 (:data:`edgetally.fleet.sql.KEY`), in one transaction; False when
+    there was nothing to migrate."""
+    if not int(store.fetch(sql.needs_identity_migration()).rows[0][0]):
+        return False
+    statements = sql.migrate_identity(store.dialect.double, present_tables(store))
+    store.execute("BEGIN")
+    try:
+        for statement in statements:
+            store.execute(statement)
+    except StoreError:
+        store.execute("ROLLBACK")
+        raise
+    store.execute("COMMIT")
+    return True
+
+
 def plain_arrow(table: pa.Table) -> pa.Table:
     """Decimals as the fetched rows give them: whole ones (sums of integers) as int64, the
     rest as float64."""

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 from edgetally.fleet import sql
-from edgetally.fleet.columns import Columns, stage
+from edgetally.fleet.columns import Columns, Key, StagedBatch, merge_columns, stage
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.sql import Dialect
 from edgetally.fleet.store import (
@@ -25,16 +25,31 @@ from edgetally.fleet.store import (
     current_time_limit,
     fill_missing_rollups,
     interrupt_after,
+    migrate_identity,
     plain_arrow,
     rollup_columns_complete,
     timeout_message,
 )
+from edgetally.models.wire import WireModel
 
 
 def _query_error(exc: duckdb.Error, timed_out_after: float | None) -> StoreError:
     if timed_out_after is not None and isinstance(exc, duckdb.InterruptException):
         return QueryTimeout(timeout_message(timed_out_after))
     return StoreError(f"query failed: {str(exc).splitlines()[0]}")
+
+
+def _find_conflicts(
+    cur: duckdb.DuckDBPyConnection,
+    table: str,
+    staged_name: str,
+    staged: StagedBatch,
+    by_key: dict[Key, WireModel],
+) -> None:
+    """Note the staged rows of ``table`` whose key is stored with other content."""
+    kind = "agg" if table == "aggregates" else table
+    for row in cur.execute(sql.conflicts(table, staged_name)).fetchall():
+        staged.add_conflict(kind, by_key[(row[0], row[1], row[2], int(row[3]))], int(row[4]))
 
 
 def _count(rows: list[tuple[Any, ...]]) -> int:
@@ -73,6 +88,7 @@ class DuckDBStore:
         self._dialect = Dialect("duckdb")
         self._has_rollups = False
         if not read_only:
+            migrate_identity(self)
             for statement in sql.schema(self._dialect.double):
                 self._con.execute(statement).fetchall()
             fill_missing_rollups(self)
@@ -114,36 +130,35 @@ class DuckDBStore:
         cur = self._cursor()
         try:
             cur.begin()
-            agg_new = self._load_aggregates(cur, staged.aggregates)
+            agg_new = self._load_aggregates(cur, staged)
             self._load(cur, "stage_events", staged.events, sql.insert_events)
-            power_new = self._load(cur, "stage_power", staged.power, sql.insert_power)
+            power_new = self._load(
+                cur, "stage_power", staged.power, sql.insert_power,
+                lambda name: _find_conflicts(cur, "power", name, staged, staged.power_by_key),
+            )
             self._load(cur, "stage_seen", staged.seen, sql.upsert_seen)
             self._load(cur, "stage_status", staged.status, sql.update_status)
-            dead = self._load(cur, "stage_dead", staged.dead, sql.insert_dead)
+            conflicts, per_device = staged.conflict_columns()
+            dead_rows = merge_columns(staged.dead, conflicts)
+            dead = self._load(cur, "stage_dead", dead_rows, sql.insert_dead)
+            self._load(cur, "stage_conflicts", per_device, sql.add_conflicts)
             cur.commit()
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 cur.rollback()
             raise StoreError(f"writing to {self._path} failed: {str(exc).splitlines()[0]}") from exc
-        n_agg = len(staged.aggregates["device"]) + staged.aggregates_in_batch_duplicates
-        n_pow = len(staged.power["device"]) + staged.power_in_batch_duplicates
-        return IngestResult(
-            aggregates_new=agg_new,
-            aggregates_duplicate=n_agg - agg_new,
-            power_new=power_new,
-            power_duplicate=n_pow - power_new,
-            statuses=len(batch.statuses),
-            dead_letters=dead,
-        )
+        return staged.result(agg_new, power_new, statuses=len(batch.statuses), dead_letters=dead)
 
     @staticmethod
-    def _load_aggregates(cur: duckdb.DuckDBPyConnection, columns: Columns) -> int:
+    def _load_aggregates(cur: duckdb.DuckDBPyConnection, staged: StagedBatch) -> int:
         """Insert the new aggregates, then add those (not duplicates) to the rollups."""
+        columns = staged.aggregates
         if not columns["device"]:
             return 0
         cur.register("stage_aggregates", pa.table(columns))
         try:
             new = cur.sql(sql.insert_aggregates_returning("stage_aggregates")).to_arrow_table()
+            _find_conflicts(cur, "aggregates", "stage_aggregates", staged, staged.aggregates_by_key)
         finally:
             cur.unregister("stage_aggregates")
         if new.num_rows:
@@ -161,13 +176,17 @@ class DuckDBStore:
         name: str,
         columns: Columns,
         statement: Any,
+        then: Callable[[str], None] | None = None,
     ) -> int:
         first = next(iter(columns.values()))
         if not first:
             return 0
         cur.register(name, pa.table(columns))
         try:
-            return _count(cur.execute(statement(name)).fetchall())
+            n = _count(cur.execute(statement(name)).fetchall())
+            if then is not None:
+                then(name)
+            return n
         finally:
             cur.unregister(name)
 

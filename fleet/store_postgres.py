@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from edgetally.fleet import sql
-from edgetally.fleet.columns import Columns, stage
+from edgetally.fleet.columns import Columns, Key, StagedBatch, merge_columns, stage
 from edgetally.fleet.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.sql import Dialect
 from edgetally.fleet.store import (
@@ -24,8 +24,10 @@ from edgetally.fleet.store import (
     current_time_limit,
     fill_missing_rollups,
     plain_arrow,
+    present_tables,
     timeout_message,
 )
+from edgetally.models.wire import WireModel
 
 try:
     import psycopg
@@ -38,6 +40,7 @@ _STAGES: tuple[tuple[str, str], ...] = (
     ("stage_power", f"SELECT {', '.join(sql.POWER_COLUMNS)} FROM power"),
     ("stage_seen", f"SELECT {', '.join(sql.SEEN_COLUMNS)} FROM devices"),
     ("stage_status", f"SELECT {', '.join(sql.STATUS_COLUMNS)} FROM devices"),
+    ("stage_conflicts", "SELECT site, device, conflicts AS n FROM devices"),
     ("stage_dead", f"SELECT {', '.join(sql.DEAD_COLUMNS)} FROM dead_letters"),
 )
 _INDEXES: tuple[str, ...] = (
@@ -78,6 +81,19 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+def _find_conflicts(
+    conn: Any, table: str, staged: StagedBatch, by_key: dict[Key, WireModel]
+) -> None:
+    """Note the staged rows of ``table`` whose key is stored with other content (the stage
+    keeps its rows until the transaction commits)."""
+    if not by_key:
+        return
+    kind = "agg" if table == "aggregates" else table
+    stage_name = "stage_aggregates" if table == "aggregates" else f"stage_{table}"
+    for row in conn.execute(sql.conflicts(table, stage_name)).fetchall():
+        staged.add_conflict(kind, by_key[(row[0], row[1], row[2], int(row[3]))], int(row[4]))
+
+
 def _query_error(exc: Exception, limit: float | None) -> StoreError:
     if limit is not None and isinstance(exc, psycopg.errors.QueryCanceled):
         return QueryTimeout(timeout_message(limit))
@@ -104,7 +120,14 @@ class PostgresStore:
         conn = self._conn()
         try:
             with conn.transaction():
-                for statement in (*sql.schema(self._dialect.double), *_INDEXES):
+                old = int(conn.execute(sql.needs_identity_migration()).fetchone()[0])
+                for statement in sql.schema(self._dialect.double):
+                    conn.execute(statement)
+                if old:
+                    present = present_tables(self)
+                    for statement in sql.migrate_identity(self._dialect.double, present):
+                        conn.execute(statement)
+                for statement in _INDEXES:
                     conn.execute(statement)
         except psycopg.Error as exc:
             raise StoreError(
@@ -161,23 +184,18 @@ class PostgresStore:
                 agg_new = load(
                     "stage_aggregates", staged.aggregates, sql.insert_aggregates_with_rollups
                 )
+                _find_conflicts(conn, "aggregates", staged, staged.aggregates_by_key)
                 load("stage_events", staged.events, sql.insert_events)
                 power_new = load("stage_power", staged.power, sql.insert_power)
+                _find_conflicts(conn, "power", staged, staged.power_by_key)
                 load("stage_seen", staged.seen, sql.upsert_seen)
                 load("stage_status", staged.status, sql.update_status)
-                dead = load("stage_dead", staged.dead, sql.insert_dead)
+                conflicts, per_device = staged.conflict_columns()
+                dead = load("stage_dead", merge_columns(staged.dead, conflicts), sql.insert_dead)
+                load("stage_conflicts", per_device, sql.add_conflicts)
         except psycopg.Error as exc:
             raise StoreError(f"writing to {self.description} failed: {_first_line(exc)}") from exc
-        n_agg = len(staged.aggregates["device"]) + staged.aggregates_in_batch_duplicates
-        n_pow = len(staged.power["device"]) + staged.power_in_batch_duplicates
-        return IngestResult(
-            aggregates_new=agg_new,
-            aggregates_duplicate=n_agg - agg_new,
-            power_new=power_new,
-            power_duplicate=n_pow - power_new,
-            statuses=len(batch.statuses),
-            dead_letters=dead,
-        )
+        return staged.result(agg_new, power_new, statuses=len(batch.statuses), dead_letters=dead)
 
     @staticmethod
     def _loader(conn: Any) -> Callable[[str, Columns, Callable[[str], str]], int]:

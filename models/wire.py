@@ -20,7 +20,8 @@ with a one-line reason) and :func:`to_json` / :func:`from_json` to (de)serialize
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Final, Literal, NewType, TypeVar
 
 from edgetally.models.errors import WireError
@@ -60,10 +61,47 @@ SourceId = NewType("SourceId", str)
 CounterId = NewType("CounterId", str)  # a counting line or an occupancy zone
 CommandId = NewType("CommandId", str)
 Seq = NewType("Seq", int)
+# A device's outbox makes a random epoch when it is created; its sequence numbers count
+# within the epoch, so a re-imaged device (a new outbox, seq from 0 again) is a new stream.
+Epoch = NewType("Epoch", str)
+EPOCH_PATTERN: Final = r"^[0-9a-f]{8,32}$"
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):  # year 1 at +14:00, year 9999 at -05:00
+        raise ValueError("time is out of range") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """The times a received message may carry: not before ``earliest``, and not more than
+    ``max_ahead_s`` ahead of the receiving clock (a device with a broken clock, or a hostile
+    one, cannot file counts under year 9999 or 1970)."""
+
+    earliest: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    max_ahead_s: float = 86_400.0
+
+    def check(self, message: WireModel, now: datetime | None = None) -> None:
+        """Raise :class:`WireError` if one of the message's times is outside the window."""
+        at = message.stamp()
+        if at is None:
+            return
+        latest = (now or datetime.now(UTC)) + timedelta(seconds=self.max_ahead_s)
+        if at < self.earliest:
+            raise WireError(
+                f"{message.time_field()} {at.isoformat()} is before {self.earliest.date()} "
+                "(the receiving fleet's window)"
+            )
+        if at > latest:
+            raise WireError(
+                f"{message.time_field()} {at.isoformat()} is more than "
+                f"{self.max_ahead_s:g} s ahead of the receiving clock"
+            )
+
+
+DEFAULT_WINDOW: Final = TimeWindow()
 
 
 _Id = StringConstraints(pattern=ID_PATTERN, max_length=64)
@@ -80,6 +118,7 @@ ShortText = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,200}$
 ParamValue = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,1024}$")]
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+EpochField = Annotated[Epoch, StringConstraints(pattern=EPOCH_PATTERN)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 SeqField = Annotated[Seq, Field(ge=0, le=MAX_SEQ)]
 BucketSeconds = Annotated[int, Field(ge=1, le=MAX_BUCKET_SECONDS)]
@@ -102,6 +141,15 @@ class WireModel(BaseModel):
         str_max_length=1024,
     )
 
+    def time_field(self) -> str:
+        """The name of the message's own time (``start`` of a bucket, ``at`` of an event)."""
+        return "start" if "start" in type(self).model_fields else "at"
+
+    def stamp(self) -> datetime | None:
+        """The message's own time (see :meth:`time_field`), None for a part of a message."""
+        value = getattr(self, self.time_field(), None)
+        return value if isinstance(value, datetime) else None
+
 
 class DwellStats(WireModel):
     """Visits that ended in the bucket: how many and how long (seconds)."""
@@ -120,8 +168,10 @@ class DwellStats(WireModel):
 class Aggregate(WireModel):
     """One bucket of one line or zone: the only thing about people that leaves a device.
 
-    ``seq`` increases by at least one with every message a device sends (any kind); the
-    fleet keeps one aggregate per (device, seq), so a redelivered message never counts twice.
+    ``seq`` increases by at least one with every message a device sends (any kind) within
+    the ``epoch`` of its outbox; the fleet keeps one aggregate per (site, device, epoch,
+    seq), so a redelivered message never counts twice and a re-imaged device (new epoch)
+    is never taken for a redelivery. ``epoch`` is None only from devices that predate it.
     """
 
     v: Literal[1] = SCHEMA_VERSION
@@ -130,6 +180,7 @@ class Aggregate(WireModel):
     device: DeviceField
     source: SourceField
     line: CounterField
+    epoch: EpochField | None = None
     seq: SeqField
     start: UtcDatetime
     seconds: BucketSeconds
@@ -176,6 +227,7 @@ class PowerReading(WireModel):
     kind: Literal["power"] = "power"
     site: SiteField
     device: DeviceField
+    epoch: EpochField | None = None
     seq: SeqField
     source: Name  # the meter: rapl, ina219, pi-pmic, plug, estimate, ...
     start: UtcDatetime
@@ -189,13 +241,14 @@ class _SourceBucket(WireModel):
     """What the audio and shelf messages share: one bucket of one source of one device.
 
     ``seq`` comes from the device's one sequence, shared with its aggregates, so the fleet's
-    (device, seq) identifies a message whatever its kind.
+    (site, device, epoch, seq) identifies a message whatever its kind.
     """
 
     v: Literal[1] = SCHEMA_VERSION
     site: SiteField
     device: DeviceField
     source: SourceField
+    epoch: EpochField | None = None
     seq: SeqField
     start: UtcDatetime
     seconds: BucketSeconds
@@ -300,11 +353,18 @@ def from_json(cls: type[M], data: bytes | str) -> M:
         raise WireError(_reason(cls.__name__, exc)) from None
 
 
-def parse(topic: str, payload: bytes) -> Message:
+def parse(
+    topic: str,
+    payload: bytes,
+    *,
+    window: TimeWindow | None = DEFAULT_WINDOW,
+    now: datetime | None = None,
+) -> Message:
     """Topic + payload as received -> a validated message, or :class:`WireError` saying why.
 
     The topic decides which message is expected, and its site and device must match the
-    payload's: a device cannot speak for another one through its own topic.
+    payload's: a device cannot speak for another one through its own topic. The message's
+    time must lie in ``window`` (None: any time the schema allows) as seen at ``now``.
     """
     where = parse_topic(topic)
     message = from_json(MESSAGE_TYPES[where.kind], payload)
@@ -313,6 +373,8 @@ def parse(topic: str, payload: bytes) -> Message:
             f"payload is for {message.site}/{message.device} but came on the topic of "
             f"{where.site}/{where.device}"
         )
+    if window is not None:
+        window.check(message, now)
     return message
 
 

@@ -51,13 +51,16 @@ class AggregateDraft:
     occupancy_peak: int | None = None
     dwell: DwellStats | None = None
 
-    def to_message(self, *, site: str, device: str, source: str, seq: int) -> Aggregate:
+    def to_message(
+        self, *, site: str, device: str, source: str, seq: int, epoch: str | None = None
+    ) -> Aggregate:
         return Aggregate(
             site=site,  # type: ignore[arg-type]
             device=device,  # type: ignore[arg-type]
             source=source,  # type: ignore[arg-type]
             line=self.counter,  # type: ignore[arg-type]
             seq=seq,  # type: ignore[arg-type]
+            epoch=epoch,  # type: ignore[arg-type]
             start=self.start,
             seconds=self.seconds,
             in_count=self.in_count,

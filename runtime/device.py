@@ -36,7 +36,7 @@ from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
 from edgetally.runtime.aggregator import AggregateDraft, Aggregator, ClosedBucket
 from edgetally.runtime.config import CameraConfig, DeviceConfig
-from edgetally.runtime.outbox import Checkpoint, Outbox
+from edgetally.runtime.outbox import Checkpoint, Outbox, PayloadBuilder
 from edgetally.runtime.power import PowerSampler, PowerSummary, open_meter
 from edgetally.runtime.publisher import Publisher, PublisherError
 from edgetally.runtime.types import Dwell, Frame, FrameResult
@@ -127,9 +127,9 @@ def store_bucket(
     same camera) and a checkpoint in one transaction; returns the aggregates' seqs."""
     topic = topic_for(site, device, "agg")
 
-    def build(draft: AggregateDraft) -> Callable[[int], bytes]:
-        return lambda seq: to_json(
-            draft.to_message(site=site, device=device, source=source, seq=seq)
+    def build(draft: AggregateDraft) -> PayloadBuilder:
+        return lambda seq, epoch: to_json(
+            draft.to_message(site=site, device=device, source=source, seq=seq, epoch=epoch)
         )
 
     items = [(topic, build(draft)) for draft in bucket.drafts]

@@ -9,7 +9,11 @@ commits once per closed bucket (every 60 s by default), which is nothing.
 
 The per-device sequence number lives in the same file (table ``meta``) and is taken in the
 same transaction as the rows that use it: a sequence number is never reused, and no
-sequence number is used by a row that was not stored. Aggregates use the ``agg`` sequence;
+sequence number is used by a row that was not stored. The file also holds its ``epoch``, a
+random id made when the outbox is created and sent with every message: a new outbox (an SD
+card re-imaged, a factory reset) starts its sequences at 0 again but under a new epoch, so
+the fleet, which keys messages on (site, device, epoch, seq), takes it for a new stream and
+never for redeliveries. Aggregates use the ``agg`` sequence;
 other message kinds (power telemetry) count on their own (``sequence="power"``), since the
 fleet keeps one message per (device, seq) in each kind's table.
 
@@ -23,6 +27,8 @@ thread), guarded by one lock.
 
 from __future__ import annotations
 
+import errno
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -62,6 +68,10 @@ class OutboxFullError(OutboxError):
     """The outbox holds as many messages as its cap allows; nothing was dropped."""
 
 
+class OutboxFullDiskError(OutboxError):
+    """The disk under the outbox is full; what was stored before stays."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     """One stored message waiting for the broker's acknowledgement."""
@@ -88,8 +98,25 @@ def _seq_key(sequence: str) -> str:
     return "next_seq" if sequence == "agg" else f"next_seq:{sequence}"
 
 
-# Builds a message's payload once its sequence number is known.
-PayloadBuilder = Callable[[int], bytes]
+# Builds a message's payload once its sequence number is known: (seq, epoch) -> bytes.
+PayloadBuilder = Callable[[int, str], bytes]
+
+
+def new_epoch() -> str:
+    """A random outbox epoch: 16 hex digits (64 bits; see ``EPOCH_PATTERN`` of the wire)."""
+    return secrets.token_hex(8)
+
+
+def _write_error(path: Path, exc: sqlite3.Error) -> OutboxError:
+    """A write failure in words; a full disk says so (SQLite's own text can be a later
+    symptom such as 'cannot rollback - no transaction is active')."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or "full" in str(exc).lower():
+        return OutboxFullDiskError(
+            f"cannot write outbox {path}: the disk is full; nothing stored was lost "
+            "(free space, then the device goes on)"
+        )
+    return OutboxError(f"cannot write outbox {path}: {exc}")
 
 
 class Outbox:
@@ -110,8 +137,21 @@ class Outbox:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('next_seq', '0')")
-        except (sqlite3.Error, OSError) as exc:
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?)", (new_epoch(),)
+            )
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower():
+                raise _write_error(self.path, exc) from None
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from None
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise OutboxFullDiskError(
+                    f"cannot open outbox {self.path}: the disk is full"
+                ) from None
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from None
+        self.epoch: str = str(row[0])
         self._closed = False
 
     # ------------------------------------------------------------------ writing
@@ -147,7 +187,7 @@ class Outbox:
                     seq = self._next_seq_locked(key)
                     seqs: list[int] = []
                     for topic, build in items:
-                        payload = build(seq)
+                        payload = build(seq, self.epoch)
                         self._db.execute(
                             "INSERT INTO outbox(seq, topic, payload) VALUES (?, ?, ?)",
                             (seq, topic, payload),
@@ -167,10 +207,11 @@ class Outbox:
                     self._db.execute("COMMIT")
                     return seqs
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite may have rolled back already
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot write outbox {self.path}: {exc}") from None
+                raise _write_error(self.path, exc) from None
 
     # ------------------------------------------------------------------ reading
 
@@ -192,7 +233,7 @@ class Outbox:
             try:
                 self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot write outbox {self.path}: {exc}") from None
+                raise _write_error(self.path, exc) from None
 
     def count(self) -> int:
         with self._lock:
@@ -216,7 +257,10 @@ class Outbox:
     def clear_checkpoint(self, source_key: str) -> None:
         """The source was read to its end: a later run starts it from the beginning."""
         with self._lock:
-            self._db.execute("DELETE FROM checkpoint WHERE source_key = ?", (source_key,))
+            try:
+                self._db.execute("DELETE FROM checkpoint WHERE source_key = ?", (source_key,))
+            except sqlite3.Error as exc:
+                raise _write_error(self.path, exc) from None
 
     # ------------------------------------------------------------------ internals
 

@@ -32,7 +32,7 @@ def store_power(outbox: Outbox, *, site: str, device: str, bucket: EnergyBucket)
     topic = topic_for(site, device, "power")
     return outbox.put(
         topic,
-        lambda seq: to_json(to_wire(bucket, site, device, seq)),
+        lambda seq, epoch: to_json(to_wire(bucket, site, device, seq, epoch)),
         sequence=POWER_SEQUENCE,
     )
 

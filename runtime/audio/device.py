@@ -50,7 +50,7 @@ def wire_events(counts: dict[str, int]) -> dict[str, int]:
 
 def to_message(
     bucket: AudioBucket, *, site: str, device: str, source: str, start: datetime, seconds: int,
-    seq: int,
+    seq: int, epoch: str | None = None,
 ) -> AudioLevels:
     """The wire message of one bucket; ``start`` is when the source's first sample was."""
     return AudioLevels(
@@ -58,6 +58,7 @@ def to_message(
         device=device,  # type: ignore[arg-type]
         source=source,  # type: ignore[arg-type]
         seq=seq,  # type: ignore[arg-type]
+        epoch=epoch,  # type: ignore[arg-type]
         start=start + timedelta(seconds=bucket.start_s),
         seconds=seconds,
         duration_s=min(float(seconds), bucket.duration_s),
@@ -138,9 +139,9 @@ def run_audio(
         done = skip + round((bucket.start_s + bucket.duration_s) * RATE)
         state = json.dumps({"start": start.isoformat(), "seconds": report.seconds})
         outbox.put_many(
-            [(topic, lambda seq: to_json(to_message(
+            [(topic, lambda seq, epoch: to_json(to_message(
                 bucket, site=site, device=device, source=config.id, start=origin,
-                seconds=bucket_seconds, seq=seq,
+                seconds=bucket_seconds, seq=seq, epoch=epoch,
             )))],
             checkpoint=None if config.live else (key, Checkpoint(done, report.buckets, state)),
         )

@@ -31,7 +31,7 @@ from edgetally.runtime.shelf.scorers import (
 # wire's payload cap; a camera with more facings sends several messages per bucket.
 FACINGS_PER_MESSAGE = 24
 
-PayloadBuilder = Callable[[int], bytes]
+PayloadBuilder = Callable[[int, str], bytes]  # (seq, epoch) -> payload, as the outbox calls it
 
 
 class ShelfWatch:
@@ -116,12 +116,13 @@ def shelf_messages(
     ]
 
     def builder(group: tuple[FacingCounts, ...]) -> PayloadBuilder:
-        return lambda seq: to_json(
+        return lambda seq, epoch: to_json(
             ShelfState(
                 site=site,  # type: ignore[arg-type]
                 device=device,  # type: ignore[arg-type]
                 source=source,  # type: ignore[arg-type]
                 seq=seq,  # type: ignore[arg-type]
+                epoch=epoch,  # type: ignore[arg-type]
                 start=bucket.start,
                 seconds=seconds,
                 facings=group,

@@ -11,7 +11,7 @@ import pytest
 from edgetally.runtime.outbox import Checkpoint, Outbox, OutboxError, OutboxFullError
 
 
-def _payload(seq: int) -> bytes:
+def _payload(seq: int, epoch: str) -> bytes:
     return f'{{"seq": {seq}}}'.encode()
 
 
@@ -41,7 +41,7 @@ def test_pending_is_in_order_and_pages(tmp_path: Path) -> None:
 
 
 def test_a_failing_batch_stores_nothing_and_uses_no_sequence(tmp_path: Path) -> None:
-    def bad(seq: int) -> bytes:
+    def bad(seq: int, epoch: str) -> bytes:
         raise ValueError("boom")
 
     with Outbox(tmp_path / "o.db") as box:
@@ -89,7 +89,7 @@ def test_rows_survive_a_killed_writer(tmp_path: Path) -> None:
         "from edgetally.runtime.outbox import Outbox\n"
         f"box = Outbox(Path({str(path)!r}))\n"
         "for i in range(20):\n"
-        "    box.put('t', lambda s: b'x')\n"
+        "    box.put('t', lambda s, e: b'x')\n"
         "os._exit(0)  # no close, no checkpoint of the WAL\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -55,10 +55,10 @@ def power_rows(fleet: FleetServer, device: str) -> list[tuple[int, str, bool, fl
 
 def test_outbox_sequences_are_independent(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.db") as box:
-        assert box.put("t/agg", lambda s: b"a") == 0
-        assert box.put("t/agg", lambda s: b"a") == 1
-        assert box.put("t/power", lambda s: b"p", sequence="power") == 0
-        assert box.put("t/agg", lambda s: b"a") == 2
+        assert box.put("t/agg", lambda s, e: b"a") == 0
+        assert box.put("t/agg", lambda s, e: b"a") == 1
+        assert box.put("t/power", lambda s, e: b"p", sequence="power") == 0
+        assert box.put("t/agg", lambda s, e: b"a") == 2
     with Outbox(tmp_path / "o.db") as box:  # both survive a restart
         assert box.next_seq() == 3 and box.next_seq("power") == 1
 

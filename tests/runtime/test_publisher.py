@@ -66,7 +66,7 @@ def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
     return cond()
 
 
-def body(seq: int) -> bytes:
+def body(seq: int, epoch: str) -> bytes:
     return json.dumps({"seq": seq}).encode()
 
 
