@@ -11,10 +11,10 @@ import pkgutil
 from collections.abc import Callable, Sequence
 
 from edgetally import fleet
-from edgetally.fleet.api_context import FleetContext
+from edgetally.fleet.api_context import RETRY_AFTER_S, Busy, FleetContext
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.queries import QueryTooLarge
-from edgetally.fleet.store import StoreError
+from edgetally.fleet.store import QueryTimeout, StoreError
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -46,6 +46,15 @@ def create_app(ctx: FleetContext, hooks: Sequence[Callable[[FastAPI], None]] = (
     @app.exception_handler(QueryTooLarge)
     async def _too_large(_r: Request, exc: QueryTooLarge) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=413)
+
+    @app.exception_handler(Busy)
+    async def _busy(_r: Request, exc: Busy) -> JSONResponse:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
+
+    @app.exception_handler(QueryTimeout)
+    async def _timeout(_r: Request, exc: QueryTimeout) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=504)
 
     @app.exception_handler(StoreError)
     async def _store(_r: Request, exc: StoreError) -> JSONResponse:

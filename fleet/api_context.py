@@ -1,35 +1,133 @@
-"""What every HTTP router of the fleet may use: the store and ingest's counters.
+"""What every HTTP router of the fleet may use: the store, ingest's counters, and the limits
+on what answering may cost.
 
 Routers live in modules of ``edgetally.fleet`` whose names end in ``_api`` and expose
 ``router`` (a FastAPI ``APIRouter``); :func:`edgetally.fleet.api.create_app` includes them
-all. A router gets the context with ``Depends(context)``.
+all. A router gets the context with ``Depends(context)``, and runs a query that returns
+rows inside :func:`heavy_query` (a slot among the few that may run at once, and the time
+limit), or a small read inside :func:`read_limit` (the time limit only)::
+
+    def traffic(ctx: Ctx, f: Flt) -> Response:
+        with heavy_query(ctx):
+            return table_response(queries.traffic(ctx.store, f), "json", "traffic")
+
+Both are entered in the endpoint's own body: FastAPI runs a sync endpoint in a worker
+thread, and the time limit belongs to the thread's context.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
 
+from edgetally.fleet.errors import FleetError
 from edgetally.fleet.export import MEDIA_TYPES, ExportFormat, to_csv, to_json, to_parquet
 from edgetally.fleet.ingest import IngestCounters
 from edgetally.fleet.queries import DEFAULT_MAX_ROWS, DEFAULT_OFFLINE_AFTER_S
 from edgetally.fleet.records import Filters, Interval, Table
-from edgetally.fleet.store import Store
+from edgetally.fleet.store import Store, query_time_limit
 from edgetally.models.topics import ID_PATTERN
 from fastapi import Query, Request, Response
 from pydantic import AfterValidator
 
+DEFAULT_QUERY_TIMEOUT_S = 30.0
+DEFAULT_MAX_HEAVY_QUERIES = 3
+WAITING_PER_SLOT = 4  # how many heavy queries may wait for a slot, per slot
+RETRY_AFTER_S = 5
+
+
+class Busy(FleetError):
+    """Every slot for heavy queries is taken and the line of those waiting is full."""
+
+
+class HeavyQueries:
+    """At most ``limit`` heavy queries run at once. Past that, up to ``max_waiting`` more
+    wait for a slot (at most ``wait_s`` seconds each), and the rest are refused at once
+    with :class:`Busy`: memory stays bounded by a few answers, and nothing queues without
+    end."""
+
+    def __init__(
+        self,
+        limit: int = DEFAULT_MAX_HEAVY_QUERIES,
+        *,
+        max_waiting: int | None = None,
+        wait_s: float = DEFAULT_QUERY_TIMEOUT_S,
+    ) -> None:
+        if limit < 1:
+            raise FleetError(f"at least one heavy query must be allowed (got {limit})")
+        self.limit = limit
+        self.max_waiting = WAITING_PER_SLOT * limit if max_waiting is None else max_waiting
+        self.wait_s = wait_s
+        self._cond = threading.Condition()
+        self._running = 0
+        self._waiting = 0
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def _busy(self) -> Busy:
+        return Busy(
+            f"the fleet is answering {self.limit} heavy queries already and "
+            f"{self._waiting} more wait: try again in a few seconds"
+        )
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._cond:
+            if self._running >= self.limit:
+                if self._waiting >= self.max_waiting:
+                    raise self._busy()
+                self._waiting += 1
+                try:
+                    free = self._cond.wait_for(lambda: self._running < self.limit, self.wait_s)
+                finally:
+                    self._waiting -= 1
+                if not free:
+                    raise self._busy()
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify()
+
 
 @dataclass(frozen=True, slots=True)
 class FleetContext:
-    """Shared by the routers of one app."""
+    """Shared by the routers of one app. ``query_timeout_s``: reads are cancelled after
+    it (None: never); ``heavy``: the slots of the queries that return rows."""
 
     store: Store
     counters: Callable[[], IngestCounters] | None = None
     offline_after_s: float = DEFAULT_OFFLINE_AFTER_S
     max_rows: int = DEFAULT_MAX_ROWS
+    query_timeout_s: float | None = DEFAULT_QUERY_TIMEOUT_S
+    heavy: HeavyQueries = field(default_factory=HeavyQueries)
+
+
+@contextmanager
+def read_limit(ctx: FleetContext) -> Iterator[None]:
+    """The reads made inside are cancelled after the context's time limit."""
+    with query_time_limit(ctx.query_timeout_s):
+        yield
+
+
+@contextmanager
+def heavy_query(ctx: FleetContext) -> Iterator[None]:
+    """A query that returns rows (and its answer, built inside): one of the few slots
+    (:class:`Busy` when none frees up), and the time limit on its reads."""
+    with ctx.heavy.slot(), read_limit(ctx):
+        yield
 
 
 def context(request: Request) -> FleetContext:

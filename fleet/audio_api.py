@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from edgetally.fleet import sensors
-from edgetally.fleet.api_context import FleetContext, IdQuery, context, sensor_filters
+from edgetally.fleet.api_context import (
+    FleetContext,
+    IdQuery,
+    context,
+    heavy_query,
+    sensor_filters,
+)
 from edgetally.fleet.export import ExportFormat
 from edgetally.fleet.records import Filters
 from edgetally.fleet.sensors_export import sensor_response
@@ -49,5 +55,6 @@ def audio(
     """Levels are energy means (the mean of 10^(L/10), weighted by each bucket's duration,
     back in dB), not means of decibels; buckets are UTC. CSV and Parquet carry ``events``
     as a JSON object."""
-    table = sensors.audio(ctx.store, f, source=source, max_rows=ctx.max_rows)
-    return sensor_response(table, format, "audio")
+    with heavy_query(ctx):
+        table = sensors.audio(ctx.store, f, source=source, max_rows=ctx.max_rows)
+        return sensor_response(table, format, "audio")

@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from edgetally.fleet import queries
-from edgetally.fleet.api_context import FleetContext, IdQuery, context, table_response
+from edgetally.fleet.api_context import (
+    FleetContext,
+    IdQuery,
+    context,
+    read_limit,
+    table_response,
+)
 from edgetally.fleet.export import ExportFormat
+from edgetally.fleet.store import StoreError
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import JSONResponse
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"])
 
@@ -16,7 +24,8 @@ Ctx = Annotated[FleetContext, Depends(context)]
 
 @router.get("/devices", summary="Known devices: last seen, online, model, backend, fps, errors")
 def devices(ctx: Ctx, site: IdQuery = None, format: ExportFormat = "json") -> Response:
-    table = queries.devices(ctx.store, site=site, offline_after_s=ctx.offline_after_s)
+    with read_limit(ctx):
+        table = queries.devices(ctx.store, site=site, offline_after_s=ctx.offline_after_s)
     return table_response(table, format, "devices")
 
 
@@ -26,10 +35,35 @@ def dead_letters(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     format: ExportFormat = "json",
 ) -> Response:
-    return table_response(queries.dead_letters(ctx.store, limit=limit), format, "dead-letters")
+    with read_limit(ctx):
+        table = queries.dead_letters(ctx.store, limit=limit)
+    return table_response(table, format, "dead-letters")
 
 
-@router.get("/health", summary="Ingest counters and rows per table")
-def health(ctx: Ctx) -> dict[str, Any]:
-    ingest = ctx.counters().as_dict() if ctx.counters is not None else None
-    return {"store": ctx.store.description, "tables": queries.counts(ctx.store), "ingest": ingest}
+@router.get(
+    "/health",
+    summary="Whether the fleet is taking messages in: ingest counters and rows per table",
+    responses={503: {"description": "the ingest loop is not running, or the store fails"}},
+)
+def health(ctx: Ctx) -> JSONResponse:
+    """``ok`` is false (and the status 503) when the ingest loop is not running (messages
+    are no longer taken in) or the store cannot be read. ``ingest`` holds its counters:
+    ``conflicts`` are messages that reused a stored (device, sequence) with other
+    contents, ``loop_errors`` failures the loop survived."""
+    body: dict[str, Any] = {"ok": True, "store": ctx.store.description}
+    ingest: dict[str, Any] | None = None
+    if ctx.counters is not None:
+        counters = ctx.counters()
+        ingest = {"running": True, "conflicts": 0, "loop_errors": 0, **counters.as_dict()}
+        if not ingest["running"]:
+            body["ok"] = False
+            body["reason"] = "the ingest loop is not running: no message is taken in"
+    try:
+        with read_limit(ctx):
+            body["tables"] = queries.counts(ctx.store)
+    except StoreError as exc:
+        body["ok"] = False
+        body["reason"] = f"the store cannot be read: {exc}"
+        body["tables"] = None
+    body["ingest"] = ingest
+    return JSONResponse(body, status_code=200 if body["ok"] else 503)

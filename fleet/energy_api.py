@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from edgetally.fleet.api_context import FleetContext, context, filters
+from edgetally.fleet.api_context import FleetContext, context, filters, heavy_query
 from edgetally.fleet.energy_assumptions import EnergyConfig
 from edgetally.fleet.energy_report import report_from_store
 from edgetally.fleet.records import Filters
@@ -40,4 +40,5 @@ def energy(
     f: Annotated[Filters, Depends(filters)],
     config: Annotated[EnergyConfig, Depends(energy_config)],
 ) -> dict[str, Any]:
-    return report_from_store(ctx.store, f, config, max_rows=ctx.max_rows)
+    with heavy_query(ctx):
+        return report_from_store(ctx.store, f, config, max_rows=ctx.max_rows)

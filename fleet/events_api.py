@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from edgetally.fleet import queries
-from edgetally.fleet.api_context import FleetContext, context, filters, table_response
+from edgetally.fleet.api_context import (
+    FleetContext,
+    context,
+    filters,
+    heavy_query,
+    table_response,
+)
 from edgetally.fleet.export import ExportFormat
 from edgetally.fleet.records import Filters
 from fastapi import APIRouter, Depends, Response
@@ -41,4 +47,6 @@ def events(
 ) -> Response:
     """Sums of the aggregates' ``shelf_events`` and ``audio_events`` counts; buckets are UTC.
     ``line`` filters by the line or zone the events were counted on."""
-    return table_response(queries.events(ctx.store, f, max_rows=ctx.max_rows), format, "events")
+    with heavy_query(ctx):
+        table = queries.events(ctx.store, f, max_rows=ctx.max_rows)
+        return table_response(table, format, "events")

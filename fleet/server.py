@@ -19,7 +19,12 @@ from types import TracebackType
 import uvicorn
 from edgetally.fleet.addresses import BrokerAddress, parse_broker_url, parse_host_port
 from edgetally.fleet.api import create_app
-from edgetally.fleet.api_context import FleetContext
+from edgetally.fleet.api_context import (
+    DEFAULT_MAX_HEAVY_QUERIES,
+    DEFAULT_QUERY_TIMEOUT_S,
+    FleetContext,
+    HeavyQueries,
+)
 from edgetally.fleet.auth import TokenStore, guard_prefix, install_auth
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.ingest import IngestConfig, IngestCounters, Ingestor
@@ -53,6 +58,8 @@ class FleetConfig:
     fleet_pubkey: str | None = None  # the key bundles must be signed with (rollouts)
     public_url: str | None = None  # how devices reach the API (bundle downloads)
     rollout_tick_s: float = 5.0
+    query_timeout_s: float | None = DEFAULT_QUERY_TIMEOUT_S  # reads cancelled after it
+    max_heavy_queries: int = DEFAULT_MAX_HEAVY_QUERIES  # queries returning rows at once
 
     @staticmethod
     def of(broker: str, db: str, http: str = "127.0.0.1:8080", **kwargs: object) -> FleetConfig:
@@ -147,6 +154,10 @@ class FleetServer:
             store=self.store,
             counters=self.counters,
             offline_after_s=c.offline_after_s,
+            query_timeout_s=c.query_timeout_s,
+            heavy=HeavyQueries(
+                c.max_heavy_queries, wait_s=c.query_timeout_s or DEFAULT_QUERY_TIMEOUT_S
+            ),
         )
         self.app = create_app(ctx, self._hooks)
         config = uvicorn.Config(

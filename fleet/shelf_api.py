@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from edgetally.fleet import sensors
-from edgetally.fleet.api_context import FleetContext, IdQuery, context, sensor_filters
+from edgetally.fleet.api_context import (
+    FleetContext,
+    IdQuery,
+    context,
+    heavy_query,
+    sensor_filters,
+)
 from edgetally.fleet.export import ExportFormat
 from edgetally.fleet.records import Filters
 from edgetally.fleet.sensors_export import sensor_response
@@ -48,5 +54,6 @@ def shelf(
 ) -> Response:
     """Sums of ``facing_empty``, ``restocked`` and ``product_taken``, and whether the facing
     was empty when the last bucket in the interval closed; buckets are UTC."""
-    table = sensors.shelf(ctx.store, f, region=region, facing=facing, max_rows=ctx.max_rows)
-    return sensor_response(table, format, "shelf")
+    with heavy_query(ctx):
+        table = sensors.shelf(ctx.store, f, region=region, facing=facing, max_rows=ctx.max_rows)
+        return sensor_response(table, format, "shelf")

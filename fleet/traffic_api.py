@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from edgetally.fleet import queries
-from edgetally.fleet.api_context import FleetContext, context, filters, table_response
+from edgetally.fleet.api_context import (
+    FleetContext,
+    context,
+    filters,
+    heavy_query,
+    table_response,
+)
 from edgetally.fleet.export import ExportFormat
 from edgetally.fleet.records import Filters
 from fastapi import APIRouter, Depends, Query, Response
@@ -87,8 +93,9 @@ def traffic(ctx: Ctx, f: Flt, format: ExportFormat = "json", group: By = "device
     ``{"rows": [...]}``), csv or parquet (the same rows as a file). ``group``: per device
     (default), or summed per site or over the whole fleet (``device``/``line`` read ``"*"``):
     the exact sums of the per-device rows."""
-    table = queries.traffic(ctx.store, f, max_rows=ctx.max_rows, group=group)
-    return table_response(table, format, "traffic")
+    with heavy_query(ctx):
+        table = queries.traffic(ctx.store, f, max_rows=ctx.max_rows, group=group)
+        return table_response(table, format, "traffic")
 
 
 @router.get(
@@ -99,8 +106,9 @@ def traffic(ctx: Ctx, f: Flt, format: ExportFormat = "json", group: By = "device
 def occupancy(ctx: Ctx, f: Flt, format: ExportFormat = "json", group: By = "device") -> Response:
     """With ``group`` site or fleet, ``occupancy_mean`` is the sum of the zones' means
     (people present across them, on average, exact) and ``occupancy_peak`` is null."""
-    table = queries.occupancy(ctx.store, f, max_rows=ctx.max_rows, group=group)
-    return table_response(table, format, "occupancy")
+    with heavy_query(ctx):
+        table = queries.occupancy(ctx.store, f, max_rows=ctx.max_rows, group=group)
+        return table_response(table, format, "occupancy")
 
 
 @router.get(
@@ -114,5 +122,6 @@ def dwell(ctx: Ctx, f: Flt, format: ExportFormat = "json", group: By = "device")
     buckets' own median and p90, an approximation (the raw visit times never leave a
     store). With ``group`` site or fleet, ``visits`` are summed (exact) and the times are
     the same visit-weighted means over all the zones."""
-    table = queries.dwell(ctx.store, f, max_rows=ctx.max_rows, group=group)
-    return table_response(table, format, "dwell")
+    with heavy_query(ctx):
+        table = queries.dwell(ctx.store, f, max_rows=ctx.max_rows, group=group)
+        return table_response(table, format, "dwell")

@@ -52,6 +52,15 @@ def serve(
     public_url: str | None = typer.Option(
         None, "--public-url", help="The API's URL as devices reach it (bundle downloads)."
     ),
+    query_timeout: float = typer.Option(
+        30.0, "--query-timeout", min=0.0,
+        help="Seconds an API query may read before it is cancelled (504); 0: no limit.",
+    ),
+    max_heavy_queries: int = typer.Option(
+        3, "--max-heavy-queries", min=1,
+        help="Queries returning rows (series, exports) answered at once; a few more wait, "
+        "the rest get 503 with Retry-After.",
+    ),
 ) -> None:
     """Subscribe to the broker, store every valid message, serve the analyst API; with
     --tokens the API needs bearer tokens, with --rollouts it also runs staged rollouts."""
@@ -70,6 +79,8 @@ def serve(
         rollouts_dir=str(bundles) if rollouts else None,
         fleet_pubkey=str(fleet_pubkey) if fleet_pubkey else None,
         public_url=public_url,
+        query_timeout_s=query_timeout or None,
+        max_heavy_queries=max_heavy_queries,
     )
     done = threading.Event()
 

@@ -76,8 +76,23 @@ NUMBERS = st.one_of(
     st.sampled_from(["0", "-1", "1e308", "nan", "inf", "99999999999999999999", "-0"]),
 )
 VALID = st.sampled_from(
-    ["site-0", "dev-1", "door", "hour", "day", "15min", "minute", "csv", "parquet", "json",
-     "site", "fleet", "device", "100", "2024-05-06T08:00:00Z"]
+    [
+        "site-0",
+        "dev-1",
+        "door",
+        "hour",
+        "day",
+        "15min",
+        "minute",
+        "csv",
+        "parquet",
+        "json",
+        "site",
+        "fleet",
+        "device",
+        "100",
+        "2024-05-06T08:00:00Z",
+    ]
 )
 VALUES = st.one_of(VALID, TIMES, EDGES, NUMBERS, TEXT)
 
@@ -92,8 +107,15 @@ def requests(draw: st.DrawFn, paths: dict[str, list[str]]) -> tuple[str, dict[st
 
 def test_every_endpoint_has_its_parameters_listed(client: TestClient) -> None:
     paths = endpoints(client)
-    for path in ("/api/v1/traffic", "/api/v1/energy", "/api/v1/audio", "/api/v1/shelf",
-                 "/api/v1/events", "/api/v1/devices", "/api/v1/dead-letters"):
+    for path in (
+        "/api/v1/traffic",
+        "/api/v1/energy",
+        "/api/v1/audio",
+        "/api/v1/shelf",
+        "/api/v1/events",
+        "/api/v1/devices",
+        "/api/v1/dead-letters",
+    ):
         assert path in paths
     assert {"from", "to", "site", "interval", "format", "group"} <= set(paths["/api/v1/traffic"])
 
@@ -142,8 +164,11 @@ def test_times_inside_the_window_with_offsets_filter_as_utc(client: TestClient) 
     everything = client.get("/api/v1/traffic", params={"interval": "day"}).json()["rows"]
     shifted = client.get(
         "/api/v1/traffic",
-        params={"interval": "day", "from": "1970-01-01T01:00:00+01:00",
-                "to": "2199-12-31T19:00:00-05:00"},
+        params={
+            "interval": "day",
+            "from": "1970-01-01T01:00:00+01:00",
+            "to": "2199-12-31T19:00:00-05:00",
+        },
     )
     assert shifted.status_code == 200 and shifted.json()["rows"] == everything
 
