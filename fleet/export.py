@@ -1,7 +1,8 @@
 """A query :class:`Table` as JSON rows, CSV or Parquet: the one serialisation the API and the
 command line share, so both give the same answers.
 
-Times come out as ISO 8601 UTC with a ``Z``; floats are rounded to 4 decimals.
+Times come out as ISO 8601 UTC with a ``Z``; floats are rounded to 4 decimals. In CSV, text
+that a spreadsheet would run as a formula is escaped (:func:`csv_cell`).
 """
 
 from __future__ import annotations
@@ -114,12 +115,32 @@ def _arrow_rows_json(arrow: pa.Table) -> bytes | memoryview | None:
     return memoryview(joined.as_buffer())  # the UTF-8 bytes as they are, no str between
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (or, for tab and
+# carriage return, may drop them and read what follows as one).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell: numbers as they are (``-3`` stays a number), text that a
+    spreadsheet would run as a formula (a device's ``last_error`` of ``=HYPERLINK(...)``)
+    behind a single quote, which spreadsheets show as text. Line breaks in text become
+    ``\n``, so that the cell is quoted and stays one cell."""
+    if value is None:
+        return ""
+    value = json_value(value)
+    if not isinstance(value, str):
+        return value
+    if "\r" in value:  # the writer quotes a cell with \n in it, not one with a lone \r
+        value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
 def to_csv(table: Table) -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(table.columns)
+    writer.writerow([csv_cell(c) for c in table.columns])
     for row in table.rows:
-        writer.writerow(["" if v is None else json_value(v) for v in row])
+        writer.writerow([csv_cell(v) for v in row])
     return buf.getvalue().encode()
 
 
