@@ -12,7 +12,8 @@ Roles are ordered: ``device`` (may only download bundles) < ``analyst`` (reads) 
 
 and the app is given its tokens once with :func:`install_auth`. No token or an unknown one
 is 401 (with ``WWW-Authenticate: Bearer``); a known token whose role is too low is 403. An app
-without tokens installed refuses everyone (fail closed).
+without tokens installed refuses everyone (fail closed). :class:`WatchedTokens` rereads the
+file when it changes, so a token removed from it is refused from the next request on.
 """
 
 from __future__ import annotations
@@ -20,17 +21,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from edgetally.fleet.errors import FleetError
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
 
 Role = Literal["device", "analyst", "operator"]
 ROLE_RANK: dict[str, int] = {"device": 0, "analyst": 1, "operator": 2}
@@ -100,6 +105,55 @@ class TokenStore:
         return found
 
 
+class Authenticator(Protocol):
+    """What an app's tokens must do: name the holder of a token, or None."""
+
+    def authenticate(self, token: str) -> Principal | None: ...
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class WatchedTokens:
+    """The tokens of a file, reread when the file changes (checked on each request, one
+    ``stat``): removing a token's entry revokes it without a restart, adding one (``fleet
+    token add``) grants it. A file that was valid at start but no longer reads (missing,
+    half written, invalid) refuses every token until it is fixed, and says so in the log:
+    a revocation never fails open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp = _stamp(path)
+        self._tokens = TokenStore.load(path)  # a bad file at start is an error, not a log line
+
+    def current(self) -> TokenStore:
+        stamp = _stamp(self.path)
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._tokens = self._reload()
+                    self._stamp = stamp
+        return self._tokens
+
+    def _reload(self) -> TokenStore:
+        try:
+            tokens = TokenStore.load(self.path)
+        except AuthError as exc:
+            log.warning("%s; every token is refused until the file is fixed", exc)
+            return TokenStore(())
+        log.info("token file %s reread: %d tokens", self.path, len(tokens.entries))
+        return tokens
+
+    def authenticate(self, token: str) -> Principal | None:
+        return self.current().authenticate(token)
+
+
 def add_token(path: Path, name: str, role: Role) -> str:
     """Create a token for ``name`` with ``role`` in the token file (created mode 0600) and
     return it: the only time it is shown."""
@@ -126,8 +180,9 @@ def add_token(path: Path, name: str, role: Role) -> str:
     return token
 
 
-def install_auth(app: FastAPI, store: TokenStore) -> None:
-    """Give an app its tokens; every route guarded by :func:`require_role` uses them."""
+def install_auth(app: FastAPI, store: Authenticator) -> None:
+    """Give an app its tokens (a :class:`TokenStore`, or :class:`WatchedTokens` to follow
+    the file); every route guarded by :func:`require_role` uses them."""
     setattr(app.state, _STATE_KEY, store)
 
 
@@ -142,7 +197,7 @@ def authorize(request: Request, role: Role) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("missing bearer token")
-    store: TokenStore | None = getattr(request.app.state, _STATE_KEY, None)
+    store: Authenticator | None = getattr(request.app.state, _STATE_KEY, None)
     principal = store.authenticate(token.strip()) if store is not None else None
     if principal is None:
         raise _unauthorized("invalid token")

@@ -25,7 +25,7 @@ from edgetally.fleet.api_context import (
     FleetContext,
     HeavyQueries,
 )
-from edgetally.fleet.auth import TokenStore, guard_prefix, install_auth
+from edgetally.fleet.auth import Authenticator, WatchedTokens, guard_prefix, install_auth
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.ingest import IngestConfig, IngestCounters, Ingestor
 from edgetally.fleet.queries import DEFAULT_OFFLINE_AFTER_S
@@ -122,7 +122,7 @@ class FleetServer:
     def start(self) -> FleetServer:
         c = self.config
         hooks = list(self._hooks)
-        tokens = TokenStore.load(Path(c.tokens_file)) if c.tokens_file else None
+        tokens = WatchedTokens(Path(c.tokens_file)) if c.tokens_file else None
         if c.rollouts_dir and (tokens is None or not c.fleet_pubkey):
             raise FleetError("rollouts need --tokens (operators) and --fleet-pubkey (bundles)")
         if tokens is not None:
@@ -265,7 +265,7 @@ class FleetServer:
         self.stop()
 
 
-def _auth_hook(tokens: TokenStore) -> Callable[[FastAPI], None]:
+def _auth_hook(tokens: Authenticator) -> Callable[[FastAPI], None]:
     def hook(app: FastAPI) -> None:
         install_auth(app, tokens)
         guard_prefix(app, API_PREFIX, "analyst")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from edgetally.fleet.auth import (
+    Authenticator,
     AuthError,
     Principal,
     TokenStore,
+    WatchedTokens,
     add_token,
     install_auth,
     require_analyst,
@@ -29,10 +32,10 @@ def tokens(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return path, made
 
 
-def _app(path: Path | None) -> TestClient:
+def _app(path: Path | None, tokens: Authenticator | None = None) -> TestClient:
     app = FastAPI()
     if path is not None:
-        install_auth(app, TokenStore.load(path))
+        install_auth(app, tokens or TokenStore.load(path))
 
     @app.get("/read")
     def read(who: Principal = Depends(require_analyst)) -> dict[str, str]:
@@ -95,3 +98,44 @@ def test_bad_token_files(tmp_path: Path) -> None:
     add_token(path, "a", "analyst")
     with pytest.raises(AuthError, match="already"):
         add_token(path, "a", "operator")
+
+
+def _without(path: Path, name: str) -> None:
+    """Remove a token's entry as an operator would: edit the file in place."""
+    body = json.loads(path.read_text())
+    body["tokens"] = [t for t in body["tokens"] if t["name"] != name]
+    path.write_text(json.dumps(body, indent=2))
+
+
+def test_a_removed_token_is_refused_without_a_restart(
+    tokens: tuple[Path, dict[str, str]],
+) -> None:
+    path, t = tokens
+    c = _app(path, WatchedTokens(path))
+    assert c.get("/read", headers=_h(t["analyst"])).status_code == 200
+    _without(path, "ana")
+    assert c.get("/read", headers=_h(t["analyst"])).status_code == 401
+    assert c.get("/read", headers=_h(t["operator"])).status_code == 200  # the others stay
+    new = add_token(path, "bea", "analyst")  # and one added is let in
+    assert c.get("/read", headers=_h(new)).json() == {"name": "bea"}
+
+
+def test_a_token_file_that_breaks_refuses_everyone_until_fixed(
+    tokens: tuple[Path, dict[str, str]],
+) -> None:
+    path, t = tokens
+    good = path.read_text()
+    c = _app(path, WatchedTokens(path))
+    path.write_text(good[: len(good) // 2])  # half written
+    assert c.get("/read", headers=_h(t["operator"])).status_code == 401
+    path.unlink()
+    assert c.get("/read", headers=_h(t["operator"])).status_code == 401
+    path.write_text(good)
+    assert c.get("/read", headers=_h(t["operator"])).status_code == 200
+
+
+def test_a_bad_token_file_at_start_is_an_error(tmp_path: Path) -> None:
+    bad = tmp_path / "t.json"
+    bad.write_text("{not json")
+    with pytest.raises(AuthError):
+        WatchedTokens(bad)
