@@ -300,6 +300,7 @@ DEVICE_COLUMNS: tuple[str, ...] = (
     "uptime_s",
     "errors",
     "last_error",
+    "conflicts",  # messages that reused a stored (epoch, seq) with other content
 )
 
 
@@ -338,7 +339,7 @@ def dead_letters(store: Store, *, limit: int = 100) -> Table:
 def counts(store: Store) -> dict[str, int]:
     """Rows per table (for health checks and benchmarks)."""
     out: dict[str, int] = {}
-    for table in ("aggregates", "events", "power", "devices", "dead_letters"):
+    for table in ("aggregates", "events", "power", "audio", "shelf", "devices", "dead_letters"):
         rows = store.fetch(f"SELECT count(*) FROM {table}").rows
         out[table] = int(rows[0][0])
     return out

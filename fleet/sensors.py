@@ -21,7 +21,7 @@ from typing import Any
 from edgetally.fleet.columns import Key, conflict_letter, digest, key_of, naive_utc
 from edgetally.fleet.queries import DEFAULT_MAX_ROWS, QueryTooLarge, where
 from edgetally.fleet.records import DeadLetter, Filters, Table
-from edgetally.fleet.sql import DEAD_COLUMNS, EVENT_COLUMNS, KEY
+from edgetally.fleet.sql import DEAD_COLUMNS, EVENT_COLUMNS, KEY, UNKNOWN_DIGEST
 from edgetally.fleet.store import Store, StoreError
 from edgetally.models.wire import AudioLevels, ShelfState, WireModel
 
@@ -203,7 +203,7 @@ def write_sensors(store: Store, batch: SensorBatch) -> SensorResult:
             if key in (audio_new if kind == "audio" else shelf_new):
                 continue
             stored = _stored_digest(store, kind, key)
-            if stored is not None and stored != dig:
+            if stored not in (None, UNKNOWN_DIGEST, dig):
                 letters.append(conflict_letter(kind, message, stored, at))
         _record_conflicts(store, letters)
         store.execute("COMMIT")

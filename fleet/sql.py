@@ -28,6 +28,7 @@ DialectName = Literal["duckdb", "postgres"]
 
 # A message's identity in every message table.
 KEY: tuple[str, ...] = ("site", "device", "epoch", "seq")
+UNKNOWN_DIGEST = 0  # rows migrated from schema version 1: their content was not hashed
 SCHEMA_VERSION = 2  # 2: keys on (site, device, epoch, seq); 1: on (device, seq)
 
 # Columns of each staged table, in the order the stores load them.
@@ -317,7 +318,7 @@ def conflicts(table: str, staged: str) -> str:
     keys = ", ".join(f"s.{c}" for c in KEY)
     return (
         f"SELECT DISTINCT {keys}, t.digest, s.digest FROM {staged} AS s JOIN {table} AS t "
-        f"ON {on} WHERE t.digest <> s.digest"
+        f"ON {on} WHERE t.digest <> s.digest AND t.digest <> {UNKNOWN_DIGEST}"
     )
 
 
@@ -351,11 +352,11 @@ _V1_COLUMNS: dict[str, tuple[str, ...]] = {
 
 # What version 2 added to each of them, and the value old rows get.
 _V2_ADDED: dict[str, dict[str, str]] = {
-    "aggregates": {"epoch": "''", "digest": "0"},
+    "aggregates": {"epoch": "''", "digest": str(UNKNOWN_DIGEST)},
     "events": {"epoch": "''"},
-    "power": {"epoch": "''", "digest": "0"},
-    "audio": {"epoch": "''", "digest": "0"},
-    "shelf": {"epoch": "''", "digest": "0"},
+    "power": {"epoch": "''", "digest": str(UNKNOWN_DIGEST)},
+    "audio": {"epoch": "''", "digest": str(UNKNOWN_DIGEST)},
+    "shelf": {"epoch": "''", "digest": str(UNKNOWN_DIGEST)},
 }
 
 

@@ -263,3 +263,38 @@ def test_no_field_can_hold_bytes_or_long_text() -> None:
         text = json.dumps(schema)
         assert '"format": "binary"' not in text
         assert '"format": "base64"' not in text
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-05:00", "9999-12-31T23:59:59-23:59"],
+)
+def test_times_that_overflow_utc_are_wire_errors(when: str) -> None:
+    from edgetally.models.wire import parse
+
+    fields = {"site": "s", "device": "d", "source": "c", "line": "l", "seq": 1, "seconds": 60}
+    body = json.dumps({**fields, "start": when}).encode()
+    with pytest.raises(WireError, match="time is out of range"):
+        parse("edgetally/v1/s/d/agg", body)
+    status = json.dumps({"site": "s", "device": "d", "at": when, "state": "online"})
+    with pytest.raises(WireError, match="time is out of range"):
+        parse("edgetally/v1/s/d/status", status.encode())
+
+
+def test_the_time_window_is_configurable() -> None:
+    from datetime import UTC, datetime
+
+    from edgetally.models.wire import TimeWindow, parse
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    body = b'{"site":"s","device":"d","at":"2026-01-03T00:00:00Z","state":"online"}'
+    with pytest.raises(WireError, match="ahead of the receiving clock"):
+        parse("edgetally/v1/s/d/status", body, now=now)
+    wide = TimeWindow(max_ahead_s=3 * 86_400)
+    assert parse("edgetally/v1/s/d/status", body, window=wide, now=now).at.day == 3
+    assert parse("edgetally/v1/s/d/status", body, window=None, now=now).at.day == 3
+    old = b'{"site":"s","device":"d","at":"1990-01-01T00:00:00Z","state":"online"}'
+    with pytest.raises(WireError, match="before 2000-01-01"):
+        parse("edgetally/v1/s/d/status", old, now=now)
+    early = TimeWindow(earliest=datetime(1980, 1, 1, tzinfo=UTC))
+    assert parse("edgetally/v1/s/d/status", old, window=early, now=now).at.year == 1990

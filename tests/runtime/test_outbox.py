@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from edgetally.runtime.outbox import Checkpoint, Outbox, OutboxError, OutboxFullError
+from edgetally.models.wire import EPOCH_PATTERN
+from edgetally.runtime.outbox import (
+    Checkpoint,
+    Outbox,
+    OutboxError,
+    OutboxFullDiskError,
+    OutboxFullError,
+)
 
 
 def _payload(seq: int, epoch: str) -> bytes:
@@ -112,3 +120,54 @@ def test_not_an_sqlite_file(tmp_path: Path) -> None:
     with pytest.raises(OutboxError, match="cannot open outbox"):
         Outbox(bad)
     assert isinstance(sqlite3.Error(), Exception)
+
+
+def test_epoch_is_made_once_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    seen: list[str] = []
+    with Outbox(path) as box:
+        epoch = box.epoch
+        assert re.fullmatch(EPOCH_PATTERN, epoch)
+        box.put("t", lambda seq, e: seen.append(e) or b"x")
+    with Outbox(path) as box:
+        assert box.epoch == epoch  # reopened: the same stream
+    assert seen == [epoch]
+    path.unlink()
+    with Outbox(path) as box:  # a new outbox (re-imaged device): a new stream from seq 0
+        assert box.epoch != epoch
+        assert box.put("t", _payload) == 0
+
+
+def test_a_full_disk_is_named_and_nothing_stored_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox(path) as box:
+        box.put_many([("t", _payload)] * 3)
+        pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+        box._db.execute(f"PRAGMA max_page_count = {pages + 1}")  # the file may not grow
+        with pytest.raises(OutboxFullDiskError, match="the disk is full"):
+            box.put_many([("t", lambda s, e: bytes(64_000))] * 3)
+        assert box.count() == 3
+        assert [r.seq for r in box.pending()] == [0, 1, 2]
+        assert box.next_seq() == 3  # no number was used by what was not stored
+
+
+def test_a_full_filesystem_is_named(tmp_path: Path) -> None:
+    """On a real filesystem that fills up (a small tmpfs, where this may mount one)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with Outbox(mnt / "o.db") as box:
+            box.put_many([("t", _payload)] * 5)
+            with pytest.raises(OutboxError, match="the disk is full"):
+                for _ in range(200):
+                    box.put("t", lambda s, e: bytes(8_000))
+            stored = box.count()
+            assert stored >= 5
+        with Outbox(mnt / "o.db") as box:  # reopened: everything committed is there
+            assert box.count() == stored
+            assert [r.seq for r in box.pending(limit=5)] == [0, 1, 2, 3, 4]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
