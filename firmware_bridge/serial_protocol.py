@@ -7,6 +7,7 @@ skipping what is malformed (bad CRC, bad length, unknown type, noise between fra
 
 from __future__ import annotations
 
+import binascii
 import struct
 from dataclasses import dataclass, field
 
@@ -27,13 +28,11 @@ SENSOR_KINDS = {1: "temperature_c", 2: "humidity_pct", 3: "illuminance_lux", 4: 
 
 
 def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
+    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor.
+
+    The standard library's ``binascii.crc_hqx`` is this CRC when started at 0xFFFF.
+    """
+    return binascii.crc_hqx(data, crc)
 
 
 @dataclass(frozen=True, slots=True)

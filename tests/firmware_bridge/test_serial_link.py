@@ -23,8 +23,33 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
+def _crc16_ccitt_bitwise(data: bytes) -> int:
+    """The CRC written out bit by bit, as an MCU computes it: the reference."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
 def test_crc_is_ccitt_false() -> None:
     assert crc16_ccitt(b"123456789") == 0x29B1
+    assert _crc16_ccitt_bitwise(b"123456789") == 0x29B1
+
+
+def test_documented_frame_crc_matches_bitwise_reference() -> None:
+    msg = PowerSample(seq=1, uptime_ms=1000, bus_mv=5000, current_ua=1_000_000, energy_mj=5000)
+    raw = encode(msg)
+    body, trailer = raw[2:-2], raw[-2:]
+    assert int.from_bytes(trailer, "little") == _crc16_ccitt_bitwise(body) == crc16_ccitt(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80))
+def test_crc_agrees_with_bitwise_reference(data: bytes) -> None:
+    assert crc16_ccitt(data) == _crc16_ccitt_bitwise(data)
 
 
 def test_documented_example_frame() -> None:
