@@ -11,7 +11,8 @@
   ``edgetally/v1/{site}/{device}/{kind}`` (never on its own ``cmd`` topic) and read only that
   ``cmd`` topic; the fleet's service account reads and writes everything under
   ``edgetally/v1/``;
-- ``mosquitto.conf``: a TLS listener, anonymous clients refused;
+- ``mosquitto.conf``: a TLS listener, anonymous clients refused, publishes larger than
+  :data:`MESSAGE_SIZE_LIMIT` dropped by the broker itself;
 - ``credentials.json`` (mode 0600): the generated passwords, to provision devices with.
 """
 
@@ -24,7 +25,7 @@ import json
 import os
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,10 +36,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from edgetally.fleet.errors import FleetError
 from edgetally.models.errors import WireError
 from edgetally.models.topics import TOPIC_KINDS, TOPIC_PREFIX, check_id
+from edgetally.models.wire import MAX_PAYLOAD_BYTES
 
 FLEET_USER = "fleet"
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default for $7$
 CERT_DAYS = 825
+# The broker drops a publish whose payload is larger than this (the fleet would refuse one
+# over MAX_PAYLOAD_BYTES anyway, as a dead letter): a device cannot make the broker hold and
+# forward megabytes. The margin over the wire's limit lets the fleet still see, and record
+# as dead letters, messages that are a little too large.
+MESSAGE_SIZE_LIMIT = 4 * MAX_PAYLOAD_BYTES
 # What a device publishes: every wire kind but ``cmd`` (fleet -> device), plus the update
 # reports of rollouts. (Mosquitto's ``deny`` would block reading too, so kinds are listed.)
 UPDATE_REPORT_KIND = "update"
@@ -81,8 +88,8 @@ class BrokerConfig:
     ca_cert: Path
     port: int
     fleet_user: str
-    fleet_password: str
-    device_passwords: dict[str, str]  # username (site/device) -> password
+    fleet_password: str = field(repr=False)
+    device_passwords: dict[str, str] = field(repr=False)  # username (site/device) -> password
 
 
 def parse_devices(text: str) -> list[DeviceRef]:
@@ -197,6 +204,7 @@ def _conf_text(out: Path, port: int, bind: str, run_as: str | None) -> str:
             "persistence true",
             f"persistence_location {out / 'data'}/",
             "max_queued_messages 100000",
+            f"message_size_limit {MESSAGE_SIZE_LIMIT}",
             f"listener {port} {bind}",
             f"cafile {out / 'ca.crt'}",
             f"certfile {out / 'server.crt'}",

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 from edgetally.fleet.broker_config import (
+    MESSAGE_SIZE_LIMIT,
     BrokerConfigError,
     generate_broker_config,
     mosquitto_password_hash,
     parse_devices,
 )
+from edgetally.models.wire import MAX_PAYLOAD_BYTES
 
 from tests.fleet.test_broker_support import (
     SecureBroker,
@@ -95,6 +97,32 @@ def test_device_cannot_read_another_devices_commands(secure_broker: SecureBroker
     assert all(payload == b"for-a" for _, payload in seen)
     for c in (a, b, fleet):
         c.close()
+
+
+def test_the_broker_drops_a_publish_over_the_size_limit(secure_broker: SecureBroker) -> None:
+    assert MAX_PAYLOAD_BYTES < MESSAGE_SIZE_LIMIT <= 64 * 1024
+    fleet = connect(secure_broker, *secure_broker.creds("fleet"))
+    subscribe(fleet, "edgetally/v1/#")
+    a = connect(secure_broker, *secure_broker.creds("shop1/a"))
+    topic = "edgetally/v1/shop1/a/agg"
+    largest = b"x" * MESSAGE_SIZE_LIMIT  # too large for the wire: the fleet dead-letters it
+    publish(a, topic, largest)
+    publish(a, topic, b"y" * (MESSAGE_SIZE_LIMIT + 1))
+    publish(a, topic, b"z" * (16 * 1024 * 1024))
+    publish(a, topic, b"genuine")
+    seen = _wait_for(fleet, topic, b"genuine")
+    assert [len(payload) for _, payload in seen] == [MESSAGE_SIZE_LIMIT, len(b"genuine")]
+    assert a.client.is_connected()  # dropped, not disconnected: its next message gets through
+    a.close()
+    fleet.close()
+
+
+def test_passwords_stay_out_of_the_config_repr(tmp_path: Path) -> None:
+    cfg = generate_broker_config(tmp_path / "b", parse_devices("s/d1"), port=8883)
+    text = repr(cfg)
+    assert cfg.fleet_password not in text
+    assert all(p not in text for p in cfg.device_passwords.values())
+    assert f"message_size_limit {MESSAGE_SIZE_LIMIT}\n" in cfg.config.read_text()
 
 
 def test_tls_is_required_and_checked(secure_broker: SecureBroker, tmp_path: Path) -> None:
