@@ -12,12 +12,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
 import uvicorn
-from edgetally.fleet.addresses import BrokerAddress, parse_broker_url, parse_host_port
+from edgetally.fleet.addresses import (
+    BrokerAddress,
+    is_loopback,
+    parse_broker_url,
+    parse_host_port,
+    read_password_file,
+    redact_url,
+)
 from edgetally.fleet.api import create_app
 from edgetally.fleet.api_context import (
     DEFAULT_MAX_HEAVY_QUERIES,
@@ -32,11 +40,12 @@ from edgetally.fleet.queries import DEFAULT_OFFLINE_AFTER_S
 from edgetally.fleet.rollout_api import build_rollout_router
 from edgetally.fleet.rollout_mqtt import RolloutMqttLink
 from edgetally.fleet.rollout_service import RolloutService
-from edgetally.fleet.store import Store, open_store
+from edgetally.fleet.store import Store, StoreError, open_store
 from edgetally.models.errors import EdgetallyError
 from fastapi import FastAPI
 
 API_PREFIX = "/api/v1"
+DEFAULT_DEAD_LETTER_DAYS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +69,46 @@ class FleetConfig:
     rollout_tick_s: float = 5.0
     query_timeout_s: float | None = DEFAULT_QUERY_TIMEOUT_S  # reads cancelled after it
     max_heavy_queries: int = DEFAULT_MAX_HEAVY_QUERIES  # queries returning rows at once
+    dead_letter_days: float | None = DEFAULT_DEAD_LETTER_DAYS  # None: kept for ever
+    housekeeping_s: float = 3600.0  # how often old dead letters are deleted
+    insecure: bool = False  # serve a non-loopback address without tokens anyway
 
     @staticmethod
-    def of(broker: str, db: str, http: str = "127.0.0.1:8080", **kwargs: object) -> FleetConfig:
-        """From the strings a user types: ``mqtt://HOST:PORT``, a path or URL, ``HOST:PORT``."""
+    def of(
+        broker: str,
+        db: str,
+        http: str = "127.0.0.1:8080",
+        *,
+        broker_password_file: str | Path | None = None,
+        **kwargs: object,
+    ) -> FleetConfig:
+        """From the strings a user types: ``mqtt://HOST:PORT``, a path or URL, ``HOST:PORT``;
+        the broker's password from a file when given."""
         host, port = parse_host_port(http)
+        address = parse_broker_url(broker)
+        if broker_password_file is not None:
+            address = address.with_password(read_password_file(Path(broker_password_file)))
         return FleetConfig(
-            broker=parse_broker_url(broker),
+            broker=address,
             db=db,
             http_host=host,
             http_port=port,
             **kwargs,  # type: ignore[arg-type]
+        )
+
+    def __repr__(self) -> str:  # the database URL's password stays out (the broker's too)
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["db"] = redact_url(self.db)
+        return f"FleetConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def check_exposure(self) -> None:
+        """An API any machine can reach needs tokens, unless ``insecure`` says otherwise."""
+        if self.tokens_file or self.insecure or is_loopback(self.http_host):
+            return
+        raise FleetError(
+            f"the API on {self.http_host}:{self.http_port} would be open to every machine that "
+            "reaches it: give --tokens FILE (edgetally fleet token add), serve on 127.0.0.1, "
+            "or pass --insecure to serve it open anyway"
         )
 
 
@@ -90,7 +128,8 @@ class FleetServer:
         self._port: int | None = None
         self._rollout_link: RolloutMqttLink | None = None
         self._ticker: threading.Thread | None = None
-        self._ticking = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.rollouts: RolloutService | None = None
         self.app: FastAPI | None = None  # the HTTP app while running (e.g. to set its state)
 
@@ -121,6 +160,12 @@ class FleetServer:
 
     def start(self) -> FleetServer:
         c = self.config
+        c.check_exposure()
+        if c.insecure and not c.tokens_file and not is_loopback(c.http_host):
+            log.warning(
+                "the API on %s:%d is open to every machine that reaches it (--insecure, "
+                "no --tokens)", c.http_host, c.http_port,
+            )
         hooks = list(self._hooks)
         tokens = WatchedTokens(Path(c.tokens_file)) if c.tokens_file else None
         if c.rollouts_dir and (tokens is None or not c.fleet_pubkey):
@@ -128,7 +173,9 @@ class FleetServer:
         if tokens is not None:
             hooks.append(_auth_hook(tokens))
         self._store = open_store(c.db)
+        self._stopping.clear()
         try:
+            self._start_housekeeping()
             self._ingestor = Ingestor(
                 self._store,
                 IngestConfig(
@@ -222,22 +269,45 @@ class FleetServer:
         """Tick the rollouts (time out silent devices, advance stages) every few seconds."""
 
         def run() -> None:
-            while not self._ticking.wait(self.config.rollout_tick_s):
+            while not self._stopping.wait(self.config.rollout_tick_s):
                 try:
                     service.tick()
                 except EdgetallyError as exc:
                     log.warning("rollout tick: %s", exc)
 
-        self._ticking.clear()
         self._ticker = threading.Thread(target=run, name="rollout-tick", daemon=True)
         self._ticker.start()
 
+    def _start_housekeeping(self) -> None:
+        """Delete dead letters older than ``dead_letter_days`` now (a store that was down
+        for a while may hold many), then every ``housekeeping_s``."""
+        days = self.config.dead_letter_days
+        if days is None:
+            return
+        store = self.store
+
+        def tidy() -> None:
+            try:
+                delete_old_dead_letters(store, days)
+            except StoreError as exc:
+                log.warning("deleting old dead letters: %s", exc)
+
+        tidy()
+
+        def run() -> None:
+            while not self._stopping.wait(self.config.housekeeping_s):
+                tidy()
+
+        self._housekeeper = threading.Thread(target=run, name="fleet-housekeeping", daemon=True)
+        self._housekeeper.start()
+
     def stop(self) -> None:
         """Stop HTTP, drain ingest into the store, close the store. Safe to call twice."""
-        self._ticking.set()
-        if self._ticker is not None:
-            self._ticker.join(timeout=30)
-            self._ticker = None
+        self._stopping.set()
+        for thread in (self._ticker, self._housekeeper):
+            if thread is not None:
+                thread.join(timeout=30)
+        self._ticker = self._housekeeper = None
         if self._rollout_link is not None:
             self._rollout_link.stop()
             self._rollout_link = None
@@ -263,6 +333,14 @@ class FleetServer:
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def delete_old_dead_letters(store: Store, days: float, now: datetime | None = None) -> None:
+    """Delete the dead letters received more than ``days`` days before ``now``."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    store.execute(
+        "DELETE FROM dead_letters WHERE received_at < ?", [cutoff.replace(tzinfo=None)]
+    )
 
 
 def _auth_hook(tokens: Authenticator) -> Callable[[FastAPI], None]:

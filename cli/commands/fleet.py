@@ -27,6 +27,10 @@ def serve(
     broker: str = typer.Option(
         "mqtt://127.0.0.1:1883", "--broker", help="mqtt://[USER:PASS@]HOST:PORT or mqtts://..."
     ),
+    broker_password_file: Path | None = typer.Option(
+        None, "--broker-password-file",
+        help="The broker password, first line of this file (the user stays in --broker).",
+    ),
     db: str = typer.Option(
         "fleet.duckdb", "--db", help="A DuckDB file, or postgresql://USER@HOST:PORT/DB."
     ),
@@ -61,6 +65,14 @@ def serve(
         help="Queries returning rows (series, exports) answered at once; a few more wait, "
         "the rest get 503 with Retry-After.",
     ),
+    dead_letter_days: float = typer.Option(
+        30.0, "--dead-letter-days", min=0.0,
+        help="Dead letters older than this are deleted (at start, then hourly); 0 keeps all.",
+    ),
+    insecure: bool = typer.Option(
+        False, "--insecure",
+        help="Serve a non-loopback --http address without --tokens (anyone may read).",
+    ),
 ) -> None:
     """Subscribe to the broker, store every valid message, serve the analyst API; with
     --tokens the API needs bearer tokens, with --rollouts it also runs staged rollouts."""
@@ -72,6 +84,7 @@ def serve(
         broker,
         db,
         http,
+        broker_password_file=broker_password_file,
         client_id=client_id,
         ca_file=str(ca) if ca else None,
         offline_after_s=offline_after,
@@ -81,7 +94,16 @@ def serve(
         public_url=public_url,
         query_timeout_s=query_timeout or None,
         max_heavy_queries=max_heavy_queries,
+        dead_letter_days=dead_letter_days or None,
+        insecure=insecure,
     )
+    config.check_exposure()
+    if insecure and tokens is None:
+        typer.echo(
+            f"edgetally: warning: --insecure: the API on {http} needs no token; whoever "
+            "reaches it reads the fleet",
+            err=True,
+        )
     done = threading.Event()
 
     def _stop(_sig: int, _frame: FrameType | None) -> None:
