@@ -167,6 +167,7 @@ def _run_query(
     fmt: str,
     output: Path | None,
     as_json: bool,
+    token: str | None = None,
 ) -> None:
     from edgetally.fleet.export import to_csv, to_parquet, to_records
 
@@ -178,7 +179,7 @@ def _run_query(
         raise FleetError("--format parquet needs --output FILE")
     body: bytes | None = None
     if api is not None:
-        records, body = _from_api(api, name, params, fmt)
+        records, body = _from_api(api, name, params, fmt, token)
     else:
         table = _from_db(db or "", name, params)
         records = to_records(table)
@@ -225,7 +226,7 @@ def _from_db(db: str, name: str, params: dict[str, str]) -> Any:
 
 
 def _from_api(
-    api: str, name: str, params: dict[str, str], fmt: str
+    api: str, name: str, params: dict[str, str], fmt: str, token: str | None = None
 ) -> tuple[list[dict[str, Any]], bytes | None]:
     import httpx
 
@@ -233,10 +234,21 @@ def _from_api(
     if fmt in ("csv", "parquet"):
         query["format"] = fmt
     url = f"{api.rstrip('/')}/api/v1/{name}"
+    headers = {"Authorization": f"Bearer {token.strip()}"} if token and token.strip() else {}
     try:
-        resp = httpx.get(url, params=query, timeout=120.0)
+        resp = httpx.get(url, params=query, headers=headers, timeout=120.0)
     except httpx.HTTPError as exc:
         raise FleetError(f"cannot reach the fleet API at {api}: {exc}") from None
+    if resp.status_code == 401:
+        if not headers:
+            raise FleetError(
+                f"the fleet API at {api} wants a token: pass --token TOKEN (or set "
+                "EDGETALLY_TOKEN)"
+            )
+        raise FleetError(
+            f"the fleet API at {api} refused the token (unknown or revoked): check --token "
+            "or EDGETALLY_TOKEN"
+        )
     if resp.status_code >= 400:
         try:
             detail = resp.json().get("detail")
@@ -295,6 +307,10 @@ _GROUP = typer.Option(
     "--group",
     help='device (one row per device and line), site or fleet (summed; the others read "*").',
 )
+_TOKEN = typer.Option(
+    None, "--token", envvar="EDGETALLY_TOKEN",
+    help="Bearer token for --api (analyst or more); EDGETALLY_TOKEN keeps it out of ps.",
+)
 _JSON = typer.Option(False, "--json", help="The API's JSON: {'rows': [...]}.")
 _FORMAT = typer.Option("table", "--format", help="table, csv or parquet.")
 _OUTPUT = typer.Option(None, "--output", "-o", help="Write csv/parquet here.")
@@ -314,9 +330,13 @@ def _analytic(name: str, doc: str) -> None:
         as_json: bool = _JSON,
         fmt: str = _FORMAT,
         output: Path | None = _OUTPUT,
+        token: str | None = _TOKEN,
     ) -> None:
         params = _filter_params(site, device, line, start, end, interval, group)
-        _run_query(name, db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json)
+        _run_query(
+            name, db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
+            token=token,
+        )
 
     command.__doc__ = doc
     query_app.command(name)(command)
@@ -335,12 +355,16 @@ def query_devices(
     as_json: bool = _JSON,
     fmt: str = _FORMAT,
     output: Path | None = _OUTPUT,
+    token: str | None = _TOKEN,
 ) -> None:
     """Known devices: last seen, online, model, backend, fps, errors."""
     from edgetally.models.topics import check_id
 
     params = {"site": check_id(site, "site")} if site is not None else {}
-    _run_query("devices", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json)
+    _run_query(
+        "devices", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
+        token=token,
+    )
 
 
 @query_app.command("dead-letters")
@@ -349,11 +373,13 @@ def query_dead_letters(
     api: str | None = _API,
     limit: int = typer.Option(100, "--limit", min=1, max=10_000),
     as_json: bool = _JSON,
+    token: str | None = _TOKEN,
 ) -> None:
     """The latest messages that did not validate, and why."""
     params = {"limit": str(limit)}
     _run_query(
-        "dead-letters", db=db, api=api, params=params, fmt="table", output=None, as_json=as_json
+        "dead-letters", db=db, api=api, params=params, fmt="table", output=None,
+        as_json=as_json, token=token,
     )
 
 

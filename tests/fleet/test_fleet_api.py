@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,8 +20,10 @@ import pytest
 import uvicorn
 from edgetally.fleet.api import create_app
 from edgetally.fleet.api_context import FleetContext
+from edgetally.fleet.auth import TokenStore, add_token, guard_prefix, install_auth
 from edgetally.fleet.store import Store, is_postgres_url, open_store
 from edgetally.models.wire import Aggregate
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from tests.conftest import free_port
@@ -127,9 +130,13 @@ def test_too_many_rows_is_413_not_a_crash(client: TestClient) -> None:
     assert "narrow it" in r.json()["detail"]
 
 
-def edgetally(*args: str) -> subprocess.CompletedProcess[str]:
+def edgetally(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgetally", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "edgetally", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -171,10 +178,14 @@ def test_cli_query_gives_the_api_answer(
 @pytest.fixture
 def live_api(store: Store) -> Iterator[str]:
     """The same app over HTTP on loopback, for ``fleet query --api``."""
+    yield from _serve(create_app(FleetContext(store=store)))
+
+
+def _serve(app: FastAPI) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(FleetContext(store=store)),
+            app,
             host="127.0.0.1",
             port=port,
             log_level="warning",
@@ -208,6 +219,46 @@ def test_cli_query_through_the_api(client: TestClient, live_api: str, tmp_path: 
     ]
     devices = edgetally("fleet", "query", "devices", "--api", live_api, "--json")
     assert json.loads(devices.stdout) == client.get("/api/v1/devices").json()
+
+
+def test_cli_query_through_an_api_with_tokens(
+    tmp_path: Path,
+    make_aggregates: Callable[..., list[Aggregate]],
+    write_all: Callable[..., tuple[int, int]],
+) -> None:
+    store = open_store(str(tmp_path / "fleet.duckdb"))
+    write_all(store, make_aggregates(n_devices=2, minutes=30))
+    client = TestClient(create_app(FleetContext(store=store)))
+    tokens = tmp_path / "tokens.json"
+    analyst = add_token(tokens, "ann", "analyst")
+    device = add_token(tokens, "box", "device")
+    app = create_app(FleetContext(store=store))
+    install_auth(app, TokenStore.load(tokens))
+    guard_prefix(app, "/api/v1", "analyst")
+    served = _serve(app)
+    api = next(served)
+    try:
+        args = ["fleet", "query", "traffic", "--api", api, "--interval", "day", "--json"]
+        want = client.get("/api/v1/traffic", params={"interval": "day"}).json()
+        for r in (
+            edgetally(*args, "--token", analyst),
+            edgetally(*args, env={"EDGETALLY_TOKEN": analyst}),
+        ):
+            assert r.returncode == 0, r.stderr
+            assert json.loads(r.stdout) == want
+        for extra, env, needle in (
+            ([], {}, "wants a token: pass --token"),
+            (["--token", "not-a-token"], {}, "refused the token"),
+            (["--token", device], {}, "403"),
+        ):
+            r = edgetally(*args, *extra, env={"EDGETALLY_TOKEN": "", **env})
+            assert r.returncode == 1 and needle in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+        devices = edgetally("fleet", "query", "devices", "--api", api, "--token", analyst)
+        assert devices.returncode == 0, devices.stderr
+    finally:
+        next(served, None)
+        store.close()
 
 
 @pytest.mark.parametrize(
