@@ -56,11 +56,13 @@ import yaml
 from edgetally.models.topics import ID_PATTERN
 from edgetally.models.wire import MAX_BUCKET_SECONDS
 from edgetally.runtime.errors import ConfigError
+from edgetally.runtime.shelf.config import ShelfConfig
+from edgetally.runtime.shelf.config import parse_config as parse_shelf
+from edgetally.runtime.shelf.errors import ShelfError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 if TYPE_CHECKING:
     from edgetally.runtime.broker import BrokerLogin
-    from edgetally.runtime.shelf.config import ShelfConfig
 
 _ID_RE = re.compile(ID_PATTERN)
 Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
@@ -125,34 +127,36 @@ class CameraConfig(_Strict):
     stride: int = Field(default=1, ge=1, le=1000)
     max_frames: int | None = Field(default=None, ge=1)
     realtime: bool = False  # play a file at its own frame rate, as a camera would deliver it
-    # Shelf regions and facings (edgetally.runtime.shelf.config), kept as given; checked here.
-    shelf: dict[str, Any] | None = None
+    # Shelf regions and facings (edgetally.runtime.shelf.config), validated here once.
+    shelf: ShelfConfig | None = None
+
+    @field_validator("shelf", mode="before")
+    @classmethod
+    def _parse_shelf(cls, value: Any) -> Any:
+        """The shelf block through the shelf's own parser, so its errors read as they do
+        for a shelf config file: ``cameras[0].shelf: model: ...``."""
+        if value is None or isinstance(value, ShelfConfig):
+            return value
+        try:
+            return parse_shelf(value)
+        except ShelfError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("shelf")
     @classmethod
-    def _shelf(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            from edgetally.runtime.shelf.config import parse_config as parse_shelf
-            from edgetally.runtime.shelf.errors import ShelfError
-
-            try:
-                shelf = parse_shelf(value)
-            except ShelfError as exc:
-                raise ValueError(str(exc)) from None
-            for f in shelf.facings:  # the ids travel on the wire
-                for what, name in (("region", f.region_id), ("facing", f.facing_id)):
-                    if not _ID_RE.fullmatch(name):
-                        raise ValueError(
-                            f"{what} id {name[:80]!r}: use 1-64 letters, digits, '_', '.', "
-                            "':' or '-'"
-                        )
+    def _wire_ids(cls, value: ShelfConfig | None) -> ShelfConfig | None:
+        for f in value.facings if value is not None else ():  # the ids travel on the wire
+            for what, name in (("region", f.region_id), ("facing", f.facing_id)):
+                if not _ID_RE.fullmatch(name):
+                    raise ValueError(
+                        f"{what} id {name[:80]!r}: use 1-64 letters, digits, '_', '.', "
+                        "':' or '-'"
+                    )
         return value
 
     def shelf_config(self) -> ShelfConfig | None:
-        """The validated shelf block (None when this camera watches no shelf)."""
-        from edgetally.runtime.shelf.config import parse_config as parse_shelf
-
-        return None if self.shelf is None else parse_shelf(self.shelf)
+        """The shelf block (None when this camera watches no shelf); the same as ``shelf``."""
+        return self.shelf
 
     @model_validator(mode="after")
     def _counters(self) -> CameraConfig:
@@ -368,20 +372,8 @@ def load_config(path: Path) -> DeviceConfig:
             config = config.model_copy(update={key: path.parent / value})
     if config.audio is not None:
         config = config.model_copy(update={"audio": config.audio.relative_to(path.parent)})
-    cameras = tuple(_shelf_relative(c, path.parent) for c in config.cameras)
+    cameras = tuple(
+        c if c.shelf is None else c.model_copy(update={"shelf": c.shelf.relative_to(path.parent)})
+        for c in config.cameras
+    )
     return config.model_copy(update={"cameras": cameras})
-
-
-def _shelf_relative(camera: CameraConfig, base: Path) -> CameraConfig:
-    """A shelf's reference photo and model file, given relative, relative to ``base``."""
-    from edgetally.runtime.shelf.config import model_path
-
-    if camera.shelf is None:
-        return camera
-    shelf = dict(camera.shelf)
-    reference = shelf.get("reference")
-    if reference is not None and not Path(str(reference)).is_absolute():
-        shelf["reference"] = str(base / str(reference))
-    if isinstance(shelf.get("model"), str):
-        shelf["model"] = model_path(shelf["model"], base)
-    return camera.model_copy(update={"shelf": shelf})

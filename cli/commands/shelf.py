@@ -133,7 +133,6 @@ def demo(
     accelerator: Accelerator = None,
 ) -> None:
     """Run the shelf logic on the rendered scene and print the events it finds."""
-    from dataclasses import replace
     from datetime import UTC, datetime, timedelta
 
     import numpy as np
@@ -142,7 +141,7 @@ def demo(
     from edgetally.runtime.shelf.synthetic import PRODUCTS, ShelfScene, default_script, scene_config
 
     spec = _scorer_spec(scorer, model, family, products, gap_class, min_score)
-    scene, cfg = ShelfScene(), replace(scene_config(), scorer=spec)
+    scene, cfg = ShelfScene(), scene_config().model_copy(update={"scorer": spec})
     reference = scene.render(np.full(8, PRODUCTS))
     monitor = ShelfMonitor(cfg, make_scorer(
         cfg, reference, lambda s: load_shelf_detector(s, backend, accelerator)

@@ -17,6 +17,9 @@ against the reference, no trained model) or ``scorer: detector`` with ``model`` 
 or a model file, ``family`` when the file needs it) and either ``gap_class`` (a detector of
 empty gaps: the class of a gap, default 0) or ``products: true`` (a detector of products:
 what no product box covers is empty), keeping boxes scored ``min_score`` or more.
+
+The scorer keys sit flat in the file; the model holds them as one :class:`ScorerSpec`
+(``scorer``), and errors name the key as it is written in the file.
 """
 
 from __future__ import annotations
@@ -24,14 +27,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 from edgetally.runtime.shelf.errors import ShelfError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 Point = tuple[float, float]
+DETECTOR_KEYS = ("model", "family", "gap_class", "products", "min_score")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +66,8 @@ class Facing:
 
     def mask(self) -> npt.NDArray[np.bool_]:
         """The polygon as a boolean mask over its bbox."""
+        import cv2
+
         x1, y1, x2, y2 = self.bbox
         m = np.zeros((y2 - y1, x2 - x1), np.uint8)
         pts = np.round(np.asarray(self.polygon) - [x1, y1]).astype(np.int32)
@@ -59,40 +75,196 @@ class Facing:
         return m.astype(bool)
 
 
-@dataclass(frozen=True, slots=True)
-class ShelfRegion:
-    region_id: str
-    polygon: tuple[Point, ...]
-    facings: tuple[Facing, ...]
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True, slots=True)
-class ScorerSpec:
-    """Which scorer rates the facings; the detector's model and how its boxes are read."""
+def _polygon(value: Any) -> tuple[Point, ...]:
+    try:
+        pts = tuple((float(p[0]), float(p[1])) for p in value)
+        if any(len(p) != 2 for p in value):
+            raise ValueError
+    except (TypeError, ValueError, IndexError):
+        raise ValueError("polygon must be a list of [x, y] points") from None
+    if len(pts) < 3:
+        raise ValueError(f"polygon needs at least 3 points, got {len(pts)}")
+    xs, ys = np.asarray(pts).T
+    area = 0.5 * abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))
+    if not area >= 4.0:
+        raise ValueError("polygon has no area")
+    return pts
 
-    kind: Literal["classical", "detector"] = "classical"
+
+def _id(value: Any) -> Any:
+    """Ids are text; a number written bare in YAML (``id: 1``) is taken as its text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _non_empty_list(value: Any) -> Any:
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError("must be a non-empty list")
+    return value
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"must be a number in [0.0, 1.0], got {value!r}")
+    return float(value)
+
+
+ShelfId = Annotated[str, BeforeValidator(_id)]
+Polygon = Annotated[tuple[Point, ...], BeforeValidator(_polygon)]
+Fraction = Annotated[float, BeforeValidator(_fraction)]
+
+
+class FacingConfig(_Strict):
+    id: ShelfId
+    polygon: Polygon
+
+
+class RegionConfig(_Strict):
+    id: ShelfId
+    polygon: Polygon
+    facings: Annotated[tuple[FacingConfig, ...], BeforeValidator(_non_empty_list)]
+
+
+class ScorerSpec(_Strict):
+    """Which scorer rates the facings; the detector's model and how its boxes are read.
+
+    Validated from the flat keys of a shelf block: ``scorer`` (here ``kind``), ``model``, ...
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    kind: Literal["classical", "detector"] = Field(default="classical", validation_alias="scorer")
     model: str | None = None  # a zoo name or a model file
     family: str | None = None
     gap_class: int = 0
     products: bool = False
-    min_score: float = 0.3
+    min_score: Fraction = 0.3
+
+    @model_validator(mode="before")
+    @classmethod
+    def _detector_keys_need_a_detector(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            kind = data.get("scorer", data.get("kind", "classical"))
+            extra = [k for k in DETECTOR_KEYS if k in data]
+            if kind == "classical" and extra:
+                raise ValueError(f"{extra[0]}: only with scorer: detector")
+        return data
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, value: Any) -> Any:
+        if value not in ("classical", "detector"):
+            raise ValueError(f"must be 'classical' or 'detector', got {value!r}")
+        return value
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError("a detector scorer needs a model (a zoo name or a model file)")
+        return value
+
+    @field_validator("family", mode="before")
+    @classmethod
+    def _family(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"must be a model family name, got {value!r}")
+        return value
+
+    @field_validator("products", mode="before")
+    @classmethod
+    def _products(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, got {value!r}")
+        return value
+
+    @field_validator("gap_class", mode="before")
+    @classmethod
+    def _gap_class(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"must be a class index (0 or more), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _detector(self) -> ScorerSpec:
+        if self.kind == "detector":
+            if self.model is None:
+                raise ValueError(
+                    "model: a detector scorer needs a model (a zoo name or a model file)"
+                )
+            if self.products and "gap_class" in self.model_fields_set:
+                raise ValueError(
+                    "gap_class: not with products: true (every product class counts)"
+                )
+        return self
 
 
-@dataclass(frozen=True, slots=True)
-class ShelfConfig:
+class ShelfConfig(_Strict):
     """All shelf regions of one camera, with the event debounce settings."""
 
-    regions: tuple[ShelfRegion, ...]
+    regions: Annotated[tuple[RegionConfig, ...], BeforeValidator(_non_empty_list)]
     confirm_frames: int = 3  # frames a new state must hold, unoccluded, before it counts
-    empty_above: float = 0.6  # emptiness at or above this reads empty
-    full_below: float = 0.4  # at or below this reads full (hysteresis between)
-    taken_delta: float = 0.15  # emptiness rise across an occlusion that means "taken"
+    empty_above: Fraction = 0.6  # emptiness at or above this reads empty
+    full_below: Fraction = 0.4  # at or below this reads full (hysteresis between)
+    taken_delta: Fraction = 0.15  # emptiness rise across an occlusion that means "taken"
     reference: Path | None = None
     scorer: ScorerSpec = ScorerSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_scorer_keys(cls, data: Any) -> Any:
+        """The flat scorer keys of the file (``scorer: detector``, ``model``, ...) become
+        the one ``scorer`` field; a :class:`ScorerSpec` given whole passes as it is."""
+        if not isinstance(data, Mapping) or isinstance(data.get("scorer"), ScorerSpec):
+            return data
+        keys = ("scorer", *DETECTOR_KEYS)
+        out = {k: v for k, v in data.items() if k not in keys}
+        out["scorer"] = {k: data[k] for k in keys if k in data}
+        return out
+
+    @field_validator("confirm_frames", mode="before")
+    @classmethod
+    def _confirm(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"must be a positive integer, got {value!r}")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _flat_scorer_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dumped as the file holds it (the scorer keys flat), so a dump validates again."""
+        out: dict[str, Any] = handler(self)
+        out.pop("scorer", None)
+        spec = self.scorer
+        if spec.kind == "detector":
+            out.update(scorer="detector", model=spec.model, family=spec.family,
+                       products=spec.products, min_score=spec.min_score)
+            if not spec.products:
+                out["gap_class"] = spec.gap_class
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShelfConfig:
+        if self.full_below > self.empty_above:
+            raise ValueError("full_below: must not exceed empty_above")
+        seen: set[tuple[str, str]] = set()
+        for i, r in enumerate(self.regions):
+            for j, f in enumerate(r.facings):
+                if (r.id, f.id) in seen:
+                    raise ValueError(
+                        f"regions[{i}].facings[{j}]: duplicate facing id {f.id!r} "
+                        f"in region {r.id!r}"
+                    )
+                seen.add((r.id, f.id))
+        return self
+
     @property
     def facings(self) -> tuple[Facing, ...]:
-        return tuple(f for r in self.regions for f in r.facings)
+        return tuple(Facing(r.id, f.id, f.polygon) for r in self.regions for f in r.facings)
 
     def validate_for(self, width: int, height: int) -> None:
         for f in self.facings:
@@ -102,88 +274,16 @@ class ShelfConfig:
                     f"facing {f.region_id}/{f.facing_id} lies outside the {width}x{height} image"
                 )
 
-
-def _polygon(value: Any, where: str) -> tuple[Point, ...]:
-    try:
-        pts = tuple((float(p[0]), float(p[1])) for p in value)
-        if any(len(p) != 2 for p in value):
-            raise ValueError
-    except (TypeError, ValueError, IndexError):
-        raise ShelfError(f"{where}: polygon must be a list of [x, y] points") from None
-    if len(pts) < 3:
-        raise ShelfError(f"{where}: polygon needs at least 3 points, got {len(pts)}")
-    area = cv2.contourArea(np.asarray(pts, np.float32))
-    if area < 4.0:
-        raise ShelfError(f"{where}: polygon has no area")
-    return pts
-
-
-def _number(raw: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise ShelfError(f"{key}: must be a number in [{lo}, {hi}], got {value!r}")
-    return float(value)
-
-
-def parse_config(raw: Any, base: Path | None = None) -> ShelfConfig:
-    """Validate a parsed YAML/JSON mapping; errors name the offending key."""
-    if not isinstance(raw, Mapping):
-        raise ShelfError("shelf config must be a mapping with a 'regions' list")
-    known = {"regions", "confirm_frames", "empty_above", "full_below", "taken_delta", "reference",
-             *DETECTOR_KEYS, "scorer"}
-    unknown = set(raw) - known
-    if unknown:
-        raise ShelfError(f"unknown shelf config key(s): {', '.join(sorted(map(str, unknown)))}")
-    regions_raw = raw.get("regions")
-    if not isinstance(regions_raw, list) or not regions_raw:
-        raise ShelfError("regions: must be a non-empty list")
-    regions: list[ShelfRegion] = []
-    seen: set[tuple[str, str]] = set()
-    for i, r in enumerate(regions_raw):
-        where = f"regions[{i}]"
-        if not isinstance(r, Mapping) or "id" not in r:
-            raise ShelfError(f"{where}: needs an 'id'")
-        rid = str(r["id"])
-        rpoly = _polygon(r.get("polygon"), f"{where}.polygon")
-        facings_raw = r.get("facings")
-        if not isinstance(facings_raw, list) or not facings_raw:
-            raise ShelfError(f"{where}.facings: must be a non-empty list")
-        facings: list[Facing] = []
-        for j, f in enumerate(facings_raw):
-            fw = f"{where}.facings[{j}]"
-            if not isinstance(f, Mapping) or "id" not in f:
-                raise ShelfError(f"{fw}: needs an 'id'")
-            key = (rid, str(f["id"]))
-            if key in seen:
-                raise ShelfError(f"{fw}: duplicate facing id {key[1]!r} in region {rid!r}")
-            seen.add(key)
-            facings.append(Facing(rid, key[1], _polygon(f.get("polygon"), f"{fw}.polygon")))
-        regions.append(ShelfRegion(rid, rpoly, tuple(facings)))
-    confirm = raw.get("confirm_frames", 3)
-    if isinstance(confirm, bool) or not isinstance(confirm, int) or confirm < 1:
-        raise ShelfError(f"confirm_frames: must be a positive integer, got {confirm!r}")
-    empty_above = _number(raw, "empty_above", 0.6, 0.0, 1.0)
-    full_below = _number(raw, "full_below", 0.4, 0.0, 1.0)
-    if full_below > empty_above:
-        raise ShelfError("full_below: must not exceed empty_above")
-    reference = raw.get("reference")
-    ref_path = None
-    if reference is not None:
-        ref_path = Path(str(reference))
-        if base is not None and not ref_path.is_absolute():
-            ref_path = base / ref_path
-    return ShelfConfig(
-        regions=tuple(regions),
-        confirm_frames=confirm,
-        empty_above=empty_above,
-        full_below=full_below,
-        taken_delta=_number(raw, "taken_delta", 0.15, 0.0, 1.0),
-        reference=ref_path,
-        scorer=parse_scorer(raw, base),
-    )
-
-
-DETECTOR_KEYS = ("model", "family", "gap_class", "products", "min_score")
+    def relative_to(self, base: Path) -> ShelfConfig:
+        """The reference photo and a model file, given relative, taken relative to ``base``."""
+        update: dict[str, Any] = {}
+        if self.reference is not None and not self.reference.is_absolute():
+            update["reference"] = base / self.reference
+        if self.scorer.model is not None:
+            model = model_path(self.scorer.model, base)
+            if model != self.scorer.model:
+                update["scorer"] = self.scorer.model_copy(update={"model": model})
+        return self.model_copy(update=update) if update else self
 
 
 def model_path(model: str, base: Path | None) -> str:
@@ -195,38 +295,56 @@ def model_path(model: str, base: Path | None) -> str:
     return str(base / model)
 
 
-def parse_scorer(raw: Mapping[str, Any], base: Path | None = None) -> ScorerSpec:
+def _describe(exc: ValidationError, *, flat_scorer: bool) -> str:
+    """The first problem as ``key.path: what is wrong`` (and how many more there are).
+
+    With ``flat_scorer`` (a whole shelf config) a scorer error names the flat key of the
+    file (``model``), not the field that holds it (``scorer.model``)."""
+    errors = exc.errors(include_url=False, include_input=False)
+    # A bad item makes its container fail too: keep the deepest problems.
+    locs = [e["loc"] for e in errors]
+    errors = [
+        e for e in errors
+        if not any(len(o) > len(e["loc"]) and o[: len(e["loc"])] == e["loc"] for o in locs)
+    ] or errors
+    first = errors[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
+    if flat_scorer and loc[:1] == ("scorer",):
+        loc = loc[1:]
+    where = ""
+    for part in loc:
+        where += f"[{part}]" if isinstance(part, int) else ("." if where else "") + part
+    kind, msg = first["type"], str(first["msg"])
+    if kind == "extra_forbidden":
+        msg = "unknown key"
+    elif kind == "missing":
+        msg = "missing required key"
+    elif kind in ("model_type", "dict_type"):
+        msg = "must be a mapping of keys"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"{where}: {msg}{more}" if where else f"{msg}{more}"
+
+
+def parse_config(raw: Any, base: Path | None = None) -> ShelfConfig:
+    """Validate a parsed YAML/JSON mapping; errors name the offending key. Relative paths
+    (the reference photo, a model file) are taken relative to ``base`` when given."""
+    if not isinstance(raw, Mapping):
+        raise ShelfError("shelf config must be a mapping with a 'regions' list")
+    try:
+        config = ShelfConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ShelfError(_describe(exc, flat_scorer=True)) from None
+    return config if base is None else config.relative_to(base)
+
+
+def parse_scorer(raw: Mapping[str, Any]) -> ScorerSpec:
     """The scorer keys of a shelf config (``scorer``, ``model``, ...); errors name the key."""
-    kind = raw.get("scorer", "classical")
-    if kind not in ("classical", "detector"):
-        raise ShelfError(f"scorer: must be 'classical' or 'detector', got {kind!r}")
-    if kind == "classical":
-        extra = [k for k in DETECTOR_KEYS if k in raw]
-        if extra:
-            raise ShelfError(f"{extra[0]}: only with scorer: detector")
-        return ScorerSpec()
-    model = raw.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise ShelfError("model: a detector scorer needs a model (a zoo name or a model file)")
-    family = raw.get("family")
-    if family is not None and not isinstance(family, str):
-        raise ShelfError(f"family: must be a model family name, got {family!r}")
-    products = raw.get("products", False)
-    if not isinstance(products, bool):
-        raise ShelfError(f"products: must be true or false, got {products!r}")
-    gap_class = raw.get("gap_class", 0)
-    if isinstance(gap_class, bool) or not isinstance(gap_class, int) or gap_class < 0:
-        raise ShelfError(f"gap_class: must be a class index (0 or more), got {gap_class!r}")
-    if products and "gap_class" in raw:
-        raise ShelfError("gap_class: not with products: true (every product class counts)")
-    return ScorerSpec(
-        kind="detector",
-        model=model_path(model, base),
-        family=family,
-        gap_class=gap_class,
-        products=products,
-        min_score=_number(raw, "min_score", 0.3, 0.0, 1.0),
-    )
+    try:
+        return ScorerSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ShelfError(_describe(exc, flat_scorer=False)) from None
 
 
 def load_config(path: Path) -> ShelfConfig:

@@ -56,11 +56,25 @@ def test_shelf_and_audio_blocks_load_with_paths_relative_to_the_file(tmp_path: P
     )))
     cfg = load_config(path)
     assert cfg.audio is not None and cfg.audio.source == str(tmp_path / "sounds/a.wav")
-    shelf_cfg = cfg.cameras[0].shelf_config()
+    shelf_cfg = cfg.cameras[0].shelf
     assert shelf_cfg is not None and shelf_cfg.reference == tmp_path / "full.png"
     assert len(shelf_cfg.facings) == 8
     live = parse_config(base(audio={"source": "mic:2"})).audio
     assert live is not None and live.live and live.relative_to(tmp_path).source == "mic:2"
+
+
+def test_the_shelf_block_is_parsed_once_and_a_dump_validates_again(tmp_path: Path) -> None:
+    from edgetally.runtime.shelf.config import ShelfConfig
+
+    shelf = {**scene_config_data(), "scorer": "detector", "model": "gaps.onnx", "gap_class": 1}
+    path = tmp_path / "dev.yaml"
+    path.write_text(json.dumps(base(cameras=[{"id": "c", "source": "v.mp4", "shelf": shelf}])))
+    cfg = load_config(path)
+    held = cfg.cameras[0].shelf
+    assert isinstance(held, ShelfConfig) and held.scorer.model == str(tmp_path / "gaps.onnx")
+    # What `device run --config FILE --option ...` does: dump, change, validate again.
+    assert parse_config(cfg.model_dump()) == cfg
+    assert ShelfConfig.model_validate(held.model_dump(mode="json")) == held
 
 
 def test_event_names_fit_the_wire() -> None:

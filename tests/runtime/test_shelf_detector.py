@@ -43,7 +43,7 @@ def _camera_shelf(**scorer: object) -> ShelfConfig:
         "site": "s", "device": "d",
         "cameras": [{"id": "c", "source": "v.mp4", "shelf": {**scene_config_data(), **scorer}}],
     })
-    shelf = cfg.cameras[0].shelf_config()
+    shelf = cfg.cameras[0].shelf
     assert shelf is not None
     return shelf
 
@@ -150,7 +150,7 @@ def test_a_model_file_is_relative_to_the_config_and_a_zoo_name_is_kept(tmp_path:
         shelf = {**scene_config_data(), "scorer": "detector", "model": model}
         path.write_text(json.dumps({"site": "s", "device": "d", "cameras": [
             {"id": "c", "source": "v.mp4", "shelf": shelf}]}))
-        cfg = load_config(path).cameras[0].shelf_config()
+        cfg = load_config(path).cameras[0].shelf
         assert cfg is not None
         return cfg.scorer
 

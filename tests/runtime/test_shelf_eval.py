@@ -61,8 +61,14 @@ def test_config_errors_point_at_the_key(tmp_path: Path) -> None:
         parse_config(bad)
     with pytest.raises(ShelfError, match="confirm_frames"):
         parse_config({**good, "confirm_frames": 0})
-    with pytest.raises(ShelfError, match="unknown"):
+    with pytest.raises(ShelfError, match=r"^confirm: unknown key"):
         parse_config({**good, "confirm": 3})
+    bad = json.loads(json.dumps(good))
+    bad["regions"][0]["facings"][0]["colour"] = "red"
+    with pytest.raises(ShelfError, match=r"^regions\[0\]\.facings\[0\]\.colour: unknown key"):
+        parse_config(bad)
+    with pytest.raises(ShelfError, match=r"^regions\[0\]: must be a mapping"):
+        parse_config({"regions": ["top"]})
     path = tmp_path / "shelf.yaml"
     path.write_text("regions: [\n")
     with pytest.raises(ShelfError, match="not valid YAML"):
