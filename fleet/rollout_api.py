@@ -6,20 +6,28 @@
 - ``GET  /rollouts``, ``/rollouts/{id}`` read (analyst)
 - ``POST /rollouts/{id}/pause|resume|abort`` (operator)
 
-Tokens come from :func:`edgetally.fleet.auth.install_auth` on the app.
+Tokens come from :func:`edgetally.fleet.auth.install_auth` on the app. An upload goes to a
+file as it arrives (never whole in memory), and one larger than ``max_bundle_bytes`` is
+refused (413) as soon as it says so or passes it.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from edgetally.fleet.auth import TokenStore, install_auth, require_role
+from edgetally.fleet.auth import Authenticator, install_auth, require_role
 from edgetally.fleet.rollout import BundleRef, Rollout, RolloutError
 from edgetally.fleet.rollout_service import RolloutNotFound, RolloutService
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_MAX_BUNDLE_BYTES = 1 << 30  # 1 GiB
+_WRITE_BYTES = 1 << 20  # what is gathered from the request before each write to disk
 
 
 class CreateRollout(BaseModel):
@@ -39,18 +47,69 @@ def _http_error(exc: RolloutError) -> HTTPException:
     return HTTPException(status_code=409, detail=str(exc))
 
 
-def build_rollout_router(service: RolloutService) -> APIRouter:
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status_code=413,
+        detail=f"the bundle is larger than {limit} bytes, the most this fleet takes "
+        "(fleet serve --max-bundle-mb)",
+    )
+
+
+async def receive_to_file(request: Request, directory: Path | None, limit: int) -> Path:
+    """The request body, written to a new file in ``directory`` (the system's temporary
+    folder when None) a megabyte at a time; 413 past ``limit`` bytes, and no file left."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    fd, name = await run_in_threadpool(
+        tempfile.mkstemp, ".upload", ".bundle-", str(directory) if directory else None
+    )
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            size = 0
+            pending = bytearray()
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                pending += chunk
+                if len(pending) >= _WRITE_BYTES:
+                    await run_in_threadpool(fh.write, pending)
+                    pending = bytearray()
+            await run_in_threadpool(fh.write, pending)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def build_rollout_router(
+    service: RolloutService,
+    *,
+    upload_dir: Path | None = None,
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+) -> APIRouter:
+    """The routes over ``service``; uploads are written to ``upload_dir`` as they arrive
+    (best on the disk of the bundles, which they are copied to)."""
     router = APIRouter(tags=["rollouts"])
     operator = [Depends(require_role("operator"))]
     analyst = [Depends(require_role("analyst"))]
 
-    @router.put("/bundles", dependencies=operator, response_model=BundleRef)
+    @router.put(
+        "/bundles",
+        dependencies=operator,
+        response_model=BundleRef,
+        responses={413: {"description": "larger than the fleet takes"}},
+    )
     async def upload_bundle(request: Request) -> BundleRef:
-        chunks = [chunk async for chunk in request.stream()]
+        path = await receive_to_file(request, upload_dir, max_bundle_bytes)
         try:
-            return await run_in_threadpool(service.add_bundle_chunks, iter(chunks))
+            return await run_in_threadpool(service.add_bundle, path)
         except RolloutError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
+        finally:
+            path.unlink(missing_ok=True)
 
     @router.get("/bundles/{sha256}", dependencies=[Depends(require_role("device"))])
     def download_bundle(sha256: str) -> FileResponse:
@@ -120,9 +179,17 @@ def summary(r: Rollout) -> dict[str, Any]:
     }
 
 
-def create_rollout_app(service: RolloutService, tokens: TokenStore) -> FastAPI:
+def create_rollout_app(
+    service: RolloutService,
+    tokens: Authenticator,
+    *,
+    upload_dir: Path | None = None,
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+) -> FastAPI:
     """A stand-alone app with only the rollout routes (the fleet API mounts the router)."""
     app = FastAPI(title="edgetally rollouts")
     install_auth(app, tokens)
-    app.include_router(build_rollout_router(service))
+    app.include_router(
+        build_rollout_router(service, upload_dir=upload_dir, max_bundle_bytes=max_bundle_bytes)
+    )
     return app

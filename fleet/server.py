@@ -37,7 +37,7 @@ from edgetally.fleet.auth import Authenticator, WatchedTokens, guard_prefix, ins
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.ingest import IngestConfig, IngestCounters, Ingestor
 from edgetally.fleet.queries import DEFAULT_OFFLINE_AFTER_S
-from edgetally.fleet.rollout_api import build_rollout_router
+from edgetally.fleet.rollout_api import DEFAULT_MAX_BUNDLE_BYTES, build_rollout_router
 from edgetally.fleet.rollout_mqtt import RolloutMqttLink
 from edgetally.fleet.rollout_service import RolloutService
 from edgetally.fleet.store import Store, StoreError, open_store
@@ -72,6 +72,7 @@ class FleetConfig:
     dead_letter_days: float | None = DEFAULT_DEAD_LETTER_DAYS  # None: kept for ever
     housekeeping_s: float = 3600.0  # how often old dead letters are deleted
     insecure: bool = False  # serve a non-loopback address without tokens anyway
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES  # the largest bundle upload taken
 
     @staticmethod
     def of(
@@ -253,7 +254,9 @@ class FleetServer:
         )
         link.attach(service)
         self.rollouts = service
-        router = build_rollout_router(service)
+        router = build_rollout_router(
+            service, upload_dir=Path(c.rollouts_dir), max_bundle_bytes=c.max_bundle_bytes
+        )
         return lambda app: app.include_router(router)
 
     def _device_ids(self) -> list[str]:

@@ -56,6 +56,9 @@ def serve(
     public_url: str | None = typer.Option(
         None, "--public-url", help="The API's URL as devices reach it (bundle downloads)."
     ),
+    max_bundle_mb: int = typer.Option(
+        1024, "--max-bundle-mb", min=1, help="The largest bundle upload taken, in MiB (--rollouts)."
+    ),
     query_timeout: float = typer.Option(
         30.0, "--query-timeout", min=0.0,
         help="Seconds an API query may read before it is cancelled (504); 0: no limit.",
@@ -92,6 +95,7 @@ def serve(
         rollouts_dir=str(bundles) if rollouts else None,
         fleet_pubkey=str(fleet_pubkey) if fleet_pubkey else None,
         public_url=public_url,
+        max_bundle_bytes=max_bundle_mb << 20,
         query_timeout_s=query_timeout or None,
         max_heavy_queries=max_heavy_queries,
         dead_letter_days=dead_letter_days or None,
