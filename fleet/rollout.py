@@ -57,6 +57,7 @@ class BundleRef(_Model):
     name: str
     version: str
     size: int = Field(ge=0)
+    rollback_of: str | None = None  # from the signed manifest: a deliberate rollback
 
 
 class Rollout(_Model):

@@ -83,7 +83,13 @@ class RolloutService:
             shutil.copyfile(path, tmp)
             os.replace(tmp, dest)
         m = verified.manifest
-        return BundleRef(sha256=verified.sha256, name=m.name, version=m.version, size=verified.size)
+        return BundleRef(
+            sha256=verified.sha256,
+            name=m.name,
+            version=m.version,
+            size=verified.size,
+            rollback_of=m.rollback_of,
+        )
 
     def add_bundle_chunks(self, chunks: Iterator[bytes]) -> BundleRef:
         with tempfile.NamedTemporaryFile(dir=self._bundles, suffix=".upload", delete=False) as fh:
@@ -204,6 +210,10 @@ class RolloutService:
                     "size": rollout.bundle.size,
                     "version": rollout.bundle.version,
                 }
+                if rollout.bundle.rollback_of is not None:
+                    # devices take an older version only when the bundle is signed as a
+                    # rollback too: this flag alone downgrades nothing
+                    params["rollback"] = True
             cmd = Command(
                 site=SiteId(site),
                 device=DeviceId(device),

@@ -22,7 +22,7 @@ import json
 import os
 import re
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from edgetally.models.errors import ModelsError
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
@@ -67,6 +74,38 @@ class BundleHashError(BundleError):
 
 class BundleTargetError(BundleError):
     """The bundle is signed and intact but not meant for this device."""
+
+
+class BundleOrderError(BundleError):
+    """The bundle is signed and intact but not newer than the model installed, and not a
+    signed rollback that may replace it."""
+
+
+_VERSION_PART = re.compile(r"\d+|[A-Za-z]+")
+
+
+def version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    """How bundle versions are ordered: part by part, a run of digits as a number and a run
+    of letters as a word (case ignored), separators and trailing zeros ignored. A word where
+    the other version ends or has a number marks a pre-release: ``1.0rc1`` < ``1.0`` <
+    ``1.0.1`` < ``1.1``, ``2`` < ``10``; ``3``, ``3.0`` and ``3-0`` are the same version."""
+    key: list[tuple[int, int, str]] = []
+    parts = [
+        (2, int(p), "") if p.isdigit() else (0, 0, p.lower())
+        for p in _VERSION_PART.findall(version)
+    ]
+    for part in [*parts, (1, 0, "")]:  # the end ranks between a word and a number
+        if part[0] != 2:
+            while key and key[-1] == (2, 0, ""):  # 1.0rc1 is 1rc1, 3.0 is 3
+                key.pop()
+        key.append(part)
+    return tuple(key)
+
+
+def compare_versions(a: str, b: str) -> int:
+    """-1, 0 or 1 as ``a`` is older than, the same as or newer than ``b`` (:func:`version_key`)."""
+    ka, kb = version_key(a), version_key(b)
+    return (ka > kb) - (ka < kb)
 
 
 class _Strict(BaseModel):
@@ -136,6 +175,43 @@ class BundleManifest(_Strict):
     targets: tuple[BundleTarget, ...] = Field(min_length=1)
     files: tuple[BundleFile, ...] = Field(min_length=1)
     health: HealthBudget = HealthBudget()
+    # A deliberate rollback, signed: this (older) bundle may replace an installed model up to
+    # and including version ``rollback_of``. Absent: it only replaces older versions.
+    rollback_of: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$"
+    )
+
+    @model_validator(mode="after")
+    def _rollback_goes_back(self) -> BundleManifest:
+        if self.rollback_of is not None and compare_versions(self.rollback_of, self.version) <= 0:
+            raise ValueError(
+                f"rollback_of {self.rollback_of} must be newer than the bundle's version "
+                f"{self.version} (a rollback goes back to an older version)"
+            )
+        return self
+
+    def may_replace(self, installed: str, *, rollback: bool) -> str | None:
+        """None when this bundle may replace the installed version ``installed``, else why
+        not (one line). Only a newer version may, or, when the fleet's command asks for a
+        ``rollback``, a bundle signed as a rollback of a version at or above the installed."""
+        if compare_versions(self.version, installed) > 0:
+            return None
+        what = (
+            f"bundle {self.name} {self.version} is not newer than the installed version "
+            f"{installed}"
+        )
+        if self.rollback_of is None:
+            if rollback:
+                return (
+                    f"{what}, and the command asks for a rollback the bundle is not signed for "
+                    "(bundle create --rollback-of)"
+                )
+            return f"{what}; updates only go forward unless the fleet rolls back"
+        if compare_versions(installed, self.rollback_of) > 0:
+            return f"{what}; it is signed to roll back versions up to {self.rollback_of} only"
+        if not rollback:
+            return f"{what}; it is a signed rollback, but the command does not ask for one"
+        return None
 
     def file(self, path: str) -> BundleFile:
         for f in self.files:
@@ -150,6 +226,10 @@ class BundleManifest(_Strict):
             if f.path.endswith(".onnx"):
                 return f.path
         return self.files[0].path
+
+
+Accept = Callable[["BundleManifest"], None]
+"""Sees a manifest whose signature held; raises (e.g. :class:`BundleOrderError`) to refuse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +315,10 @@ def create_bundle(
     targets: Sequence[BundleTarget],
     health: HealthBudget | None = None,
     created_at: datetime | None = None,
+    rollback_of: str | None = None,
 ) -> BundleManifest:
-    """Hash the files, sign the manifest and write the bundle to ``out`` (atomically)."""
+    """Hash the files, sign the manifest and write the bundle to ``out`` (atomically).
+    ``rollback_of``: a deliberate rollback that may replace versions up to this one."""
     if not model_files:
         raise BundleError("a bundle needs at least one model file")
     if not targets:
@@ -262,6 +344,7 @@ def create_bundle(
             targets=tuple(targets),
             files=tuple(entries),
             health=health or HealthBudget(),
+            rollback_of=rollback_of,
         )
     except ValidationError as exc:
         raise BundleError(f"bundle manifest: {_first_error(exc)}") from None
@@ -286,7 +369,10 @@ def create_bundle(
 
 
 def manifest_to_bytes(manifest: BundleManifest) -> bytes:
-    return json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+    # An absent rollback_of is left out, so a manifest reads the same as before the field.
+    leave_out = {"rollback_of"} if manifest.rollback_of is None else None
+    data = manifest.model_dump(mode="json", exclude=leave_out)
+    return json.dumps(data, indent=2, sort_keys=True).encode()
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -322,16 +408,18 @@ def extract_bundle(
     dest: Path,
     *,
     target: BundleTarget | None = None,
+    accept: Accept | None = None,
 ) -> VerifiedBundle:
     """Verify and write the files into the new directory ``dest`` in one pass.
 
     Files are hashed as they are written; on any failure ``dest`` is removed again, so a
-    directory that exists after this returns holds exactly the signed files."""
+    directory that exists after this returns holds exactly the signed files. ``accept`` sees
+    the verified manifest before any file is written and raises to refuse the bundle."""
     if dest.exists():
         raise BundleError(f"install directory {dest} exists already")
     dest.mkdir(parents=True)
     try:
-        return _scan(bundle, public_key, target=target, dest=dest)
+        return _scan(bundle, public_key, target=target, dest=dest, accept=accept)
     except BaseException:
         _rmtree(dest)
         raise
@@ -343,6 +431,7 @@ def _scan(
     *,
     target: BundleTarget | None,
     dest: Path | None,
+    accept: Accept | None = None,
 ) -> VerifiedBundle:
     outer = hashlib.sha256()
     try:
@@ -353,7 +442,7 @@ def _scan(
         hashing = _HashingReader(raw, outer)
         with _open_stream(bundle, hashing) as tar:
             try:
-                manifest = _scan_members(tar, public_key, target=target, dest=dest)
+                manifest = _scan_members(tar, public_key, target=target, dest=dest, accept=accept)
             except (tarfile.TarError, EOFError) as exc:
                 raise BundleFormatError(f"{bundle.name}: damaged archive ({exc})") from None
             except OSError as exc:
@@ -377,6 +466,7 @@ def _scan_members(
     *,
     target: BundleTarget | None,
     dest: Path | None,
+    accept: Accept | None = None,
 ) -> BundleManifest:
     members = iter(tar)
     first = next(members, None)
@@ -409,6 +499,8 @@ def _scan_members(
             f"bundle {manifest.name} {manifest.version} is built for {wanted}, "
             f"not for this device ({target})"
         )
+    if accept is not None:
+        accept(manifest)
     expected = {f.path: f for f in manifest.files}
     seen: set[str] = set()
     for member in members:
@@ -539,6 +631,8 @@ def describe(manifest: BundleManifest) -> Iterable[str]:
     """Human-readable lines for ``bundle verify``."""
     yield f"bundle {manifest.name} {manifest.version} (signed by key {manifest.key_id})"
     yield "targets: " + ", ".join(str(t) for t in manifest.targets)
+    if manifest.rollback_of is not None:
+        yield f"rollback: may replace versions up to {manifest.rollback_of}"
     for f in manifest.files:
         yield f"  {f.sha256}  {f.size:>10}  {f.path}"
 

@@ -51,6 +51,11 @@ def create(
     max_power_increase: float = typer.Option(
         0.30, "--max-power-increase", help="Largest relative increase of mean power."
     ),
+    rollback_of: str | None = typer.Option(
+        None, "--rollback-of",
+        help="A deliberate rollback: devices running up to this (newer) version may take this "
+        "older bundle; signed into the manifest.",
+    ),
 ) -> None:
     """Hash MODEL files, sign the manifest and write a bundle."""
     targets = [BundleTarget.parse(t) for t in target]
@@ -68,6 +73,7 @@ def create(
             max_count_delta=max_count_delta,
             max_power_increase=max_power_increase,
         ),
+        rollback_of=rollback_of,
     )
     typer.echo(f"wrote {out}")
     for line in describe(manifest):

@@ -70,7 +70,10 @@ def create(
         "failure_ratio": failure_ratio,
     }
     r = _call("POST", url, token, "/rollouts", json=body)
-    typer.echo(f"rollout {r['id']}: {ref['name']} {ref['version']} to {len(r['devices'])} devices")
+    back = f" (a rollback from {ref['rollback_of']})" if ref.get("rollback_of") else ""
+    typer.echo(
+        f"rollout {r['id']}: {ref['name']} {ref['version']}{back} to {len(r['devices'])} devices"
+    )
 
 
 @rollout_app.command("status")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from edgetally.fleet.rollout import (
@@ -140,3 +141,28 @@ def test_persisted_form_round_trips() -> None:
     record_report(r, actions[0].device, "failed", "boom", now=T0)
     again = Rollout.model_validate_json(r.model_dump_json())
     assert again == r
+
+
+def test_a_rollback_bundle_is_announced_as_one(tmp_path: Path) -> None:
+    """The command says rollback only for a bundle whose signed manifest is a rollback (the
+    device needs both)."""
+    from edgetally.fleet.rollout_service import RolloutService
+    from edgetally.models.bundle import generate_keypair, load_public_key
+    from edgetally.models.wire import Command, from_json
+
+    from tests.runtime.test_updater_support import make_bundle
+
+    keys = generate_keypair(tmp_path / "keys")
+    sent: list[bytes] = []
+    service = RolloutService(
+        tmp_path / "fleet", load_public_key(keys[1]), publish=lambda t, p: sent.append(p),
+        devices=lambda: ["s/d"], bundle_url=lambda sha: f"http://fleet/bundles/{sha}",
+    )
+    plain = service.add_bundle(make_bundle(tmp_path, keys[0], "v5", version="5"))
+    back = service.add_bundle(make_bundle(tmp_path, keys[0], "v4r", version="4", rollback_of="5"))
+    assert (plain.rollback_of, back.rollback_of) == (None, "5")
+    service.create(plain.sha256, "*", "100%")
+    service.create(back.sha256, "*", "100%")
+    first, second = (from_json(Command, p).params for p in sent)
+    assert "rollback" not in first and first["version"] == "5"
+    assert second["rollback"] is True and second["version"] == "4"

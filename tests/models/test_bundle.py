@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import subprocess
 import sys
 import tarfile
@@ -252,3 +253,63 @@ def test_cli_keygen_create_verify(tmp_path: Path) -> None:
     assert r.returncode == 1 and "private key" in r.stderr and "Traceback" not in r.stderr
     r = _cli("bundle", "verify", str(out), "--pubkey", str(keys / "fleet.pub"), "--target", "x")
     assert r.returncode == 1 and "backend:precision:device_class" in r.stderr
+
+
+def test_version_order() -> None:
+    from edgetally.models.bundle import compare_versions
+
+    ascending = ["0.9", "1.0rc1", "1", "1.0.1", "1.1", "2", "10", "10.0.1-beta", "10.0.1"]
+    for older, newer in itertools.pairwise(ascending):
+        assert compare_versions(older, newer) == -1, (older, newer)
+        assert compare_versions(newer, older) == 1, (older, newer)
+    assert compare_versions("3", "3.0") == compare_versions("3.0", "3-0") == 0
+    assert compare_versions("1.0.0rc1", "1rc1") == 0
+    assert compare_versions("V2", "v2") == 0
+
+
+def test_a_signed_rollback_and_what_it_may_replace(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    from edgetally.models.bundle import BundleManifest
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    make = {"private_key": load_private_key(keys[0]), "name": "m", "targets": [TARGET]}
+    plain = create_bundle([model], out=tmp_path / "plain.bundle", version="1", **make)
+    with tarfile.open(tmp_path / "plain.bundle") as tar:  # manifests read as before the field
+        assert b"rollback_of" not in tar.extractfile("manifest.json").read()  # type: ignore[union-attr]
+    back = create_bundle(
+        [model], out=tmp_path / "back.bundle", version="1", rollback_of="3", **make
+    )
+    verified = verify_bundle(tmp_path / "back.bundle", load_public_key(keys[1]))
+    assert verified.manifest.rollback_of == "3"
+
+    assert plain.may_replace("0.9", rollback=False) is None  # newer: always
+    assert "updates only go forward" in str(plain.may_replace("1", rollback=False))
+    assert "not signed for" in str(plain.may_replace("3", rollback=True))
+    assert back.may_replace("3", rollback=True) is None
+    assert back.may_replace("2", rollback=True) is None
+    assert "does not ask for one" in str(back.may_replace("3", rollback=False))
+    assert "up to 3 only" in str(back.may_replace("4", rollback=True))
+
+    with pytest.raises(BundleError, match="rollback_of 1 must be newer"):
+        create_bundle([model], out=tmp_path / "x.bundle", version="2", rollback_of="1", **make)
+    with pytest.raises(ValueError, match="must be newer"):
+        BundleManifest.model_validate(back.model_dump() | {"rollback_of": "1"})
+
+
+def test_cli_create_a_rollback_bundle(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"\x08\x07" * 10)
+    out = tmp_path / "m-1r.bundle"
+    r = _cli(
+        "bundle", "create", str(model), "--key", str(keys[0]), "--out", str(out),
+        "--target", "onnxruntime:fp32:*", "--version", "1", "--rollback-of", "3",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "rollback: may replace versions up to 3" in r.stdout
+    r = _cli(
+        "bundle", "create", str(model), "--key", str(keys[0]), "--out", str(out),
+        "--target", "onnxruntime:fp32:*", "--version", "4", "--rollback-of", "3",
+    )
+    assert r.returncode == 1 and "must be newer" in r.stderr and "Traceback" not in r.stderr

@@ -53,7 +53,11 @@ def make_bundle(
     broken: bool = False,
     target: str = "onnxruntime:fp32:sim",
     latency_ms: float = 2000.0,
+    version: str = "1",
+    rollback_of: str | None = None,
 ) -> Path:
+    """A signed bundle of a tiny model (a device takes only versions newer than its own, or a
+    signed rollback: ``rollback_of``)."""
     src = tmp / f"src-{name}"
     src.mkdir(parents=True, exist_ok=True)
     model = write_model(src / "model.onnx", scale=scale, broken=broken)
@@ -63,9 +67,10 @@ def make_bundle(
         private_key=load_private_key(key),
         out=out,
         name=name,
-        version="1",
+        version=version,
         targets=[BundleTarget.parse(target)],
         health=HealthBudget(latency_ms=latency_ms),
+        rollback_of=rollback_of,
     )
     return out
 
