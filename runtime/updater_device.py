@@ -3,7 +3,8 @@
 At start the updater recovers (a trial marker left by a crash switches ``current`` back),
 the model comes from ``MODELS_DIR/current`` when there is one (else the configured model; a
 signed bundle given as the model is installed as the first slot), and the agent listens on
-the device's cmd topic on the same broker. A rollout swaps the pipelines' detectors at a
+the device's cmd topic on the same broker. Bundles are downloaded from ``fleet_url``, or
+without one only from the broker's host. A rollout swaps the pipelines' detectors at a
 frame boundary (:mod:`edgetally.runtime.model_slot`) and the status says which model runs.
 The agent logs in to the broker as the device does (:meth:`DeviceConfig.broker_login`).
 
@@ -27,7 +28,7 @@ from edgetally.runtime.config import DeviceConfig
 from edgetally.runtime.device import Device, DeviceReport, default_pipeline
 from edgetally.runtime.errors import ConfigError, EdgeRuntimeError
 from edgetally.runtime.model_slot import ModelSlot, ReferenceClip, detector_loader, family_of
-from edgetally.runtime.updater import Updater
+from edgetally.runtime.updater import DEFAULT_MAX_BUNDLE_BYTES, Updater
 from edgetally.runtime.updater_agent import UpdateAgent
 from edgetally.runtime.updater_health import DetectorHealthCheck, HealthCheck, OnnxHealthCheck
 
@@ -42,6 +43,7 @@ class UpdateOptions:
     confirm_frames: int = 300
     precision: str | None = None
     reference: ReferenceClip | None = None
+    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,7 @@ def run_with_updates(
         on_change=on_change,
         reference=options.reference,
     )
+    login = config.broker_login()
     updater = Updater(
         options.models_dir,
         load_public_key(options.fleet_pubkey),
@@ -100,6 +103,8 @@ def run_with_updates(
         token=options.fleet_token,
         trial_run=slot.trial_run,
         fleet_url=options.fleet_url,
+        fleet_host=login.address.host,
+        max_bundle_bytes=options.max_bundle_bytes,
     )
     recovered = updater.recover()
     if updater.current is None and _is_bundle(config.model):
@@ -111,7 +116,7 @@ def run_with_updates(
         slot.label = f"{manifest.name}@{manifest.version}"
     elif _is_bundle(config.model):
         raise ConfigError(f"model {config.model}: a bundle, but it could not be installed")
-    agent = UpdateAgent(updater, config.site, config.device, login=config.broker_login())
+    agent = UpdateAgent(updater, config.site, config.device, login=login)
     device = Device(config, pipeline_factory=slot.wrap(default_pipeline), stop=stop)
     agent.start(wait=False)
     try:
@@ -177,6 +182,8 @@ def run_agent(
         _standalone_check(backend, options.models_dir),
         token=options.fleet_token,
         fleet_url=options.fleet_url,
+        fleet_host=login.address.host,
+        max_bundle_bytes=options.max_bundle_bytes,
     )
     agent = UpdateAgent(updater, site, device, login=login)
     agent.start(wait=False)

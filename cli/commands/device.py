@@ -29,7 +29,12 @@ _CA = typer.Option(
     None, "--ca", help="CA certificate an mqtts:// broker's certificate must be signed by."
 )
 _FLEET_URL = typer.Option(
-    None, "--fleet-url", help="Download bundles from this fleet URL (default: as announced)."
+    None, "--fleet-url",
+    help="Download bundles from this fleet URL only (default: only from the broker's host).",
+)
+_MAX_BUNDLE_MB = typer.Option(
+    None, "--max-bundle-mb", min=1,
+    help="Largest bundle this device downloads, in MiB (512); a larger one is refused.",
 )
 _FLEET_TOKEN = typer.Option(
     None, "--fleet-token", help="Bearer token (role device) for bundle downloads."
@@ -183,6 +188,7 @@ def run(
     ),
     fleet_url: str | None = _FLEET_URL,
     fleet_token: str | None = _FLEET_TOKEN,
+    max_bundle_mb: int | None = _MAX_BUNDLE_MB,
     confirm_frames: int | None = typer.Option(
         None, "--confirm-frames",
         help="Inferred frames a new model must run without error before it is kept (300).",
@@ -249,6 +255,7 @@ def run(
             "device_class": device_class,
             "fleet_url": fleet_url,
             "fleet_token": fleet_token,
+            "max_bundle_mb": max_bundle_mb,
             "confirm_frames": confirm_frames,
             "reference_clip": reference_clip,
             "reference_lines": tuple(reference_line) or None,
@@ -321,6 +328,7 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
         return None
     if "models_dir" not in data:
         raise ConfigError("update options need --models-dir (or updates.models_dir)")
+    max_bundle_mb = data.pop("max_bundle_mb", None)  # a flag only, not a config file key
     try:
         u = UpdatesConfig.model_validate(data)
     except ValidationError as exc:
@@ -336,6 +344,7 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
         models_dir=u.models_dir, fleet_pubkey=u.fleet_pubkey, device_class=u.device_class,
         fleet_url=u.fleet_url, fleet_token=u.fleet_token, confirm_frames=u.confirm_frames,
         precision=u.precision, reference=reference,
+        **({} if max_bundle_mb is None else {"max_bundle_bytes": int(max_bundle_mb) << 20}),
     )
 
 
@@ -364,6 +373,7 @@ def update_agent(
     precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8."),
     fleet_url: str | None = _FLEET_URL,
     fleet_token: str | None = _FLEET_TOKEN,
+    max_bundle_mb: int | None = _MAX_BUNDLE_MB,
 ) -> None:
     """Only the update agent, for a device whose counting runs elsewhere: take part in the
     fleet's rollouts, keeping MODELS_DIR/current on the newest healthy model, until SIGTERM
@@ -387,7 +397,7 @@ def update_agent(
         {
             "models_dir": models_dir, "fleet_pubkey": fleet_pubkey,
             "device_class": device_class, "fleet_url": fleet_url, "fleet_token": fleet_token,
-            "precision": precision,
+            "precision": precision, "max_bundle_mb": max_bundle_mb,
         },
     )
     stop = threading.Event()

@@ -73,6 +73,7 @@ def test_fifty_devices_stage_by_stage_and_a_bad_bundle_stops_at_stage_one(
                     TARGET,
                     OnnxHealthCheck(runs=2),
                     token=device_token,
+                    fleet_host="127.0.0.1",
                 )
                 up.install_first(v1)
                 agent = UpdateAgent(
@@ -90,7 +91,8 @@ def test_fifty_devices_stage_by_stage_and_a_bad_bundle_stops_at_stage_one(
             assert len(first) == N
 
             # A bad bundle (the model crashes when run) stops at the first stage.
-            bad = service.add_bundle(make_bundle(tmp_path, keys[0], "bad", broken=True))
+            bad_bundle = make_bundle(tmp_path, keys[0], "bad", broken=True, version="2")
+            bad = service.add_bundle(bad_bundle)
             r = service.create(bad.sha256, "*", "5%,25%,100%")
             stage1 = set(r.stage_devices(0))
             assert len(stage1) == 3
@@ -110,7 +112,7 @@ def test_fifty_devices_stage_by_stage_and_a_bad_bundle_stops_at_stage_one(
             _events(halted)
 
             # A good bundle goes 3, then 13, then all 50 devices.
-            good = service.add_bundle(make_bundle(tmp_path, keys[0], "v2", scale=1.02))
+            good = service.add_bundle(make_bundle(tmp_path, keys[0], "v2", scale=1.02, version="2"))
             r = service.create(good.sha256, "*", "5%,25%,100%")
             _wait("the good rollout to complete", lambda: service.get(r.id).state == "completed")
             done = service.get(r.id)

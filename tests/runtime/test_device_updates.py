@@ -110,7 +110,7 @@ def test_rollout_mid_run_bad_bundle_refused_good_one_swapped_no_bucket_lost(
     first, second = s.versions()
     broken = write_model(s.tmp / "broken.onnx")
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # truncated ONNX
-    bad = s.bundle("broken", "1", broken)
+    bad = s.bundle("broken", "2", broken)  # newer than the first, so it is tried
     models = s.tmp / "models"
     proc = subprocess.Popen(
         s.device_args(

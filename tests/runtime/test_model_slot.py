@@ -147,11 +147,12 @@ def test_updater_switches_back_when_the_trial_fails(
     up = Updater(
         fleet.tmp / "device", load_public_key(fleet.keys[1]), slot.target,
         lambda slot_dir, manifest, old: HealthResult(True), token=fleet.device_token,
-        trial_run=slot.trial_run,
+        trial_run=slot.trial_run, fleet_host="127.0.0.1",
     )
     cam = Camera(slot, FakeDetector("old"))  # the target is known once a camera runs
     v1 = up.install_first(make_bundle(fleet.tmp, fleet.keys[0], "v1")) if provisioned else None
-    result = up.apply(fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2", scale=2.0)))
+    v2 = make_bundle(fleet.tmp, fleet.keys[0], "v2", scale=2.0, version="2")
+    result = up.apply(fleet.publish(v2))
     cam.close()
     assert not result.ok and "new model failed after the switch" in str(result.reason)
     assert up.current == v1  # without a first slot: no current, the configured model runs

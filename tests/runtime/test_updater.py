@@ -72,6 +72,7 @@ def _updater(fleet: Fleet, **kw: object) -> Updater:
         TARGET,
         OnnxHealthCheck(),
         token=fleet.device_token,
+        fleet_host="127.0.0.1",
         **kw,  # type: ignore[arg-type]
     )
 
@@ -87,7 +88,7 @@ def test_good_update_switches_and_keeps_previous(
     fleet: Fleet, provisioned: tuple[Updater, Path]
 ) -> None:
     up, v1 = provisioned
-    req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2", scale=1.05))
+    req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2", version="2", scale=1.05))
     result = up.apply(req)
     assert result.ok, result.reason
     assert up.current == fleet.tmp / "device" / "slots" / req.sha256
@@ -101,7 +102,7 @@ def test_flipped_byte_wrong_key_and_other_target_are_refused(
     fleet: Fleet, provisioned: tuple[Updater, Path]
 ) -> None:
     up, v1 = provisioned
-    bundle = make_bundle(fleet.tmp, fleet.keys[0], "v2")
+    bundle = make_bundle(fleet.tmp, fleet.keys[0], "v2", version="2")
     data = bytearray(bundle.read_bytes())
     data[_model_offset(bundle) + 20] ^= 0x40  # inside the model file
     flipped = fleet.tmp / "flipped.bundle"
@@ -110,10 +111,10 @@ def test_flipped_byte_wrong_key_and_other_target_are_refused(
     cases = {
         "does not match the manifest": fleet.smuggle(flipped),
         "does not verify with the pinned public key": fleet.smuggle(
-            make_bundle(fleet.tmp / "o", other_keys[0], "v3")
+            make_bundle(fleet.tmp / "o", other_keys[0], "v3", version="2")
         ),
         "not for this device": fleet.publish(
-            make_bundle(fleet.tmp, fleet.keys[0], "v4", target="openvino:int8:npu")
+            make_bundle(fleet.tmp, fleet.keys[0], "v4", version="2", target="openvino:int8:npu")
         ),
     }
     for why, req in cases.items():
@@ -124,7 +125,7 @@ def test_flipped_byte_wrong_key_and_other_target_are_refused(
 
 
 def test_fleet_refuses_to_serve_a_tampered_upload(fleet: Fleet) -> None:
-    bundle = make_bundle(fleet.tmp, fleet.keys[0], "v2")
+    bundle = make_bundle(fleet.tmp, fleet.keys[0], "v2", version="2")
     data = bytearray(bundle.read_bytes())
     data[_model_offset(bundle) + 20] ^= 0x40
     r = httpx.put(f"{fleet.url}/bundles", content=bytes(data), headers={"Authorization": "x"})
@@ -135,7 +136,7 @@ def test_model_that_crashes_fails_its_health_check(
     fleet: Fleet, provisioned: tuple[Updater, Path]
 ) -> None:
     up, v1 = provisioned
-    req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "bad", broken=True))
+    req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "bad", version="2", broken=True))
     result = up.apply(req)
     assert not result.ok and "model does not run" in (result.reason or "")
     assert up.current == v1 and not (fleet.tmp / "device" / "slots" / req.sha256).exists()
@@ -145,11 +146,13 @@ def test_health_budgets_latency_counts_power(
     fleet: Fleet, provisioned: tuple[Updater, Path]
 ) -> None:
     up, v1 = provisioned
-    slow = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "slow", latency_ms=1e-6))
+    slow = fleet.publish(
+        make_bundle(fleet.tmp, fleet.keys[0], "slow", version="2", latency_ms=1e-6)
+    )
     r = up.apply(slow)
     assert not r.ok and "latency" in (r.reason or "") and up.current == v1
 
-    drift = make_bundle(fleet.tmp, fleet.keys[0], "drift", scale=3.0)
+    drift = make_bundle(fleet.tmp, fleet.keys[0], "drift", version="2", scale=3.0)
     req = fleet.publish(drift)
     counter_up = _updater(fleet)
     counter_up._check = OnnxHealthCheck(counter=lambda m: 150.0 if req.sha256 in str(m) else 100.0)
@@ -167,18 +170,18 @@ def test_crash_after_switch_rolls_back_on_restart_keeping_aggregates(
 ) -> None:
     _up, v1 = provisioned
     outbox = Outbox(fleet.tmp / "outbox.db")
-    outbox.put("edgetally/v1/s/d/agg", lambda seq: b'{"old model": %d}' % seq)
+    outbox.put("edgetally/v1/s/d/agg", lambda seq, _e: b'{"old model": %d}' % seq)
 
     class PowerCut(BaseException):
         pass
 
     def trial_run(slot: Path, manifest: object) -> None:
         # the new model counts a bucket, then the device dies before confirming
-        outbox.put("edgetally/v1/s/d/agg", lambda seq: b'{"new model": %d}' % seq)
+        outbox.put("edgetally/v1/s/d/agg", lambda seq, _e: b'{"new model": %d}' % seq)
         raise PowerCut
 
     crashing = _updater(fleet, trial_run=trial_run)
-    req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2", scale=1.01))
+    req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2", version="2", scale=1.01))
     with pytest.raises(PowerCut):
         crashing.apply(req)
     assert crashing.current.name == req.sha256 and crashing.trial_marker.exists()
@@ -202,7 +205,7 @@ def test_failure_after_switch_rolls_back_at_once(
         raise RuntimeError("pipeline could not reload the model")
 
     failing = _updater(fleet, trial_run=trial_run)
-    req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2", scale=1.01))
+    req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2", version="2", scale=1.01))
     r = failing.apply(req)
     assert not r.ok and "could not reload" in (r.reason or "")
     assert failing.current == v1 and not failing.trial_marker.exists()
@@ -254,7 +257,7 @@ def test_interrupted_download_resumes_with_range(
         private_key=load_private_key(fleet.keys[0]),
         out=bundle,
         name="big",
-        version="1",
+        version="2",
         targets=[TARGET],
     )
     req = fleet.publish(bundle)
@@ -281,8 +284,11 @@ def test_interrupted_download_resumes_with_range(
 
 
 def test_download_needs_a_token(fleet: Fleet) -> None:
-    req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2"))
-    up = Updater(fleet.tmp / "dev2", load_public_key(fleet.keys[1]), TARGET, OnnxHealthCheck())
+    req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2", version="2"))
+    up = Updater(
+        fleet.tmp / "dev2", load_public_key(fleet.keys[1]), TARGET, OnnxHealthCheck(),
+        fleet_host="127.0.0.1",
+    )
     r = up.download
     with pytest.raises(Exception, match="HTTP 401"):
         r(req)
