@@ -1,10 +1,17 @@
 """The device's MQTT side of updates: listens on its own cmd topic, runs the
-:class:`~edgetally.runtime.updater.Updater` in a worker thread, reports on its update topic."""
+:class:`~edgetally.runtime.updater.Updater` in a worker thread, reports on its update topic.
+
+No command stops it: a payload that does not parse, or whose handling raises anything, is
+counted in :attr:`UpdateAgent.rejected`, logged, reported as a failure when it names a
+rollout and a bundle, and the agent goes on with the next one.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -18,7 +25,6 @@ from edgetally.models.bundle import (
     UpdateOutcome,
     UpdateReport,
 )
-from edgetally.models.errors import WireError
 from edgetally.models.topics import TOPIC_PREFIX, topic_for
 from edgetally.models.wire import Command, from_json
 from edgetally.runtime.broker import (
@@ -32,6 +38,8 @@ from edgetally.runtime.errors import EdgeRuntimeError
 from edgetally.runtime.updater import Updater, UpdateRequest
 
 log = logging.getLogger(__name__)
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class UpdateAgent:
@@ -62,11 +70,12 @@ class UpdateAgent:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.suppress_exceptions = True  # a callback that raises never ends the loop
         self._host, self._port = login.address.host, login.address.port
         self._jobs: queue.Queue[Command | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name=f"updater-{device}", daemon=True)
         self._subscribed = threading.Event()
-        self.rejected = 0
+        self.rejected = 0  # commands refused (malformed, not for us) or that failed to run
         self.last_rollout: str | None = None
         self.last_sha256: str | None = None
 
@@ -137,37 +146,62 @@ class UpdateAgent:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        payload = bytes(msg.payload)
         try:
-            cmd = from_json(Command, bytes(msg.payload))
-        except WireError as exc:
-            self.rejected += 1
-            log.warning("command refused: %s", exc)
+            cmd = from_json(Command, payload)
+        except Exception as exc:  # WireError, or anything a hostile payload provokes
+            self._refuse(payload, f"{type(exc).__name__}: {exc}")
             return
         if (cmd.site, cmd.device) != (self.site, self.device):
             self.rejected += 1
             return
         self._jobs.put(cmd)
 
+    def _refuse(self, payload: bytes, why: str) -> None:
+        """A command that does not parse: counted, logged, and reported as a failure of its
+        rollout when it names one (and a bundle) for this device."""
+        self.rejected += 1
+        why = " ".join(why.split())[:200]
+        log.warning("command refused: %s", why)
+        if len(payload) > 65536:
+            return
+        try:
+            data = json.loads(payload)
+            params = data.get("params") if isinstance(data, dict) else None
+            if not isinstance(params, dict) or (data.get("site"), data.get("device")) != (
+                self.site,
+                self.device,
+            ):
+                return
+            rollout, sha = params.get("rollout"), params.get("sha256")
+        except Exception:  # not even JSON: nothing to report it under
+            return
+        if isinstance(rollout, str) and isinstance(sha, str):
+            self._report(rollout, sha, "failed", f"command refused: {why}")
+
     def _work(self) -> None:
         while (cmd := self._jobs.get()) is not None:
             try:
                 self._handle(cmd)
             except Exception as exc:  # never let the worker die: report and go on
+                self.rejected += 1
                 log.exception("update command failed")
                 rollout = str(cmd.params.get("rollout", ""))
                 sha = str(cmd.params.get("sha256", self.last_sha256 or ""))
-                if rollout and len(sha) == 64:
-                    self._report(rollout, sha, "failed", f"updater error: {exc}")
+                self._report(rollout, sha, "failed", f"updater error: {exc}")
 
     def _handle(self, cmd: Command) -> None:
         rollout = str(cmd.params.get("rollout", ""))
         if cmd.action == UPDATE_ACTION:
             size = cmd.params.get("size")
+            version = cmd.params.get("version")
             req = UpdateRequest(
                 rollout_id=rollout,
                 url=str(cmd.params.get("url", "")),
                 sha256=str(cmd.params.get("sha256", "")),
-                size=size if isinstance(size, int) else -1,
+                size=size if isinstance(size, int) and not isinstance(size, bool) else -1,
+                version=str(version) if version is not None else None,
+                rollback=cmd.params.get("rollback") is True,
             )
             self.last_rollout, self.last_sha256 = rollout, req.sha256
             result = self.updater.apply(req)
@@ -182,13 +216,28 @@ class UpdateAgent:
     def _report(
         self, rollout: str, sha256: str, outcome: UpdateOutcome, reason: str | None
     ) -> None:
-        report = UpdateReport(
-            site=self.site,
-            device=self.device,
-            rollout_id=rollout,
-            bundle_sha256=sha256,
-            at=datetime.now(UTC),
-            outcome=outcome,
-            reason=(" ".join(reason.split())[:300] if reason else None),
-        )
-        self._client.publish(self._report_topic, report.model_dump_json().encode(), qos=1)
+        """Publish an update report; one the fleet could not attribute (no valid rollout id or
+        bundle sha256) is only logged. Never raises."""
+        if not _ID.fullmatch(rollout) or not _SHA256.fullmatch(sha256):
+            why = reason and _one_line(reason)
+            log.warning("no report for rollout %r, bundle %r: %s", rollout[:64], sha256[:64], why)
+            return
+        try:
+            report = UpdateReport(
+                site=self.site,
+                device=self.device,
+                rollout_id=rollout,
+                bundle_sha256=sha256,
+                at=datetime.now(UTC),
+                outcome=outcome,
+                reason=_one_line(reason) if reason else None,
+            )
+            self._client.publish(self._report_topic, report.model_dump_json().encode(), qos=1)
+        except Exception:
+            log.exception("update report for rollout %s could not be sent", rollout)
+
+
+def _one_line(text: str) -> str:
+    """At most 300 printable characters on one line (what an update report carries)."""
+    flat = " ".join(text.split())
+    return "".join(c if c.isprintable() else "?" for c in flat)[:300]
