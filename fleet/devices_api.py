@@ -48,14 +48,14 @@ def dead_letters(
 def health(ctx: Ctx) -> JSONResponse:
     """``ok`` is false (and the status 503) when the ingest loop is not running (messages
     are no longer taken in) or the store cannot be read. ``ingest`` holds its counters:
-    ``conflicts`` are messages that reused a stored (device, sequence) with other
-    contents, ``loop_errors`` failures the loop survived."""
+    ``conflicts`` are messages that reused a stored (site, device, epoch, seq) with other
+    contents (the first is kept), ``loop_errors`` unexpected errors the loop survived."""
     body: dict[str, Any] = {"ok": True, "store": ctx.store.description}
     ingest: dict[str, Any] | None = None
     if ctx.counters is not None:
         counters = ctx.counters()
-        ingest = {"running": True, "conflicts": 0, "loop_errors": 0, **counters.as_dict()}
-        if not ingest["running"]:
+        ingest = counters.as_dict()
+        if not counters.running:
             body["ok"] = False
             body["reason"] = "the ingest loop is not running: no message is taken in"
     try:

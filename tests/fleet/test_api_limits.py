@@ -4,6 +4,7 @@ health check that says when ingest has stopped."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -158,21 +159,11 @@ def test_a_query_past_the_time_limit_is_cancelled_with_a_one_line_504(
         assert client.get("/api/v1/traffic").status_code == 200  # the store still answers
 
 
-class Counters:
-    """Ingest's counters as the health check reads them (``as_dict``), with some set."""
-
-    def __init__(self, **values: Any) -> None:
-        self.values = {**IngestCounters().as_dict(), **values}
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.values)
-
-
 def test_health_is_503_and_not_ok_when_ingest_has_stopped(gated: GatedStore) -> None:
     alive = {"running": True}
 
     def counters() -> IngestCounters:
-        return Counters(running=alive["running"], conflicts=2)  # type: ignore[return-value]
+        return dataclasses.replace(IngestCounters(), running=alive["running"], conflicts=2)
 
     with _client(gated, counters=counters) as client:
         up = client.get("/api/v1/health")

@@ -210,3 +210,17 @@ def test_the_fleet_deletes_old_dead_letters_at_start_and_then_periodically(
     kept = FleetConfig.of(mosquitto.url, db, "127.0.0.1:0", dead_letter_days=None)
     with FleetServer(kept) as fleet:  # no retention: kept for ever
         assert _topics(fleet.store) == {"new", "ancient"}
+
+
+@pytest.mark.slow
+def test_health_says_when_the_ingest_loop_has_stopped(tmp_path: Path, mosquitto: Broker) -> None:
+    config = FleetConfig.of(mosquitto.url, str(tmp_path / "fleet.duckdb"), "127.0.0.1:0")
+    with FleetServer(config) as fleet:
+        up = httpx.get(fleet.http_url + "/api/v1/health")
+        assert up.status_code == 200 and up.json()["ok"] is True
+        ingest = up.json()["ingest"]
+        assert ingest["running"] is True and ingest["conflicts"] == 0
+        fleet.ingestor.stop()  # the loop ends: nothing is taken in any more
+        down = httpx.get(fleet.http_url + "/api/v1/health")
+        assert down.status_code == 503
+        assert down.json()["ok"] is False and down.json()["ingest"]["running"] is False
