@@ -115,8 +115,8 @@ def _arrow_rows_json(arrow: pa.Table) -> bytes | memoryview | None:
     return memoryview(joined.as_buffer())  # the UTF-8 bytes as they are, no str between
 
 
-# A spreadsheet reads a cell that starts with one of these as a formula (or, for tab and
-# carriage return, may drop them and read what follows as one).
+# A spreadsheet reads a cell that starts with one of these as a formula (or may drop a
+# leading tab or line break and read what follows as one).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
