@@ -14,6 +14,10 @@ class TensorSpec:
     name: str
     shape: tuple[int | None, ...]  # None where the dimension is dynamic
     dtype: str  # numpy dtype name
+    # An integer tensor of a quantized model holds real = (q - zero_point) * scale; scale is 0
+    # where the tensor holds real values or the backend cannot say.
+    scale: float = 0.0
+    zero_point: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +37,10 @@ class Backend(Protocol):
 
     def run(self, inputs: list[npt.NDArray[np.generic]]) -> list[npt.NDArray[np.generic]]:
         """Run once; ``inputs`` in the order of ``self.inputs``, outputs in the order of
-        ``self.outputs``."""
+        ``self.outputs``. An input may take any size along a dimension its spec leaves
+        dynamic (None). Where a backend knows a tensor's quantization (``scale``), a float
+        input to an integer tensor is quantized and an integer output is given as real
+        values (float32)."""
         ...
 
 

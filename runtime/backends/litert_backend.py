@@ -50,36 +50,71 @@ class LiteRtBackend:
         self.info = BackendInfo("litert", used)
         self._in = self._interp.get_input_details()
         self._out = self._interp.get_output_details()
-        self.inputs = tuple(
-            TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name)
-            for d in self._in
-        )
-        self.outputs = tuple(
-            TensorSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name)
-            for d in self._out
-        )
+        self.inputs = tuple(_spec(d) for d in self._in)
+        self.outputs = tuple(_spec(d) for d in self._out)
 
     @property
     def input_quantization(self) -> tuple[float, int]:
         """(scale, zero point) of the first input; (0.0, 0) when it is not quantized."""
-        scale, zero = self._in[0]["quantization"]
-        return float(scale), int(zero)
+        return self.inputs[0].scale, self.inputs[0].zero_point
 
-    @staticmethod
-    def _dequantize(
-        detail: dict[str, Any], raw: npt.NDArray[np.generic]
-    ) -> npt.NDArray[np.generic]:
-        # Full-integer models give int8/uint8 outputs: hand the post-processing real values.
-        scale, zero = detail["quantization"]
-        if raw.dtype in (np.int8, np.uint8) and scale:
-            return ((raw.astype(np.float32) - zero) * scale).astype(np.float32)
-        return np.asarray(raw)
+    def _fit(self, inputs: list[npt.NDArray[np.generic]]) -> None:
+        """Resize inputs whose dynamic dimensions the arrays give other sizes to."""
+        resized = False
+        for detail, spec, array in zip(self._in, self.inputs, inputs, strict=True):
+            fits = len(spec.shape) == array.ndim and all(
+                d is None or d == n for d, n in zip(spec.shape, array.shape, strict=True)
+            )
+            if fits and tuple(detail["shape"]) != array.shape:
+                self._interp.resize_tensor_input(detail["index"], list(array.shape))
+                resized = True
+        if resized:
+            self._interp.allocate_tensors()
+            self._in = self._interp.get_input_details()
+            self._out = self._interp.get_output_details()
 
     def run(self, inputs: list[npt.NDArray[np.generic]]) -> list[npt.NDArray[np.generic]]:
         try:
-            for detail, array in zip(self._in, inputs, strict=True):
-                self._interp.set_tensor(detail["index"], array)
+            self._fit(inputs)
+            for detail, spec, array in zip(self._in, self.inputs, inputs, strict=True):
+                self._interp.set_tensor(detail["index"], _quantize(spec, array))
             self._interp.invoke()
-            return [self._dequantize(d, self._interp.get_tensor(d["index"])) for d in self._out]
+            return [
+                _dequantize(spec, self._interp.get_tensor(d["index"]))
+                for spec, d in zip(self.outputs, self._out, strict=True)
+            ]
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"LiteRT inference failed: {exc}") from exc
+
+
+_INTEGER = (np.int8, np.uint8, np.int16)
+
+
+def _spec(detail: dict[str, Any]) -> TensorSpec:
+    """A tensor's spec: dynamic dimensions (-1 in its signature) as None."""
+    signature = detail.get("shape_signature", detail["shape"])
+    dtype = np.dtype(detail["dtype"])
+    scale, zero = detail["quantization"] if dtype in _INTEGER else (0.0, 0)
+    return TensorSpec(
+        detail["name"],
+        tuple(int(x) if x >= 0 else None for x in signature),
+        dtype.name,
+        float(scale),
+        int(zero),
+    )
+
+
+def _quantize(spec: TensorSpec, array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    """Real values into a quantized integer input: round(x / scale) + zero, clipped."""
+    if not spec.scale or array.dtype.kind != "f":
+        return array
+    info = np.iinfo(spec.dtype)
+    q = np.round(np.asarray(array, np.float32) / spec.scale) + spec.zero_point
+    return np.clip(q, info.min, info.max).astype(spec.dtype)
+
+
+def _dequantize(spec: TensorSpec, raw: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    # Full-integer models give integer outputs: hand the post-processing real values.
+    if spec.scale and raw.dtype in _INTEGER:
+        return ((raw.astype(np.float32) - spec.zero_point) * spec.scale).astype(np.float32)
+    return np.asarray(raw)

@@ -20,22 +20,22 @@ from edgetally.runtime.errors import BackendError
 log = logging.getLogger(__name__)
 
 
-def _onnxruntime(path: Path, device: str | None, config: Any) -> Backend:
+def _onnxruntime(path: Path, device: str | None, config: Any, threads: int) -> Backend:
     from edgetally.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, OnnxRuntimeConfig
 
-    return OnnxRuntimeBackend(path, device, config or OnnxRuntimeConfig())
+    return OnnxRuntimeBackend(path, device, config or OnnxRuntimeConfig(threads=threads))
 
 
-def _openvino(path: Path, device: str | None, config: Any) -> Backend:
+def _openvino(path: Path, device: str | None, config: Any, threads: int) -> Backend:
     from edgetally.runtime.backends.openvino_backend import OpenVinoBackend, OpenVinoConfig
 
-    return OpenVinoBackend(path, device, config or OpenVinoConfig())
+    return OpenVinoBackend(path, device, config or OpenVinoConfig(threads=threads))
 
 
-def _litert(path: Path, device: str | None, config: Any) -> Backend:
+def _litert(path: Path, device: str | None, config: Any, threads: int) -> Backend:
     from edgetally.runtime.backends.litert_backend import LiteRtBackend, LiteRtConfig
 
-    return LiteRtBackend(path, device, config or LiteRtConfig())
+    return LiteRtBackend(path, device, config or LiteRtConfig(threads=threads))
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,8 @@ class BackendEntry:
     name: str
     module: str  # the Python module that must be importable
     formats: tuple[str, ...]
-    factory: Callable[[Path, str | None, Any], Backend]
+    # (model path, device or delegate, the backend's config or None, CPU threads) -> Backend
+    factory: Callable[[Path, str | None, Any, int], Backend]
 
 
 BACKENDS: dict[str, BackendEntry] = {
@@ -74,8 +75,13 @@ def open_backend(
     request: str = "auto",
     device: str | None = None,
     config: Any = None,
+    *,
+    threads: int = 0,
 ) -> Backend:
-    """Load ``path`` on the requested backend (or the first that works, for ``auto``)."""
+    """Load ``path`` on the requested backend (or the first that works, for ``auto``).
+
+    ``threads`` caps the CPU threads of whichever backend runs it (0: the backend's own
+    default); a ``config`` given for an explicit backend says it instead."""
     if request != "auto":
         entry = BACKENDS.get(request)
         if entry is None:
@@ -87,7 +93,7 @@ def open_backend(
             )
         if importlib.util.find_spec(entry.module) is None:
             raise BackendError(f"backend {request} needs the Python package {entry.module}")
-        return entry.factory(path, device, config)
+        return entry.factory(path, device, config, threads)
 
     candidates = AUTO_ORDER.get(model_format, ())
     failures: list[str] = []
@@ -98,7 +104,7 @@ def open_backend(
             continue
         try:
             # A device is backend-specific: only the first choice is asked for it.
-            backend = entry.factory(path, device if not failures else None, None)
+            backend = entry.factory(path, device if not failures else None, None, threads)
         except BackendError as exc:
             failures.append(f"{name}: {exc}")
             log.info("backend %s unavailable (%s)", name, exc)

@@ -130,3 +130,42 @@ def test_a_sidecar_manifest_describes_an_unknown_file(tmp_path: Path) -> None:
 def test_unknown_zoo_name_lists_the_zoo() -> None:
     with pytest.raises(UnknownModelError, match="pedestrian-ssdlite"):
         resolve_model("no-such-model")
+
+
+AUDIO_DATA = Path(__file__).parent / "data"
+
+
+def test_litert_specs_say_dynamic_dimensions_and_quantization() -> None:
+    wave = open_backend(AUDIO_DATA / "tiny_wave.tflite", "tflite", "litert")
+    assert wave.inputs[0].shape == (1, None) and wave.inputs[0].scale == 0.0
+    # A dynamic dimension takes any size, run after run.
+    for n in (8000, 4000, 8000):
+        [out] = wave.run([np.zeros((1, n), np.float32)])
+        assert out.shape == (1, 2)
+    int8 = open_backend(AUDIO_DATA / "tiny_logmel_int8.tflite", "tflite", "litert")
+    spec = int8.inputs[0]
+    assert spec.dtype == "int8" and spec.scale > 0 and int8.outputs[0].scale > 0
+    assert int8.input_quantization == (spec.scale, spec.zero_point)  # type: ignore[attr-defined]
+
+
+def test_litert_quantizes_real_inputs_and_dequantizes_integer_outputs() -> None:
+    backend = open_backend(AUDIO_DATA / "tiny_logmel_int8.tflite", "tflite", "litert")
+    spec = backend.inputs[0]
+    x = np.random.default_rng(0).normal(-3.0, 2.0, (1, 96, 64)).astype(np.float32)
+    q = np.clip(np.round(x / spec.scale) + spec.zero_point, -128, 127).astype(np.int8)
+    [real] = backend.run([x])
+    [given] = backend.run([q])  # already quantized: passed as it is
+    assert real.dtype == np.float32 and real.shape == (1, 3)
+    np.testing.assert_array_equal(real, given)
+    out = backend.outputs[0]
+    steps = (real / out.scale) + out.zero_point
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)  # whole int8 steps
+
+
+def test_threads_reach_the_backend_auto_picks() -> None:
+    from edgetally.runtime.audio.vad import default_vad_model
+
+    backend = open_backend(default_vad_model(), "onnx", "auto", threads=1)
+    assert backend.info.name == "onnxruntime"
+    options = backend._session.get_session_options()  # type: ignore[attr-defined]
+    assert options.intra_op_num_threads == 1
