@@ -21,6 +21,9 @@ Example::
       vad: true                      # speech share with silero-vad
       classifier: yamnet.tflite      # optional, with its class map (YAMNet's CSV format)
       class_map: yamnet_class_map.csv
+      # classifier_backend: auto     # auto|onnxruntime|openvino|litert, as for the detector;
+      # classifier_accelerator: NPU  # its device, provider or delegate (vad_backend and
+      #                              # vad_accelerator likewise for the VAD)
     cameras:
       - id: door
         source: /dev/video0          # or a file, an image folder, rtsp://...
@@ -218,6 +221,21 @@ class AudioConfig(_Strict):
     classifier: Path | None = None
     class_map: Path | None = None
     event_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    # The inference backend of each model (auto: onnxruntime for ONNX, LiteRT for TFLite)
+    # and its OpenVINO device, onnxruntime provider or LiteRT delegate.
+    vad_backend: str = "auto"
+    vad_accelerator: str | None = Field(default=None, max_length=1024)
+    classifier_backend: str = "auto"
+    classifier_accelerator: str | None = Field(default=None, max_length=1024)
+
+    @field_validator("vad_backend", "classifier_backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        from edgetally.runtime.backends import BACKENDS
+
+        if value != "auto" and value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}: expected auto, {', '.join(BACKENDS)}")
+        return value
 
     @property
     def live(self) -> bool:

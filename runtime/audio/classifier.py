@@ -1,4 +1,5 @@
-"""Sound events from any ONNX or TFLite audio classifier with a class-map CSV.
+"""Sound events from any ONNX or TFLite audio classifier with a class-map CSV, run by the
+runtime's inference backends (onnxruntime, OpenVINO, LiteRT and their accelerators).
 
 The class map uses YAMNet's format: a header line, then ``index,mid,display_name`` per class.
 What the model takes is read from its input shape:
@@ -17,15 +18,17 @@ from __future__ import annotations
 
 import csv
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from edgetally.models.errors import ModelFileError
 from edgetally.runtime.audio.errors import AudioError
 from edgetally.runtime.audio.sources import RATE, Samples
+from edgetally.runtime.backends import Backend, TensorSpec, open_backend
+from edgetally.runtime.errors import BackendError
 
 MEL_HOP = 160
 MEL_WIN = 400
@@ -108,9 +111,8 @@ class _InputLayout:
     mels: int = 0
 
 
-def _layout(shape: list[Any], window_seconds: float, path: Path) -> _InputLayout:
-    # onnxruntime gives ints or dimension names, LiteRT numpy integers (-1 when dynamic)
-    dims = [int(d) if isinstance(d, int | np.integer) and d > 0 else None for d in shape]
+def _layout(dims: tuple[int | None, ...], window_seconds: float, path: Path) -> _InputLayout:
+    shape = [-1 if d is None else d for d in dims]  # as a model's signature writes it
     if len(dims) in (1, 2):
         n = dims[-1] or round(window_seconds * RATE)
         if len(dims) == 2 and dims[0] not in (None, 1):
@@ -125,105 +127,64 @@ def _layout(shape: list[Any], window_seconds: float, path: Path) -> _InputLayout
     raise AudioError(f"{path}: unsupported classifier input shape {shape}")
 
 
-def _quant_params(detail: dict[str, Any], path: Path) -> tuple[np.dtype[Any], float, int]:
-    """(dtype, scale, zero point) of a LiteRT tensor; scale 0 when it holds floats."""
-    dtype = np.dtype(detail["dtype"])
-    if dtype == np.float32:
-        return dtype, 0.0, 0
-    if dtype not in (np.int8, np.uint8, np.int16):
-        raise AudioError(f"{path}: unsupported tensor type {dtype.name}")
-    scale, zero = detail["quantization"]
-    if not scale:
-        raise AudioError(f"{path}: {dtype.name} tensor without quantization scale")
-    return dtype, float(scale), int(zero)
+def _check_tensor(spec: TensorSpec, backend: Backend, path: Path) -> None:
+    """Float, or an integer type whose quantization the backend converts at its edge."""
+    if spec.dtype == "float32":
+        return
+    if spec.dtype not in ("int8", "uint8", "int16"):
+        raise AudioError(f"{path}: unsupported tensor type {spec.dtype}")
+    if not spec.scale and backend.info.name == "litert":
+        raise AudioError(f"{path}: {spec.dtype} tensor without quantization scale")
+    if not spec.scale:
+        raise AudioError(
+            f"{path}: {backend.info.name} does not give the quantization of its {spec.dtype} "
+            "tensors: run full-integer TFLite models on litert"
+        )
 
 
-def _quantizer(
-    detail: dict[str, Any], path: Path
-) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[Any]]:
-    """Float input to what the model takes: q = round(x / scale) + zero, clipped to the type."""
-    dtype, scale, zero = _quant_params(detail, path)
-    if not scale:
-        return lambda x: x
-    info = np.iinfo(dtype.name)
-
-    def quantize(x: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
-
-    return quantize
-
-
-def _dequantizer(
-    detail: dict[str, Any], path: Path
-) -> Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]]:
-    """The model's output as float scores: (q - zero) * scale."""
-    _, scale, zero = _quant_params(detail, path)
-    if not scale:
-        return lambda q: np.asarray(q, np.float32)
-    return lambda q: ((np.asarray(q, np.float32) - zero) * scale).astype(np.float32)
+def model_format(path: Path) -> str:
+    """The backends' name for a model file's format, from its suffix."""
+    fmt = {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"{path}: classifier must be .onnx or .tflite")
+    return fmt
 
 
 class ModelClassifier:
-    """An ONNX (onnxruntime) or TFLite (LiteRT) audio classifier plus its class map."""
+    """An ONNX or TFLite audio classifier plus its class map, run by an inference backend:
+    ``auto`` picks onnxruntime for ONNX and LiteRT for TFLite (OpenVINO where those are
+    missing); ``accelerator`` is the backend's device, provider or delegate."""
 
-    def __init__(self, model: Path, class_map: Path, window_seconds: float = 0.975) -> None:
+    def __init__(
+        self,
+        model: Path,
+        class_map: Path,
+        window_seconds: float = 0.975,
+        *,
+        backend: str = "auto",
+        accelerator: str | None = None,
+    ) -> None:
         if not model.is_file():
             raise AudioError(f"classifier model not found: {model}")
         self._labels = read_class_map(class_map)
         self._path = model
-        suffix = model.suffix.lower()
-        if suffix == ".onnx":
-            self._init_onnx(model, window_seconds)
-        elif suffix == ".tflite":
-            self._init_tflite(model, window_seconds)
-        else:
-            raise AudioError(f"{model}: classifier must be .onnx or .tflite")
-
-    def _init_onnx(self, model: Path, window_seconds: float) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
+        fmt = model_format(model)
         try:
-            sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
+            self.backend = open_backend(model, fmt, backend, accelerator, threads=1)
+        except (BackendError, ModelFileError) as exc:
             raise AudioError(f"cannot load classifier {model}: {exc}") from exc
-        inp = sess.get_inputs()[0]
-        self._layout = _layout(list(inp.shape), window_seconds, model)
-        name = inp.name
+        inp, out = self.backend.inputs[0], self.backend.outputs[0]
+        self._layout = _layout(inp.shape, window_seconds, model)
+        _check_tensor(inp, self.backend, model)
+        _check_tensor(out, self.backend, model)
 
-        def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-            return np.asarray(sess.run(None, {name: x})[0], np.float32)
-
-        self._run = run
-
-    def _init_tflite(self, model: Path, window_seconds: float) -> None:
+    def _run(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        # The backend quantizes the float input and dequantizes the scores of an int8 model.
         try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError as exc:
-            raise AudioError(f"TFLite classifiers need ai-edge-litert: {exc}") from exc
-        try:
-            interp = Interpreter(model_path=str(model), num_threads=1)
-        except (ValueError, RuntimeError) as exc:
-            raise AudioError(f"cannot load classifier {model}: {exc}") from exc
-        detail = interp.get_input_details()[0]
-        self._layout = _layout(list(detail["shape_signature"]), window_seconds, model)
-        if list(detail["shape"]) != list(self._layout.shape):
-            interp.resize_tensor_input(detail["index"], list(self._layout.shape))
-        try:
-            interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise AudioError(f"cannot load classifier {model}: {exc}") from exc
-        out = interp.get_output_details()[0]
-        quantize = _quantizer(detail, model)
-        dequantize = _dequantizer(out, model)
-
-        def run(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-            interp.set_tensor(detail["index"], quantize(x))
-            interp.invoke()
-            return dequantize(interp.get_tensor(out["index"]))
-
-        self._run = run
+            out = self.backend.run([x])[0]
+        except BackendError as exc:
+            raise AudioError(f"classifier {self._path}: {exc}") from exc
+        return np.asarray(out, np.float32)
 
     @property
     def labels(self) -> tuple[str, ...]:

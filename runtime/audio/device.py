@@ -76,10 +76,19 @@ def build_analyzer(config: AudioConfig, bucket_seconds: int) -> AudioAnalyzer:
     from edgetally.runtime.audio.classifier import EventCounter, ModelClassifier
     from edgetally.runtime.audio.vad import SileroVad
 
-    vad = SileroVad(config.vad_model) if config.vad else None
+    vad = None
+    if config.vad:
+        vad = SileroVad(
+            config.vad_model, backend=config.vad_backend, accelerator=config.vad_accelerator
+        )
     events = None
     if config.classifier is not None and config.class_map is not None:
-        classifier = ModelClassifier(config.classifier, config.class_map)
+        classifier = ModelClassifier(
+            config.classifier,
+            config.class_map,
+            backend=config.classifier_backend,
+            accelerator=config.classifier_accelerator,
+        )
         events = EventCounter(classifier, config.event_threshold)
     return AudioAnalyzer(float(bucket_seconds), vad, events, config.spl_offset_db)
 

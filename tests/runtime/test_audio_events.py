@@ -1,5 +1,6 @@
 """Sound events from a classifier built here as a real ONNX graph, run by onnxruntime, and
-from its TFLite twins (float and int8) in tests/runtime/data, run by LiteRT.
+from its TFLite twins (float and int8) in tests/runtime/data, run by LiteRT; OpenVINO runs
+the float ones too.
 
 The .tflite files come from data/make_tiny_audio_tflite.py (needs TensorFlow); these tests
 only need LiteRT."""
@@ -258,3 +259,40 @@ def test_corrupt_tflite_is_a_one_line_error(tmp_path: Path) -> None:
     assert out.returncode == 1, out.stderr
     assert out.stderr.startswith(f"edgetally: error: cannot load classifier {bad}")
     assert "Traceback" not in out.stderr
+
+
+def test_auto_keeps_onnxruntime_for_onnx_and_litert_for_tflite(tmp_path: Path) -> None:
+    for kind, name in (("onnx", "onnxruntime"), ("tflite", "litert"), ("int8", "litert")):
+        assert ModelClassifier(*_logmel_twin(kind, tmp_path)).backend.info.name == name
+
+
+@pytest.mark.parametrize("kind", ["onnx", "tflite", "wave"])
+def test_openvino_scores_as_the_default_backend(tmp_path: Path, kind: str) -> None:
+    if kind == "wave":  # a dynamic input length
+        model, cmap, seconds = DATA / "tiny_wave.tflite", DATA / "tiny_wave.csv", 0.5
+    else:
+        (model, cmap), seconds = _logmel_twin(kind, tmp_path), 0.975
+    default = ModelClassifier(model, cmap, seconds)
+    ov = ModelClassifier(model, cmap, seconds, backend="openvino", accelerator="CPU")
+    assert ov.backend.info.name == "openvino" and ov.window == default.window
+    n = default.window
+    for x in (np.zeros(n, np.float32), _tone(300.0, n), _tone(5000.0, n, 0.05)):
+        np.testing.assert_allclose(ov.scores(x), default.scores(x), atol=1e-4)
+
+
+def test_a_backend_that_cannot_run_the_classifier_is_a_one_line_error(tmp_path: Path) -> None:
+    model, cmap = _logmel_twin("int8", tmp_path)
+    with pytest.raises(AudioError, match="backend onnxruntime cannot run tflite"):
+        ModelClassifier(model, cmap, backend="onnxruntime")
+    with pytest.raises(AudioError, match="openvino does not give the quantization") as info:
+        ModelClassifier(model, cmap, backend="openvino")
+    assert "\n" not in str(info.value)
+    wav = tmp_path / "s.wav"
+    soundfile.write(wav, np.zeros(RATE, np.float32), RATE)
+    result = CliRunner().invoke(
+        build_app(),
+        ["audio", "analyze", str(wav), "--no-vad", "--classifier", str(model),
+         "--class-map", str(cmap), "--classifier-backend", "onnxruntime"],
+    )
+    assert isinstance(result.exception, AudioError)
+    assert "backend onnxruntime cannot run tflite" in str(result.exception)

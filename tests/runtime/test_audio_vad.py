@@ -1,4 +1,5 @@
-"""silero-vad through onnxruntime: espeak-ng speech reads as speech, ESC-10 sounds do not."""
+"""silero-vad through onnxruntime (auto) and OpenVINO: espeak-ng speech reads as speech,
+ESC-10 sounds do not."""
 
 from __future__ import annotations
 
@@ -15,9 +16,18 @@ from edgetally.runtime.audio.vad import SileroVad
 from tests.conftest import shared_path
 
 
-@pytest.fixture(scope="module")
-def vad() -> SileroVad:
-    return SileroVad()
+@pytest.fixture(scope="module", params=["auto", "openvino"])
+def vad(request: pytest.FixtureRequest) -> SileroVad:
+    return SileroVad(backend=request.param)
+
+
+def test_auto_is_onnxruntime_and_an_impossible_backend_is_a_one_line_error() -> None:
+    from edgetally.runtime.audio.errors import AudioError
+
+    assert SileroVad().backend.info.name == "onnxruntime"
+    with pytest.raises(AudioError, match="backend litert cannot run onnx models") as info:
+        SileroVad(backend="litert")
+    assert str(info.value).startswith("cannot load VAD model ") and "\n" not in str(info.value)
 
 
 def test_espeak_speech_is_speech_and_silence_is_not(tmp_path: Path, vad: SileroVad) -> None:

@@ -31,6 +31,8 @@ def base(**extra: object) -> dict[str, object]:
          "audio: classifier and class_map go together"),
         (base(audio={"source": "x.wav", "gain": 3}), "audio.gain: unknown key"),
         (base(audio={"source": "x.wav", "spl_offset_db": -5}), "audio.spl_offset_db"),
+        (base(audio={"source": "x.wav", "vad_backend": "tensorrt"}),
+         "audio.vad_backend: unknown backend 'tensorrt': expected auto, onnxruntime"),
         (base(cameras=[{"id": "c", "source": "v.mp4"}]),
          "cameras[0]: a camera needs at least one line, zone or shelf"),
         (base(cameras=[{"id": "c", "source": "v.mp4", "shelf": {"regions": []}}]),
@@ -75,6 +77,22 @@ def test_the_shelf_block_is_parsed_once_and_a_dump_validates_again(tmp_path: Pat
     # What `device run --config FILE --option ...` does: dump, change, validate again.
     assert parse_config(cfg.model_dump()) == cfg
     assert ShelfConfig.model_validate(held.model_dump(mode="json")) == held
+
+
+def test_the_audio_block_picks_each_model_s_backend(tmp_path: Path) -> None:
+    data = Path(__file__).parent / "data"
+    cfg = parse_config(base(audio={
+        "source": "x.wav", "vad_backend": "openvino", "vad_accelerator": "CPU",
+        "classifier": str(data / "tiny_logmel.tflite"),
+        "class_map": str(data / "tiny_logmel.csv"), "classifier_backend": "openvino",
+    })).audio
+    assert cfg is not None
+    analyzer = build_analyzer(cfg, 60)
+    assert analyzer.vad is not None and analyzer.events is not None
+    assert analyzer.vad.backend.info == analyzer.events.classifier.backend.info  # type: ignore[attr-defined]
+    assert analyzer.vad.backend.info.name == "openvino"
+    default = build_analyzer(parse_config(base(audio={"source": "x.wav"})).audio, 60)  # type: ignore[arg-type]
+    assert default.vad is not None and default.vad.backend.info.name == "onnxruntime"
 
 
 def test_event_names_fit_the_wire() -> None:
