@@ -157,10 +157,6 @@ class CameraConfig(_Strict):
                     )
         return value
 
-    def shelf_config(self) -> ShelfConfig | None:
-        """The shelf block (None when this camera watches no shelf); the same as ``shelf``."""
-        return self.shelf
-
     @model_validator(mode="after")
     def _counters(self) -> CameraConfig:
         if not self.lines and not self.zones and self.shelf is None:
@@ -207,6 +203,8 @@ class UpdatesConfig(_Strict):
     reference_clip: Path | None = None
     reference_lines: tuple[str, ...] = Field(default=(), max_length=16)
     reference_frames: int = Field(default=300, ge=1, le=100_000)
+    # A bundle announced (or streamed) larger than this is not downloaded.
+    max_bundle_mb: int = Field(default=512, ge=1, le=1_000_000)
 
 
 class AudioConfig(_Strict):

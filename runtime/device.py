@@ -355,7 +355,7 @@ class Device:
             log.warning("camera %s: resuming %s at frame %d", cam.id, cam.source, skip_before)
         source = self._source_factory(cam, start)
         buckets = saved.buckets if saved is not None else 0
-        shelf_config = cam.shelf_config()
+        shelf_config = cam.shelf
         watch = None
         if shelf_config is not None:
             from edgetally.runtime.shelf.watch import ShelfWatch

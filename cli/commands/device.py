@@ -328,7 +328,6 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
         return None
     if "models_dir" not in data:
         raise ConfigError("update options need --models-dir (or updates.models_dir)")
-    max_bundle_mb = data.pop("max_bundle_mb", None)  # a flag only, not a config file key
     try:
         u = UpdatesConfig.model_validate(data)
     except ValidationError as exc:
@@ -343,8 +342,7 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
     return UpdateOptions(
         models_dir=u.models_dir, fleet_pubkey=u.fleet_pubkey, device_class=u.device_class,
         fleet_url=u.fleet_url, fleet_token=u.fleet_token, confirm_frames=u.confirm_frames,
-        precision=u.precision, reference=reference,
-        **({} if max_bundle_mb is None else {"max_bundle_bytes": int(max_bundle_mb) << 20}),
+        precision=u.precision, reference=reference, max_bundle_bytes=u.max_bundle_mb << 20,
     )
 
 
