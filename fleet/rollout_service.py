@@ -225,7 +225,11 @@ class RolloutService:
             self._publish(topic_for(site, device, "cmd"), to_json(cmd))
 
     def _path(self, rollout_id: str) -> Path:
-        if not rollout_id or not all(c.isalnum() or c in "_.:-" for c in rollout_id):
+        if (
+            not rollout_id
+            or len(rollout_id) > 128
+            or not all(c.isalnum() or c in "_.:-" for c in rollout_id)
+        ):
             raise RolloutNotFound(f"no rollout {rollout_id[:70]!r}")
         return self._rollouts / f"{rollout_id}.json"
 

@@ -42,6 +42,7 @@ from edgetally.fleet.rollout_mqtt import RolloutMqttLink
 from edgetally.fleet.rollout_service import RolloutService
 from edgetally.fleet.store import Store, StoreError, open_store
 from edgetally.models.errors import EdgetallyError
+from edgetally.models.wire import DEFAULT_WINDOW, TimeWindow
 from fastapi import FastAPI
 
 API_PREFIX = "/api/v1"
@@ -73,6 +74,7 @@ class FleetConfig:
     housekeeping_s: float = 3600.0  # how often old dead letters are deleted
     insecure: bool = False  # serve a non-loopback address without tokens anyway
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES  # the largest bundle upload taken
+    window: TimeWindow | None = DEFAULT_WINDOW  # times a message may carry (None: any)
 
     @staticmethod
     def of(
@@ -180,7 +182,8 @@ class FleetServer:
             self._ingestor = Ingestor(
                 self._store,
                 IngestConfig(
-                    broker=c.broker, client_id=c.client_id, ca_file=c.ca_file, batch_max=c.batch_max
+                    broker=c.broker, client_id=c.client_id, ca_file=c.ca_file,
+                    batch_max=c.batch_max, window=c.window,
                 ),
             )
             self._ingestor.start()

@@ -7,7 +7,7 @@ import importlib.util
 import json
 import signal
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -76,10 +76,19 @@ def serve(
         False, "--insecure",
         help="Serve a non-loopback --http address without --tokens (anyone may read).",
     ),
+    earliest: datetime = typer.Option(
+        "2000-01-01", "--earliest", metavar="DATE",
+        help="Messages with an earlier time are dead letters (a device with a broken clock).",
+    ),
+    max_ahead: float = typer.Option(
+        86_400.0, "--max-ahead", min=0.0, metavar="SECONDS",
+        help="Messages more than this ahead of the fleet's clock are dead letters.",
+    ),
 ) -> None:
     """Subscribe to the broker, store every valid message, serve the analyst API; with
     --tokens the API needs bearer tokens, with --rollouts it also runs staged rollouts."""
     from edgetally.fleet.server import FleetConfig, FleetServer
+    from edgetally.models.wire import TimeWindow
 
     if rollouts and (tokens is None or fleet_pubkey is None):
         raise FleetError("--rollouts needs --tokens FILE and --fleet-pubkey KEY")
@@ -100,6 +109,10 @@ def serve(
         max_heavy_queries=max_heavy_queries,
         dead_letter_days=dead_letter_days or None,
         insecure=insecure,
+        window=TimeWindow(
+            earliest=earliest if earliest.tzinfo else earliest.replace(tzinfo=UTC),
+            max_ahead_s=max_ahead,
+        ),
     )
     config.check_exposure()
     if insecure and tokens is None:

@@ -456,3 +456,34 @@ def test_devices_end_to_end_identity_reset_and_conflict(
         assert conflicts == {("shopA", "cam1"): 1, ("shopB", "cam1"): 0}
         letters = httpx.get(f"{fleet.http_url}/api/v1/dead-letters").json()["rows"]
         assert [d["reason"][:28] for d in letters] == ["conflict: agg shopA/cam1 epo"]
+
+
+@pytest.mark.slow
+def test_the_fleets_window_is_configurable(mosquitto: Any, tmp_path: Path) -> None:
+    from edgetally.models.wire import TimeWindow
+
+    old = agg("shop", "cam1", 0, 7).model_copy(
+        update={"start": datetime(1995, 3, 1, tzinfo=UTC)}
+    )
+    window = TimeWindow(earliest=datetime(1990, 1, 1, tzinfo=UTC))
+    config = FleetConfig.of(
+        mosquitto.url, str(tmp_path / "f.duckdb"), "127.0.0.1:0", window=window
+    )
+    with FleetServer(config) as fleet:
+        publish(mosquitto.url, [(topic_for("shop", "cam1", "agg"), to_json(old), False)])
+        assert fleet.ingestor.wait_until(lambda k: k.processed >= 1, 15)
+        k = fleet.counters()
+        assert (k.aggregates_new, k.dead_letters) == (1, 0)
+
+
+def test_the_serve_command_takes_the_window(tmp_path: Path) -> None:
+    """The flags reach the ingest's window (a bad date is a one-line error)."""
+    import subprocess
+    import sys
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "edgetally", "fleet", "serve", "--db", str(tmp_path / "f.db"),
+         "--earliest", "not-a-date"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode != 0 and "--earliest" in bad.stderr
