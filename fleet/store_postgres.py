@@ -264,7 +264,9 @@ class PostgresStore:
             return Table(tuple(names), arrow=schema.empty_table())
         arrow = pa_csv.read_csv(
             pa.py_buffer(bytes(body)),
-            read_options=pa_csv.ReadOptions(column_names=names),
+            # One thread: Arrow's CPU pool can abort a short-lived process at exit
+            # ("terminate called without an active exception" after `fleet query`).
+            read_options=pa_csv.ReadOptions(column_names=names, use_threads=False),
             convert_options=pa_csv.ConvertOptions(
                 column_types=schema,
                 null_values=[""],  # NULL is an unquoted empty field, '' is quoted
