@@ -125,8 +125,8 @@ def publish(port: int, index: int, count: int, ready: Any, go: Any) -> None:
 def ingest_rate(db: str, total: int, publishers: int) -> dict[str, float]:
     """Aggregates per second from the first publish until ``db`` holds all ``total``."""
     from edgetally.fleet.addresses import parse_broker_url
-    from edgetally.fleet.ingest import IngestConfig, Ingestor
-    from edgetally.fleet.store import open_store
+    from edgetally.fleet.ingest.mqtt import IngestConfig, Ingestor
+    from edgetally.fleet.store.base import open_store
 
     per = total // publishers
     total = per * publishers
@@ -210,7 +210,7 @@ def generate(store: Any, devices: int, days: int, chunk_days: int = 30) -> float
 
 def analyst_queries(devices: int, days: int) -> list[tuple[str, Any]]:
     """Typical questions, as :class:`Filters` inside the generated year."""
-    from edgetally.fleet.records import Filters
+    from edgetally.fleet.store.records import Filters
 
     def at(day: int) -> datetime:
         return YEAR_START + timedelta(days=min(day, days))
@@ -232,7 +232,7 @@ def analyst_queries(devices: int, days: int) -> list[tuple[str, Any]]:
 
 def zone_queries(devices: int, days: int) -> list[tuple[str, Any]]:
     """Occupancy and dwell: the long questions, where the raw buckets are many."""
-    from edgetally.fleet.records import Filters
+    from edgetally.fleet.store.records import Filters
 
     site = "site-001" if devices > DEVICES_PER_SITE else "site-000"
     end = YEAR_START + timedelta(days=days)
@@ -257,8 +257,8 @@ def timed(call: Callable[[], Any], repeat: int) -> tuple[Any, list[float]]:
 
 def latencies(store: Any, devices: int, days: int, repeat: int) -> dict[str, list[float]]:
     """The query and its JSON answer (what the API sends), without HTTP."""
-    from edgetally.fleet import queries
-    from edgetally.fleet.export import to_json
+    from edgetally.fleet.http.export import to_json
+    from edgetally.fleet.store import queries
 
     out: dict[str, list[float]] = {}
     year = analyst_queries(devices, days)
@@ -284,8 +284,8 @@ def latencies(store: Any, devices: int, days: int, repeat: int) -> dict[str, lis
 def raw_latencies(store: Any, devices: int, days: int, repeat: int) -> dict[str, list[float]]:
     """Occupancy and dwell read from the raw buckets (``rollups=False``), as before the
     rollups kept them: the comparison for :func:`latencies`."""
-    from edgetally.fleet import queries
-    from edgetally.fleet.export import to_json
+    from edgetally.fleet.http.export import to_json
+    from edgetally.fleet.store import queries
 
     out: dict[str, list[float]] = {}
     for query in (queries.occupancy, queries.dwell):
@@ -306,8 +306,8 @@ def http_api(store: Any) -> Iterator[str]:
     import threading
 
     import uvicorn
-    from edgetally.fleet.api import create_app
-    from edgetally.fleet.api_context import FleetContext
+    from edgetally.fleet.http.app import create_app
+    from edgetally.fleet.http.context import FleetContext
 
     port = free_port()
     app = create_app(FleetContext(store=store, max_rows=10_000_000))
@@ -377,7 +377,7 @@ def print_rate(title: str, r: dict[str, float]) -> None:
 
 
 def query_bench(db: str, args: argparse.Namespace, devices: int) -> None:
-    from edgetally.fleet.store import open_store, refill_rollups
+    from edgetally.fleet.store.base import open_store, refill_rollups
 
     store = open_store(db)
     try:

@@ -37,11 +37,11 @@ CONFIGS = [
 
 
 def one(model: str, backend: str, source: str, frames: int, gate: bool) -> dict[str, float]:
-    from edgetally.runtime.analytics import LineSpec
-    from edgetally.runtime.detectors import load_detector
-    from edgetally.runtime.gate import GateConfig
-    from edgetally.runtime.pipeline import CountingPipeline, PipelineConfig, run_count
-    from edgetally.runtime.sources import SourceOptions, open_source
+    from edgetally.runtime.counting.analytics import LineSpec
+    from edgetally.runtime.counting.detectors import load_detector
+    from edgetally.runtime.counting.gate import GateConfig
+    from edgetally.runtime.counting.pipeline import CountingPipeline, PipelineConfig, run_count
+    from edgetally.runtime.counting.sources import SourceOptions, open_source
     from edgetally.runtime.types import LineId
 
     detector = load_detector(model, backend)

@@ -70,7 +70,7 @@ def measure(label: str, model: str, family: str | None, fmt: str, calib: Path,
     from edgetally.quantize.gate import compare, count_accuracy, warm_up
     from edgetally.quantize.pipeline import TARGET, model_size, quantize_model, reference_backend
     from edgetally.runtime.backends import open_backend
-    from edgetally.runtime.detectors import Detector, load_detector
+    from edgetally.runtime.counting.detectors import Detector, load_detector
 
     with tempfile.TemporaryDirectory(prefix="edgetally-bench-") as tmp:
         t0 = time.perf_counter()

@@ -483,7 +483,7 @@ class DirectDevice(Device):
 
     def __init__(self, w: Worker, index: int, site: str, device: str) -> None:
         super().__init__(w, index, site, device)
-        from edgetally.runtime.outbox import new_epoch
+        from edgetally.runtime.uplink.outbox import new_epoch
 
         self._new_epoch = new_epoch
         self.epoch = new_epoch()
@@ -545,8 +545,8 @@ class OutboxDevice(Device):
         self._open()
 
     def _open(self) -> None:
-        from edgetally.runtime.outbox import Outbox
-        from edgetally.runtime.publisher import Publisher
+        from edgetally.runtime.uplink.outbox import Outbox
+        from edgetally.runtime.uplink.publisher import Publisher
 
         self.outbox = Outbox(self.path)
         self.epoch = self.outbox.epoch

@@ -237,7 +237,7 @@ def store_aggregates(plan: StorePlan, *, share: float = 0.05) -> list[Aggregate]
     """A simulated store's hours as the aggregates its door camera sends: one an hour on
     line ``entrance``, in and out each ``share`` of the street's passers (rounded), with
     ``seq`` 1, 2, ... in time order."""
-    from edgetally.runtime.aggregator import AggregateDraft
+    from edgetally.runtime.uplink.aggregator import AggregateDraft
 
     return [
         AggregateDraft(
@@ -258,9 +258,9 @@ def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: 
     from edgetally.firmware_bridge.power import EnergyBucket
     from edgetally.models.topics import topic_for
     from edgetally.models.wire import to_json
-    from edgetally.runtime.outbox import Outbox, PayloadBuilder
     from edgetally.runtime.power import store_power
-    from edgetally.runtime.publisher import Publisher
+    from edgetally.runtime.uplink.outbox import Outbox, PayloadBuilder
+    from edgetally.runtime.uplink.publisher import Publisher
 
     box = device_profile(profile)
     hours = store_aggregates(plan, share=share)

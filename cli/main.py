@@ -1,19 +1,17 @@
 """Entry point of the `edgetally` command.
 
-Each module of edgetally.commands adds its commands through ``register(app)``. Heavy
+Each module of edgetally.commands adds its commands through ``register(app)``; the modules
+are listed in :func:`build_app`. Heavy
 imports (inference runtimes, databases, brokers) happen inside the commands, so
 ``edgetally --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 import sys
 
 import typer
-from edgetally import commands
 from edgetally.models.errors import EdgetallyError
 
 app = typer.Typer(
@@ -37,8 +35,27 @@ def _root(
 
 
 def build_app() -> typer.Typer:
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+    """The command with every subcommand: each module listed here adds its own."""
+    from edgetally.commands import (
+        audio,
+        bundle,
+        count,
+        demo,
+        device,
+        doctor,
+        energy,
+        fleet,
+        models,
+        power,
+        quantize,
+        rollout,
+        shelf,
+    )
+
+    for module in (
+        audio, bundle, count, demo, device, doctor, energy, fleet, models, power, quantize,
+        rollout, shelf,
+    ):
         module.register(app)
     return app
 

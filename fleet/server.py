@@ -26,21 +26,21 @@ from edgetally.fleet.addresses import (
     read_password_file,
     redact_url,
 )
-from edgetally.fleet.api import create_app
-from edgetally.fleet.api_context import (
+from edgetally.fleet.errors import FleetError
+from edgetally.fleet.http.app import create_app
+from edgetally.fleet.http.auth import Authenticator, WatchedTokens, guard_prefix, install_auth
+from edgetally.fleet.http.context import (
     DEFAULT_MAX_HEAVY_QUERIES,
     DEFAULT_QUERY_TIMEOUT_S,
     FleetContext,
     HeavyQueries,
 )
-from edgetally.fleet.auth import Authenticator, WatchedTokens, guard_prefix, install_auth
-from edgetally.fleet.errors import FleetError
-from edgetally.fleet.ingest import IngestConfig, IngestCounters, Ingestor
-from edgetally.fleet.queries import DEFAULT_OFFLINE_AFTER_S
-from edgetally.fleet.rollout_api import DEFAULT_MAX_BUNDLE_BYTES, build_rollout_router
-from edgetally.fleet.rollout_mqtt import RolloutMqttLink
-from edgetally.fleet.rollout_service import RolloutService
-from edgetally.fleet.store import Store, StoreError, open_store
+from edgetally.fleet.http.rollout import DEFAULT_MAX_BUNDLE_BYTES, build_rollout_router
+from edgetally.fleet.ingest.mqtt import IngestConfig, IngestCounters, Ingestor
+from edgetally.fleet.rollout.mqtt import RolloutMqttLink
+from edgetally.fleet.rollout.service import RolloutService
+from edgetally.fleet.store.base import Store, StoreError, open_store
+from edgetally.fleet.store.queries import DEFAULT_OFFLINE_AFTER_S
 from edgetally.models.errors import EdgetallyError
 from edgetally.models.wire import DEFAULT_WINDOW, TimeWindow
 from fastapi import FastAPI

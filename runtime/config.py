@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from edgetally.models.topics import ID_PATTERN
 from edgetally.models.wire import MAX_BUCKET_SECONDS
+from edgetally.runtime.audio.config import AudioConfig
 from edgetally.runtime.errors import ConfigError
 from edgetally.runtime.shelf.config import ShelfConfig
 from edgetally.runtime.shelf.config import parse_config as parse_shelf
@@ -65,7 +66,7 @@ from edgetally.runtime.shelf.errors import ShelfError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 if TYPE_CHECKING:
-    from edgetally.runtime.broker import BrokerLogin
+    from edgetally.runtime.uplink.broker import BrokerLogin
 
 _ID_RE = re.compile(ID_PATTERN)
 Id = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
@@ -207,59 +208,6 @@ class UpdatesConfig(_Strict):
     max_bundle_mb: int = Field(default=512, ge=1, le=1_000_000)
 
 
-class AudioConfig(_Strict):
-    """A sound source measured per bucket: ``mic`` (the default input), ``mic:DEVICE`` (an
-    ALSA/PortAudio device name or index) or a sound file."""
-
-    id: Id = "mic"
-    source: str = Field(min_length=1, max_length=1024)
-    spl_offset_db: float | None = Field(default=None, ge=0.0, le=200.0)
-    vad: bool = True
-    vad_model: Path | None = None
-    classifier: Path | None = None
-    class_map: Path | None = None
-    event_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
-    # The inference backend of each model (auto: onnxruntime for ONNX, LiteRT for TFLite)
-    # and its OpenVINO device, onnxruntime provider or LiteRT delegate.
-    vad_backend: str = "auto"
-    vad_accelerator: str | None = Field(default=None, max_length=1024)
-    classifier_backend: str = "auto"
-    classifier_accelerator: str | None = Field(default=None, max_length=1024)
-
-    @field_validator("vad_backend", "classifier_backend")
-    @classmethod
-    def _backend(cls, value: str) -> str:
-        from edgetally.runtime.backends import BACKENDS
-
-        if value != "auto" and value not in BACKENDS:
-            raise ValueError(f"unknown backend {value!r}: expected auto, {', '.join(BACKENDS)}")
-        return value
-
-    @property
-    def live(self) -> bool:
-        return self.source == "mic" or self.source.startswith("mic:")
-
-    @model_validator(mode="after")
-    def _classifier(self) -> AudioConfig:
-        if (self.classifier is None) != (self.class_map is None):
-            raise ValueError("classifier and class_map go together")
-        return self
-
-    def relative_to(self, base: Path) -> AudioConfig:
-        """Paths given relative (the file, the models) taken relative to ``base``."""
-
-        def rel(p: Path | None) -> Path | None:
-            return p if p is None or p.is_absolute() else base / p
-
-        source = self.source if self.live else str(rel(Path(self.source)))
-        return self.model_copy(update={
-            "source": source,
-            "vad_model": rel(self.vad_model),
-            "classifier": rel(self.classifier),
-            "class_map": rel(self.class_map),
-        })
-
-
 class DeviceConfig(_Strict):
     site: Id
     device: Id
@@ -283,7 +231,7 @@ class DeviceConfig(_Strict):
     @field_validator("broker")
     @classmethod
     def _broker(cls, value: str) -> str:
-        from edgetally.runtime.publisher import parse_broker_url
+        from edgetally.runtime.uplink.publisher import parse_broker_url
 
         try:
             parse_broker_url(value)
@@ -294,7 +242,7 @@ class DeviceConfig(_Strict):
     def broker_login(self) -> BrokerLogin:
         """The broker's address and this device's login, shared by the publisher and the
         update agent (the password file is read here)."""
-        from edgetally.runtime.broker import broker_login
+        from edgetally.runtime.uplink.broker import broker_login
 
         password = self.mqtt_password
         if password is None and self.mqtt_password_file is None and self.updates is not None:

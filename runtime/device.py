@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from edgetally.firmware_bridge.power import PowerMeter
 from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
-from edgetally.runtime.aggregator import AggregateDraft, Aggregator, ClosedBucket
 from edgetally.runtime.config import CameraConfig, DeviceConfig
-from edgetally.runtime.outbox import Checkpoint, Outbox, PayloadBuilder
 from edgetally.runtime.power import PowerSampler, PowerSummary, open_meter
-from edgetally.runtime.publisher import Publisher, PublisherError
 from edgetally.runtime.types import Dwell, Frame, FrameResult
+from edgetally.runtime.uplink.aggregator import AggregateDraft, Aggregator, ClosedBucket
+from edgetally.runtime.uplink.outbox import Checkpoint, Outbox, PayloadBuilder
+from edgetally.runtime.uplink.publisher import Publisher, PublisherError
 
 if TYPE_CHECKING:
     from edgetally.runtime.audio.device import AudioReport
@@ -146,9 +146,9 @@ def store_bucket(
 
 
 def default_pipeline(camera: CameraConfig, config: DeviceConfig) -> Pipeline:
-    from edgetally.runtime.analytics import LineSpec, ZoneSpec
-    from edgetally.runtime.detectors import load_detector
-    from edgetally.runtime.pipeline import CountingPipeline
+    from edgetally.runtime.counting.analytics import LineSpec, ZoneSpec
+    from edgetally.runtime.counting.detectors import load_detector
+    from edgetally.runtime.counting.pipeline import CountingPipeline
     from edgetally.runtime.types import LineId, ZoneId
 
     lines = [
@@ -160,7 +160,7 @@ def default_pipeline(camera: CameraConfig, config: DeviceConfig) -> Pipeline:
 
 
 def default_source(camera: CameraConfig, start: datetime) -> Source:
-    from edgetally.runtime.sources import SourceOptions, open_source
+    from edgetally.runtime.counting.sources import SourceOptions, open_source
 
     options = SourceOptions(start=start, stride=camera.stride, max_frames=camera.max_frames)
     return open_source(camera.source, options)

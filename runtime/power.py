@@ -20,7 +20,7 @@ from edgetally.firmware_bridge.telemetry import to_wire
 from edgetally.models.topics import topic_for
 from edgetally.models.wire import to_json
 from edgetally.runtime.config import PowerConfig
-from edgetally.runtime.outbox import Outbox
+from edgetally.runtime.uplink.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

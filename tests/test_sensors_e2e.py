@@ -28,8 +28,8 @@ from edgetally.runtime.shelf.synthetic import ShelfScene, default_script, scene_
 from edgetally.runtime.types import Dwell, Frame, FrameResult, Track, TrackId
 
 from tests.conftest import Broker
-from tests.runtime.test_publisher import Recorder, wait_until
-from tests.runtime.test_shelf_events import TRUTH
+from tests.runtime.shelf.test_shelf_events import TRUTH
+from tests.runtime.uplink.test_publisher import Recorder, wait_until
 
 pytestmark = pytest.mark.slow
 

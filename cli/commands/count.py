@@ -35,10 +35,10 @@ def build_pipeline(
     family: str | None,
     gate: bool,
 ) -> Any:
-    from edgetally.runtime.analytics import LineSpec, ZoneSpec
-    from edgetally.runtime.detectors import load_detector
-    from edgetally.runtime.gate import GateConfig
-    from edgetally.runtime.pipeline import CountingPipeline, PipelineConfig
+    from edgetally.runtime.counting.analytics import LineSpec, ZoneSpec
+    from edgetally.runtime.counting.detectors import load_detector
+    from edgetally.runtime.counting.gate import GateConfig
+    from edgetally.runtime.counting.pipeline import CountingPipeline, PipelineConfig
     from edgetally.runtime.types import LineId, ZoneId
 
     if not lines and not zones:
@@ -64,9 +64,9 @@ def _run(
     start: str | None,
     annotate: Path | None,
 ) -> Any:
-    from edgetally.runtime.annotate import VideoWriter, draw_result
-    from edgetally.runtime.pipeline import run_count
-    from edgetally.runtime.sources import SourceOptions, open_source
+    from edgetally.runtime.counting.annotate import VideoWriter, draw_result
+    from edgetally.runtime.counting.pipeline import run_count
+    from edgetally.runtime.counting.sources import SourceOptions, open_source
 
     if stride < 1:
         raise ConfigError("--stride must be at least 1")
@@ -179,8 +179,8 @@ def evaluate(
     as_json: bool = JsonOpt,
 ) -> None:
     """Count on a MOT sequence and score the counts against its ground truth."""
-    from edgetally.runtime.analytics import LineSpec
-    from edgetally.runtime.mot import count_accuracy, read_gt, true_counts
+    from edgetally.runtime.counting.analytics import LineSpec
+    from edgetally.runtime.counting.mot import count_accuracy, read_gt, true_counts
 
     if not seq_dir.is_dir():
         raise SourceError(f"not a MOT sequence folder: {seq_dir}")
@@ -214,9 +214,9 @@ def snapshot(
 ) -> None:
     """Save one frame as PNG (with a pixel grid) to pick line and zone coordinates from."""
     import cv2
-    from edgetally.runtime.analytics import LineCounter, LineSpec, ZoneSpec
-    from edgetally.runtime.annotate import draw_grid, draw_lines, draw_zones
-    from edgetally.runtime.sources import SourceOptions, open_source
+    from edgetally.runtime.counting.analytics import LineCounter, LineSpec, ZoneSpec
+    from edgetally.runtime.counting.annotate import draw_grid, draw_lines, draw_zones
+    from edgetally.runtime.counting.sources import SourceOptions, open_source
     from edgetally.runtime.types import LineId, ZoneId
 
     src = open_source(source, SourceOptions(max_frames=frame + 1))

@@ -31,7 +31,7 @@ def _per_site(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _energy_config(stores: list[str], device_hours: float) -> Any:
     """The ledger's setup: the stores replay whole days (24 h of camera each); the real
     device streamed only as long as the demo ran. Everything else: the central defaults."""
-    from edgetally.fleet.energy_assumptions import DeviceEnergyConfig, EnergyConfig
+    from edgetally.fleet.energy.assumptions import DeviceEnergyConfig, EnergyConfig
 
     day = DeviceEnergyConfig(hours=24.0)
     hours = min(24.0, max(device_hours, 1.0 / 3600))
@@ -94,11 +94,11 @@ def demo(
 ) -> None:
     """Start a broker and the fleet, count a real clip on a device, replay stores; report."""
     from edgetally.demo import VTEST, api_get, plan_stores, replay_store, start_broker, unsent
-    from edgetally.fleet.energy_api import energy_config_hook
+    from edgetally.fleet.http.energy import energy_config_hook
     from edgetally.fleet.server import FleetConfig, FleetServer
     from edgetally.runtime.config import parse_config
     from edgetally.runtime.device import Device
-    from edgetally.runtime.outbox import Outbox
+    from edgetally.runtime.uplink.outbox import Outbox
 
     video = source or VTEST
     if not video.exists():

@@ -215,8 +215,8 @@ def run(
     """
     import threading
 
-    from edgetally.runtime.broker import redact_url
     from edgetally.runtime.device import Device, install_stop_signals
+    from edgetally.runtime.uplink.broker import redact_url
 
     cfg = _cli_config(
         source,
@@ -268,7 +268,7 @@ def run(
         if updates is None:
             report = Device(cfg, stop=stop).run()
         else:
-            from edgetally.runtime.updater_device import run_with_updates
+            from edgetally.runtime.updates.device import run_with_updates
 
             report, summary = run_with_updates(cfg, updates, stop)
     finally:
@@ -315,7 +315,7 @@ def run(
 def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -> Any:
     """The config file's ``updates`` section with the flags given on top, or None (off)."""
     from edgetally.runtime.config import UpdatesConfig, describe_error
-    from edgetally.runtime.updater_device import UpdateOptions
+    from edgetally.runtime.updates.device import UpdateOptions
     from pydantic import ValidationError
 
     data = cfg.updates.model_dump() if cfg is not None and cfg.updates is not None else {}
@@ -334,7 +334,7 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
         raise ConfigError(f"updates.{describe_error(exc)}") from None
     reference = None
     if u.reference_clip is not None or u.reference_lines:
-        from edgetally.runtime.model_slot import ReferenceClip
+        from edgetally.runtime.updates.model_slot import ReferenceClip
 
         if u.reference_clip is None:
             raise ConfigError("--reference-line needs --reference-clip (or updates.reference_clip)")
@@ -379,9 +379,9 @@ def update_agent(
     import threading
 
     from edgetally.models.topics import check_id
-    from edgetally.runtime.broker import broker_login
     from edgetally.runtime.device import install_stop_signals
-    from edgetally.runtime.updater_device import run_agent
+    from edgetally.runtime.updates.device import run_agent
+    from edgetally.runtime.uplink.broker import broker_login
 
     check_id(site, "site")
     check_id(device_id, "device")
@@ -416,8 +416,8 @@ def validate_config(
     file: Path = typer.Argument(..., help="A device config file (YAML)."),
 ) -> None:
     """Check a device config file; print what it describes or the key that is wrong."""
-    from edgetally.runtime.broker import redact_url
     from edgetally.runtime.config import load_config
+    from edgetally.runtime.uplink.broker import redact_url
 
     cfg = load_config(file)
     cfg.broker_login()  # the password file and the CA are there

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from edgetally.fleet.energy_assumptions import EnergyError, GridTable, load_config
-from edgetally.fleet.energy_baseline import CameraSpec, baseline_report
+from edgetally.fleet.energy.assumptions import EnergyError, GridTable, load_config
+from edgetally.fleet.energy.baseline import CameraSpec, baseline_report
 
 energy_app = typer.Typer(
     help="Energy and CO2e: the edge device against streaming to the cloud.", no_args_is_help=True
@@ -82,9 +82,9 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
 ) -> None:
     """Edge Wh and gCO2e per device and site beside the cloud baseline, from the fleet DB."""
-    from edgetally.fleet.energy_report import report_from_store
-    from edgetally.fleet.records import Filters
-    from edgetally.fleet.store import is_postgres_url, open_store
+    from edgetally.fleet.energy.report import report_from_store
+    from edgetally.fleet.store.base import is_postgres_url, open_store
+    from edgetally.fleet.store.records import Filters
 
     cfg = load_config(config)
     f = Filters(site=site, device=device, start=_when(from_, "--from"), end=_when(to, "--to"))

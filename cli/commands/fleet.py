@@ -149,7 +149,7 @@ def serve(
 
 
 def _when(text: str | None, what: str) -> datetime | None:
-    from edgetally.fleet.api_context import utc_in_window
+    from edgetally.fleet.http.context import utc_in_window
 
     if text is None:
         return None
@@ -186,7 +186,7 @@ def _run_query(
     as_json: bool,
     token: str | None = None,
 ) -> None:
-    from edgetally.fleet.export import to_csv, to_parquet, to_records
+    from edgetally.fleet.http.export import to_csv, to_parquet, to_records
 
     if (db is None) == (api is None):
         raise FleetError("give exactly one of --db (a file or postgresql:// URL) or --api URL")
@@ -218,9 +218,9 @@ def _run_query(
 
 
 def _from_db(db: str, name: str, params: dict[str, str]) -> Any:
-    from edgetally.fleet import queries
-    from edgetally.fleet.records import Filters
-    from edgetally.fleet.store import is_postgres_url, open_store
+    from edgetally.fleet.store import queries
+    from edgetally.fleet.store.base import is_postgres_url, open_store
+    from edgetally.fleet.store.records import Filters
 
     store = open_store(db, read_only=not is_postgres_url(db))
     try:
@@ -290,8 +290,8 @@ def _filter_params(
     interval: str,
     group: str = "device",
 ) -> dict[str, str]:
-    from edgetally.fleet.queries import GROUPS
-    from edgetally.fleet.records import INTERVALS
+    from edgetally.fleet.store.queries import GROUPS
+    from edgetally.fleet.store.records import INTERVALS
     from edgetally.models.topics import check_id
 
     params: dict[str, str] = {"interval": interval}

@@ -141,7 +141,7 @@ def token_add(
     role: str = typer.Option(..., "--role", help="device, analyst or operator."),
 ) -> None:
     """Create a token; it is printed once, the file keeps only its hash."""
-    from edgetally.fleet.auth import ROLE_RANK, AuthError, add_token
+    from edgetally.fleet.http.auth import ROLE_RANK, AuthError, add_token
 
     if role not in ROLE_RANK:
         raise AuthError(f"unknown role {role!r}: use device, analyst or operator")

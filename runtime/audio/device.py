@@ -19,10 +19,10 @@ from pathlib import Path
 
 from edgetally.models.topics import topic_for
 from edgetally.models.wire import MAX_EVENT_KINDS, AudioLevels, to_json
+from edgetally.runtime.audio.config import AudioConfig
 from edgetally.runtime.audio.pipeline import AudioAnalyzer, AudioBucket
 from edgetally.runtime.audio.sources import RATE, FileSource, MicSource, Samples
-from edgetally.runtime.config import AudioConfig
-from edgetally.runtime.outbox import Checkpoint, Outbox
+from edgetally.runtime.uplink.outbox import Checkpoint, Outbox
 
 log = logging.getLogger(__name__)
 

@@ -143,7 +143,7 @@ def load_shelf_detector(
 ) -> Detect:
     """The spec's model through the zoo and the runtime backends, reading the classes the
     shelf needs: the gap class, or with ``products`` every class of the model."""
-    from edgetally.runtime.detectors import load_detector
+    from edgetally.runtime.counting.detectors import load_detector
 
     if spec.model is None:
         raise ShelfError("model: a detector scorer needs a model (a zoo name or a model file)")

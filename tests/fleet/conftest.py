@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from edgetally.fleet.records import IngestBatch, Seen
-from edgetally.fleet.store import Store
+from edgetally.fleet.store.base import Store
+from edgetally.fleet.store.records import IngestBatch, Seen
 from edgetally.models.wire import Aggregate, DwellStats
 
 SAMPLE_T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)

@@ -10,16 +10,16 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from edgetally.fleet.auth import add_token
 from edgetally.fleet.errors import FleetError
+from edgetally.fleet.http.auth import add_token
 from edgetally.fleet.server import FleetConfig, FleetServer
 from edgetally.models.bundle import generate_keypair
 from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
 
 from tests.conftest import Broker
-from tests.runtime.test_publisher import wait_until
-from tests.runtime.test_updater_support import make_bundle
+from tests.runtime.updates.updater_support import make_bundle
+from tests.runtime.uplink.test_publisher import wait_until
 
 pytestmark = pytest.mark.slow
 

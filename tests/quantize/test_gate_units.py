@@ -4,7 +4,7 @@ from typing import cast
 
 import numpy as np
 from edgetally.quantize.gate import compare, judge, matched
-from edgetally.runtime.detectors import Detector
+from edgetally.runtime.counting.detectors import Detector
 from edgetally.runtime.types import Detections, iou_matrix
 
 

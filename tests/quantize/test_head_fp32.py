@@ -9,7 +9,7 @@ from edgetally.models.zoo import resolve_model
 from edgetally.quantize.data import load_images
 from edgetally.quantize.engines import quantize_openvino
 from edgetally.runtime.backends import open_backend
-from edgetally.runtime.detectors import Detector
+from edgetally.runtime.counting.detectors import Detector
 
 from tests.conftest import shared_path
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from edgetally.models.zoo import ResolvedModel, resolve_model
 from edgetally.quantize.pipeline import quantize_model
-from edgetally.runtime.detectors import load_detector
+from edgetally.runtime.counting.detectors import load_detector
 
 from tests.conftest import shared_path
 from tests.quantize.test_head_fp32 import convolutions

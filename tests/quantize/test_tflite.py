@@ -15,7 +15,7 @@ from edgetally.models.zoo import resolve_model
 from edgetally.quantize.errors import QuantizeError
 from edgetally.quantize.pipeline import quantize_model
 from edgetally.quantize.tflite import to_nhwc
-from edgetally.runtime.detectors import load_detector
+from edgetally.runtime.counting.detectors import load_detector
 
 from tests.conftest import shared_path
 

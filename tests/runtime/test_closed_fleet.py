@@ -22,16 +22,16 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from edgetally.fleet.auth import add_token
 from edgetally.fleet.broker_config import generate_broker_config, parse_devices
+from edgetally.fleet.http.auth import add_token
 from edgetally.fleet.server import FleetConfig, FleetServer
 from edgetally.models.bundle import generate_keypair
 from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
 
 from tests.conftest import Broker, free_port
-from tests.runtime.test_publisher import wait_until
-from tests.runtime.test_updater_support import make_bundle
+from tests.runtime.updates.updater_support import make_bundle
+from tests.runtime.uplink.test_publisher import wait_until
 
 pytestmark = pytest.mark.slow
 DEVICES = "shop1/cam1,shop1/cam2,shop1/cam3"

@@ -13,7 +13,6 @@ import pytest
 from edgetally.models.wire import Aggregate, from_json
 from edgetally.runtime.config import CameraConfig, DeviceConfig, parse_config
 from edgetally.runtime.device import Device
-from edgetally.runtime.outbox import Outbox, OutboxFullError
 from edgetally.runtime.types import (
     Crossing,
     Dwell,
@@ -23,9 +22,10 @@ from edgetally.runtime.types import (
     TrackId,
     ZoneId,
 )
+from edgetally.runtime.uplink.outbox import Outbox, OutboxFullError
 
 from tests.conftest import Broker
-from tests.runtime.test_publisher import Recorder, wait_until
+from tests.runtime.uplink.test_publisher import Recorder, wait_until
 
 FRAMES = 120  # 12 s at 10 fps
 

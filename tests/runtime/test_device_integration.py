@@ -23,7 +23,7 @@ import pytest
 from edgetally.fleet.server import FleetConfig, FleetServer
 
 from tests.conftest import Broker, free_port
-from tests.runtime.test_publisher import wait_until
+from tests.runtime.uplink.test_publisher import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -11,18 +11,18 @@ from typing import Any
 import pytest
 from edgetally.firmware_bridge.errors import BridgeError
 from edgetally.firmware_bridge.power import PowerReading
-from edgetally.fleet.energy_assumptions import EnergyConfig
-from edgetally.fleet.energy_report import report_from_store
-from edgetally.fleet.records import Filters
+from edgetally.fleet.energy.assumptions import EnergyConfig
+from edgetally.fleet.energy.report import report_from_store
 from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.store.records import Filters
 from edgetally.runtime.config import PowerConfig
-from edgetally.runtime.outbox import Outbox
 from edgetally.runtime.power import PowerSampler, open_meter
-from edgetally.runtime.publisher import Publisher
+from edgetally.runtime.uplink.outbox import Outbox
+from edgetally.runtime.uplink.publisher import Publisher
 
 from tests.conftest import Broker
 from tests.runtime.test_device import config, device
-from tests.runtime.test_publisher import wait_until
+from tests.runtime.uplink.test_publisher import wait_until
 
 
 class SteadyMeter:

@@ -15,8 +15,8 @@ from edgetally.runtime.audio.device import build_analyzer, event_name, run_audio
 from edgetally.runtime.audio.sources import FileSource
 from edgetally.runtime.config import load_config, parse_config
 from edgetally.runtime.errors import ConfigError
-from edgetally.runtime.outbox import Outbox
 from edgetally.runtime.shelf.synthetic import scene_config_data
+from edgetally.runtime.uplink.outbox import Outbox
 
 
 def base(**extra: object) -> dict[str, object]:
@@ -80,7 +80,7 @@ def test_the_shelf_block_is_parsed_once_and_a_dump_validates_again(tmp_path: Pat
 
 
 def test_the_audio_block_picks_each_model_s_backend(tmp_path: Path) -> None:
-    data = Path(__file__).parent / "data"
+    data = Path(__file__).parent / "audio" / "data"
     cfg = parse_config(base(audio={
         "source": "x.wav", "vad_backend": "openvino", "vad_accelerator": "CPU",
         "classifier": str(data / "tiny_logmel.tflite"),

@@ -1,0 +1,425 @@
+"""MQTT ingest: subscribe, validate every message, store in batches, dead-letter the rest.
+
+The MQTT callback only puts ``(topic, payload, received_at)`` on a bounded queue; when the
+queue is full it waits (the broker holds QoS 1 messages meanwhile), so nothing is dropped.
+One ingest thread takes up to ``batch_max`` messages at a time, validates them with
+:func:`edgetally.models.wire.parse`, and writes them in one transaction. A failed write is
+retried; only when the fleet stops while the database is still failing are the messages of
+that batch given up, and counted as ``lost``.
+
+Audio and shelf messages are validated the same way and written right after the rest of
+their batch (:func:`edgetally.fleet.store.sensors.write_sensors`, its own transaction), with the
+same retries; like everything else they are kept once per (site, device, epoch, seq).
+
+No message can stop ingest: a time outside the fleet's window (:class:`TimeWindow`) is a
+dead letter like any invalid payload, anything unexpected while validating one message
+dead-letters that message with the reason, and a batch whose write fails unexpectedly is
+written again message by message, so only the message at fault is dead-lettered. Such
+events count as ``loop_errors``; :attr:`IngestCounters.running` says whether the ingest
+thread is alive (the fleet's ``/api/v1/health`` reports it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import paho.mqtt.client as mqtt
+from edgetally.fleet.addresses import BrokerAddress
+from edgetally.fleet.errors import FleetError
+from edgetally.fleet.store.base import Store, StoreError
+from edgetally.fleet.store.records import DeadLetter, IngestBatch, IngestResult, Seen
+from edgetally.fleet.store.sensors import SensorBatch, SensorResult, write_sensors
+from edgetally.models.errors import WireError
+from edgetally.models.topics import TOPIC_PREFIX
+from edgetally.models.wire import (
+    DEFAULT_WINDOW,
+    Aggregate,
+    AudioLevels,
+    Command,
+    DeviceStatus,
+    PowerReading,
+    ShelfState,
+    TimeWindow,
+    parse,
+)
+
+log = logging.getLogger(__name__)
+_R = TypeVar("_R")
+
+HEAD_CHARS = 200
+# Kinds others publish under edgetally/v1 that are not for ingest: commands to devices
+# (the fleet's own) and rollout update reports.
+DEFAULT_IGNORED_KINDS: frozenset[str] = frozenset({"cmd", "update"})
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """How ingest connects and batches."""
+
+    broker: BrokerAddress
+    client_id: str = "edgetally-fleet"
+    subscription: str = "edgetally/#"
+    ignored_kinds: frozenset[str] = DEFAULT_IGNORED_KINDS
+    ca_file: str | None = None
+    window: TimeWindow | None = DEFAULT_WINDOW  # times a message may carry (None: any)
+    batch_max: int = 5_000
+    batch_wait_s: float = 0.05
+    queue_max: int = 100_000
+    connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class IngestCounters:
+    """A snapshot of what ingest has done since it started."""
+
+    received: int = 0
+    processed: int = 0
+    aggregates_new: int = 0
+    aggregates_duplicate: int = 0
+    power_new: int = 0
+    power_duplicate: int = 0
+    audio_new: int = 0
+    audio_duplicate: int = 0
+    shelf_new: int = 0
+    shelf_duplicate: int = 0
+    statuses: int = 0
+    dead_letters: int = 0
+    conflicts: int = 0
+    ignored: int = 0
+    batches: int = 0
+    store_errors: int = 0
+    loop_errors: int = 0
+    lost: int = 0
+    queue_depth: int = 0
+    connected: bool = False
+    running: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def dead_letter(topic: str, payload: bytes, reason: str, at: datetime) -> DeadLetter:
+    head = payload[: HEAD_CHARS * 4].decode("utf-8", "replace")[:HEAD_CHARS]
+    return DeadLetter(
+        received_at=at,
+        topic=_printable(topic[:256]),
+        reason=_printable(reason[:500]),
+        payload_size=len(payload),
+        payload_head=_printable(head),
+        payload_sha256=hashlib.sha256(payload).hexdigest(),
+    )
+
+
+def _unexpected(what: str, exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"unexpected error {what}: {type(exc).__name__}: {text[0] if text else ''}"[:400]
+
+
+class Ingestor:
+    """Subscribes to the broker and feeds the store until :meth:`stop`."""
+
+    def __init__(self, store: Store, config: IngestConfig) -> None:
+        self._store = store
+        self._config = config
+        self._queue: queue.Queue[tuple[str, bytes, datetime]] = queue.Queue(config.queue_max)
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {
+            f.name: 0
+            for f in fields(IngestCounters)
+            if f.name not in ("queue_depth", "connected", "running")
+        }
+        self._connected = threading.Event()
+        self._connect_error: str | None = None
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            clean_session=False,
+        )
+        if config.broker.username:
+            self._client.username_pw_set(config.broker.username, config.broker.password)
+        if config.broker.tls:
+            self._client.tls_set(ca_certs=config.ca_file)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+
+    # -- MQTT callbacks (paho's network thread): keep them light ---------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self._connect_error = str(reason)
+            log.warning("broker refused the connection: %s", reason)
+            return
+        client.subscribe(self._config.subscription, qos=1)
+        self._connect_error = None
+        self._connected.set()
+        log.info(
+            "connected to %s, subscribed to %s", self._config.broker, self._config.subscription
+        )
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connected.clear()
+        if not self._stopping.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = bytes(msg._topic).decode("utf-8", "replace")
+        except Exception:  # never let one message end paho's network thread
+            topic = "?"
+        item = (topic, bytes(msg.payload or b""), datetime.now(UTC))
+        with self._lock:
+            self._counts["received"] += 1
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stopping.is_set() and not self._worker_alive():
+                    with self._lock:
+                        self._counts["lost"] += 1
+                    return
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect, subscribe and start the ingest thread; a FleetError if the broker fails."""
+        b = self._config.broker
+        self._worker = threading.Thread(target=self._run, name="fleet-ingest", daemon=True)
+        self._worker.start()
+        try:
+            self._client.connect(b.host, b.port, keepalive=30)
+        except (OSError, ValueError) as exc:
+            self._stop_worker()
+            raise FleetError(f"cannot reach the MQTT broker at {b}: {exc}") from None
+        self._client.loop_start()
+        if not self._connected.wait(self._config.connect_timeout_s):
+            reason = self._connect_error or "no answer"
+            self.stop()
+            raise FleetError(f"the MQTT broker at {b} did not accept the fleet: {reason}")
+
+    def stop(self) -> None:
+        """Disconnect, then store what is still queued."""
+        self._stopping.set()
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        self._stopping.set()
+        if self._worker is not None:
+            self._worker.join()
+
+    def _worker_alive(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the ingest thread is alive (it ends only when the fleet stops)."""
+        return self._worker_alive() and not self._stopping.is_set()
+
+    def counters(self) -> IngestCounters:
+        with self._lock:
+            counts = dict(self._counts)
+        return IngestCounters(
+            **counts,
+            queue_depth=self._queue.qsize(),
+            connected=self.connected,
+            running=self.running,
+        )
+
+    def wait_until(self, predicate: Callable[[IngestCounters], bool], timeout: float) -> bool:
+        """Block until ``predicate(counters)`` holds (True) or ``timeout`` passes (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.counters()):
+                return True
+            time.sleep(0.01)
+        return predicate(self.counters())
+
+    # -- the ingest thread -------------------------------------------------------------------
+
+    def _take(self) -> list[tuple[str, bytes, datetime]]:
+        try:
+            items = [self._queue.get(timeout=0.1)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self._config.batch_wait_s
+        while len(items) < self._config.batch_max:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    items.append(self._queue.get(timeout=remaining))
+                except queue.Empty:
+                    break
+        return items
+
+    def _run(self) -> None:
+        while True:
+            items = self._take()
+            if not items:
+                if self._stopping.is_set() and self._queue.empty():
+                    return
+                continue
+            try:
+                self._handle(items)
+            except Exception as exc:  # a bug must not end ingest: one message at a time
+                log.exception("ingest batch of %d messages failed; retrying one by one", len(items))
+                self._count("loop_errors")
+                for item in items:
+                    self._handle_one(item, exc)
+
+    def _handle_one(self, item: tuple[str, bytes, datetime], first: Exception) -> None:
+        """One message of a batch that failed unexpectedly: stored if it can be, else a
+        dead letter with the reason (else counted lost)."""
+        try:
+            self._handle([item])
+            return
+        except Exception as exc:
+            reason = _unexpected("storing this message", exc)
+        topic, payload, at = item
+        try:
+            self._handle([], dead=(dead_letter(topic, payload, reason, at),))
+        except Exception:
+            log.exception("cannot dead-letter a message on %s (first error: %s)", topic, first)
+            self._count("lost")
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def _handle(
+        self, items: list[tuple[str, bytes, datetime]], dead: tuple[DeadLetter, ...] = ()
+    ) -> None:
+        batch, sensors, ignored = self.build_batch(items)
+        if dead:
+            batch = IngestBatch(dead=dead, received_at=batch.received_at)
+        result = self._write(batch)
+        sensed = self._write_sensors(sensors)
+        with self._lock:
+            c = self._counts
+            c["processed"] += len(items)
+            c["ignored"] += ignored
+            if sensed is None:
+                c["lost"] += len(sensors)
+            else:
+                for name in (
+                    "audio_new", "audio_duplicate", "shelf_new", "shelf_duplicate", "conflicts",
+                ):
+                    c[name] += getattr(sensed, name)
+            if result is None:
+                c["lost"] += len(batch)
+                return
+            c["batches"] += 1
+            c["aggregates_new"] += result.aggregates_new
+            c["aggregates_duplicate"] += result.aggregates_duplicate
+            c["power_new"] += result.power_new
+            c["power_duplicate"] += result.power_duplicate
+            c["statuses"] += result.statuses
+            c["dead_letters"] += result.dead_letters
+            c["conflicts"] += result.conflicts
+
+    def build_batch(
+        self, items: list[tuple[str, bytes, datetime]]
+    ) -> tuple[IngestBatch, SensorBatch, int]:
+        """Validate raw messages into a batch (and the audio and shelf messages apart);
+        returns both and how many were ignored."""
+        aggs: list[Aggregate] = []
+        statuses: list[DeviceStatus] = []
+        power: list[PowerReading] = []
+        audio: list[AudioLevels] = []
+        shelf: list[ShelfState] = []
+        seen: list[Seen] = []
+        dead: list[DeadLetter] = []
+        ignored = 0
+        prefix = TOPIC_PREFIX + "/"
+        for topic, payload, at in items:
+            if topic.startswith(prefix) and topic.rsplit("/", 1)[-1] in self._config.ignored_kinds:
+                ignored += 1
+                continue
+            try:
+                message = parse(topic, payload, window=self._config.window, now=at)
+            except WireError as exc:
+                dead.append(dead_letter(topic, payload, str(exc), at))
+                continue
+            except Exception as exc:  # a validator's bug: this message only
+                dead.append(dead_letter(topic, payload, _unexpected("validating", exc), at))
+                self._count("loop_errors")
+                continue
+            if isinstance(message, Command):
+                ignored += 1
+                continue
+            if isinstance(message, Aggregate):
+                aggs.append(message)
+            elif isinstance(message, DeviceStatus):
+                statuses.append(message)
+            elif isinstance(message, AudioLevels):
+                audio.append(message)
+            elif isinstance(message, ShelfState):
+                shelf.append(message)
+            else:
+                power.append(message)
+            seen.append(Seen(message.site, message.device, at))
+        batch = IngestBatch(
+            aggregates=tuple(aggs),
+            statuses=tuple(statuses),
+            power=tuple(power),
+            seen=tuple(seen),
+            dead=tuple(dead),
+            received_at=datetime.now(UTC),
+        )
+        sensors = SensorBatch(tuple(audio), tuple(shelf), received_at=batch.received_at)
+        return batch, sensors, ignored
+
+    def _write(self, batch: IngestBatch) -> IngestResult | None:
+        return self._retrying(lambda: self._store.write(batch), len(batch))
+
+    def _write_sensors(self, sensors: SensorBatch) -> SensorResult | None:
+        if not len(sensors):
+            return SensorResult()
+        return self._retrying(lambda: write_sensors(self._store, sensors), len(sensors))
+
+    def _retrying(self, write: Callable[[], _R], size: int) -> _R | None:
+        """``write()``, retried with backoff on a StoreError; None when given up at stop."""
+        delay = 0.1
+        attempts = 0
+        while True:
+            try:
+                return write()
+            except StoreError as exc:
+                attempts += 1
+                with self._lock:
+                    self._counts["store_errors"] += 1
+                if self._stopping.is_set() and attempts >= 3:
+                    log.error("giving up %d messages at shutdown: %s", size, exc)
+                    return None
+                log.warning("store write failed (attempt %d), retrying: %s", attempts, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)

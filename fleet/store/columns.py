@@ -1,0 +1,247 @@
+"""An :class:`IngestBatch` as columns, ready for a bulk load (Arrow for DuckDB, COPY for PG).
+
+Duplicates inside one batch are dropped here (first wins); duplicates of rows already stored
+are dropped by the database (primary key on site, device, epoch and seq). A duplicate key
+with other content (another :func:`digest`) is a conflict: the first stays, the other
+becomes a dead letter (:func:`conflict_letter`) and counts against its device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from edgetally.fleet.store.records import DeadLetter, IngestBatch, IngestResult
+from edgetally.fleet.store.sql import (
+    AGG_COLUMNS,
+    DEAD_COLUMNS,
+    EVENT_COLUMNS,
+    POWER_COLUMNS,
+    SEEN_COLUMNS,
+    STATUS_COLUMNS,
+)
+from edgetally.models.topics import topic_for
+from edgetally.models.wire import WireModel, to_json
+
+Columns = dict[str, list[Any]]
+Key = tuple[str, str, str, int]  # site, device, epoch, seq
+HEAD_CHARS = 200
+
+
+def digest(message: WireModel) -> int:
+    """A message's content as a signed 64-bit number (the first 8 bytes of the SHA-256 of
+    its canonical JSON): equal for a redelivery, different for other content."""
+    return int.from_bytes(hashlib.sha256(to_json(message)).digest()[:8], "big", signed=True)
+
+
+def digest_hex(value: int) -> str:
+    return f"{value & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+def key_of(message: Any) -> Key:
+    return (message.site, message.device, message.epoch or "", int(message.seq))
+
+
+def conflict_letter(
+    kind: str, message: WireModel, stored: int, at: datetime
+) -> DeadLetter:
+    """The dead letter of a message whose key was stored with other content."""
+    site, device, epoch, seq = key_of(message)
+    body = to_json(message)
+    received = digest(message)
+    return DeadLetter(
+        received_at=at,
+        topic=topic_for(site, device, kind),  # type: ignore[arg-type]
+        reason=(
+            f"conflict: {kind} {site}/{device} epoch {epoch or '-'} seq {seq} is stored with "
+            f"digest {digest_hex(stored)}, this one has {digest_hex(received)}; the first "
+            "is kept"
+        ),
+        payload_size=len(body),
+        payload_head=body[: HEAD_CHARS * 4].decode("utf-8", "replace")[:HEAD_CHARS],
+        payload_sha256=hashlib.sha256(body).hexdigest(),
+    )
+
+
+def naive_utc(value: datetime) -> datetime:
+    """The stored form of a time: UTC without tzinfo."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _empty(names: tuple[str, ...]) -> Columns:
+    return {n: [] for n in names}
+
+
+@dataclass(slots=True)
+class StagedBatch:
+    """Column lists per staged table, plus how many in-batch duplicates were dropped."""
+
+    aggregates: Columns = field(default_factory=lambda: _empty(AGG_COLUMNS))
+    events: Columns = field(default_factory=lambda: _empty(EVENT_COLUMNS))
+    power: Columns = field(default_factory=lambda: _empty(POWER_COLUMNS))
+    seen: Columns = field(default_factory=lambda: _empty(SEEN_COLUMNS))
+    status: Columns = field(default_factory=lambda: _empty(STATUS_COLUMNS))
+    dead: Columns = field(default_factory=lambda: _empty(DEAD_COLUMNS))
+    aggregates_in_batch_duplicates: int = 0
+    power_in_batch_duplicates: int = 0
+    # Messages by key, to name one whose key turns out to be stored with other content.
+    aggregates_by_key: dict[Key, WireModel] = field(default_factory=dict)
+    power_by_key: dict[Key, WireModel] = field(default_factory=dict)
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Conflicts found so far (in the batch itself): dead letters and counts per device.
+    conflicts: list[DeadLetter] = field(default_factory=list)
+    conflicts_by_device: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add_conflict(self, kind: str, message: WireModel, stored: int) -> None:
+        letter = conflict_letter(kind, message, stored, self.received_at)
+        self.conflicts.append(letter)
+        site, device, _e, _s = key_of(message)
+        self.conflicts_by_device[(site, device)] += 1
+
+    def result(
+        self, aggregates_new: int, power_new: int, *, statuses: int, dead_letters: int
+    ) -> IngestResult:
+        """What the batch changed, once the store has written it."""
+        n_agg = len(self.aggregates["device"]) + self.aggregates_in_batch_duplicates
+        n_pow = len(self.power["device"]) + self.power_in_batch_duplicates
+        return IngestResult(
+            aggregates_new=aggregates_new,
+            aggregates_duplicate=n_agg - aggregates_new,
+            power_new=power_new,
+            power_duplicate=n_pow - power_new,
+            statuses=statuses,
+            dead_letters=dead_letters,
+            conflicts=len(self.conflicts),
+        )
+
+    def conflict_columns(self) -> tuple[Columns, Columns]:
+        """The conflicts as dead-letter rows, and as (site, device, n) rows."""
+        dead = _empty(DEAD_COLUMNS)
+        for dl in self.conflicts:
+            _add(dead, _dead_row(dl))
+        per_device = _empty(("site", "device", "n"))
+        for (site, device), n in self.conflicts_by_device.items():
+            _add(per_device, (site, device, n))
+        return dead, per_device
+
+
+def merge_columns(first: Columns, second: Columns) -> Columns:
+    """Two column sets of one table, one after the other."""
+    return {name: first[name] + second[name] for name in first}
+
+
+def _dead_row(dl: DeadLetter) -> tuple[Any, ...]:
+    return (
+        naive_utc(dl.received_at), dl.topic, dl.reason, dl.payload_size, dl.payload_head,
+        dl.payload_sha256,
+    )
+
+
+def _add(cols: Columns, values: tuple[Any, ...]) -> None:
+    for name, value in zip(cols, values, strict=True):
+        cols[name].append(value)
+
+
+def stage(batch: IngestBatch) -> StagedBatch:
+    """Turn a batch into columns; dedupe (site, device, epoch, seq) within it."""
+    received = batch.received_at or datetime.now(UTC)
+    now = naive_utc(received)
+    out = StagedBatch(received_at=received)
+    digests: dict[Key, int] = {}
+    for a in batch.aggregates:
+        key = key_of(a)
+        dig = digest(a)
+        if key in digests:
+            out.aggregates_in_batch_duplicates += 1
+            if digests[key] != dig:
+                out.add_conflict("agg", a, digests[key])
+            continue
+        digests[key] = dig
+        out.aggregates_by_key[key] = a
+        start = naive_utc(a.start)
+        d = a.dwell
+        _add(
+            out.aggregates,
+            (
+                *key,
+                dig,
+                a.source,
+                a.line,
+                start,
+                a.seconds,
+                a.in_count,
+                a.out_count,
+                a.occupancy_mean,
+                a.occupancy_peak,
+                None if d is None else d.count,
+                None if d is None else d.median_s,
+                None if d is None else d.p90_s,
+                now,
+            ),
+        )
+        for family, counts in (("shelf", a.shelf_events), ("audio", a.audio_events)):
+            for event, count in counts.items():
+                _add(
+                    out.events,
+                    (*key, family, event, a.line, start, a.seconds, count),
+                )
+    digests = {}
+    for p in batch.power:
+        key = key_of(p)
+        dig = digest(p)
+        if key in digests:
+            out.power_in_batch_duplicates += 1
+            if digests[key] != dig:
+                out.add_conflict("power", p, digests[key])
+            continue
+        digests[key] = dig
+        out.power_by_key[key] = p
+        _add(
+            out.power,
+            (
+                *key,
+                dig,
+                p.source,
+                naive_utc(p.start),
+                p.seconds,
+                p.wh,
+                p.mean_w,
+                p.measured,
+                now,
+            ),
+        )
+    seen: dict[tuple[str, str], tuple[datetime, datetime, int]] = {}
+    for s in batch.seen:
+        at = naive_utc(s.at)
+        prev = seen.get((s.site, s.device))
+        if prev is None:
+            seen[(s.site, s.device)] = (at, at, 1)
+        else:
+            seen[(s.site, s.device)] = (min(prev[0], at), max(prev[1], at), prev[2] + 1)
+    for (site, device), (first, last, n) in seen.items():
+        _add(out.seen, (device, site, first, last, n))
+    latest = {(st.site, st.device): st for st in batch.statuses}  # the last received wins
+    for st in latest.values():
+        _add(
+            out.status,
+            (
+                st.site,
+                st.device,
+                st.state,
+                naive_utc(st.at),
+                st.model,
+                st.backend,
+                st.fps,
+                st.uptime_s,
+                st.errors,
+                st.last_error,
+            ),
+        )
+    for dl in batch.dead:
+        _add(out.dead, _dead_row(dl))
+    return out

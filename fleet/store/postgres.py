@@ -1,0 +1,302 @@
+"""The PostgreSQL store: the same tables and SQL as DuckDB, bulk loads through COPY.
+
+One connection per thread (the ingest thread writes, API threads read). Needs psycopg 3
+(``pip install 'edgetally[postgres]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from edgetally.fleet.store import sql
+from edgetally.fleet.store.base import (
+    QueryTimeout,
+    StoreError,
+    current_time_limit,
+    fill_missing_rollups,
+    plain_arrow,
+    present_tables,
+    timeout_message,
+)
+from edgetally.fleet.store.columns import Columns, Key, StagedBatch, merge_columns, stage
+from edgetally.fleet.store.records import IngestBatch, IngestResult, Table
+from edgetally.fleet.store.sql import Dialect
+from edgetally.models.wire import WireModel
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - depends on the install
+    psycopg = None  # type: ignore[assignment]
+
+_STAGES: tuple[tuple[str, str], ...] = (
+    ("stage_aggregates", f"SELECT {', '.join(sql.AGG_COLUMNS)} FROM aggregates"),
+    ("stage_events", f"SELECT {', '.join(sql.EVENT_COLUMNS)} FROM events"),
+    ("stage_power", f"SELECT {', '.join(sql.POWER_COLUMNS)} FROM power"),
+    ("stage_seen", f"SELECT {', '.join(sql.SEEN_COLUMNS)} FROM devices"),
+    ("stage_status", f"SELECT {', '.join(sql.STATUS_COLUMNS)} FROM devices"),
+    ("stage_conflicts", "SELECT site, device, conflicts AS n FROM devices"),
+    ("stage_dead", f"SELECT {', '.join(sql.DEAD_COLUMNS)} FROM dead_letters"),
+)
+_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS aggregates_start ON aggregates (start)",
+    "CREATE INDEX IF NOT EXISTS aggregates_site_start ON aggregates (site, start)",
+    "CREATE INDEX IF NOT EXISTS aggregates_device_start ON aggregates (device, start)",
+    "CREATE INDEX IF NOT EXISTS power_device_start ON power (device, start)",
+    "CREATE INDEX IF NOT EXISTS events_start ON events (start)",
+    *(
+        f"CREATE INDEX IF NOT EXISTS {table}_{cols.replace(', ', '_')} ON {table} ({cols})"
+        for table, _unit in sql.ROLLUPS
+        for cols in ("bucket", "device, bucket")
+    ),
+)
+
+
+# PostgreSQL type OIDs whose CSV text Arrow parses back exactly, and their Arrow types.
+_CSV_TYPES: dict[int, pa.DataType] = {
+    16: pa.bool_(),
+    20: pa.int64(),
+    21: pa.int16(),
+    23: pa.int32(),
+    25: pa.string(),
+    700: pa.float32(),
+    701: pa.float64(),
+    1043: pa.string(),
+    1114: pa.timestamp("us"),
+}
+
+
+def redact(url: str) -> str:
+    """The URL without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _find_conflicts(
+    conn: Any, table: str, staged: StagedBatch, by_key: dict[Key, WireModel]
+) -> None:
+    """Note the staged rows of ``table`` whose key is stored with other content (the stage
+    keeps its rows until the transaction commits)."""
+    if not by_key:
+        return
+    kind = "agg" if table == "aggregates" else table
+    stage_name = "stage_aggregates" if table == "aggregates" else f"stage_{table}"
+    for row in conn.execute(sql.conflicts(table, stage_name)).fetchall():
+        staged.add_conflict(kind, by_key[(row[0], row[1], row[2], int(row[3]))], int(row[4]))
+
+
+def _query_error(exc: Exception, limit: float | None) -> StoreError:
+    if limit is not None and isinstance(exc, psycopg.errors.QueryCanceled):
+        return QueryTimeout(timeout_message(limit))
+    return StoreError(f"query failed: {_first_line(exc)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class PostgresStore:
+    """A :class:`~edgetally.fleet.store.base.Store` on a PostgreSQL database."""
+
+    def __init__(self, url: str) -> None:
+        if psycopg is None:  # pragma: no cover - depends on the install
+            raise StoreError("PostgreSQL needs psycopg: pip install 'edgetally[postgres]'")
+        self._url = url
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[Any] = []
+        self._closed = False
+        self._dialect = Dialect("postgres")
+        conn = self._conn()
+        try:
+            with conn.transaction():
+                old = int(conn.execute(sql.needs_identity_migration()).fetchone()[0])
+                for statement in sql.schema(self._dialect.double):
+                    conn.execute(statement)
+                if old:
+                    present = present_tables(self)
+                    for statement in sql.migrate_identity(self._dialect.double, present):
+                        conn.execute(statement)
+                for statement in _INDEXES:
+                    conn.execute(statement)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot create the schema in {self.description}: {_first_line(exc)}"
+            ) from None
+        fill_missing_rollups(self)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def description(self) -> str:
+        return redact(self._url)
+
+    @property
+    def has_rollups(self) -> bool:
+        return True  # filled when the store opens, maintained by every write
+
+    def _conn(self) -> Any:
+        if self._closed:
+            raise StoreError("the store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            try:
+                conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+            except psycopg.Error as exc:
+                raise StoreError(
+                    f"cannot connect to {self.description}: {_first_line(exc)}"
+                ) from None
+            with self._lock:
+                self._conns.append(conn)
+            self._local.conn = conn
+            self._local.staged = False
+        return conn
+
+    def _ensure_stages(self, conn: Any) -> None:
+        if getattr(self._local, "staged", False):
+            return
+        for name, select in _STAGES:
+            conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS "
+                f"{select} WITH NO DATA"
+            )
+        self._local.staged = True
+
+    def write(self, batch: IngestBatch) -> IngestResult:
+        staged = stage(batch)
+        conn = self._conn()
+        try:
+            self._ensure_stages(conn)
+            with conn.transaction():
+                load = self._loader(conn)
+                agg_new = load(
+                    "stage_aggregates", staged.aggregates, sql.insert_aggregates_with_rollups
+                )
+                _find_conflicts(conn, "aggregates", staged, staged.aggregates_by_key)
+                load("stage_events", staged.events, sql.insert_events)
+                power_new = load("stage_power", staged.power, sql.insert_power)
+                _find_conflicts(conn, "power", staged, staged.power_by_key)
+                load("stage_seen", staged.seen, sql.upsert_seen)
+                load("stage_status", staged.status, sql.update_status)
+                conflicts, per_device = staged.conflict_columns()
+                dead = load("stage_dead", merge_columns(staged.dead, conflicts), sql.insert_dead)
+                load("stage_conflicts", per_device, sql.add_conflicts)
+        except psycopg.Error as exc:
+            raise StoreError(f"writing to {self.description} failed: {_first_line(exc)}") from exc
+        return staged.result(agg_new, power_new, statuses=len(batch.statuses), dead_letters=dead)
+
+    @staticmethod
+    def _loader(conn: Any) -> Callable[[str, Columns, Callable[[str], str]], int]:
+        def load(name: str, columns: Columns, statement: Callable[[str], str]) -> int:
+            names = list(columns)
+            first = columns[names[0]]
+            if not first:
+                return 0
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY {name} ({', '.join(names)}) FROM STDIN") as copy:
+                    for row in zip(*(columns[n] for n in names), strict=True):
+                        copy.write_row(row)
+                cur.execute(statement(name))
+                if cur.description is not None:  # a statement that counts what it inserted
+                    row = cur.fetchone()
+                    return int(row[0]) if row else 0
+                return int(cur.rowcount)
+
+        return load
+
+    def fetch(self, sql_text: str, params: Sequence[Any] = ()) -> Table:
+        conn = self._conn()
+        limit = current_time_limit()
+        try:
+            with self._limited(conn, limit), conn.cursor() as cur:
+                cur.execute(sql_text.replace("?", "%s"), list(params))
+                names = tuple(d.name for d in (cur.description or ()))
+                rows = cur.fetchall()
+        except psycopg.Error as exc:
+            raise _query_error(exc, limit) from exc
+        return Table(names, rows)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _limited(conn: Any, limit: float | None) -> Iterator[None]:
+        """A transaction whose statements PostgreSQL cancels after ``limit`` seconds."""
+        if limit is None:
+            yield
+            return
+        with conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = {max(1, round(limit * 1000))}")
+            yield
+
+    def fetch_arrow(self, sql_text: str, params: Sequence[Any] = ()) -> Table:
+        """Through ``COPY (query) TO STDOUT`` as CSV, parsed by Arrow into typed columns (no
+        Python value per cell); a result with a type CSV does not carry exactly comes
+        through :meth:`fetch`."""
+        text = sql_text.replace("?", "%s")
+        conn = self._conn()
+        limit = current_time_limit()
+        try:
+            with self._limited(conn, limit), conn.cursor() as cur:
+                cur.execute(f"SELECT * FROM ({text}) AS q LIMIT 0", list(params))
+                described = [(d.name, _CSV_TYPES.get(d.type_code)) for d in cur.description or ()]
+                if any(kind is None for _n, kind in described):
+                    return self._fetch_arrow_rows(sql_text, params)
+                body = bytearray()
+                with cur.copy(f"COPY ({text}) TO STDOUT (FORMAT csv)", list(params)) as copy:
+                    for block in copy:
+                        body += block
+        except psycopg.Error as exc:
+            raise _query_error(exc, limit) from exc
+        names = [n for n, _k in described]
+        schema = pa.schema([(n, k) for n, k in described])
+        if not body:
+            return Table(tuple(names), arrow=schema.empty_table())
+        arrow = pa_csv.read_csv(
+            pa.py_buffer(bytes(body)),
+            # One thread: Arrow's CPU pool can abort a short-lived process at exit
+            # ("terminate called without an active exception" after `fleet query`).
+            read_options=pa_csv.ReadOptions(column_names=names, use_threads=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=schema,
+                null_values=[""],  # NULL is an unquoted empty field, '' is quoted
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                true_values=["t"],
+                false_values=["f"],
+            ),
+        )
+        return Table(tuple(names), arrow=arrow.cast(schema))
+
+    def _fetch_arrow_rows(self, sql_text: str, params: Sequence[Any]) -> Table:
+        table = self.fetch(sql_text, params)
+        rows = table.rows
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(table.columns)
+        arrow = pa.table([pa.array(col) for col in columns], names=list(table.columns))
+        return Table(table.columns, rows, arrow=plain_arrow(arrow))
+
+    def execute(self, sql_text: str, params: Sequence[Any] = ()) -> None:
+        conn = self._conn()
+        try:
+            conn.execute(sql_text.replace("?", "%s"), list(params))
+        except psycopg.Error as exc:
+            raise StoreError(f"statement failed: {_first_line(exc)}") from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()

@@ -1,0 +1,278 @@
+"""Publish the outbox to the broker over MQTT (paho-mqtt 2.x), QoS 1, in order.
+
+A row leaves the outbox only when the broker's PUBACK for its message arrives: paho reports
+it through ``on_publish(mid)`` and the row whose publish returned that ``mid`` is deleted.
+Messages still unacknowledged when the connection drops are re-sent by paho after it
+reconnects (with exponential backoff); when the process itself dies they are still in the
+outbox and are sent again by the next run. A message may therefore reach the broker twice,
+never zero times: the fleet keeps one message per (device, seq).
+
+The device's status is published retained on ``.../status`` when the connection is made,
+with an ``offline`` last will that the broker publishes when the device vanishes.
+
+Threads: paho's network thread only records acknowledgements (a deque and an event); one
+pump thread of ours publishes rows and deletes acknowledged ones. Never take a lock of ours
+inside a paho callback: paho calls ``on_publish`` holding its own message mutex, which
+``publish()`` needs too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from edgetally.models.topics import topic_for
+from edgetally.models.wire import DeviceStatus, to_json
+from edgetally.runtime.errors import EdgeRuntimeError
+from edgetally.runtime.uplink.broker import (
+    BrokerAddress,
+    BrokerLogin,
+    broker_login,
+    make_client,
+    parse_broker_url,
+)
+from edgetally.runtime.uplink.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW = 64  # messages in flight (published, not yet acknowledged)
+__all__ = ["BrokerAddress", "Publisher", "PublisherError", "parse_broker_url"]
+
+StatusFactory = Callable[[Literal["online", "offline"]], DeviceStatus]
+
+
+class PublisherError(EdgeRuntimeError):
+    """The publisher cannot be set up or a message cannot be handed to the broker."""
+
+
+def default_status(site: str, device: str) -> StatusFactory:
+    started = time.monotonic()
+
+    def make(state: Literal["online", "offline"]) -> DeviceStatus:
+        return DeviceStatus(
+            site=site,  # type: ignore[arg-type]
+            device=device,  # type: ignore[arg-type]
+            at=datetime.now(UTC),
+            state=state,
+            uptime_s=round(time.monotonic() - started, 3),
+        )
+
+    return make
+
+
+class Publisher:
+    """Drains an :class:`Outbox` to an MQTT broker; start with :meth:`start`."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        broker: str | BrokerLogin,
+        *,
+        site: str,
+        device: str,
+        status: StatusFactory | None = None,
+        window: int = DEFAULT_WINDOW,
+        keepalive: int = 15,
+        client_id: str | None = None,
+        max_backoff: int = 8,
+    ) -> None:
+        """``broker``: a URL (a password in its userinfo logs in as ``site/device``) or a
+        :class:`~edgetally.runtime.uplink.broker.BrokerLogin` with the password and the CA."""
+        self.outbox = outbox
+        if isinstance(broker, str):
+            broker = broker_login(broker, site=site, device=device)
+        self.login = broker
+        self.address = broker.address
+        self.site, self.device = site, device
+        self.status_topic = topic_for(site, device, "status")
+        self._status = status or default_status(site, device)
+        self._window = max(1, window)
+        self._keepalive = keepalive
+        self._client = make_client(
+            broker,
+            client_id or f"edgetally-{site}-{device}",
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
+        self._told: str | None = None  # the last problem logged (each one once)
+        self._client.max_inflight_messages_set(self._window)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=max_backoff)
+        self._client.will_set(
+            self.status_topic, to_json(self._status("offline")), qos=1, retain=True
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_connect_fail = self._on_connect_fail
+
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._acks: deque[int] = deque()  # mids acknowledged, filled by paho's thread
+        self._inflight: dict[int, int] = {}  # mid -> outbox row id (pump thread only)
+        self._last_sent_id = 0  # highest row id handed to paho (pump thread only)
+        self._pump: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.acked = 0
+        self.connects = 0
+        self.disconnects = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Connect in the background (retrying with backoff) and start draining."""
+        try:
+            self._client.connect_async(
+                self.address.host, self.address.port, keepalive=self._keepalive
+            )
+        except (OSError, ValueError) as exc:
+            raise PublisherError(f"cannot connect to {self.address}: {exc}") from None
+        self._client.loop_start()
+        self._pump = threading.Thread(target=self._pump_loop, name="outbox-pump", daemon=True)
+        self._pump.start()
+
+    def wake(self) -> None:
+        """Something was written to the outbox: publish it soon."""
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def problem(self) -> str | None:
+        """Why the last connection attempt failed, in one line (None once connected)."""
+        return self._client.problem
+
+    @property
+    def fatal(self) -> bool:
+        """The broker refused the login or TLS cannot succeed: retrying will not help."""
+        return self._client.fatal and not self.connected
+
+    def publish_status(self) -> None:
+        """Publish the (changed) status again; when offline it goes out on the next connect."""
+        if self.connected:
+            self._client.publish(
+                self.status_topic, to_json(self._status("online")), qos=1, retain=True
+            )
+
+    def drain(self, timeout: float) -> int:
+        """Wait until the outbox is empty or ``timeout`` seconds passed; returns what remains.
+        Returns at once when the broker refused the login or TLS failed (:attr:`fatal`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._raise_pump_error()
+            remaining = self.outbox.count()
+            if remaining == 0 or time.monotonic() >= deadline or self.fatal:
+                return remaining
+            self._wake.set()
+            time.sleep(0.05)
+
+    def stop(self, *, graceful: bool = True) -> None:
+        """Stop publishing; when connected and ``graceful``, say ``offline`` first."""
+        self._stop.set()
+        self._wake.set()
+        if self._pump is not None:
+            self._pump.join(timeout=10)
+        if graceful and self.connected:
+            try:
+                info = self._client.publish(
+                    self.status_topic, to_json(self._status("offline")), qos=1, retain=True
+                )
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError, OSError) as exc:
+                log.info("offline status not sent: %s", exc)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # ------------------------------------------------------------------ paho callbacks
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if not self._client.note_connack(reason):
+            self._tell()
+            return
+        self._told = None
+        self.connects += 1
+        log.info("connected to %s", self.address)
+        client.publish(self.status_topic, to_json(self._status("online")), qos=1, retain=True)
+        self._connected.set()
+        self._wake.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self._client.note_disconnect()
+        if self._connected.is_set() and not self._stop.is_set():
+            self.disconnects += 1
+            log.warning("lost the broker %s (%s); reconnecting with backoff", self.address, reason)
+        self._connected.clear()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._tell()
+
+    def _tell(self) -> None:
+        """Log the connection problem once (it repeats on every retry)."""
+        problem = self._client.problem or f"the broker {self.address} is unreachable"
+        if problem != self._told:
+            self._told = problem
+            level = logging.WARNING if self._client.fatal else logging.INFO
+            log.log(level, "%s; counting goes on into the outbox, retrying", problem)
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        self._acks.append(mid)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ pump thread
+
+    def _pump_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(timeout=0.5)
+                self._wake.clear()
+                self._take_acks()
+                if self._connected.is_set():
+                    self._publish_more()
+                    self._take_acks()
+        except BaseException as exc:  # handed to the caller through drain()
+            log.error("outbox pump stopped: %s", exc)
+            self._error = exc
+
+    def _take_acks(self) -> None:
+        while self._acks:
+            mid = self._acks.popleft()
+            row_id = self._inflight.pop(mid, None)
+            if row_id is None:  # the status message, or an ack we already handled
+                continue
+            self.outbox.delete(row_id)
+            self.acked += 1
+
+    def _publish_more(self) -> None:
+        room = self._window - len(self._inflight)
+        if room <= 0:
+            return
+        for row in self.outbox.pending(after_id=self._last_sent_id, limit=room):
+            info = self._client.publish(row.topic, row.payload, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                # NO_CONN: paho keeps QoS 1 messages and sends them on reconnect.
+                raise PublisherError(
+                    f"cannot publish outbox row {row.row_id} to {row.topic}: "
+                    f"{mqtt.error_string(info.rc)}"
+                )
+            self._inflight[info.mid] = row.row_id
+            self._last_sent_id = row.row_id
+
+    def _raise_pump_error(self) -> None:
+        if self._error is not None:
+            if isinstance(self._error, EdgeRuntimeError):
+                raise self._error
+            raise PublisherError(f"outbox pump failed: {self._error}")
