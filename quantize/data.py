@@ -35,8 +35,8 @@ def load_frames(
     seq_dir: Path, stride: int = 1, limit: int | None = None, option: str = "--eval"
 ) -> list[Image]:
     """The frames of a sequence (a MOT folder, a video or an image folder), every ``stride``-th."""
+    from edgetally.runtime.counting.sources import SourceOptions, open_source
     from edgetally.runtime.errors import SourceError
-    from edgetally.runtime.sources import SourceOptions, open_source
 
     try:
         source = open_source(seq_dir, SourceOptions(stride=stride, max_frames=limit))

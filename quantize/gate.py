@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from edgetally.runtime.detectors import Detector
+from edgetally.runtime.counting.detectors import Detector
 from edgetally.runtime.types import Detections, iou_matrix
 
 MIN_AGREEMENT = 0.95
@@ -108,11 +108,11 @@ def warm_up(detector: Detector, image: npt.NDArray[np.uint8], runs: int = 3) -> 
 
 def count_accuracy(detector: Detector, seq_dir: Path, lines: list[str]) -> float:
     """Count accuracy of ``detector`` on a MOT sequence, as ``edgetally eval`` scores it."""
-    from edgetally.runtime.analytics import LineSpec
-    from edgetally.runtime.mot import count_accuracy as score
-    from edgetally.runtime.mot import read_gt, true_counts
-    from edgetally.runtime.pipeline import CountingPipeline, run_count
-    from edgetally.runtime.sources import open_source
+    from edgetally.runtime.counting.analytics import LineSpec
+    from edgetally.runtime.counting.mot import count_accuracy as score
+    from edgetally.runtime.counting.mot import read_gt, true_counts
+    from edgetally.runtime.counting.pipeline import CountingPipeline, run_count
+    from edgetally.runtime.counting.sources import open_source
     from edgetally.runtime.types import LineId
 
     gt = read_gt(seq_dir)

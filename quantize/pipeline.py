@@ -33,7 +33,7 @@ from edgetally.quantize.gate import (
     warm_up,
 )
 from edgetally.runtime.backends import open_backend
-from edgetally.runtime.detectors import Detector
+from edgetally.runtime.counting.detectors import Detector
 
 log = logging.getLogger(__name__)
 Engine = Callable[[ResolvedModel, list[npt.NDArray[np.generic]], Path], object]
