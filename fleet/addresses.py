@@ -9,9 +9,10 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from edgetally.fleet.errors import FleetError
+from edgetally.models import broker_url
+from edgetally.models.broker_url import BrokerUrlError
 
 MAX_PASSWORD_BYTES = 4096
 
@@ -41,67 +42,25 @@ class BrokerAddress:
         return dataclasses.replace(self, password=password)
 
     def __str__(self) -> str:
-        user = f"{self.username}@" if self.username else ""
-        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the password of its userinfo (``USER:PASS@``) replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
+        return str(broker_url.BrokerUrl(self.host, self.port, self.tls, self.username))
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://[USER[:PASS]@]HOST[:PORT]`` or ``mqtts://...`` (ports 1883 / 8883 by default)."""
-    shown = repr(redact_url(url)[:100])
+    """``mqtt://[USER[:PASS]@]HOST[:PORT]`` or ``mqtts://...`` (ports 1883 / 8883 by
+    default), parsed as the device parses it (:mod:`edgetally.models.broker_url`)."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        # the message would quote what it took for the port: part of a password, maybe
-        reason = (
-            "the port is not a number in 0-65535"
-            if "port" in str(exc).lower()
-            else "it does not parse as a URL"
-        )
-        if "@" in url:
-            reason += " (write / ? # @ in a password as %2F, %3F, %23, %40)"
-        raise FleetError(f"invalid broker URL {shown}: {reason}") from None
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise FleetError(f"invalid broker URL {shown}: use mqtt://HOST:PORT or mqtts://")
-    if not parts.hostname:
-        raise FleetError(f"invalid broker URL {shown}: no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise FleetError(f"invalid broker URL {shown}: no path or query expected")
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(
-        host=parts.hostname,
-        port=port if port is not None else (8883 if tls else 1883),
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+        u = broker_url.parse_broker_url(url)
+    except BrokerUrlError as exc:
+        raise FleetError(str(exc)) from None
+    return BrokerAddress(u.host, u.port, u.tls, u.username, u.password)
 
 
 def read_password_file(path: Path) -> str:
     """The first line of ``path``, without surrounding white space."""
     try:
-        data = path.read_bytes()[: MAX_PASSWORD_BYTES + 1]
-    except OSError as exc:
-        raise FleetError(f"cannot read the password file {path}: {exc.strerror or exc}") from None
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise FleetError(f"password file {path}: not UTF-8 text") from None
-    password = lines[0].strip() if lines else ""
-    if not password or len(data) > MAX_PASSWORD_BYTES:
-        raise FleetError(f"password file {path}: expected one line with the password")
-    return password
+        return broker_url.read_password_file(path, max_bytes=MAX_PASSWORD_BYTES)
+    except BrokerUrlError as exc:
+        raise FleetError(str(exc)) from None
 
 
 def is_loopback(host: str) -> bool:

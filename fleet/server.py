@@ -24,7 +24,6 @@ from edgetally.fleet.addresses import (
     parse_broker_url,
     parse_host_port,
     read_password_file,
-    redact_url,
 )
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.http.app import create_app
@@ -41,6 +40,7 @@ from edgetally.fleet.rollout.mqtt import RolloutMqttLink
 from edgetally.fleet.rollout.service import RolloutService
 from edgetally.fleet.store.base import Store, StoreError, open_store
 from edgetally.fleet.store.queries import DEFAULT_OFFLINE_AFTER_S
+from edgetally.models.broker_url import redact_url
 from edgetally.models.errors import EdgetallyError
 from edgetally.models.wire import DEFAULT_WINDOW, TimeWindow
 from fastapi import FastAPI

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from edgetally.models.broker_url import DEFAULT_PORT
 from edgetally.models.bundle import (
     ROLLBACK_ACTION,
     UPDATE_ACTION,
@@ -30,7 +31,6 @@ from edgetally.models.wire import Command, from_json
 from edgetally.runtime.errors import EdgeRuntimeError
 from edgetally.runtime.updates.updater import Updater, UpdateRequest
 from edgetally.runtime.uplink.broker import (
-    DEFAULT_PORT,
     BrokerAddress,
     BrokerLogin,
     describe_connect_error,

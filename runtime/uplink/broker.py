@@ -19,13 +19,13 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
+from edgetally.models.broker_url import DEFAULT_TLS_PORT, BrokerUrlError, redact_url
+from edgetally.models.broker_url import parse_broker_url as parse_url
+from edgetally.models.broker_url import read_password_file as read_file
 from edgetally.runtime.errors import ConfigError
 
-DEFAULT_PORT = 1883
-DEFAULT_TLS_PORT = 8883
 MAX_PASSWORD_BYTES = 512
 # CONNACK reason codes (MQTT 5 numbering, which paho also uses for 3.1.1 answers).
 _BAD_LOGIN = 134  # bad user name or password
@@ -60,35 +60,11 @@ class BrokerLogin:
 
 
 def _split(url: str) -> tuple[BrokerAddress, str | None, str | None]:
-    text = url.strip()
-    if "://" not in text:
-        text = "mqtt://" + text
     try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        raise ConfigError(
-            f"broker {redact_url(url)!r}: the port is not a number in 1-65535"
-        ) from None
-    if parts.scheme not in ("mqtt", "mqtts", "tcp"):
-        raise ConfigError(
-            f"broker {redact_url(url)!r}: unsupported scheme {parts.scheme!r} "
-            "(expected mqtt://HOST:PORT or mqtts://HOST:PORT)"
-        )
-    if "@" in parts.path:
-        raise ConfigError(
-            f"broker {redact_url(url)!r}: a login in the URL is written "
-            "mqtts://:PASSWORD@HOST (or SITE%2FDEVICE:PASSWORD@HOST)"
-        )
-    if not parts.hostname or parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"broker {redact_url(url)!r}: expected mqtt://HOST:PORT")
-    tls = parts.scheme == "mqtts"
-    address = BrokerAddress(
-        parts.hostname, port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT), tls
-    )
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    return address, user, password
+        u = parse_url(url)
+    except BrokerUrlError as exc:
+        raise ConfigError(str(exc)) from None
+    return BrokerAddress(u.host, u.port, u.tls), u.username, u.password
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
@@ -96,33 +72,12 @@ def parse_broker_url(url: str) -> BrokerAddress:
     return _split(url)[0]
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password in its userinfo replaced by ``***`` (for messages)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{hostpart}"
-
-
 def read_password_file(path: Path) -> str:
     """The first line of ``path``, without surrounding white space."""
     try:
-        data = path.read_bytes()[: MAX_PASSWORD_BYTES + 1]
-    except OSError as exc:
-        raise ConfigError(f"cannot read the password file {path}: {exc.strerror or exc}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"password file {path}: not UTF-8 text") from None
-    lines = text.splitlines()
-    password = lines[0].strip() if lines else ""
-    if not password or len(data) > MAX_PASSWORD_BYTES:
-        raise ConfigError(f"password file {path}: expected one line with the password")
-    return password
+        return read_file(path, max_bytes=MAX_PASSWORD_BYTES)
+    except BrokerUrlError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def broker_login(

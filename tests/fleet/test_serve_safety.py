@@ -13,12 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from edgetally.fleet.addresses import BrokerAddress, parse_broker_url, redact_url
+from edgetally.fleet.addresses import BrokerAddress, parse_broker_url
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.http.auth import add_token
 from edgetally.fleet.server import FleetConfig, FleetServer, delete_old_dead_letters
 from edgetally.fleet.store.base import Store, open_store
 from edgetally.fleet.store.records import DeadLetter, IngestBatch
+from edgetally.models.broker_url import redact_url
 
 from tests.conftest import Broker
 from tests.fleet.test_broker_support import start_secure_broker
