@@ -48,11 +48,7 @@ CERT_DAYS = 825
 MESSAGE_SIZE_LIMIT = 4 * MAX_PAYLOAD_BYTES
 # What a device publishes: every wire kind but ``cmd`` (fleet -> device), plus the update
 # reports of rollouts. (Mosquitto's ``deny`` would block reading too, so kinds are listed.)
-UPDATE_REPORT_KIND = "update"
-DEVICE_PUBLISH_KINDS: tuple[str, ...] = (
-    *(k for k in TOPIC_KINDS if k != "cmd"),
-    UPDATE_REPORT_KIND,
-)
+DEVICE_PUBLISH_KINDS: tuple[str, ...] = tuple(k for k in TOPIC_KINDS if k != "cmd")
 
 
 class BrokerConfigError(FleetError):

@@ -635,27 +635,3 @@ def describe(manifest: BundleManifest) -> Iterable[str]:
         yield f"rollback: may replace versions up to {manifest.rollback_of}"
     for f in manifest.files:
         yield f"  {f.sha256}  {f.size:>10}  {f.path}"
-
-
-# --------------------------------------------------------------------------- rollout wire
-
-UPDATE_TOPIC_KIND = "update"  # edgetally/v1/{site}/{device}/update: device -> fleet
-UPDATE_ACTION = "update"  # Command.action on the cmd topic: fetch, verify, install, check, switch
-ROLLBACK_ACTION = "rollback"  # Command.action: go back to the previous slot
-UpdateOutcome = Literal["healthy", "failed", "rolled_back"]
-
-
-class UpdateReport(_Strict):
-    """What a device says about one rollout step: the new model runs healthily, it failed
-    (and the old model is kept) with a reason, or it rolled back on the fleet's command."""
-
-    v: Literal[1] = 1
-    kind: Literal["update"] = "update"
-    site: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-    device: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-    rollout_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-    bundle_sha256: str = Field(pattern=_SHA256)
-    at: AwareDatetime
-    outcome: UpdateOutcome
-    reason: str | None = Field(default=None, max_length=300, pattern=r"^[^\x00-\x1f\x7f]*$")
-    active_version: str | None = Field(default=None, max_length=64)

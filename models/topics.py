@@ -16,8 +16,11 @@ from edgetally.models.errors import WireError
 SiteId = NewType("SiteId", str)
 DeviceId = NewType("DeviceId", str)
 
-TopicKind = Literal["agg", "status", "power", "audio", "shelf", "cmd"]
+TopicKind = Literal["agg", "status", "power", "audio", "shelf", "cmd", "update"]
 TOPIC_KINDS: Final[tuple[str, ...]] = get_args(TopicKind)
+# What the fleet's ingest stores; ``cmd`` goes fleet -> device and ``update`` (a device's
+# report on a rollout step) goes to the rollouts.
+INGESTED_KINDS: Final[tuple[str, ...]] = ("agg", "status", "power", "audio", "shelf")
 
 TOPIC_ROOT: Final = "edgetally"
 TOPIC_VERSION: Final = "v1"

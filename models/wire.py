@@ -1,6 +1,6 @@
 """The wire schema: every message between a device and the fleet, versioned.
 
-Six messages travel over MQTT (topics in :mod:`edgetally.models.topics`):
+Seven messages travel over MQTT (topics in :mod:`edgetally.models.topics`):
 
 - :class:`Aggregate` (``.../agg``): one time bucket of one line or zone of one source;
 - :class:`DeviceStatus` (``.../status``): online/offline, model, backend, fps, uptime, errors;
@@ -8,7 +8,9 @@ Six messages travel over MQTT (topics in :mod:`edgetally.models.topics`):
 - :class:`AudioLevels` (``.../audio``): sound level, speech share and sound-event counts of
   one bucket of one microphone or sound file (numbers only: no samples, no spectra);
 - :class:`ShelfState` (``.../shelf``): shelf events per facing of one bucket of one camera;
-- :class:`Command` (``.../cmd``): fleet to device.
+- :class:`Command` (``.../cmd``): fleet to device;
+- :class:`UpdateReport` (``.../update``): a device's report on one rollout step (read by the
+  fleet's rollouts, not stored by ingest).
 
 No field can carry pixels or audio: there are no bytes fields, every string is short and
 pattern-bound, every dict is small and maps short names to counts. Unknown fields are an
@@ -325,7 +327,31 @@ class Command(WireModel):
     ] = Field(default_factory=dict)
 
 
-Message = Aggregate | DeviceStatus | PowerReading | AudioLevels | ShelfState | Command
+UPDATE_ACTION: Final = "update"  # Command.action: fetch, verify, install, check, switch
+ROLLBACK_ACTION: Final = "rollback"  # Command.action: go back to the previous slot
+UpdateOutcome = Literal["healthy", "failed", "rolled_back"]
+SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
+
+
+class UpdateReport(WireModel):
+    """What a device says about one rollout step: the new model runs healthily, it failed
+    (and the old model is kept) with a reason, or it rolled back on the fleet's command."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["update"] = "update"
+    site: SiteField
+    device: DeviceField
+    rollout_id: CommandIdField
+    bundle_sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
+    at: UtcDatetime
+    outcome: UpdateOutcome
+    reason: Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,300}$")] | None = None
+    active_version: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+Message = (
+    Aggregate | DeviceStatus | PowerReading | AudioLevels | ShelfState | Command | UpdateReport
+)
 M = TypeVar("M", bound=WireModel)
 
 MESSAGE_TYPES: Final[dict[TopicKind, type[Message]]] = {
@@ -335,6 +361,7 @@ MESSAGE_TYPES: Final[dict[TopicKind, type[Message]]] = {
     "audio": AudioLevels,
     "shelf": ShelfState,
     "cmd": Command,
+    "update": UpdateReport,
 }
 
 

@@ -38,7 +38,7 @@ from edgetally.fleet.store.base import Store, StoreError
 from edgetally.fleet.store.records import DeadLetter, IngestBatch, IngestResult, Seen
 from edgetally.fleet.store.sensors import SensorBatch, SensorResult, write_sensors
 from edgetally.models.errors import WireError
-from edgetally.models.topics import TOPIC_PREFIX
+from edgetally.models.topics import INGESTED_KINDS, TOPIC_KINDS, TOPIC_PREFIX
 from edgetally.models.wire import (
     DEFAULT_WINDOW,
     Aggregate,
@@ -48,6 +48,7 @@ from edgetally.models.wire import (
     PowerReading,
     ShelfState,
     TimeWindow,
+    UpdateReport,
     parse,
 )
 
@@ -57,7 +58,7 @@ _R = TypeVar("_R")
 HEAD_CHARS = 200
 # Kinds others publish under edgetally/v1 that are not for ingest: commands to devices
 # (the fleet's own) and rollout update reports.
-DEFAULT_IGNORED_KINDS: frozenset[str] = frozenset({"cmd", "update"})
+DEFAULT_IGNORED_KINDS: frozenset[str] = frozenset(TOPIC_KINDS) - frozenset(INGESTED_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +374,7 @@ class Ingestor:
                 dead.append(dead_letter(topic, payload, _unexpected("validating", exc), at))
                 self._count("loop_errors")
                 continue
-            if isinstance(message, Command):
+            if isinstance(message, Command | UpdateReport):
                 ignored += 1
                 continue
             if isinstance(message, Aggregate):

@@ -10,12 +10,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.rollout.service import RolloutService
-from edgetally.models.bundle import UPDATE_TOPIC_KIND
 from edgetally.models.errors import EdgetallyError
-from edgetally.models.topics import TOPIC_PREFIX
+from edgetally.models.topics import subscription
 
 log = logging.getLogger(__name__)
-REPORTS = f"{TOPIC_PREFIX}/+/+/{UPDATE_TOPIC_KIND}"
+REPORTS = subscription("update")
 
 
 class RolloutMqttLink:

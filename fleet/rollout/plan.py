@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from edgetally.fleet.errors import FleetError
-from edgetally.models.bundle import UpdateOutcome
+from edgetally.models.wire import UpdateOutcome
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 RolloutState = Literal["running", "paused", "halted", "aborted", "completed"]

@@ -25,16 +25,18 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edgetally.fleet.rollout import plan as machine
 from edgetally.fleet.rollout.plan import Action, BundleRef, Notify, Rollout, RolloutError
-from edgetally.models.bundle import (
+from edgetally.models.bundle import BundleError, verify_bundle
+from edgetally.models.errors import WireError
+from edgetally.models.topics import DeviceId, SiteId, parse_topic, topic_for
+from edgetally.models.wire import (
     ROLLBACK_ACTION,
     UPDATE_ACTION,
-    BundleError,
+    Command,
+    CommandId,
     UpdateReport,
-    verify_bundle,
+    parse,
+    to_json,
 )
-from edgetally.models.errors import WireError
-from edgetally.models.topics import parse_topic, topic_for
-from edgetally.models.wire import Command, CommandId, DeviceId, SiteId, to_json
 from pydantic import ValidationError
 
 Publish = Callable[[str, bytes], None]
@@ -169,16 +171,10 @@ class RolloutService:
     def handle_report(self, topic: str, payload: bytes) -> None:
         """A message from ``edgetally/v1/{site}/{device}/update``; raises RolloutError/WireError
         on anything malformed or spoofed."""
-        parts = topic.split("/")
-        if len(parts) != 5 or parts[4] != "update":
+        if parse_topic(topic).kind != "update":
             raise WireError(f"not an update topic: {topic[:80]!r}")
-        where = parse_topic("/".join([*parts[:4], "status"]))
-        try:
-            report = UpdateReport.model_validate_json(payload)
-        except ValidationError as exc:
-            raise WireError(f"invalid update report: {exc.errors()[0]['msg']}") from None
-        if (report.site, report.device) != (where.site, where.device):
-            raise WireError(f"report for {report.site}/{report.device} came on {topic}")
+        report = parse(topic, payload)  # the payload's site and device must be the topic's
+        assert isinstance(report, UpdateReport)
         device = f"{report.site}/{report.device}"
         with self._lock:
             rollout = self._load(report.rollout_id)

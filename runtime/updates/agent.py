@@ -19,15 +19,18 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from edgetally.models.broker_url import DEFAULT_PORT
-from edgetally.models.bundle import (
+from edgetally.models.topics import ID_PATTERN, DeviceId, SiteId, topic_for
+from edgetally.models.wire import (
     ROLLBACK_ACTION,
+    SHA256_PATTERN,
     UPDATE_ACTION,
-    UPDATE_TOPIC_KIND,
+    Command,
+    CommandId,
     UpdateOutcome,
     UpdateReport,
+    from_json,
+    to_json,
 )
-from edgetally.models.topics import TOPIC_PREFIX, topic_for
-from edgetally.models.wire import Command, from_json
 from edgetally.runtime.errors import EdgeRuntimeError
 from edgetally.runtime.updates.updater import Updater, UpdateRequest
 from edgetally.runtime.uplink.broker import (
@@ -38,8 +41,8 @@ from edgetally.runtime.uplink.broker import (
 )
 
 log = logging.getLogger(__name__)
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+_ID = re.compile(ID_PATTERN)
+_SHA256 = re.compile(SHA256_PATTERN)
 
 
 class UpdateAgent:
@@ -60,7 +63,7 @@ class UpdateAgent:
         self.updater = updater
         self.site, self.device = site, device
         self._cmd_topic = topic_for(site, device, "cmd")
-        self._report_topic = f"{TOPIC_PREFIX}/{site}/{device}/{UPDATE_TOPIC_KIND}"
+        self._report_topic = topic_for(site, device, "update")
         if login is None:
             address = BrokerAddress(host, port, tls=ca_cert is not None)
             login = BrokerLogin(address, f"{site}/{device}", password, ca_cert)
@@ -224,15 +227,15 @@ class UpdateAgent:
             return
         try:
             report = UpdateReport(
-                site=self.site,
-                device=self.device,
-                rollout_id=rollout,
+                site=SiteId(self.site),
+                device=DeviceId(self.device),
+                rollout_id=CommandId(rollout),
                 bundle_sha256=sha256,
                 at=datetime.now(UTC),
                 outcome=outcome,
                 reason=_one_line(reason) if reason else None,
             )
-            self._client.publish(self._report_topic, report.model_dump_json().encode(), qos=1)
+            self._client.publish(self._report_topic, to_json(report), qos=1)
         except Exception:
             log.exception("update report for rollout %s could not be sent", rollout)
 

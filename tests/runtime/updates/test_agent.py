@@ -21,14 +21,9 @@ from edgetally.fleet.http.auth import TokenStore, add_token
 from edgetally.fleet.http.rollout import create_rollout_app
 from edgetally.fleet.rollout.mqtt import RolloutMqttLink
 from edgetally.fleet.rollout.service import RolloutService
-from edgetally.models.bundle import (
-    UPDATE_TOPIC_KIND,
-    UpdateReport,
-    generate_keypair,
-    load_public_key,
-)
-from edgetally.models.topics import TOPIC_PREFIX, topic_for
-from edgetally.models.wire import Command, CommandId, DeviceId, SiteId, to_json
+from edgetally.models.bundle import generate_keypair, load_public_key
+from edgetally.models.topics import topic_for
+from edgetally.models.wire import Command, CommandId, DeviceId, SiteId, UpdateReport, to_json
 from edgetally.runtime.updates.agent import UpdateAgent
 from edgetally.runtime.updates.device import UpdateOptions, run_agent
 from edgetally.runtime.updates.health import OnnxHealthCheck
@@ -43,7 +38,7 @@ from tests.runtime.uplink.test_publisher import Recorder, wait_until
 
 SITE, DEVICE = "s", "d"
 CMD = topic_for(SITE, DEVICE, "cmd")
-REPORTS = f"{TOPIC_PREFIX}/{SITE}/{DEVICE}/{UPDATE_TOPIC_KIND}"
+REPORTS = topic_for(SITE, DEVICE, "update")
 ELSEWHERE = "http://192.0.2.1"  # TEST-NET-1: never the fleet's host
 
 
