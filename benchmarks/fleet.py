@@ -24,7 +24,6 @@ import multiprocessing as mp
 import os
 import pwd
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -35,28 +34,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from edgetally.ports import free_port, wait_for_port
+
 YEAR_START = datetime(2024, 1, 1, tzinfo=UTC)
 DEVICES_PER_SITE = 5
 AIM_RATE = 5_000.0
 AIM_P95_MS = 200.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"nothing listens on 127.0.0.1:{port}") from None
-            time.sleep(0.05)
+    if not wait_for_port(port, timeout):
+        raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
 
 
 # -- 1. ingest through Mosquitto ---------------------------------------------------------------

@@ -74,6 +74,7 @@ from edgetally.models.wire import (
     WireModel,
     to_json,
 )
+from edgetally.ports import free_port
 
 BUCKET_S = 60
 TICK_S = (0.5, 1.0)  # wall seconds between two buckets of a device
@@ -120,12 +121,6 @@ def rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- what devices send --------------------------------------------------------------------

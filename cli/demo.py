@@ -11,10 +11,8 @@ import csv
 import logging
 import re
 import shutil
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgetally.models.errors import EdgetallyError
+from edgetally.ports import free_port, wait_for_port
 
 if TYPE_CHECKING:
     from edgetally.models.wire import Aggregate
@@ -39,23 +38,6 @@ class DemoError(EdgetallyError):
 
 
 # --------------------------------------------------------------------------- broker
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 @dataclass
@@ -85,7 +67,7 @@ def start_broker(workdir: Path, *, embedded: bool = False) -> BrokerHandle:
         proc = subprocess.Popen(
             [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        if _wait_for_port(port):
+        if wait_for_port(port):
 
             def stop() -> None:
                 proc.terminate()

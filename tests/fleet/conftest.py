@@ -21,6 +21,7 @@ import pytest
 from edgetally.fleet.store.base import Store
 from edgetally.fleet.store.records import IngestBatch, Seen
 from edgetally.models.wire import Aggregate, DwellStats
+from edgetally.ports import free_port
 
 SAMPLE_T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
 
@@ -31,12 +32,6 @@ def _pg_bin() -> Path | None:
             return Path(cand)
     found = shutil.which("initdb")
     return Path(found).parent if found else None
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgServer:
@@ -82,7 +77,7 @@ def pg_server() -> Iterator[PgServer]:
         os.chmod(root, 0o755)
         os.chown(root, pw.pw_uid, pw.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    port = _port()
+    port = free_port()
     server = PgServer(bindir, root, port, as_user)
     data = root / "data"
     server.run(
