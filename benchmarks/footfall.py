@@ -37,16 +37,12 @@ CONFIGS = [
 
 
 def one(model: str, backend: str, source: str, frames: int, gate: bool) -> dict[str, float]:
-    from edgetally.runtime.counting.analytics import LineSpec
     from edgetally.runtime.counting.detectors import load_detector
-    from edgetally.runtime.counting.gate import GateConfig
-    from edgetally.runtime.counting.pipeline import CountingPipeline, PipelineConfig, run_count
+    from edgetally.runtime.counting.pipeline import build_pipeline, run_count
     from edgetally.runtime.counting.sources import SourceOptions, open_source
-    from edgetally.runtime.types import LineId
 
     detector = load_detector(model, backend)
-    lines = [LineSpec.parse(t, LineId(f"l{i}")) for i, t in enumerate(LINES)]
-    pipeline = CountingPipeline(detector, lines, config=PipelineConfig(gate=GateConfig(gate)))
+    pipeline = build_pipeline(detector, LINES, gate=gate)
     # Warm up the backend outside the measurement.
     warm = next(iter(open_source(source, SourceOptions(max_frames=1))))
     for _ in range(3):

@@ -108,18 +108,16 @@ def warm_up(detector: Detector, image: npt.NDArray[np.uint8], runs: int = 3) -> 
 
 def count_accuracy(detector: Detector, seq_dir: Path, lines: list[str]) -> float:
     """Count accuracy of ``detector`` on a MOT sequence, as ``edgetally eval`` scores it."""
-    from edgetally.runtime.counting.analytics import LineSpec
     from edgetally.runtime.counting.mot import count_accuracy as score
     from edgetally.runtime.counting.mot import read_gt, true_counts
-    from edgetally.runtime.counting.pipeline import CountingPipeline, run_count
+    from edgetally.runtime.counting.pipeline import build_pipeline, parse_counters, run_count
     from edgetally.runtime.counting.sources import open_source
-    from edgetally.runtime.types import LineId
 
     gt = read_gt(seq_dir)
-    specs = [LineSpec.parse(text, LineId(f"line{i + 1}")) for i, text in enumerate(lines)]
+    specs, _zones = parse_counters(lines)
     threshold = detector.score_threshold  # the pipeline lowers it for the tracker
     try:
-        report = run_count(open_source(seq_dir), CountingPipeline(detector, specs))
+        report = run_count(open_source(seq_dir), build_pipeline(detector, specs))
     finally:
         detector.score_threshold = threshold
     results = []

@@ -148,7 +148,7 @@ def store_bucket(
 def default_pipeline(camera: CameraConfig, config: DeviceConfig) -> Pipeline:
     from edgetally.runtime.counting.analytics import LineSpec, ZoneSpec
     from edgetally.runtime.counting.detectors import load_detector
-    from edgetally.runtime.counting.pipeline import CountingPipeline
+    from edgetally.runtime.counting.pipeline import build_pipeline
     from edgetally.runtime.types import LineId, ZoneId
 
     lines = [
@@ -156,7 +156,7 @@ def default_pipeline(camera: CameraConfig, config: DeviceConfig) -> Pipeline:
     ]
     zones = [ZoneSpec(ZoneId(z.id), z.polygon) for z in camera.zones]
     detector = load_detector(config.model, config.backend, config.accelerator)
-    return CountingPipeline(detector, lines, zones)
+    return build_pipeline(detector, lines, zones)
 
 
 def default_source(camera: CameraConfig, start: datetime) -> Source:

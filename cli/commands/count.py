@@ -35,19 +35,14 @@ def build_pipeline(
     family: str | None,
     gate: bool,
 ) -> Any:
-    from edgetally.runtime.counting.analytics import LineSpec, ZoneSpec
     from edgetally.runtime.counting.detectors import load_detector
-    from edgetally.runtime.counting.gate import GateConfig
-    from edgetally.runtime.counting.pipeline import CountingPipeline, PipelineConfig
-    from edgetally.runtime.types import LineId, ZoneId
+    from edgetally.runtime.counting.pipeline import build_pipeline, parse_counters
 
     if not lines and not zones:
         raise ConfigError("give at least one --line x1,y1,x2,y2 (or a --zone)")
-    line_specs = [LineSpec.parse(text, LineId(f"line{i + 1}")) for i, text in enumerate(lines)]
-    zone_specs = [ZoneSpec.parse(text, ZoneId(f"zone{i + 1}")) for i, text in enumerate(zones)]
+    specs = parse_counters(lines, zones)  # a bad line or zone: an error before the model loads
     detector = load_detector(model, backend, device, family)
-    config = PipelineConfig(gate=GateConfig(enabled=gate))
-    return CountingPipeline(detector, line_specs, zone_specs, config)
+    return build_pipeline(detector, *specs, gate=gate)
 
 
 def _run(

@@ -14,7 +14,15 @@ from edgetally.runtime.counting.gate import GateConfig, MotionGate
 from edgetally.runtime.counting.sources import FrameSource
 from edgetally.runtime.counting.tracker import ByteTracker, TrackerConfig
 from edgetally.runtime.errors import ConfigError
-from edgetally.runtime.types import Detections, Dwell, Frame, FrameResult, Track, ZoneId
+from edgetally.runtime.types import (
+    Detections,
+    Dwell,
+    Frame,
+    FrameResult,
+    LineId,
+    Track,
+    ZoneId,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +140,40 @@ class CountingPipeline:
             }
             for c in self.lines
         ]
+
+
+def build_pipeline(
+    detector: Detector,
+    lines: Sequence[str | LineSpec] = (),
+    zones: Sequence[str | ZoneSpec] = (),
+    *,
+    gate: bool = True,
+    prefix: str = "line",
+) -> CountingPipeline:
+    """The one way to put a counting pipeline together: lines and zones as texts or specs
+    (:func:`parse_counters`), the motion gate on or off."""
+    line_specs, zone_specs = parse_counters(lines, zones, prefix=prefix)
+    config = PipelineConfig(gate=GateConfig(enabled=gate))
+    return CountingPipeline(detector, line_specs, zone_specs, config)
+
+
+def parse_counters(
+    lines: Sequence[str | LineSpec] = (),
+    zones: Sequence[str | ZoneSpec] = (),
+    *,
+    prefix: str = "line",
+) -> tuple[list[LineSpec], list[ZoneSpec]]:
+    """Lines as ``x1,y1,x2,y2`` texts (ids ``{prefix}1``, ``{prefix}2``...) and zones as
+    ``x1,y1,x2,y2,...`` texts (ids ``zone1``...) as specs; specs pass through."""
+    line_specs = [
+        spec if isinstance(spec, LineSpec) else LineSpec.parse(spec, LineId(f"{prefix}{i + 1}"))
+        for i, spec in enumerate(lines)
+    ]
+    zone_specs = [
+        spec if isinstance(spec, ZoneSpec) else ZoneSpec.parse(spec, ZoneId(f"zone{i + 1}"))
+        for i, spec in enumerate(zones)
+    ]
+    return line_specs, zone_specs
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from edgetally.models.bundle import BundleManifest, BundleTarget
-from edgetally.runtime.counting.analytics import LineSpec
+from edgetally.runtime.counting.pipeline import parse_counters
 from edgetally.runtime.errors import ConfigError, EdgeRuntimeError
-from edgetally.runtime.types import LineId
 from edgetally.runtime.updates.health import DetectorHealthCheck
 
 if TYPE_CHECKING:
@@ -144,19 +143,14 @@ class ReferenceClip:
             raise ConfigError("a reference clip needs at least one line (x1,y1,x2,y2)")
         if not self.path.exists():
             raise ConfigError(f"reference clip not found: {self.path}")
-        for i, text in enumerate(self.lines):
-            LineSpec.parse(text, LineId(f"ref{i}"))  # a bad line is a config error now
+        parse_counters(self.lines, prefix="ref")  # a bad line is a config error now
 
     def count(self, detector: Detector) -> float:
         """People counted crossing the lines (in + out), every frame inferred."""
-        from edgetally.runtime.counting.gate import GateConfig
-        from edgetally.runtime.counting.pipeline import CountingPipeline, PipelineConfig, run_count
+        from edgetally.runtime.counting.pipeline import build_pipeline, run_count
         from edgetally.runtime.counting.sources import SourceOptions, open_source
 
-        lines = [LineSpec.parse(t, LineId(f"ref{i}")) for i, t in enumerate(self.lines)]
-        pipeline = CountingPipeline(
-            detector, lines, config=PipelineConfig(gate=GateConfig(enabled=False))
-        )
+        pipeline = build_pipeline(detector, self.lines, gate=False, prefix="ref")
         frames = open_source(str(self.path), SourceOptions(max_frames=self.max_frames))
         report = run_count(frames, pipeline)
         return float(sum(line["in"] + line["out"] for line in report.lines))
