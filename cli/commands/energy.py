@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
-from edgetally.fleet.energy.assumptions import EnergyError, GridTable, load_config
-from edgetally.fleet.energy.baseline import CameraSpec, baseline_report
 
 energy_app = typer.Typer(
     help="Energy and CO2e: the edge device against streaming to the cloud.", no_args_is_help=True
@@ -31,6 +29,9 @@ def baseline(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Cloud baseline of one camera-day, in both accountings, with its assumptions."""
+    from edgetally.fleet.energy.assumptions import GridTable, load_config
+    from edgetally.fleet.energy.baseline import CameraSpec, baseline_report
+
     cfg = load_config(config)
     result = baseline_report(
         CameraSpec(bitrate_mbps, fps, not no_audio),
@@ -62,6 +63,8 @@ def baseline(
 
 
 def _when(value: str | None, option: str) -> datetime | None:
+    from edgetally.fleet.energy.assumptions import EnergyError
+
     if value is None:
         return None
     try:
@@ -82,6 +85,7 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
 ) -> None:
     """Edge Wh and gCO2e per device and site beside the cloud baseline, from the fleet DB."""
+    from edgetally.fleet.energy.assumptions import EnergyError, load_config
     from edgetally.fleet.energy.report import report_from_store
     from edgetally.fleet.store.base import is_postgres_url, open_store
     from edgetally.fleet.store.records import Filters
@@ -124,6 +128,8 @@ def _fmt(x: float | None) -> str:
 @energy_app.command("regions")
 def regions(config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP)) -> None:
     """The bundled grid intensities (and configured overrides), with sources and years."""
+    from edgetally.fleet.energy.assumptions import GridTable, load_config
+
     grid = GridTable(load_config(config).grid)
     for code in grid.codes:
         i = grid.get(code)

@@ -13,7 +13,7 @@ from types import FrameType
 from typing import Any
 
 import typer
-from edgetally.fleet.errors import FleetError
+from edgetally.commands import CommandError
 
 fleet_app = typer.Typer(help="The fleet manager: ingest, store, analyst API.", no_args_is_help=True)
 query_app = typer.Typer(
@@ -91,7 +91,7 @@ def serve(
     from edgetally.models.wire import TimeWindow
 
     if rollouts and (tokens is None or fleet_pubkey is None):
-        raise FleetError("--rollouts needs --tokens FILE and --fleet-pubkey KEY")
+        raise CommandError("--rollouts needs --tokens FILE and --fleet-pubkey KEY")
     config = FleetConfig.of(
         broker,
         db,
@@ -156,11 +156,11 @@ def _when(text: str | None, what: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise FleetError(f"{what}: {text[:60]!r} is not an ISO 8601 date or time") from None
+        raise CommandError(f"{what}: {text[:60]!r} is not an ISO 8601 date or time") from None
     try:
         return utc_in_window(value)
     except ValueError as exc:
-        raise FleetError(f"{what}: {text[:60]!r}: {exc}") from None
+        raise CommandError(f"{what}: {text[:60]!r}: {exc}") from None
 
 
 def _print_table(records: list[dict[str, Any]]) -> None:
@@ -189,11 +189,11 @@ def _run_query(
     from edgetally.fleet.http.export import to_csv, to_parquet, to_records
 
     if (db is None) == (api is None):
-        raise FleetError("give exactly one of --db (a file or postgresql:// URL) or --api URL")
+        raise CommandError("give exactly one of --db (a file or postgresql:// URL) or --api URL")
     if fmt != "table" and fmt not in ("csv", "parquet"):
-        raise FleetError(f"unknown --format {fmt!r}: use table, csv or parquet")
+        raise CommandError(f"unknown --format {fmt!r}: use table, csv or parquet")
     if fmt == "parquet" and output is None:
-        raise FleetError("--format parquet needs --output FILE")
+        raise CommandError("--format parquet needs --output FILE")
     body: bytes | None = None
     if api is not None:
         records, body = _from_api(api, name, params, fmt, token)
@@ -255,14 +255,14 @@ def _from_api(
     try:
         resp = httpx.get(url, params=query, headers=headers, timeout=120.0)
     except httpx.HTTPError as exc:
-        raise FleetError(f"cannot reach the fleet API at {api}: {exc}") from None
+        raise CommandError(f"cannot reach the fleet API at {api}: {exc}") from None
     if resp.status_code == 401:
         if not headers:
-            raise FleetError(
+            raise CommandError(
                 f"the fleet API at {api} wants a token: pass --token TOKEN (or set "
                 "EDGETALLY_TOKEN)"
             )
-        raise FleetError(
+        raise CommandError(
             f"the fleet API at {api} refused the token (unknown or revoked): check --token "
             "or EDGETALLY_TOKEN"
         )
@@ -274,7 +274,7 @@ def _from_api(
         if isinstance(detail, list) and detail:
             first = detail[0]
             detail = f"{'.'.join(str(p) for p in first.get('loc', []))}: {first.get('msg')}"
-        raise FleetError(f"the fleet API answered {resp.status_code}: {detail}")
+        raise CommandError(f"the fleet API answered {resp.status_code}: {detail}")
     if fmt in ("csv", "parquet"):
         return [], resp.content
     rows: list[dict[str, Any]] = resp.json()["rows"]
@@ -296,9 +296,9 @@ def _filter_params(
 
     params: dict[str, str] = {"interval": interval}
     if interval not in INTERVALS:
-        raise FleetError(f"unknown --interval {interval!r}: use {', '.join(INTERVALS)}")
+        raise CommandError(f"unknown --interval {interval!r}: use {', '.join(INTERVALS)}")
     if group not in GROUPS:
-        raise FleetError(f"unknown --group {group!r}: use {', '.join(GROUPS)}")
+        raise CommandError(f"unknown --group {group!r}: use {', '.join(GROUPS)}")
     if group != "device":
         params["group"] = group
     for key, value in (("site", site), ("device", device), ("line", line)):

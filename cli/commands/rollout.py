@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from edgetally.fleet.errors import FleetError
+from edgetally.commands import CommandError
 
 rollout_app = typer.Typer(help="Staged rollouts of signed model bundles.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (roles: device, analyst, operator).", no_args_is_help=True)
@@ -36,13 +36,13 @@ def _call(method: str, url: str, token: str, path: str, **kw: Any) -> Any:
             **kw,
         )
     except httpx.HTTPError as exc:
-        raise FleetError(f"cannot reach the fleet API at {url}: {exc}") from None
+        raise CommandError(f"cannot reach the fleet API at {url}: {exc}") from None
     if resp.status_code >= 400:
         try:
             detail = resp.json().get("detail", resp.text)
         except ValueError:
             detail = resp.text
-        raise FleetError(f"fleet API said {resp.status_code}: {str(detail)[:300]}")
+        raise CommandError(f"fleet API said {resp.status_code}: {str(detail)[:300]}")
     return resp.json()
 
 
@@ -60,7 +60,7 @@ def create(
     try:
         data = bundle.read_bytes()
     except OSError as exc:
-        raise FleetError(f"cannot read bundle {bundle}: {exc.strerror or exc}") from None
+        raise CommandError(f"cannot read bundle {bundle}: {exc.strerror or exc}") from None
     ref = _call("PUT", url, token, "/bundles", content=data)
     body = {
         "bundle_sha256": ref["sha256"],

@@ -25,8 +25,10 @@ class LiteRtBackend:
     def __init__(self, path: Path, device: str | None, config: LiteRtConfig) -> None:
         try:
             from ai_edge_litert import interpreter as litert
-        except ImportError as exc:  # pragma: no cover - a core dependency
-            raise BackendError("ai-edge-litert is not installed") from exc
+        except ImportError as exc:  # an install without this runtime's extra
+            raise BackendError(
+                "ai-edge-litert is not installed: pip install 'edgetally[litert]'"
+            ) from exc
         delegate_path = device or config.delegate
         delegates = []
         if delegate_path and delegate_path.upper() != "CPU":
@@ -110,7 +112,9 @@ def _quantize(spec: TensorSpec, array: npt.NDArray[np.generic]) -> npt.NDArray[n
         return array
     info = np.iinfo(spec.dtype)
     q = np.round(np.asarray(array, np.float32) / spec.scale) + spec.zero_point
-    return np.clip(q, info.min, info.max).astype(spec.dtype)
+    # numpy's stubs type np.clip on an array of unknown dtype as Any.
+    quantized: npt.NDArray[np.generic] = np.clip(q, info.min, info.max).astype(spec.dtype)
+    return quantized
 
 
 def _dequantize(spec: TensorSpec, raw: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:

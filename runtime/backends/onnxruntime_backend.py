@@ -40,8 +40,10 @@ class OnnxRuntimeBackend:
     def __init__(self, path: Path, device: str | None, config: OnnxRuntimeConfig) -> None:
         try:
             import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - a core dependency
-            raise BackendError("onnxruntime is not installed") from exc
+        except ImportError as exc:  # an install without this runtime's extra
+            raise BackendError(
+                "onnxruntime is not installed: pip install 'edgetally[onnxruntime]'"
+            ) from exc
         present = ort.get_available_providers()
         wanted = list(config.providers)
         if device:

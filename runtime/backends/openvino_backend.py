@@ -30,8 +30,10 @@ class OpenVinoBackend:
     def __init__(self, path: Path, device: str | None, config: OpenVinoConfig) -> None:
         try:
             import openvino as ov
-        except ImportError as exc:  # pragma: no cover - a core dependency
-            raise BackendError("openvino is not installed") from exc
+        except ImportError as exc:  # an install without this runtime's extra
+            raise BackendError(
+                "openvino is not installed: pip install 'edgetally[openvino]'"
+            ) from exc
         core = ov.Core()
         target = (device or config.device).upper()
         present = core.available_devices

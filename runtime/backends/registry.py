@@ -92,7 +92,10 @@ def open_backend(
                 f"(it runs: {', '.join(entry.formats)})"
             )
         if importlib.util.find_spec(entry.module) is None:
-            raise BackendError(f"backend {request} needs the Python package {entry.module}")
+            raise BackendError(
+                f"backend {request} needs the Python package {entry.module}: "
+                f"pip install 'edgetally[{entry.name}]'"
+            )
         return entry.factory(path, device, config, threads)
 
     candidates = AUTO_ORDER.get(model_format, ())
