@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,23 @@ from edgetally.fleet.store import queries
 from edgetally.fleet.store.base import Store, open_store
 from edgetally.fleet.store.records import Filters, IngestBatch, Seen
 from edgetally.fleet.store.sensors import SensorBatch, write_sensors
-from edgetally.models.topics import topic_for
-from edgetally.models.wire import Aggregate, AudioLevels, PowerReading, to_json
+from edgetally.models.topics import DeviceId, SiteId, topic_for
+from edgetally.models.wire import (
+    Aggregate,
+    AudioLevels,
+    CounterId,
+    Epoch,
+    PowerReading,
+    Seq,
+    SourceId,
+    to_json,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
+EPOCH = Epoch("00aa11bb22cc33dd")
 
 
 def agg(
@@ -40,12 +52,12 @@ def agg(
     minute: int | None = None,
 ) -> Aggregate:
     return Aggregate(
-        site=site,  # type: ignore[arg-type]
-        device=device,  # type: ignore[arg-type]
-        source="cam0",  # type: ignore[arg-type]
-        line="door",  # type: ignore[arg-type]
-        epoch=epoch,  # type: ignore[arg-type]
-        seq=seq,  # type: ignore[arg-type]
+        site=SiteId(site),
+        device=DeviceId(device),
+        source=SourceId("cam0"),
+        line=CounterId("door"),
+        epoch=None if epoch is None else Epoch(epoch),
+        seq=Seq(seq),
         start=T0 + timedelta(minutes=seq if minute is None else minute),
         seconds=60,
         in_count=n_in,
@@ -131,11 +143,12 @@ def test_a_conflicting_redelivery_keeps_the_first_and_is_recorded(store: Store) 
 
 def test_power_audio_and_shelf_conflicts_are_recorded(store: Store) -> None:
     power = PowerReading(
-        site="shop", device="cam1", epoch="00aa11bb22cc33dd", seq=0, source="rapl",  # type: ignore[arg-type]
+        site=SiteId("shop"), device=DeviceId("cam1"), epoch=EPOCH, seq=Seq(0), source="rapl",
         start=T0, seconds=60, wh=1.0, mean_w=60.0, measured=True,
     )
     audio = AudioLevels(
-        site="shop", device="cam1", source="mic0", epoch="00aa11bb22cc33dd", seq=3,  # type: ignore[arg-type]
+        site=SiteId("shop"), device=DeviceId("cam1"), source=SourceId("mic0"), epoch=EPOCH,
+        seq=Seq(3),
         start=T0, seconds=60, duration_s=60.0, leq_dbfs=-30.0, laeq_dbfs=-32.0,
     )
     r = store.write(IngestBatch(power=(power,), seen=seen(agg("shop", "cam1", 0, 0))))
@@ -268,19 +281,29 @@ def test_a_store_of_the_previous_schema_is_migrated_on_open(store_db: str) -> No
 # --------------------------------------------------------------------------- through MQTT
 
 
-def publish(url: str, messages: list[tuple[str, bytes, bool]]) -> None:
+@contextmanager
+def connected(url: str) -> Iterator[mqtt.Client]:
     host, port = url.removeprefix("mqtt://").split(":")
-    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     c.connect(host, int(port))
     c.loop_start()
     try:
-        for topic, payload, retain in messages:
-            info = c.publish(topic, payload, qos=1, retain=retain)
-            info.wait_for_publish(timeout=30)
-            assert info.is_published()
+        yield c
     finally:
         c.loop_stop()
         c.disconnect()
+
+
+def send(client: mqtt.Client, messages: list[tuple[str, bytes, bool]]) -> None:
+    for topic, payload, retain in messages:
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(timeout=30)
+        assert info.is_published()
+
+
+def publish(url: str, messages: list[tuple[str, bytes, bool]]) -> None:
+    with connected(url) as client:
+        send(client, messages)
 
 
 HOSTILE_TIMES = st.one_of(
@@ -316,7 +339,7 @@ def test_no_message_stops_ingest(mosquitto: Any, tmp_path: Path) -> None:
     base = json.loads(to_json(agg("shop", "cam1", 0, 1)))
     kinds = ["agg", "status", "power", "audio", "shelf", "cmd", "update"]
 
-    with FleetServer(config) as fleet:
+    with FleetServer(config) as fleet, connected(mosquitto.url) as client:
 
         @settings(
             max_examples=40,
@@ -337,7 +360,7 @@ def test_no_message_stops_ingest(mosquitto: Any, tmp_path: Path) -> None:
             n = next(seq)
             good = agg("shop", "probe", n, 1, minute=n % 1000)
             before = fleet.counters().aggregates_new
-            publish(mosquitto.url, [
+            send(client, [
                 (f"edgetally/v1/shop/cam1/{kind}", hostile, retain),
                 (topic_for("shop", "probe", "agg"), to_json(good), False),
             ])
@@ -413,7 +436,7 @@ def test_devices_end_to_end_identity_reset_and_conflict(
             for b in buckets:
                 draft = agg(site, "cam1", 0, n_in, minute=b)
                 outbox.put(
-                    topic_for(site, "cam1", "agg"),  # type: ignore[arg-type]
+                    topic_for(site, "cam1", "agg"),
                     lambda seq, epoch, d=draft: to_json(
                         d.model_copy(update={"seq": seq, "epoch": epoch})
                     ),
