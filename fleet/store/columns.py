@@ -77,6 +77,30 @@ def _empty(names: tuple[str, ...]) -> Columns:
     return {n: [] for n in names}
 
 
+class FirstOfKey:
+    """The first message of each (site, device, epoch, seq) in a batch, with its digest; a
+    later one of the same key is a duplicate, and a conflict when its content differs."""
+
+    __slots__ = ("conflicts", "duplicates", "first")
+
+    def __init__(self) -> None:
+        self.first: dict[Key, tuple[WireModel, int]] = {}
+        self.duplicates = 0
+        self.conflicts: list[tuple[WireModel, int]] = []  # (message, the first one's digest)
+
+    def take(self, message: WireModel) -> tuple[Key, int] | None:
+        """The message's key and digest if it is the first of its key, else None."""
+        key, dig = key_of(message), digest(message)
+        seen = self.first.get(key)
+        if seen is not None:
+            self.duplicates += 1
+            if seen[1] != dig:
+                self.conflicts.append((message, seen[1]))
+            return None
+        self.first[key] = (message, dig)
+        return key, dig
+
+
 @dataclass(slots=True)
 class StagedBatch:
     """Column lists per staged table, plus how many in-batch duplicates were dropped."""
@@ -87,11 +111,9 @@ class StagedBatch:
     seen: Columns = field(default_factory=lambda: _empty(SEEN_COLUMNS))
     status: Columns = field(default_factory=lambda: _empty(STATUS_COLUMNS))
     dead: Columns = field(default_factory=lambda: _empty(DEAD_COLUMNS))
-    aggregates_in_batch_duplicates: int = 0
-    power_in_batch_duplicates: int = 0
-    # Messages by key, to name one whose key turns out to be stored with other content.
-    aggregates_by_key: dict[Key, WireModel] = field(default_factory=dict)
-    power_by_key: dict[Key, WireModel] = field(default_factory=dict)
+    # The batch's messages by key, their in-batch duplicates and conflicts.
+    aggregate_keys: FirstOfKey = field(default_factory=FirstOfKey)
+    power_keys: FirstOfKey = field(default_factory=FirstOfKey)
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     # Conflicts found so far (in the batch itself): dead letters and counts per device.
     conflicts: list[DeadLetter] = field(default_factory=list)
@@ -103,12 +125,20 @@ class StagedBatch:
         site, device, _e, _s = key_of(message)
         self.conflicts_by_device[(site, device)] += 1
 
+    def note_stored_conflicts(self, kind: str, rows: list[tuple[Any, ...]]) -> None:
+        """The rows of :func:`edgetally.fleet.store.sql.conflicts` (key, stored digest,
+        received digest) as conflicts of this batch's messages of ``kind``."""
+        keys = self.aggregate_keys if kind == "agg" else self.power_keys
+        for row in rows:
+            message, _digest = keys.first[(row[0], row[1], row[2], int(row[3]))]
+            self.add_conflict(kind, message, int(row[4]))
+
     def result(
         self, aggregates_new: int, power_new: int, *, statuses: int, dead_letters: int
     ) -> IngestResult:
         """What the batch changed, once the store has written it."""
-        n_agg = len(self.aggregates["device"]) + self.aggregates_in_batch_duplicates
-        n_pow = len(self.power["device"]) + self.power_in_batch_duplicates
+        n_agg = len(self.aggregates["device"]) + self.aggregate_keys.duplicates
+        n_pow = len(self.power["device"]) + self.power_keys.duplicates
         return IngestResult(
             aggregates_new=aggregates_new,
             aggregates_duplicate=n_agg - aggregates_new,
@@ -152,17 +182,11 @@ def stage(batch: IngestBatch) -> StagedBatch:
     received = batch.received_at or datetime.now(UTC)
     now = naive_utc(received)
     out = StagedBatch(received_at=received)
-    digests: dict[Key, int] = {}
     for a in batch.aggregates:
-        key = key_of(a)
-        dig = digest(a)
-        if key in digests:
-            out.aggregates_in_batch_duplicates += 1
-            if digests[key] != dig:
-                out.add_conflict("agg", a, digests[key])
+        taken = out.aggregate_keys.take(a)
+        if taken is None:
             continue
-        digests[key] = dig
-        out.aggregates_by_key[key] = a
+        key, dig = taken
         start = naive_utc(a.start)
         d = a.dwell
         _add(
@@ -190,17 +214,11 @@ def stage(batch: IngestBatch) -> StagedBatch:
                     out.events,
                     (*key, family, event, a.line, start, a.seconds, count),
                 )
-    digests = {}
     for p in batch.power:
-        key = key_of(p)
-        dig = digest(p)
-        if key in digests:
-            out.power_in_batch_duplicates += 1
-            if digests[key] != dig:
-                out.add_conflict("power", p, digests[key])
+        taken = out.power_keys.take(p)
+        if taken is None:
             continue
-        digests[key] = dig
-        out.power_by_key[key] = p
+        key, dig = taken
         _add(
             out.power,
             (
@@ -215,6 +233,9 @@ def stage(batch: IngestBatch) -> StagedBatch:
                 now,
             ),
         )
+    for kind, keys in (("agg", out.aggregate_keys), ("power", out.power_keys)):
+        for message, first_digest in keys.conflicts:
+            out.add_conflict(kind, message, first_digest)
     seen: dict[tuple[str, str], tuple[datetime, datetime, int]] = {}
     for s in batch.seen:
         at = naive_utc(s.at)

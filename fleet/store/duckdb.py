@@ -27,29 +27,15 @@ from edgetally.fleet.store.base import (
     rollup_columns_complete,
     timeout_message,
 )
-from edgetally.fleet.store.columns import Columns, Key, StagedBatch, merge_columns, stage
+from edgetally.fleet.store.columns import Columns, StagedBatch, merge_columns, stage
 from edgetally.fleet.store.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.store.sql import Dialect
-from edgetally.models.wire import WireModel
 
 
 def _query_error(exc: duckdb.Error, timed_out_after: float | None) -> StoreError:
     if timed_out_after is not None and isinstance(exc, duckdb.InterruptException):
         return QueryTimeout(timeout_message(timed_out_after))
     return StoreError(f"query failed: {str(exc).splitlines()[0]}")
-
-
-def _find_conflicts(
-    cur: duckdb.DuckDBPyConnection,
-    table: str,
-    staged_name: str,
-    staged: StagedBatch,
-    by_key: dict[Key, WireModel],
-) -> None:
-    """Note the staged rows of ``table`` whose key is stored with other content."""
-    kind = "agg" if table == "aggregates" else table
-    for row in cur.execute(sql.conflicts(table, staged_name)).fetchall():
-        staged.add_conflict(kind, by_key[(row[0], row[1], row[2], int(row[3]))], int(row[4]))
 
 
 def _count(rows: list[tuple[Any, ...]]) -> int:
@@ -134,7 +120,9 @@ class DuckDBStore:
             self._load(cur, "stage_events", staged.events, sql.insert_events)
             power_new = self._load(
                 cur, "stage_power", staged.power, sql.insert_power,
-                lambda name: _find_conflicts(cur, "power", name, staged, staged.power_by_key),
+                lambda name: staged.note_stored_conflicts(
+                    "power", cur.execute(sql.conflicts("power", name)).fetchall()
+                ),
             )
             self._load(cur, "stage_seen", staged.seen, sql.upsert_seen)
             self._load(cur, "stage_status", staged.status, sql.update_status)
@@ -158,7 +146,9 @@ class DuckDBStore:
         cur.register("stage_aggregates", pa.table(columns))
         try:
             new = cur.sql(sql.insert_aggregates_returning("stage_aggregates")).to_arrow_table()
-            _find_conflicts(cur, "aggregates", "stage_aggregates", staged, staged.aggregates_by_key)
+            staged.note_stored_conflicts(
+                "agg", cur.execute(sql.conflicts("aggregates", "stage_aggregates")).fetchall()
+            )
         finally:
             cur.unregister("stage_aggregates")
         if new.num_rows:

@@ -24,10 +24,9 @@ from edgetally.fleet.store.base import (
     present_tables,
     timeout_message,
 )
-from edgetally.fleet.store.columns import Columns, Key, StagedBatch, merge_columns, stage
+from edgetally.fleet.store.columns import Columns, merge_columns, stage
 from edgetally.fleet.store.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.store.sql import Dialect
-from edgetally.models.wire import WireModel
 
 try:
     import psycopg
@@ -79,19 +78,6 @@ def redact(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-def _find_conflicts(
-    conn: Any, table: str, staged: StagedBatch, by_key: dict[Key, WireModel]
-) -> None:
-    """Note the staged rows of ``table`` whose key is stored with other content (the stage
-    keeps its rows until the transaction commits)."""
-    if not by_key:
-        return
-    kind = "agg" if table == "aggregates" else table
-    stage_name = "stage_aggregates" if table == "aggregates" else f"stage_{table}"
-    for row in conn.execute(sql.conflicts(table, stage_name)).fetchall():
-        staged.add_conflict(kind, by_key[(row[0], row[1], row[2], int(row[3]))], int(row[4]))
 
 
 def _query_error(exc: Exception, limit: float | None) -> StoreError:
@@ -184,10 +170,15 @@ class PostgresStore:
                 agg_new = load(
                     "stage_aggregates", staged.aggregates, sql.insert_aggregates_with_rollups
                 )
-                _find_conflicts(conn, "aggregates", staged, staged.aggregates_by_key)
+                # (the stages keep their rows until the transaction commits)
+                staged.note_stored_conflicts(
+                    "agg", conn.execute(sql.conflicts("aggregates", "stage_aggregates")).fetchall()
+                )
                 load("stage_events", staged.events, sql.insert_events)
                 power_new = load("stage_power", staged.power, sql.insert_power)
-                _find_conflicts(conn, "power", staged, staged.power_by_key)
+                staged.note_stored_conflicts(
+                    "power", conn.execute(sql.conflicts("power", "stage_power")).fetchall()
+                )
                 load("stage_seen", staged.seen, sql.upsert_seen)
                 load("stage_status", staged.status, sql.update_status)
                 conflicts, per_device = staged.conflict_columns()

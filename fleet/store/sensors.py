@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edgetally.fleet.store.base import Store, StoreError
-from edgetally.fleet.store.columns import Key, conflict_letter, digest, key_of, naive_utc
+from edgetally.fleet.store.columns import FirstOfKey, Key, conflict_letter, naive_utc
 from edgetally.fleet.store.queries import DEFAULT_MAX_ROWS, QueryTooLarge, where
 from edgetally.fleet.store.records import DeadLetter, Filters, Table
 from edgetally.fleet.store.sql import DEAD_COLUMNS, EVENT_COLUMNS, KEY, UNKNOWN_DIGEST
-from edgetally.models.wire import AudioLevels, ShelfState, WireModel
+from edgetally.models.wire import AudioLevels, ShelfState
 
 AUDIO_COLUMNS: tuple[str, ...] = (
     *KEY,
@@ -85,26 +85,16 @@ class _Rows:
     audio: list[tuple[Any, ...]] = field(default_factory=list)
     shelf: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
-    # The first message of each key in the batch, its digest and kind.
-    first: dict[Key, tuple[str, WireModel, int]] = field(default_factory=dict)
-    # Later messages of a key already in the batch, with the digest they must match.
-    repeats: list[tuple[str, WireModel, int]] = field(default_factory=list)
-
-    def take(self, kind: str, message: WireModel) -> tuple[Key, int] | None:
-        """The message's key and digest if it is the first of its key in the batch."""
-        key, dig = key_of(message), digest(message)
-        if key in self.first:
-            self.repeats.append((kind, message, self.first[key][2]))
-            return None
-        self.first[key] = (kind, message, dig)
-        return key, dig
+    keys: dict[str, FirstOfKey] = field(
+        default_factory=lambda: {"audio": FirstOfKey(), "shelf": FirstOfKey()}
+    )
 
 
 def _rows(batch: SensorBatch) -> _Rows:
     now = naive_utc(batch.received_at or datetime.now(UTC))
     out = _Rows()
     for a in batch.audio:
-        taken = out.take("audio", a)
+        taken = out.keys["audio"].take(a)
         if taken is None:
             continue
         key, dig = taken
@@ -117,7 +107,7 @@ def _rows(batch: SensorBatch) -> _Rows:
             (*key, "audio", name, a.source, start, a.seconds, n) for name, n in a.events.items()
         ]
     for s in batch.shelf:
-        taken = out.take("shelf", s)
+        taken = out.keys["shelf"].take(s)
         if taken is None:
             continue
         key, dig = taken
@@ -194,17 +184,16 @@ def write_sensors(store: Store, batch: SensorBatch) -> SensorResult:
         audio_new = _insert(store, "audio", AUDIO_COLUMNS, rows.audio)
         shelf_new = _insert(store, "shelf", SHELF_COLUMNS, rows.shelf)
         _insert(store, "events", EVENT_COLUMNS, rows.events)
-        letters = [
-            conflict_letter(kind, message, first, at)
-            for kind, message, first in rows.repeats
-            if digest(message) != first
-        ]
-        for key, (kind, message, dig) in rows.first.items():
-            if key in (audio_new if kind == "audio" else shelf_new):
-                continue
-            stored = _stored_digest(store, kind, key)
-            if stored not in (None, UNKNOWN_DIGEST, dig):
-                letters.append(conflict_letter(kind, message, stored, at))
+        letters = []
+        for kind, new in (("audio", audio_new), ("shelf", shelf_new)):
+            keys = rows.keys[kind]
+            letters += [conflict_letter(kind, m, first, at) for m, first in keys.conflicts]
+            for key, (message, dig) in keys.first.items():
+                if key in new:
+                    continue
+                stored = _stored_digest(store, kind, key)
+                if stored not in (None, UNKNOWN_DIGEST, dig):
+                    letters.append(conflict_letter(kind, message, stored, at))
         _record_conflicts(store, letters)
         store.execute("COMMIT")
     except StoreError:
