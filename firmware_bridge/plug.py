@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 from edgetally.firmware_bridge.errors import BridgeError
 from edgetally.firmware_bridge.power import PowerReading, utcnow
+from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class PlugMeter:
         self._cond = threading.Condition()
         host, port = parse_broker(broker)
         self._client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"edgetally-power-{id(self):x}",
         )
         self._client.on_connect = self._on_connect

@@ -96,7 +96,7 @@ class FleetConfig:
             db=db,
             http_host=host,
             http_port=port,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,  # type: ignore[arg-type]  # FleetConfig's other fields
         )
 
     def __repr__(self) -> str:  # the database URL's password stays out (the broker's too)

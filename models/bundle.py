@@ -129,7 +129,7 @@ class BundleTarget(_Strict):
                 "(e.g. onnxruntime:int8:rpi5)"
             )
         try:
-            return cls(backend=parts[0], precision=parts[1], device_class=parts[2])  # type: ignore[arg-type]
+            return cls(backend=parts[0], precision=parts[1], device_class=parts[2])  # type: ignore[arg-type]  # pydantic validates it
         except ValidationError as exc:
             raise BundleError(f"target {text!r}: {_first_error(exc)}") from None
 
@@ -455,7 +455,10 @@ def _scan(
 
 def _open_stream(bundle: Path, reader: _HashingReader) -> tarfile.TarFile:
     try:
-        return tarfile.open(fileobj=reader, mode="r|")  # type: ignore[call-overload]
+        # Stream mode ("r|") only reads: typeshed's file object also asks for write, seek, tell.
+        return tarfile.open(  # type: ignore[call-overload, no-any-return]  # a read-only stream
+            fileobj=reader, mode="r|"
+        )
     except (tarfile.TarError, EOFError) as exc:
         raise BundleFormatError(f"{bundle.name}: not a bundle (not a tar archive: {exc})") from None
 

@@ -7,10 +7,12 @@ own pre-processing (:meth:`Detector.prepare`), and writes the INT8 model file.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -21,14 +23,13 @@ log = logging.getLogger(__name__)
 Tensor = npt.NDArray[np.generic]
 
 
-def _nncf():  # type: ignore[no-untyped-def]
+def _nncf() -> ModuleType:
     try:
-        import nncf
+        return importlib.import_module("nncf")
     except ImportError as exc:
         raise QuantizeError(
             "NNCF is not installed: pip install 'edgetally[quantize]'"
         ) from exc
-    return nncf
 
 
 @contextlib.contextmanager
@@ -173,7 +174,7 @@ ONNX_QUANTIZERS = ("nncf", "onnxruntime")
 def _calibration_reader(name: str, tensors: list[Tensor]) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information
         def __init__(self) -> None:
             self._items = iter([{name: t} for t in tensors])
 

@@ -6,6 +6,7 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def demo(
     work = data_dir or Path(tempfile.mkdtemp(prefix="edgetally-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     db = work / "fleet.duckdb"
-    say = (lambda text: None) if as_json else typer.echo
+    say: Callable[[str], None] = (lambda text: None) if as_json else typer.echo
     t0 = time.monotonic()
 
     broker = start_broker(work, embedded=embedded_broker)

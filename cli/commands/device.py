@@ -216,7 +216,7 @@ def run(
     import threading
 
     from edgetally.runtime.device import Device, install_stop_signals
-    from edgetally.runtime.uplink.broker import redact_url
+    from edgetally.models.broker_url import redact_url
 
     cfg = _cli_config(
         source,
@@ -417,7 +417,7 @@ def validate_config(
 ) -> None:
     """Check a device config file; print what it describes or the key that is wrong."""
     from edgetally.runtime.config import load_config
-    from edgetally.runtime.uplink.broker import redact_url
+    from edgetally.models.broker_url import redact_url
 
     cfg = load_config(file)
     cfg.broker_login()  # the password file and the CA are there

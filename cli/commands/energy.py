@@ -58,7 +58,7 @@ def baseline(
         f"{r['cloud_gco2e_marginal']:.1f} g marginal"
     )
     typer.echo("assumptions:")
-    for a in result["assumptions"]:  # type: ignore[attr-defined]
+    for a in result["assumptions"]:  # type: ignore[attr-defined]  # the report is JSON: a list of objects
         typer.echo(f"  {a['name']} = {a['value']} {a['unit']}  ({a['source']})")
 
 
@@ -108,7 +108,7 @@ def report(
     for scope in ("sites", "devices"):
         key = scope[:-1]
         typer.echo(f"{scope}:")
-        for row in result[scope]:  # type: ignore[attr-defined]
+        for row in result[scope]:  # type: ignore[attr-defined]  # the report is JSON: a list of objects
             e, c, ratio = row["edge"], row["cloud"], row["ratio"]
             typer.echo(
                 f"  {row[key]}: {row['days']} day(s), edge {e['wh']:.1f} Wh "

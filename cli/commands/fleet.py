@@ -234,10 +234,10 @@ def _from_db(db: str, name: str, params: dict[str, str]) -> Any:
             line=params.get("line"),
             start=_when(params.get("from"), "--from"),
             end=_when(params.get("to"), "--to"),
-            interval=params.get("interval", "hour"),  # type: ignore[arg-type]
+            interval=params.get("interval", "hour"),  # type: ignore[arg-type]  # the store refuses an unknown one
         )
         group = params.get("group", "device")
-        return queries.run_named(store, name, f, group=group)  # type: ignore[arg-type]
+        return queries.run_named(store, name, f, group=group)  # type: ignore[arg-type]  # run_named refuses an unknown group
     finally:
         store.close()
 

@@ -145,7 +145,7 @@ def token_add(
 
     if role not in ROLE_RANK:
         raise AuthError(f"unknown role {role!r}: use device, analyst or operator")
-    typer.echo(add_token(file, name, role))  # type: ignore[arg-type]
+    typer.echo(add_token(file, name, role))  # type: ignore[arg-type]  # checked against ROLE_RANK above
 
 
 def attach(fleet_app: typer.Typer) -> None:

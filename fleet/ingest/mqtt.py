@@ -51,6 +51,7 @@ from edgetally.models.wire import (
     UpdateReport,
     parse,
 )
+from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -146,7 +147,7 @@ class Ingestor:
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
         self._client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             clean_session=False,
         )

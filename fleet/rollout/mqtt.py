@@ -12,6 +12,7 @@ from edgetally.fleet.errors import FleetError
 from edgetally.fleet.rollout.service import RolloutService
 from edgetally.models.errors import EdgetallyError
 from edgetally.models.topics import subscription
+from paho.mqtt.enums import CallbackAPIVersion
 
 log = logging.getLogger(__name__)
 REPORTS = subscription("update")
@@ -31,7 +32,7 @@ class RolloutMqttLink:
         ca_cert: Path | None = None,
         client_id: str = "",
     ) -> None:
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         if username:  # none on a broker without accounts (a local demo)
             self._client.username_pw_set(username, password)
         if ca_cert is not None:

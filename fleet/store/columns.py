@@ -54,7 +54,7 @@ def conflict_letter(
     received = digest(message)
     return DeadLetter(
         received_at=at,
-        topic=topic_for(site, device, kind),  # type: ignore[arg-type]
+        topic=topic_for(site, device, kind),  # type: ignore[arg-type]  # kind names a stored topic kind
         reason=(
             f"conflict: {kind} {site}/{device} epoch {epoch or '-'} seq {seq} is stored with "
             f"digest {digest_hex(stored)}, this one has {digest_hex(received)}; the first "

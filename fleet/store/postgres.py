@@ -31,7 +31,7 @@ from edgetally.fleet.store.sql import Dialect
 try:
     import psycopg
 except ImportError:  # pragma: no cover - depends on the install
-    psycopg = None  # type: ignore[assignment]
+    psycopg = None  # type: ignore[assignment]  # an optional dependency
 
 _STAGES: tuple[tuple[str, str], ...] = (
     ("stage_aggregates", f"SELECT {', '.join(sql.AGG_COLUMNS)} FROM aggregates"),

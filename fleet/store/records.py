@@ -121,7 +121,7 @@ class Table:
             return NotImplemented
         return self.columns == other.columns and self.rows == other.rows
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # equal by value, so unhashable
 
     def __repr__(self) -> str:
         return f"Table(columns={self.columns!r}, rows={len(self)})"

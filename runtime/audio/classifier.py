@@ -99,7 +99,11 @@ def log_mel(window: Samples, frames: int, n_mels: int) -> npt.NDArray[np.float32
     idx = np.arange(frames)[:, None] * MEL_HOP + np.arange(MEL_WIN)[None, :]
     framed = window[idx] * _hann()
     spec = np.abs(np.fft.rfft(framed, n=512, axis=1)).astype(np.float32)
-    return np.log(spec @ mel_filterbank(n_mels) + 0.001).astype(np.float32)
+    # numpy's stubs type a ufunc on a float32 @ float32 product as Any.
+    patch: npt.NDArray[np.float32] = np.log(spec @ mel_filterbank(n_mels) + 0.001).astype(
+        np.float32
+    )
+    return patch
 
 
 @dataclass(frozen=True, slots=True)

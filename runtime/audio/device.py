@@ -54,11 +54,11 @@ def to_message(
 ) -> AudioLevels:
     """The wire message of one bucket; ``start`` is when the source's first sample was."""
     return AudioLevels(
-        site=site,  # type: ignore[arg-type]
-        device=device,  # type: ignore[arg-type]
-        source=source,  # type: ignore[arg-type]
-        seq=seq,  # type: ignore[arg-type]
-        epoch=epoch,  # type: ignore[arg-type]
+        site=site,  # type: ignore[arg-type]  # pydantic validates it
+        device=device,  # type: ignore[arg-type]  # pydantic validates it
+        source=source,  # type: ignore[arg-type]  # pydantic validates it
+        seq=seq,  # type: ignore[arg-type]  # pydantic validates it
+        epoch=epoch,  # type: ignore[arg-type]  # pydantic validates it
         start=start + timedelta(seconds=bucket.start_s),
         seconds=seconds,
         duration_s=min(float(seconds), bucket.duration_s),

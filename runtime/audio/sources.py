@@ -77,7 +77,8 @@ class StreamResampler:
             return np.zeros(0, np.float32)
         start = self._left
         seg = self._hist[: start + n_emit_in + (0 if final else self.pad)]
-        y = signal.resample_poly(seg, self.up, self.down).astype(np.float32)
+        resampled = signal.resample_poly(seg, self.up, self.down)
+        y: npt.NDArray[np.float32] = resampled.astype(np.float32)
         o0 = start * self.up // self.down
         n_out = (
             math.ceil((start + n_emit_in) * self.up / self.down) - o0

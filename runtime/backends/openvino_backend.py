@@ -21,7 +21,7 @@ class OpenVinoConfig:
 
 def _dims(partial: object) -> tuple[int | None, ...]:
     dims = []
-    for d in partial:  # type: ignore[attr-defined]
+    for d in partial:  # type: ignore[attr-defined]  # an OpenVINO PartialShape (untyped)
         dims.append(d.get_length() if d.is_static else None)
     return tuple(dims)
 

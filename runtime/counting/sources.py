@@ -133,6 +133,18 @@ class ImageFolderSource(_FileSource):
             yield image
 
 
+class Capture(Protocol):
+    """What a live source uses of an open stream: a ``cv2.VideoCapture`` (or a stand-in)."""
+
+    def isOpened(self) -> bool: ...
+
+    def read(self) -> tuple[bool, npt.NDArray[Any] | None]: ...
+
+    def get(self, prop: int, /) -> float: ...
+
+    def release(self) -> None: ...
+
+
 class LiveSource:
     """A camera index or a network stream, reopened with backoff when it drops."""
 
@@ -142,18 +154,18 @@ class LiveSource:
         self,
         target: int | str,
         options: SourceOptions,
-        opener: Callable[[int | str], cv2.VideoCapture] | None = None,
+        opener: Callable[[int | str], Capture] | None = None,
     ) -> None:
         self.target = target
         self.name = f"camera{target}" if isinstance(target, int) else _redact(str(target))
         self.options = options
-        self._open = opener or (lambda t: cv2.VideoCapture(t))
+        self._open: Callable[[int | str], Capture] = opener or (lambda t: cv2.VideoCapture(t))
         self._cap = self._connect(first=True)
         rate = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = rate if 0 < rate < 1000 else 25.0
         self.reconnects = 0
 
-    def _connect(self, first: bool = False) -> cv2.VideoCapture:
+    def _connect(self, first: bool = False) -> Capture:
         delay = self.options.backoff_s
         for attempt in range(self.options.max_retries + 1):
             cap = self._open(self.target)

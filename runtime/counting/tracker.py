@@ -192,7 +192,7 @@ class ByteTracker:
             tr for tr in self._tracks if id(tr) not in dead and t - tr.last_seen <= cfg.max_lost_s
         ]
         return tuple(
-            Track(TrackId(tr.track_id), tuple(float(v) for v in tr.box), tr.score)  # type: ignore[arg-type]
+            Track(TrackId(tr.track_id), tuple(float(v) for v in tr.box), tr.score)  # type: ignore[arg-type]  # a box: four numbers
             for tr in matched
             if tr.confirmed
         )

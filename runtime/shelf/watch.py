@@ -100,8 +100,8 @@ def shelf_messages(
     """Payload builders (seq -> bytes) of one bucket: one message per group of facings."""
     facings = [
         FacingCounts(
-            region=f.region_id,  # type: ignore[arg-type]
-            facing=f.facing_id,  # type: ignore[arg-type]
+            region=f.region_id,  # type: ignore[arg-type]  # pydantic validates it
+            facing=f.facing_id,  # type: ignore[arg-type]  # pydantic validates it
             facing_empty=f.facing_empty,
             restocked=f.restocked,
             product_taken=f.product_taken,
@@ -118,11 +118,11 @@ def shelf_messages(
     def builder(group: tuple[FacingCounts, ...]) -> PayloadBuilder:
         return lambda seq, epoch: to_json(
             ShelfState(
-                site=site,  # type: ignore[arg-type]
-                device=device,  # type: ignore[arg-type]
-                source=source,  # type: ignore[arg-type]
-                seq=seq,  # type: ignore[arg-type]
-                epoch=epoch,  # type: ignore[arg-type]
+                site=site,  # type: ignore[arg-type]  # pydantic validates it
+                device=device,  # type: ignore[arg-type]  # pydantic validates it
+                source=source,  # type: ignore[arg-type]  # pydantic validates it
+                seq=seq,  # type: ignore[arg-type]  # pydantic validates it
+                epoch=epoch,  # type: ignore[arg-type]  # pydantic validates it
                 start=bucket.start,
                 seconds=seconds,
                 facings=group,

@@ -82,7 +82,7 @@ class OnnxHealthCheck:
         )
 
     def _inputs(self, session: object) -> list[dict[str, npt.NDArray[np.generic]]]:
-        specs = session.get_inputs()  # type: ignore[attr-defined]
+        specs = session.get_inputs()  # type: ignore[attr-defined]  # an onnxruntime session (untyped)
         if self.reference_inputs:
             name = specs[0].name
             return [{name: x} for x in self.reference_inputs]

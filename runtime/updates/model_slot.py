@@ -204,7 +204,7 @@ class ModelSlot:
             if detector is None:
                 raise EdgeRuntimeError("model updates need a pipeline with a detector")
             proxy = SwappableDetector(detector, self, self.label)
-            pipeline.detector = proxy  # type: ignore[attr-defined]
+            pipeline.detector = proxy  # type: ignore[attr-defined]  # it has one (checked above)
             self.proxies.append(proxy)
             self._ready.set()
             return pipeline
@@ -219,7 +219,7 @@ class ModelSlot:
         precision = self._precision or _PRECISIONS.get(str(info.precision), "fp32")
         return BundleTarget(
             backend=info.backend,
-            precision=precision,  # type: ignore[arg-type]
+            precision=precision,  # type: ignore[arg-type]  # pydantic validates it
             device_class=self.device_class,
         )
 

@@ -55,12 +55,12 @@ class AggregateDraft:
         self, *, site: str, device: str, source: str, seq: int, epoch: str | None = None
     ) -> Aggregate:
         return Aggregate(
-            site=site,  # type: ignore[arg-type]
-            device=device,  # type: ignore[arg-type]
-            source=source,  # type: ignore[arg-type]
-            line=self.counter,  # type: ignore[arg-type]
-            seq=seq,  # type: ignore[arg-type]
-            epoch=epoch,  # type: ignore[arg-type]
+            site=site,  # type: ignore[arg-type]  # pydantic validates it
+            device=device,  # type: ignore[arg-type]  # pydantic validates it
+            source=source,  # type: ignore[arg-type]  # pydantic validates it
+            line=self.counter,  # type: ignore[arg-type]  # pydantic validates it
+            seq=seq,  # type: ignore[arg-type]  # pydantic validates it
+            epoch=epoch,  # type: ignore[arg-type]  # pydantic validates it
             start=self.start,
             seconds=self.seconds,
             in_count=self.in_count,

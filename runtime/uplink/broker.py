@@ -25,6 +25,7 @@ from edgetally.models.broker_url import DEFAULT_TLS_PORT, BrokerUrlError, redact
 from edgetally.models.broker_url import parse_broker_url as parse_url
 from edgetally.models.broker_url import read_password_file as read_file
 from edgetally.runtime.errors import ConfigError
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 MAX_PASSWORD_BYTES = 512
 # CONNACK reason codes (MQTT 5 numbering, which paho also uses for 3.1.1 answers).
@@ -121,7 +122,7 @@ def make_client(
     login: BrokerLogin, client_id: str, **kwargs: Any
 ) -> WatchedClient:
     """A paho client set up with ``login``'s user, password and TLS."""
-    client = WatchedClient(login, mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, **kwargs)
+    client = WatchedClient(login, CallbackAPIVersion.VERSION2, client_id=client_id, **kwargs)
     if login.username is not None:
         client.username_pw_set(login.username, login.password)
     if login.address.tls:
@@ -148,7 +149,7 @@ class WatchedClient(mqtt.Client):
         self.fatal = False
         self._answered = False
 
-    def reconnect(self) -> mqtt.MQTTErrorCode:
+    def reconnect(self) -> MQTTErrorCode:
         self._answered = False
         try:
             return super().reconnect()

@@ -56,8 +56,8 @@ def default_status(site: str, device: str) -> StatusFactory:
 
     def make(state: Literal["online", "offline"]) -> DeviceStatus:
         return DeviceStatus(
-            site=site,  # type: ignore[arg-type]
-            device=device,  # type: ignore[arg-type]
+            site=site,  # type: ignore[arg-type]  # pydantic validates it
+            device=device,  # type: ignore[arg-type]  # pydantic validates it
             at=datetime.now(UTC),
             state=state,
             uptime_s=round(time.monotonic() - started, 3),
