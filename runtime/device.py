@@ -196,8 +196,8 @@ class Device:
 
     def _status(self, state: Literal["online", "offline"]) -> DeviceStatus:
         return DeviceStatus(
-            site=self.config.site,  # type: ignore[arg-type]
-            device=self.config.device,  # type: ignore[arg-type]
+            site=self.config.site,  # type: ignore[arg-type]  # pydantic validates it
+            device=self.config.device,  # type: ignore[arg-type]  # pydantic validates it
             at=datetime.now(UTC),
             state=state,
             model=self._model,

@@ -177,7 +177,7 @@ def run_agent(
     once the agent listens on its cmd topic."""
     target = BundleTarget(
         backend=backend,
-        precision=options.precision or "fp32",  # type: ignore[arg-type]
+        precision=options.precision or "fp32",  # type: ignore[arg-type]  # pydantic validates it
         device_class=options.device_class,
     )
     updater = Updater(
