@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
+import math
+import random
 import re
 import shutil
 import subprocess
@@ -25,6 +27,8 @@ from edgetally.ports import free_port, wait_for_port
 
 if TYPE_CHECKING:
     from edgetally.models.wire import Aggregate
+    from edgetally.runtime.config import CameraConfig, DeviceConfig
+    from edgetally.runtime.counting.pipeline import CountingPipeline
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +68,11 @@ def start_broker(workdir: Path, *, embedded: bool = False) -> BrokerHandle:
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             "max_queued_messages 1000000\n"
         )
+        # A session of its own: Ctrl-C in the terminal reaches the demo, which stops the
+        # fleet before the broker, not the broker under the fleet.
         proc = subprocess.Popen(
-            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [exe, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
         )
         if wait_for_port(port):
 
@@ -114,6 +121,28 @@ def _start_amqtt(port: int) -> BrokerHandle:
         thread.join(timeout=5)
 
     return BrokerHandle("amqtt", port, stop)
+
+
+# --------------------------------------------------------------------------- the device
+
+
+def demo_pipeline(camera: CameraConfig, config: DeviceConfig) -> CountingPipeline:
+    """The real device's counting pipeline (as ``device run`` builds it) with the detector
+    on OpenVINO in full float precision: OpenVINO otherwise runs bf16 or f16 where the CPU
+    has them, and the counts would depend on the machine. The device reads every frame of
+    the file as fast as it can (no playback pace, no frame dropped), so the counts are the
+    same on every run."""
+    from edgetally.runtime.backends.openvino_backend import OpenVinoConfig
+    from edgetally.runtime.counting.analytics import LineSpec, ZoneSpec
+    from edgetally.runtime.counting.detectors import load_detector
+    from edgetally.runtime.counting.pipeline import build_pipeline
+    from edgetally.runtime.types import LineId, ZoneId
+
+    lines = [LineSpec(LineId(ln.id), *ln.points, band=ln.band) for ln in camera.lines]
+    zones = [ZoneSpec(ZoneId(z.id), z.polygon) for z in camera.zones]
+    precise = OpenVinoConfig(properties={"INFERENCE_PRECISION_HINT": "f32"})
+    detector = load_detector(config.model, "openvino", config.accelerator, backend_config=precise)
+    return build_pipeline(detector, lines, zones)
 
 
 # --------------------------------------------------------------------------- the fleet's API
@@ -215,27 +244,117 @@ def estimated_watts(profile: Any, visitors: int, busiest: int) -> float:
     return float(profile.idle_w + (profile.max_w - profile.idle_w) * min(1.0, load))
 
 
-def store_aggregates(plan: StorePlan, *, share: float = 0.05) -> list[Aggregate]:
-    """A simulated store's hours as the aggregates its door camera sends: one an hour on
-    line ``entrance``, in and out each ``share`` of the street's passers (rounded), with
-    ``seq`` 1, 2, ... in time order."""
-    from edgetally.runtime.uplink.aggregator import AggregateDraft
+@dataclass(frozen=True, slots=True)
+class StoreHour:
+    """One simulated hour of a store: the door's line and the shop floor's zone."""
 
-    return [
-        AggregateDraft(
-            counter="entrance", kind="line", start=start, seconds=3600,
-            in_count=round(passers * share), out_count=round(passers * share),
-        ).to_message(site=plan.site, device=plan.device, source="door", seq=seq)
-        for seq, (start, passers) in enumerate(plan.hours, 1)
-    ]
+    start: datetime
+    door: Aggregate  # line ``entrance``: people in and out
+    floor: Aggregate  # zone ``floor``: occupancy, dwell, shelf and audio events
+
+
+# A visit: arrival uniform in its hour, a stay drawn from a log-normal distribution (median
+# 40 min, p90 about 86 min, at most 4 h). People leave later than they came, so a busy
+# morning counts more in than out and an evening more out than in; each day's totals
+# stay close (only the visits across midnight move).
+_STAY_MEDIAN_S, _STAY_SIGMA, _STAY_MAX_S = 2400.0, 0.6, 4 * 3600.0
+_TAKE_P = 0.4  # a visitor takes a product
+_EMPTY_P = 0.04  # a product taken empties its facing
+_PAY_P = 0.7  # a product taken is paid at the till in the same hour (cash_register)
+_GLASS_P = 0.02  # a glass breaks in an hour
+_RESTOCK_HOURS = (7, 15)  # staff refill the empty facings at these hours of the day
+
+
+def simulate_store(plan: StorePlan, *, share: float = 0.05, seed: int = 0) -> list[StoreHour]:
+    """A store's hours as its door camera and shelf and audio sensors would report them:
+    ``round(passers * share)`` people walk in during each hour (``share``: the part of the
+    street's passers that enter), each stays a while (see above) and leaves; the floor zone
+    reports the time-weighted mean and the peak of the people inside and the visits that
+    ended in the hour (count, median, p90); visitors take products (``product_taken``),
+    now and then a facing runs empty (``facing_empty``) until staff restock it
+    (``restocked``); the till rings (``cash_register``) and once in a while a glass
+    breaks. Deterministic: the same plan and ``seed`` give the same hours."""
+    from edgetally.models.wire import Aggregate
+    from edgetally.runtime.uplink.aggregator import dwell_stats
+
+    rng = random.Random(f"edgetally-demo:{seed}:{plan.site}:{plan.sensor}")
+    starts = [start.timestamp() for start, _ in plan.hours]
+    arrivals = [round(passers * share) for _, passers in plan.hours]
+    visits: list[tuple[float, float]] = []
+    for t0, n in zip(starts, arrivals, strict=True):
+        for _ in range(n):
+            came = t0 + 3600.0 * rng.random()
+            stay = min(rng.lognormvariate(math.log(_STAY_MEDIAN_S), _STAY_SIGMA), _STAY_MAX_S)
+            visits.append((came, came + stay))
+    # people inside over time: +1 at an arrival, -1 at a departure (departures first)
+    steps = sorted([(a, 1) for a, _ in visits] + [(d, -1) for _, d in visits])
+    departures = sorted(visits, key=lambda v: v[1])
+    person_s: dict[int, float] = {}  # person-seconds inside per hour (epoch hours)
+    for came, left in visits:
+        for h in range(int(came // 3600), int(left // 3600) + 1):
+            overlap = min(left, 3600.0 * (h + 1)) - max(came, 3600.0 * h)
+            person_s[h] = person_s.get(h, 0.0) + max(0.0, overlap)
+    inside = step = gone = 0
+    empty_facings = 0
+    hours: list[StoreHour] = []
+    for (start, _), t0, n in zip(plan.hours, starts, arrivals, strict=True):
+        t1 = t0 + 3600.0
+        while step < len(steps) and steps[step][0] < t0:
+            inside += steps[step][1]
+            step += 1
+        peak = inside
+        while step < len(steps) and steps[step][0] < t1:
+            inside += steps[step][1]
+            peak = max(peak, inside)
+            step += 1
+        while gone < len(departures) and departures[gone][1] < t0:
+            gone += 1
+        ended = []
+        while gone < len(departures) and departures[gone][1] < t1:
+            ended.append(departures[gone][1] - departures[gone][0])
+            gone += 1
+        mean = person_s.get(int(t0 // 3600), 0.0) / 3600.0
+        taken = sum(rng.random() < _TAKE_P for _ in range(n))
+        emptied = sum(rng.random() < _EMPTY_P for _ in range(taken))
+        paid = sum(rng.random() < _PAY_P for _ in range(taken))
+        empty_facings += emptied
+        restocked = empty_facings if start.hour in _RESTOCK_HOURS else 0
+        empty_facings -= restocked
+        shelf = {"product_taken": taken, "facing_empty": emptied, "restocked": restocked}
+        audio = {"cash_register": paid, "glass": int(rng.random() < _GLASS_P)}
+        common = {"site": plan.site, "device": plan.device, "source": "door", "seq": 1,
+                  "start": start, "seconds": 3600}
+        door = Aggregate.model_validate(
+            {**common, "line": "entrance", "in_count": n, "out_count": len(ended)}
+        )
+        stats = dwell_stats(ended)
+        floor = Aggregate.model_validate({
+            **common, "line": "floor",
+            "occupancy_mean": round(min(mean, peak), 3),
+            "occupancy_peak": peak,
+            "dwell": None if stats is None else stats.model_dump(),
+            "shelf_events": {k: v for k, v in shelf.items() if v},
+            "audio_events": {k: v for k, v in audio.items() if v},
+        })
+        hours.append(StoreHour(start, door, floor))
+    return hours
+
+
+def store_aggregates(plan: StorePlan, *, share: float = 0.05, seed: int = 0) -> list[Aggregate]:
+    """A simulated store's messages (:func:`simulate_store`) in time order, each hour its
+    door line then its floor zone, with ``seq`` 1, 2, ..."""
+    hours = simulate_store(plan, share=share, seed=seed)
+    messages = [agg for hour in hours for agg in (hour.door, hour.floor)]
+    return [agg.model_copy(update={"seq": seq}) for seq, agg in enumerate(messages, 1)]
 
 
 def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: float = 0.05,
-                 profile: str = "edge-box", drain_timeout: float = 60.0) -> Replayed:
-    """Publish a store's hours as aggregates (:func:`store_aggregates`), with the estimated
-    power of its box per hour (from the device ``profile``, ``measured: false``), through
-    the device's outbox (which numbers them) and publisher. ``share``: the part of the
-    street's passers that walk into the shop."""
+                 seed: int = 0, profile: str = "edge-box",
+                 drain_timeout: float = 60.0) -> Replayed:
+    """Publish a store's hours (:func:`simulate_store`: two aggregates an hour, the door's
+    line and the floor's zone), with the estimated power of its box per hour (from the
+    device ``profile``, ``measured: false``), through the device's outbox (which numbers
+    them) and publisher. ``share``: the part of the street's passers that walk in."""
     from edgetally.firmware_bridge.estimate import profile as device_profile
     from edgetally.firmware_bridge.power import EnergyBucket
     from edgetally.models.topics import topic_for
@@ -245,8 +364,8 @@ def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: 
     from edgetally.runtime.uplink.publisher import Publisher
 
     box = device_profile(profile)
-    hours = store_aggregates(plan, share=share)
-    busiest = max((a.in_count for a in hours), default=0)
+    hours = simulate_store(plan, share=share, seed=seed)
+    busiest = max((h.door.in_count for h in hours), default=0)
     topic = topic_for(plan.site, plan.device, "agg")
     outbox = Outbox(outbox_path)
     publisher = Publisher(outbox, broker_url, site=plan.site, device=plan.device)
@@ -258,14 +377,15 @@ def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: 
                 agg.model_copy(update={"seq": seq, "epoch": epoch})
             )
 
-        for agg in hours:
-            outbox.put(topic, numbered(agg))
-            watts = estimated_watts(box, agg.in_count, busiest)  # for one hour: Wh = W
-            energy = EnergyBucket(agg.start, 3600, 3600, watts, "estimate", measured=False)
+        for hour in hours:
+            for agg in (hour.door, hour.floor):
+                outbox.put(topic, numbered(agg))
+                aggregates += 1
+            watts = estimated_watts(box, hour.door.in_count, busiest)  # for one hour: Wh = W
+            energy = EnergyBucket(hour.start, 3600, 3600, watts, "estimate", measured=False)
             store_power(outbox, site=plan.site, device=plan.device, bucket=energy)
-            aggregates += 1
             power += 1
-            if aggregates % 50 == 0:
+            if power % 50 == 0:
                 publisher.wake()
         publisher.wake()
         publisher.drain(drain_timeout)

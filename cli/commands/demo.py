@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -19,14 +20,19 @@ POWER_SOURCES = ("auto", "rapl", "hwmon", "pi5", "plug", "serial", "estimate", "
 
 
 def _per_site(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The API's daily traffic rows summed per site: in, out and how many days."""
+    """The API's daily traffic rows (one per device, line and day) summed per site: in,
+    out and how many days."""
     per_site: dict[str, list[int]] = {}
+    days: dict[str, set[str]] = {}
     for row in rows:
-        entry = per_site.setdefault(row["site"], [0, 0, 0])
+        entry = per_site.setdefault(row["site"], [0, 0])
         entry[0] += int(row["in"])
         entry[1] += int(row["out"])
-        entry[2] += 1
-    return [{"site": s, "in": v[0], "out": v[1], "days": v[2]} for s, v in sorted(per_site.items())]
+        days.setdefault(row["site"], set()).add(str(row["bucket"]))
+    return [
+        {"site": s, "in": v[0], "out": v[1], "days": len(days[s])}
+        for s, v in sorted(per_site.items())
+    ]
 
 
 def _energy_config(stores: list[str], device_hours: float) -> Any:
@@ -69,7 +75,11 @@ def demo(
     ),
     stores: int = typer.Option(3, "--stores", help="Simulated stores replaying Auckland counts."),
     days: int = typer.Option(14, "--days", help="Days of history each store replays."),
-    seconds: float = typer.Option(60.0, "--seconds", help="How long the demo runs."),
+    seconds: float | None = typer.Option(
+        None, "--seconds",
+        help="Stop the real device after this many seconds (default: it counts the whole "
+        "clip; a limit makes its counts depend on this machine's speed).",
+    ),
     max_frames: int | None = typer.Option(
         None, "--max-frames", help="Frames of the video the real device counts."
     ),
@@ -83,9 +93,10 @@ def demo(
         "auto", "--power-source",
         help="The real device's power meter: auto|rapl|hwmon|pi5|estimate|none.",
     ),
-    serve: bool = typer.Option(
-        False, "--keep-serving", "--serve",
-        help="Leave the broker, fleet and API up after the run, until Ctrl-C.",
+    serve: bool | None = typer.Option(
+        None, "--serve/--no-serve", "--keep-serving",
+        help="Leave the broker, fleet, API and dashboard up after the run, until Ctrl-C "
+        "(default: --serve in a terminal, --no-serve when not interactive).",
     ),
     embedded_broker: bool = typer.Option(
         False, "--embedded-broker",
@@ -94,7 +105,15 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary."),
 ) -> None:
     """Start a broker and the fleet, count a real clip on a device, replay stores; report."""
-    from edgetally.demo import VTEST, api_get, plan_stores, replay_store, start_broker, unsent
+    from edgetally.demo import (
+        VTEST,
+        api_get,
+        demo_pipeline,
+        plan_stores,
+        replay_store,
+        start_broker,
+        unsent,
+    )
     from edgetally.fleet.http.energy import energy_config_hook
     from edgetally.fleet.server import FleetConfig, FleetServer
     from edgetally.runtime.config import parse_config
@@ -106,7 +125,7 @@ def demo(
         raise EdgetallyError(
             f"demo video {video} not found: install Debian's opencv-doc or pass --source"
         )
-    if stores < 0 or days < 1 or seconds <= 0:
+    if stores < 0 or days < 1 or (seconds is not None and seconds <= 0):
         raise EdgetallyError("--stores must be >= 0, --days >= 1 and --seconds > 0")
     if power_source not in POWER_SOURCES:
         raise EdgetallyError(f"--power-source {power_source!r}: use {', '.join(POWER_SOURCES)}")
@@ -119,14 +138,18 @@ def demo(
     work.mkdir(parents=True, exist_ok=True)
     db = work / "fleet.duckdb"
     say: Callable[[str], None] = (lambda text: None) if as_json else typer.echo
+    if serve is None:  # a person at a terminal gets the addresses alive
+        serve = sys.stdin.isatty() and sys.stdout.isatty()
     t0 = time.monotonic()
 
     broker = start_broker(work, embedded=embedded_broker)
     say(f"broker: {broker.kind} at {broker.url}")
     fleet = FleetServer(
         FleetConfig.of(broker.url, str(db), http, client_id="edgetally-demo-fleet"),
-        app_hooks=[energy_config_hook(_energy_config([], seconds / 3600))],
+        app_hooks=[energy_config_hook(_energy_config([], 0.0))],
     )
+    stop = threading.Event()
+    device_thread: threading.Thread | None = None
     try:
         fleet.start()
         api = fleet.http_url
@@ -145,8 +168,7 @@ def demo(
             },
             origin="demo",
         )
-        stop = threading.Event()
-        device = Device(config, stop=stop)
+        device = Device(config, stop=stop, pipeline_factory=demo_pipeline)
         outcome: dict[str, Any] = {}
 
         def run_device() -> None:
@@ -167,8 +189,9 @@ def demo(
         say(f"stores: {len(plans)} replayed {days} days of hourly Auckland counts "
             "(Heart of the City Auckland, CC BY 4.0), with estimated power per hour")
 
-        deadline = t0 + seconds
-        while device_thread.is_alive() and time.monotonic() < deadline:
+        # The device counts the whole clip (unless --seconds cuts it short).
+        deadline = None if seconds is None else t0 + seconds
+        while device_thread.is_alive() and (deadline is None or time.monotonic() < deadline):
             device_thread.join(timeout=0.5)
         stop.set()
         device_thread.join(timeout=60)
@@ -193,7 +216,7 @@ def demo(
         rows = _per_site(traffic["rows"])
         if fleet.app is not None:  # the API's ledger now knows how long each device ran
             fleet.app.state.energy = _energy_config(
-                [p.device for p in plans], float(outcome.get("seconds", seconds)) / 3600
+                [p.device for p in plans], float(outcome.get("seconds", 0.0)) / 3600
             )
         ledger = api_get(api, "/api/v1/energy")
         energy = {k: ledger[k] for k in ("label", "measured", "devices", "sites", "note")}
@@ -238,14 +261,16 @@ def demo(
                            f"{item['out']:>8}")
             _print_energy(energy)
         if serve:
-            typer.echo(f"serving: API {api}/docs, dashboard {api}/dashboard, broker "
-                       f"{broker.url}, fleet {db}; Ctrl-C ends", err=as_json)
+            typer.echo(f"serving the dashboard at {api}/dashboard/; Ctrl-C ends", err=as_json)
             try:
                 while True:
                     time.sleep(1)
             except KeyboardInterrupt:
                 pass
     finally:
+        stop.set()  # an interrupted run: the device stops after its current frame
+        if device_thread is not None:
+            device_thread.join(timeout=30)
         fleet.stop()
         broker.stop()
 
