@@ -224,14 +224,6 @@ async function renderTraffic(params, alive) {
   setControls(form, { range: String(r.days), interval: r.interval, end: r.end });
   form.elements.namedItem("interval").querySelector("[value=hour]").disabled = r.days > 7;
 
-  const devices = (await api("devices")).rows;
-  if (!alive()) return;
-  const sites = [...new Set(devices.map((d) => d.site))].sort();
-  fillSelect(form.elements.namedItem("site"), sites, "all sites", params.site);
-  const onSite = devices.filter((d) => !params.site || d.site === params.site);
-  fillSelect(form.elements.namedItem("device"), onSite.map((d) => d.device), "all devices",
-    params.device);
-
   // a device: its own rows; else the server's totals for the site or the whole fleet
   const group = params.device ? undefined : (params.site ? "site" : "fleet");
   const where = { site: params.site, device: params.device, interval: r.interval, group };
@@ -240,56 +232,75 @@ async function renderTraffic(params, alive) {
   // totals name no line ("*"): the line picker offers those of the devices' rows per day
   // over the range's last week (one row per device and line a day)
   const lineRange = { from: iso(Math.max(r.from, r.to - WEEK_MS)), to: iso(r.to) };
-  const [cur, before, occ, dwell, events, perLine] = await Promise.all([
-    api("traffic", { ...now, line: params.line }),
-    api("traffic", { ...prev, line: params.line }),
-    api("occupancy", now),
-    api("dwell", now),
-    optionalGet("/api/v1/events", apiUrl("events", { ...now, line: params.line })),
-    group ? api("traffic", { site: params.site, interval: "day", ...lineRange }) : null,
-  ]);
-  if (!alive()) return;
-
   const step = r.interval === "hour" ? 3600e3 : DAY_MS;
   const domain = [r.from, r.to - step];
-  const key = `${params.site || ""}/${params.device || ""}`;
-  if (lineChoices.key !== key) lineChoices = { key, lines: new Set() };
-  const lineRows = perLine ? perLine.rows : [...cur.rows, ...before.rows];
-  for (const row of lineRows) if (row.line !== "*") lineChoices.lines.add(row.line);
-  fillSelect(form.elements.namedItem("line"), [...lineChoices.lines].sort(), "all lines",
-    params.line);
 
   const scope = params.line ? `line ${params.line}` : params.device ? `device ${params.device}`
     : params.site ? `site ${params.site}` : "the whole fleet";
   $("#traffic-caption").textContent = `${scope}, per ${r.interval}, ${iso(r.from).slice(0, 10)} ` +
-    `to ${r.end} (UTC); dashed: the same range a week earlier, drawn over it.`;
+    `to ${r.end} (UTC); dashed: the same range a week earlier, drawn over it; a break in ` +
+    "a line: no data for that time.";
 
-  for (const dir of ["in", "out"]) {
-    const series = [
-      { name: `${dir}`, cls: dir, points: sumByBucket(cur.rows, (x) => x[dir]) },
-      { name: `${dir}, previous week`, cls: "prev", dashed: true, shiftMs: WEEK_MS,
-        points: sumByBucket(before.rows, (x) => x[dir]) },
+  // Every card asks for its own data at once and is drawn when they arrive.
+  const pickers = api("devices").then((devices) => {
+    if (!alive()) return;
+    const sites = [...new Set(devices.rows.map((d) => d.site))].sort();
+    fillSelect(form.elements.namedItem("site"), sites, "all sites", params.site);
+    const onSite = devices.rows.filter((d) => !params.site || d.site === params.site);
+    fillSelect(form.elements.namedItem("device"), onSite.map((d) => d.device), "all devices",
+      params.device);
+  });
+
+  const inOut = Promise.all([
+    api("traffic", { ...now, line: params.line }),
+    api("traffic", { ...prev, line: params.line }),
+    group ? api("traffic", { site: params.site, interval: "day", ...lineRange }) : null,
+  ]).then(([cur, before, perLine]) => {
+    if (!alive()) return;
+    const key = `${params.site || ""}/${params.device || ""}`;
+    if (lineChoices.key !== key) lineChoices = { key, lines: new Set() };
+    const lineRows = perLine ? perLine.rows : [...cur.rows, ...before.rows];
+    for (const row of lineRows) if (row.line !== "*") lineChoices.lines.add(row.line);
+    fillSelect(form.elements.namedItem("line"), [...lineChoices.lines].sort(), "all lines",
+      params.line);
+    for (const dir of ["in", "out"]) {
+      const series = [
+        { name: `${dir}`, cls: dir, points: sumByBucket(cur.rows, (x) => x[dir]) },
+        { name: `${dir}, previous week`, cls: "prev", dashed: true, shiftMs: WEEK_MS,
+          points: sumByBucket(before.rows, (x) => x[dir]) },
+      ];
+      Charts.line($(`#chart-${dir}`), { label: `people ${dir}`, series, domain, step });
+      seriesTable($(`#table-${dir}`), series);
+    }
+  });
+
+  const occupancy = api("occupancy", now).then((occ) => {
+    if (!alive()) return;
+    const occSeries = [
+      { name: "mean", cls: "c0", points: sumByBucket(occ.rows, (x) => x.occupancy_mean) },
     ];
-    Charts.line($(`#chart-${dir}`), { label: `people ${dir}`, series, domain });
-    seriesTable($(`#table-${dir}`), series);
-  }
+    Charts.line($("#chart-occupancy"), { label: "occupancy", series: occSeries, domain, step,
+      empty: "no zone reports occupancy in this range" });
+    seriesTable($("#table-occupancy"), occSeries);
+  });
 
-  const occSeries = [
-    { name: "mean", cls: "c0", points: sumByBucket(occ.rows, (x) => x.occupancy_mean) },
-  ];
-  Charts.line($("#chart-occupancy"), { label: "occupancy", series: occSeries, domain,
-    empty: "no zone reports occupancy in this range" });
-  seriesTable($("#table-occupancy"), occSeries);
+  const dwell = api("dwell", now).then((answer) => {
+    if (!alive()) return;
+    const dwellSeries = [
+      { name: "median s", cls: "c2", points: weightedByBucket(answer.rows, "median_s") },
+      { name: "p90 s", cls: "c3", points: weightedByBucket(answer.rows, "p90_s") },
+    ];
+    Charts.line($("#chart-dwell"), { label: "dwell", series: dwellSeries, domain, step,
+      empty: "no zone reports dwell in this range" });
+    seriesTable($("#table-dwell"), dwellSeries);
+  });
 
-  const dwellSeries = [
-    { name: "median s", cls: "c2", points: weightedByBucket(dwell.rows, "median_s") },
-    { name: "p90 s", cls: "c3", points: weightedByBucket(dwell.rows, "p90_s") },
-  ];
-  Charts.line($("#chart-dwell"), { label: "dwell", series: dwellSeries, domain,
-    empty: "no zone reports dwell in this range" });
-  seriesTable($("#table-dwell"), dwellSeries);
+  const events = optionalGet("/api/v1/events", apiUrl("events", { ...now, line: params.line }))
+    .then((answer) => {
+      if (alive()) renderEvents(answer, domain);
+    });
 
-  renderEvents(events, domain);
+  await Promise.all([pickers, inOut, occupancy, dwell, events]);
 }
 
 // Events rows carry a family (shelf, audio) and an event name with a count per bucket.
@@ -454,6 +465,19 @@ async function renderEnergy(params, alive) {
 
 // ------------------------------------------------------------------ routing
 
+// Every card of a view says "loading" until its own data arrive (and are drawn).
+function showLoading(view) {
+  for (const chart of view.querySelectorAll(".chart")) Charts.loading(chart);
+  for (const node of view.querySelectorAll("table")) {
+    node.textContent = "";
+    node.createCaption().textContent = "loading…";
+  }
+  const rollouts = view.querySelector("#rollouts");
+  if (rollouts) rollouts.textContent = "loading…";
+  const events = view.querySelector("#events-box");
+  if (events && events.dataset.available !== "no") events.hidden = false;
+}
+
 const VIEWS = { traffic: renderTraffic, fleet: renderFleet, energy: renderEnergy };
 let generation = 0;
 
@@ -467,6 +491,7 @@ async function render() {
   document.body.dataset.view = view;
   document.body.dataset.state = "loading";
   $("#banner").hidden = true;
+  showLoading($(`#view-${view}`));
   try {
     await VIEWS[view](params, alive);
     if (alive()) document.body.dataset.state = "ready";
@@ -475,6 +500,9 @@ async function render() {
     $("#banner").textContent = `The fleet API answered: ${err.message}`;
     $("#banner").hidden = false;
     document.body.dataset.state = "error";
+    for (const chart of document.querySelectorAll(`#view-${view} .chart[data-state=loading]`)) {
+      Charts.loading(chart, "not loaded: see the message above");
+    }
   }
 }
 

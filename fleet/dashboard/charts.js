@@ -1,6 +1,7 @@
 // Small SVG charts for the fleet dashboard: time lines and grouped bars. No dependencies.
 // Each chart writes the numbers it draws into data-series on its container (JSON), so what
-// the picture shows can be read back and checked against the API.
+// the picture shows can be read back and checked against the API, and its state into
+// data-state: "loading" (loading() was called, its data are on their way), then "ready".
 "use strict";
 
 const Charts = (() => {
@@ -48,8 +49,20 @@ const Charts = (() => {
       text));
   }
 
+  // A card whose data are on their way: a note in place of the chart.
+  function loading(container, text) {
+    container.textContent = "";
+    container.dataset.state = "loading";
+    delete container.dataset.series;
+    const note = document.createElement("p");
+    note.className = "loading";
+    note.textContent = text || "loading…";
+    container.appendChild(note);
+  }
+
   function frame(container, label) {
     container.textContent = "";
+    container.dataset.state = "ready";
     W = Math.max(320, Math.min(1600, Math.round(container.clientWidth || 720)));
     const svg = el("svg", {
       viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label, class: "chart-svg",
@@ -83,10 +96,29 @@ const Charts = (() => {
     container.appendChild(box);
   }
 
+  // Runs of points without a missing bucket between them: [[i0, i1, ...], ...]. A gap is
+  // more than one step (the interval asked for) from one point to the next; without a
+  // step, the smallest distance between two points is taken for it.
+  function runs(times, step) {
+    let unit = step;
+    if (!(unit > 0)) {
+      unit = Infinity;
+      for (let i = 1; i < times.length; i++) unit = Math.min(unit, times[i] - times[i - 1]);
+    }
+    const out = [];
+    times.forEach((t, i) => {
+      if (i === 0 || t - times[i - 1] > unit * 1.5) out.push([]);
+      out[out.length - 1].push(i);
+    });
+    return out;
+  }
+
   // series: [{name, cls, dashed, stem, shiftMs, points: [[isoBucket, value], ...]}]
   // shiftMs moves a series along x (the previous week is drawn over the current one);
-  // domain, [fromMs, toMs], fixes the x axis to the range asked for.
-  function line(container, { label, series, empty, domain }) {
+  // domain, [fromMs, toMs], fixes the x axis to the range asked for; step (ms), the bucket
+  // interval: a missing bucket is a gap, the line breaks there (no line across hours
+  // without data), and a point alone between gaps is drawn as a dot.
+  function line(container, { label, series, empty, domain, step }) {
     const svg = frame(container, label);
     container.dataset.series = JSON.stringify(
       series.map((s) => ({ name: s.name, points: s.points })));
@@ -105,23 +137,30 @@ const Charts = (() => {
     const y = yAxis(svg, Math.max(...all.map((p) => p[1])));
     // ticks on whole UTC hours or days, at most eight of them
     const steps = [1, 3, 6, 12, 24, 48, 168, 336, 672, 1344, 2016].map((h) => h * 3600e3);
-    const step = steps.find((st) => span / st <= 8) || span;
-    for (let t = Math.ceil(x0 / step) * step; t <= x1; t += step) {
+    const tick = steps.find((st) => span / st <= 8) || span;
+    for (let t = Math.ceil(x0 / tick) * tick; t <= x1; t += tick) {
       svg.appendChild(el("text", { x: x(t), y: H - 8, "text-anchor": "middle", class: "tick" },
         timeLabel(t, span)));
     }
     for (const [si, s] of series.entries()) {
       if (s.points.length === 0) continue;
       const off = s.stem ? si * 2.5 : 0; // stems of several series side by side
-      const pts = s.points.map(([b, v]) => [x(Date.parse(b) + (s.shiftMs || 0)) + off, y(v)]);
-      // stems (a vertical stroke per bucket) suit sparse counts: no line through gaps
+      const times = s.points.map(([b]) => Date.parse(b) + (s.shiftMs || 0));
+      const pts = s.points.map(([, v], i) => [x(times[i]) + off, y(v)]);
+      const segments = s.stem ? pts.map((_p, i) => [i]) : runs(times, step);
+      // stems (a vertical stroke per bucket) suit sparse counts; a line is one subpath
+      // (M, then L) per run of buckets with no bucket missing
       const d = s.stem
         ? pts.map(([px, py]) => `M${px.toFixed(1)},${y(0).toFixed(1)}V${py.toFixed(1)}`)
-        : pts.map(([px, py], i) => `${i ? "L" : "M"}${px.toFixed(1)},${py.toFixed(1)}`);
+        : segments.flatMap((run) => run.map((i, k) =>
+          `${k ? "L" : "M"}${pts[i][0].toFixed(1)},${pts[i][1].toFixed(1)}`));
       svg.appendChild(el("path", { d: d.join(""),
         class: `series ${s.cls || ""}${s.dashed ? " dashed" : ""}` }));
-      if (s.points.length <= 60 && !s.stem) {
+      if (!s.stem) {
+        const few = s.points.length <= 60;
+        const lone = new Set(segments.filter((run) => run.length === 1).map((run) => run[0]));
         s.points.forEach(([b, v], i) => {
+          if (!few && !lone.has(i)) return;
           const dot = el("circle", { cx: pts[i][0], cy: pts[i][1], r: 2.5,
             class: `dot ${s.cls || ""}` });
           dot.appendChild(el("title", {}, `${s.name} ${b.slice(0, 16).replace("T", " ")}: ${fmt(v)}`));
@@ -164,5 +203,5 @@ const Charts = (() => {
     legend(container, series);
   }
 
-  return { line, bars, fmt, niceTicks };
+  return { line, bars, loading, fmt, niceTicks };
 })();

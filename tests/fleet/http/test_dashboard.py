@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -38,10 +39,11 @@ from edgetally.fleet.server import FleetConfig, FleetServer
 from edgetally.fleet.store.base import Store, open_store
 from edgetally.fleet.store.records import IngestBatch, Seen
 from edgetally.models.bundle import generate_keypair
-from edgetally.models.topics import topic_for
-from edgetally.models.wire import Aggregate, DeviceStatus, DwellStats, PowerReading, to_json
+from edgetally.models.topics import DeviceId, SiteId, topic_for
+from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading, Seq, to_json
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import Broker
 from tests.runtime.updates.updater_support import make_bundle
@@ -59,52 +61,27 @@ SHARE = 0.05  # the demo's share of passers that walk into a shop
 
 
 def _fill(store: Store) -> dict[str, Any]:
-    """The demo's simulated stores written through the store's write API, plus a zone
-    (occupancy, dwell), shelf and audio events, statuses and power. Returns what was made."""
+    """The demo's simulated stores (a door line, a floor zone with occupancy and dwell,
+    shelf and audio events, as the demo publishes them) written through the store's write
+    API, the last store with an outage (no rows for most of an afternoon), plus statuses
+    and power. Returns what was made."""
     from edgetally.demo import plan_stores, store_aggregates
 
     plans = plan_stores(STORES, DAYS, now=datetime(2025, 3, 17, 12, tzinfo=UTC))
     assert len(plans) == STORES
     now = datetime.now(UTC)
     aggs: list[Aggregate] = []
-    for k, plan in enumerate(plans):
-        seq = itertools.count(1)
-        door = store_aggregates(plan, share=SHARE)  # what the demo's store publishes
-        for (start, passers), hour in zip(plan.hours, door, strict=True):
-            visitors = hour.in_count
-            events = {"pickup": visitors // 7} if k == 0 and visitors >= 7 else {}
-            aggs.append(
-                hour.model_copy(
-                    update={
-                        "seq": next(seq),
-                        "shelf_events": events,
-                        "audio_events": {"glass_break": 1} if k == 0 and start.hour == 3 else {},
-                    }
-                )
-            )
-            if k == 0 and visitors > 0:  # the first store also watches a zone
-                aggs.append(
-                    Aggregate(
-                        site=plan.site,
-                        device=plan.device,
-                        source="door",
-                        line="floor",
-                        seq=next(seq),
-                        start=start,
-                        seconds=3600,
-                        occupancy_mean=visitors * 0.2,
-                        occupancy_peak=max(1, visitors // 2),
-                        dwell=DwellStats(
-                            count=visitors,
-                            median_s=60.0 + passers % 97,
-                            p90_s=180.0 + passers % 193,
-                        ),
-                    )
-                )
+    for plan in plans:
+        aggs += store_aggregates(plan, share=SHARE)  # what the demo's store publishes
+    # The last store's device was off from 10:00 to 23:00 two days before the end, but
+    # for the hour from 16:00: two gaps and one lone hour between them.
+    off_day = datetime(END_DAY.year, END_DAY.month, END_DAY.day, tzinfo=UTC) - timedelta(days=2)
+    outage = {off_day + timedelta(hours=h) for h in range(10, 23) if h != 16}
+    aggs = [a for a in aggs if not (a.device == plans[-1].device and a.start in outage)]
     statuses = [
         DeviceStatus(
-            site=p.site,
-            device=p.device,
+            site=SiteId(p.site),
+            device=DeviceId(p.device),
             at=now,
             state="offline" if i == 2 else "online",
             model="yolo11n",
@@ -120,9 +97,9 @@ def _fill(store: Store) -> dict[str, Any]:
         for h in range(72):
             power.append(
                 PowerReading(
-                    site=p.site,
-                    device=p.device,
-                    seq=h + 1,
+                    site=SiteId(p.site),
+                    device=DeviceId(p.device),
+                    seq=Seq(h + 1),
                     source="rapl" if i == 0 else "estimate",
                     start=first_power + timedelta(hours=h),
                     seconds=3600,
@@ -137,7 +114,7 @@ def _fill(store: Store) -> dict[str, Any]:
     store.write(
         IngestBatch(statuses=tuple(statuses), power=tuple(power), seen=seen, received_at=now)
     )
-    return {"plans": plans}
+    return {"plans": plans, "outage": sorted(outage)}
 
 
 # ------------------------------------------------------------------ serving the API
@@ -310,6 +287,26 @@ class Browser:
             time.sleep(0.05)
         raise AssertionError(f"the page never reached {states}")
 
+    def wait_for(self, condition: str) -> None:
+        """Wait until a JavaScript expression is true."""
+        for _ in range(3000):  # a guard against hanging, not a speed requirement
+            if self.eval(condition):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"never true: {condition}")
+
+    def wait_event(self, method: str) -> dict[str, Any]:
+        """The first DevTools event ``method`` received (waiting for it if need be)."""
+        for e in self.events:
+            if e.get("method") == method:
+                self.events.remove(e)
+                return e
+        while True:
+            msg: dict[str, Any] = json.loads(self._ws.recv(timeout=120))
+            if msg.get("method") == method:
+                return msg
+            self.events.append(msg)
+
     def series(self, chart: str) -> list[dict[str, Any]]:
         raw = self.eval(f"document.querySelector('#chart-{chart}').dataset.series")
         assert raw, f"chart {chart} holds no numbers"
@@ -476,7 +473,7 @@ def test_week_per_hour_for_a_site_matches_the_api(fleet: Fleet, browser: Browser
     assert options["line"] == sorted({r["line"] for r in cur})  # the devices' lines
     events = fleet.get("/api/v1/events", **q, **{"from": _iso(start), "to": _iso(end)})["rows"]
     names = sorted({f"{r['family']} {r['event']}" for r in events})
-    assert names == ["audio glass_break", "shelf pickup"]
+    assert {"audio cash_register", "shelf product_taken", "shelf restocked"} <= set(names)
     got = {s["name"]: s["points"] for s in browser.series("events")}
     assert sorted(got) == names
     for name in names:
@@ -484,6 +481,137 @@ def test_week_per_hour_for_a_site_matches_the_api(fleet: Fleet, browser: Browser
         _same(got[name], _sum_by_bucket(rows, "count"))
     assert browser.errors() == []
     browser.screenshot("traffic-week")
+
+
+TRAFFIC_CARDS = ("in", "out", "occupancy", "dwell", "events")
+
+
+def test_every_traffic_card_shows_the_simulated_stores(fleet: Fleet, browser: Browser) -> None:
+    """The demo's stores fill all five cards: in and out differ (people leave after they
+    came), a zone reports occupancy and dwell, shelf and audio events are counted."""
+    site = fleet.made["plans"][0].site
+    browser.goto(_traffic_url(fleet.open.url, site=site, range=7, end=END_DAY.isoformat()))
+    for card in TRAFFIC_CARDS:
+        chart = f"document.querySelector('#chart-{card}')"
+        assert browser.eval(f"{chart}.dataset.state") == "ready", card
+        assert browser.eval(f"{chart}.querySelectorAll('path.series').length") >= 1, card
+        assert browser.eval(f"{chart}.querySelector('.empty, .loading') === null"), card
+        series = browser.series(card)
+        assert series and all(len(s["points"]) > 0 for s in series), card
+    assert browser.eval("!document.querySelector('#events-box').hidden")
+    ins, outs = browser.series("in")[0]["points"], browser.series("out")[0]["points"]
+    assert [b for b, _ in ins] == [b for b, _ in outs] and len(ins) == 7 * 24
+    assert [v for _, v in ins] != [v for _, v in outs]
+    assert sum(v for _, v in ins) == pytest.approx(sum(v for _, v in outs), rel=0.05)
+    # mornings more in than out, evenings more out than in (summed over the week)
+    by_hour: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for (b, v_in), (_, v_out) in zip(ins, outs, strict=True):
+        by_hour[int(b[11:13])][0] += v_in
+        by_hour[int(b[11:13])][1] += v_out
+    morning = [by_hour[h] for h in range(7, 10)]
+    evening = [by_hour[h] for h in range(21, 24)]
+    assert sum(i for i, _ in morning) > sum(o for _, o in morning)
+    assert sum(o for _, o in evening) > sum(i for i, _ in evening)
+    median, p90 = browser.series("dwell")
+    assert all(m <= p for (_, m), (_, p) in zip(median["points"], p90["points"], strict=True))
+    assert browser.errors() == []
+    browser.screenshot("traffic-cards")
+
+
+def _subpaths(browser: Browser, chart: str, index: int) -> list[list[tuple[float, float]]]:
+    """The points of each subpath (M, then L...) of a chart's ``index``-th line."""
+    d = browser.eval(
+        f"document.querySelectorAll('#chart-{chart} path.series')[{index}].getAttribute('d')"
+    )
+    assert d and d.startswith("M")
+    return [
+        [(float(x), float(y)) for x, y in re.findall(r"[ML](-?[\d.]+),(-?[\d.]+)", "M" + part)]
+        for part in d[1:].split("M")
+    ]
+
+
+def _runs(buckets: list[str], step: timedelta) -> list[list[str]]:
+    """Buckets in runs with no bucket missing between neighbours."""
+    out: list[list[str]] = []
+    for b in buckets:
+        t = datetime.fromisoformat(b.replace("Z", "+00:00"))
+        if out and t - datetime.fromisoformat(out[-1][-1].replace("Z", "+00:00")) == step:
+            out[-1].append(b)
+        else:
+            out.append([b])
+    return out
+
+
+def test_missing_hours_are_a_gap_not_a_line(fleet: Fleet, browser: Browser) -> None:
+    """A store whose device was off for hours: its lines break there (one subpath per run
+    of hours with data, none across the gap) and the lone hour between two gaps is a dot."""
+    plan = fleet.made["plans"][-1]
+    outage: list[datetime] = fleet.made["outage"]
+    browser.goto(
+        _traffic_url(
+            fleet.open.url, site=plan.site, range=7, interval="hour", end=END_DAY.isoformat()
+        )
+    )
+    start, end = _range(7)
+    q = {"site": plan.site, "group": "site", "interval": "hour"}
+    q |= {"from": _iso(start), "to": _iso(end)}
+    asked = {
+        name: fleet.get(f"/api/v1/{name}", **q)["rows"]
+        for name in ("traffic", "occupancy", "dwell")
+    }
+    buckets = sorted({r["bucket"] for r in asked["traffic"]})
+    assert not {_iso(t) for t in outage} & set(buckets)
+    runs = _runs(buckets, timedelta(hours=1))
+    assert len(runs) >= 3 and [len(r) for r in runs].count(1) >= 1  # the lone hour
+    for chart, name in (
+        ("in", "traffic"),
+        ("out", "traffic"),
+        ("occupancy", "occupancy"),
+        ("dwell", "dwell"),
+    ):
+        # dwell has no row either for an hour in which no visit ended: a gap too
+        want = _runs(sorted({r["bucket"] for r in asked[name]}), timedelta(hours=1))
+        got = _subpaths(browser, chart, 0)
+        assert [len(p) for p in got] == [len(r) for r in want], chart
+        # within a subpath, neighbours are one hour apart: no segment spans the gap
+        hour_px = min(b[0] - a[0] for p in got for a, b in itertools.pairwise(p))
+        assert hour_px > 0
+        for p in got:
+            assert all(b[0] - a[0] < 1.5 * hour_px for a, b in itertools.pairwise(p)), chart
+        # and each gap is wider than an hour: the last point before it, the first after it
+        for before, after in itertools.pairwise(got):
+            assert after[0][0] - before[-1][0] > 1.5 * hour_px, chart
+    lone = sum(1 for r in runs if len(r) == 1)
+    assert browser.eval("document.querySelectorAll('#chart-in circle.dot.in').length") == lone
+    assert browser.errors() == []
+    browser.screenshot("traffic-gap")
+
+
+def test_cards_say_loading_until_their_data_arrive(fleet: Fleet, browser: Browser) -> None:
+    """The occupancy answer is held back (DevTools' Fetch domain): its card says loading
+    while the other cards are drawn; it is drawn when the answer comes."""
+    site = fleet.made["plans"][0].site
+    browser.goto(fleet.open.url + "/dashboard/#fleet")
+    browser.send("Fetch.enable", patterns=[{"urlPattern": "*/api/v1/occupancy*"}])
+    try:
+        browser.goto(
+            _traffic_url(fleet.open.url, site=site, range=7, end=END_DAY.isoformat()),
+            until=("loading",),
+        )
+        paused = browser.wait_event("Fetch.requestPaused")
+        occupancy = "document.querySelector('#chart-occupancy')"
+        for card in ("in", "out", "dwell"):
+            browser.wait_for(f"document.querySelector('#chart-{card}').dataset.state === 'ready'")
+        assert browser.eval(f"{occupancy}.dataset.state") == "loading"
+        assert browser.eval(f"{occupancy}.textContent") == "loading…"
+        assert browser.eval("document.body.dataset.state") == "loading"
+        browser.send("Fetch.continueRequest", requestId=paused["params"]["requestId"])
+        browser.wait_state(("ready",))
+        assert browser.eval(f"{occupancy}.dataset.state") == "ready"
+        assert browser.series("occupancy")[0]["points"]
+    finally:
+        browser.send("Fetch.disable")
+    assert browser.errors() == []
 
 
 def test_a_year_is_asked_per_day_and_matches_the_api(fleet: Fleet, browser: Browser) -> None:
@@ -612,14 +740,14 @@ def test_on_fleet_serve_with_tokens_and_a_real_rollout(
     )
     devices = [f"d{i}" for i in range(4)]
     with FleetServer(config) as fleet:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-devices")
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-devices")
         client.connect("127.0.0.1", mosquitto.port)
         client.loop_start()
         try:
             for i, dev in enumerate(devices):
                 status = DeviceStatus(
-                    site="shop",
-                    device=dev,
+                    site=SiteId("shop"),
+                    device=DeviceId(dev),
                     at=datetime.now(UTC),
                     state="online",
                     model="yolo11n",
