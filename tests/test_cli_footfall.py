@@ -156,7 +156,7 @@ def test_annotate_writes_a_video_and_snapshot_a_png(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     image = cv2.imread(str(png))
-    assert image.shape == (480, 640, 3)
+    assert image is not None and image.shape == (480, 640, 3)
 
 
 def test_models_verify_and_list() -> None:

@@ -20,12 +20,12 @@ class Clock:
         return self.t
 
 
-def meter_for(sim: RaplSim, clock: Clock, **kw: object) -> RaplMeter:
+def meter_for(sim: RaplSim, clock: Clock) -> RaplMeter:
     def sleep(s: float) -> None:
         clock.t += s
         sim.consume(1.0 * s)  # 1 W during the priming interval
 
-    return RaplMeter(sim.root, clock=clock, sleep=sleep, **kw)  # type: ignore[arg-type]
+    return RaplMeter(sim.root, clock=clock, sleep=sleep)
 
 
 def test_watts_from_counter_deltas_summed_over_packages(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from edgetally.firmware_bridge.serial_protocol import (
     FrameDecoder,
     Hello,
     LogText,
+    Message,
     PowerSample,
     SensorValue,
     crc16_ccitt,
@@ -63,7 +64,7 @@ def test_documented_example_frame() -> None:
 
 
 def test_every_message_type_round_trips() -> None:
-    msgs = [
+    msgs: list[Message] = [
         Hello(1, "mcu"),
         PowerSample(7, 9, 12000, 250_000, 42),
         SensorValue(2, 1, 21500),
@@ -121,7 +122,7 @@ def test_meter_through_the_pty_with_corrupted_frames() -> None:
             assert first.energy_j is None
             assert meter.hello == Hello(1, "edgetally-sim")
             for kind in ("bad_crc", "bad_length", "unknown_type", "short_power"):
-                sim.inject(kind)  # type: ignore[arg-type]
+                sim.inject(kind)
             sim.inject("garbage")
             sim.send_sample(500)
             sim.send_sample(500)

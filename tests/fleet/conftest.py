@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from edgetally.fleet.store.base import Store
 from edgetally.fleet.store.records import IngestBatch, Seen
-from edgetally.models.wire import Aggregate, DwellStats
+from edgetally.models.topics import DeviceId, SiteId
+from edgetally.models.wire import Aggregate, CounterId, DwellStats, Seq, SourceId
 from edgetally.ports import free_port
 
 SAMPLE_T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)
@@ -147,11 +148,11 @@ def _make_aggregates(n_devices: int = 4, minutes: int = 150, seed: int = 3) -> l
                 med = rng.uniform(1, 60)
                 out.append(
                     Aggregate(
-                        site=f"site-{d % 2}",
-                        device=f"dev-{d}",
-                        source="cam0",
-                        line=line,
-                        seq=seq,
+                        site=SiteId(f"site-{d % 2}"),
+                        device=DeviceId(f"dev-{d}"),
+                        source=SourceId("cam0"),
+                        line=CounterId(line),
+                        seq=Seq(seq),
                         start=SAMPLE_T0 + timedelta(minutes=m),
                         seconds=60,
                         in_count=rng.randint(0, 9),

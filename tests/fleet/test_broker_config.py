@@ -20,6 +20,7 @@ from edgetally.fleet.broker_config import (
 from edgetally.models.wire import MAX_PAYLOAD_BYTES
 
 from tests.fleet.test_broker_support import (
+    Client,
     SecureBroker,
     connect,
     publish,
@@ -39,7 +40,7 @@ def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
         sb.broker.stop()
 
 
-def _wait_for(c, topic: str, payload: bytes) -> list[tuple[str, bytes]]:  # type: ignore[no-untyped-def]
+def _wait_for(c: Client, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
     seen = []
     while True:
         item = c.received.get(timeout=30)

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from edgetally.fleet.broker_config import BrokerConfig, generate_broker_config, parse_devices
+from edgetally.ports import free_port
+from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Broker, free_port
+from tests.conftest import Broker
 
 
 @dataclass
@@ -71,7 +73,7 @@ def connect(
     client_id: str = "",
 ) -> Client:
     """Connect and wait for CONNACK; ``rc`` is its reason code (0 / Success when accepted)."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
     if username is not None:
         c.username_pw_set(username, password)
     c.tls_set(ca_certs=str(ca or sb.cfg.ca_cert), cert_reqs=ssl.CERT_REQUIRED)
@@ -85,7 +87,7 @@ def connect(
         done.set()
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        holder.received.put((msg.topic, msg.payload))
+        holder.received.put((msg.topic, bytes(msg.payload)))
 
     def on_disconnect(client: mqtt.Client, u: object, f: object, rc: object, p: object) -> None:
         if not done.is_set():

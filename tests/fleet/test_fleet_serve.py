@@ -14,8 +14,9 @@ from edgetally.fleet.errors import FleetError
 from edgetally.fleet.http.auth import add_token
 from edgetally.fleet.server import FleetConfig, FleetServer
 from edgetally.models.bundle import generate_keypair
-from edgetally.models.topics import topic_for
+from edgetally.models.topics import DeviceId, SiteId, topic_for
 from edgetally.models.wire import DeviceStatus, to_json
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import Broker
 from tests.runtime.updates.updater_support import make_bundle
@@ -26,13 +27,13 @@ pytestmark = pytest.mark.slow
 
 def _announce(broker: Broker, devices: list[str]) -> None:
     """Devices say they are online, as their publishers do."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-devices")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-devices")
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:
         for dev in devices:
             status = DeviceStatus(
-                site="shop", device=dev, at=datetime.now(UTC), state="online"  # type: ignore[arg-type]
+                site=SiteId("shop"), device=DeviceId(dev), at=datetime.now(UTC), state="online"
             )
             info = client.publish(topic_for("shop", dev, "status"), to_json(status), qos=1)
             info.wait_for_publish(10)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -130,12 +132,21 @@ def test_wildcard_device_class(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     verify_bundle(out, load_public_key(keys[1]), target=BundleTarget.parse("onnxruntime:fp32:x86"))
 
 
-def _rewrite(bundle: Path, out: Path, edit: object) -> None:
+Edit = Callable[[tarfile.TarInfo, bytes], Sequence[tuple[tarfile.TarInfo, bytes | None]]]
+
+
+def _read_member(tar: tarfile.TarFile, member: str | tarfile.TarInfo) -> bytes:
+    fh = tar.extractfile(member)
+    assert fh is not None, f"{member}: not a regular file"
+    return fh.read()
+
+
+def _rewrite(bundle: Path, out: Path, edit: Edit) -> None:
     """Copy the bundle's members through ``edit(name, data) -> list[(TarInfo, data)]``."""
     with tarfile.open(bundle) as src, tarfile.open(out, "w") as dst:
         for m in src.getmembers():
-            data = src.extractfile(m).read()  # type: ignore[union-attr]
-            for info, payload in edit(m, data):  # type: ignore[operator]
+            data = _read_member(src, m)
+            for info, payload in edit(m, data):
                 dst.addfile(info, io.BytesIO(payload) if payload is not None else None)
 
 
@@ -274,13 +285,13 @@ def test_a_signed_rollback_and_what_it_may_replace(
 
     model = tmp_path / "m.onnx"
     model.write_bytes(b"x")
-    make = {"private_key": load_private_key(keys[0]), "name": "m", "targets": [TARGET]}
-    plain = create_bundle([model], out=tmp_path / "plain.bundle", version="1", **make)
-    with tarfile.open(tmp_path / "plain.bundle") as tar:  # manifests read as before the field
-        assert b"rollback_of" not in tar.extractfile("manifest.json").read()  # type: ignore[union-attr]
-    back = create_bundle(
-        [model], out=tmp_path / "back.bundle", version="1", rollback_of="3", **make
+    make = functools.partial(
+        create_bundle, private_key=load_private_key(keys[0]), name="m", targets=[TARGET]
     )
+    plain = make([model], out=tmp_path / "plain.bundle", version="1")
+    with tarfile.open(tmp_path / "plain.bundle") as tar:  # manifests read as before the field
+        assert b"rollback_of" not in _read_member(tar, "manifest.json")
+    back = make([model], out=tmp_path / "back.bundle", version="1", rollback_of="3")
     verified = verify_bundle(tmp_path / "back.bundle", load_public_key(keys[1]))
     assert verified.manifest.rollback_of == "3"
 
@@ -293,7 +304,7 @@ def test_a_signed_rollback_and_what_it_may_replace(
     assert "up to 3 only" in str(back.may_replace("4", rollback=True))
 
     with pytest.raises(BundleError, match="rollback_of 1 must be newer"):
-        create_bundle([model], out=tmp_path / "x.bundle", version="2", rollback_of="1", **make)
+        make([model], out=tmp_path / "x.bundle", version="2", rollback_of="1")
     with pytest.raises(ValueError, match="must be newer"):
         BundleManifest.model_validate(back.model_dump() | {"rollback_of": "1"})
 

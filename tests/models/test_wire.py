@@ -10,7 +10,10 @@ import pytest
 from edgetally.models.errors import WireError
 from edgetally.models.topics import (
     TOPIC_PREFIX,
+    DeviceId,
+    SiteId,
     Topic,
+    TopicKind,
     parse_topic,
     subscription,
     topic_for,
@@ -20,9 +23,12 @@ from edgetally.models.wire import (
     SCHEMA_VERSION,
     Aggregate,
     Command,
+    CommandId,
     DeviceStatus,
     DwellStats,
+    Message,
     PowerReading,
+    Seq,
     from_json,
     parse,
     to_json,
@@ -66,10 +72,11 @@ def test_topic_version_matches_schema_version() -> None:
 
 
 def test_topics_build_and_parse_back() -> None:
-    for kind in ("agg", "status", "power", "cmd"):
-        t = topic_for("shop-1", "dev-1", kind)  # type: ignore[arg-type]
+    kinds: tuple[TopicKind, ...] = ("agg", "status", "power", "cmd")
+    for kind in kinds:
+        t = topic_for("shop-1", "dev-1", kind)
         assert t == f"edgetally/v1/shop-1/dev-1/{kind}"
-        assert parse_topic(t) == Topic("shop-1", "dev-1", kind)  # type: ignore[arg-type]
+        assert parse_topic(t) == Topic(SiteId("shop-1"), DeviceId("dev-1"), kind)
         assert str(parse_topic(t)) == t
     assert subscription() == "edgetally/v1/+/+/+"
     assert subscription("agg") == "edgetally/v1/+/+/agg"
@@ -111,10 +118,10 @@ def test_aggregate_round_trip() -> None:
 
 
 def test_all_messages_round_trip() -> None:
-    msgs = [
+    msgs: list[Message] = [
         DeviceStatus(
-            site="shop-1",
-            device="dev-1",
+            site=SiteId("shop-1"),
+            device=DeviceId("dev-1"),
             at=T0,
             state="online",
             model="yolox_nano@int8",
@@ -125,9 +132,9 @@ def test_all_messages_round_trip() -> None:
             last_error="camera reopened",
         ),
         PowerReading(
-            site="shop-1",
-            device="dev-1",
-            seq=9,
+            site=SiteId("shop-1"),
+            device=DeviceId("dev-1"),
+            seq=Seq(9),
             source="rapl",
             start=T0,
             seconds=60,
@@ -136,9 +143,9 @@ def test_all_messages_round_trip() -> None:
             measured=True,
         ),
         Command(
-            site="shop-1",
-            device="dev-1",
-            command_id="c-1",
+            site=SiteId("shop-1"),
+            device=DeviceId("dev-1"),
+            command_id=CommandId("c-1"),
             at=T0,
             action="rollout",
             params={"bundle": "https://x/y.tar", "stage": 2, "dry": False},
@@ -290,11 +297,17 @@ def test_the_time_window_is_configurable() -> None:
     body = b'{"site":"s","device":"d","at":"2026-01-03T00:00:00Z","state":"online"}'
     with pytest.raises(WireError, match="ahead of the receiving clock"):
         parse("edgetally/v1/s/d/status", body, now=now)
+
+    def status_at(payload: bytes, window: TimeWindow | None) -> datetime:
+        status = parse("edgetally/v1/s/d/status", payload, window=window, now=now)
+        assert isinstance(status, DeviceStatus)
+        return status.at
+
     wide = TimeWindow(max_ahead_s=3 * 86_400)
-    assert parse("edgetally/v1/s/d/status", body, window=wide, now=now).at.day == 3
-    assert parse("edgetally/v1/s/d/status", body, window=None, now=now).at.day == 3
+    assert status_at(body, wide).day == 3
+    assert status_at(body, None).day == 3
     old = b'{"site":"s","device":"d","at":"1990-01-01T00:00:00Z","state":"online"}'
     with pytest.raises(WireError, match="before 2000-01-01"):
         parse("edgetally/v1/s/d/status", old, now=now)
     early = TimeWindow(earliest=datetime(1980, 1, 1, tzinfo=UTC))
-    assert parse("edgetally/v1/s/d/status", old, window=early, now=now).at.year == 1990
+    assert status_at(old, early).year == 1990

@@ -12,6 +12,7 @@ from edgetally.models.wire import (
     MAX_FACINGS,
     MAX_PAYLOAD_BYTES,
     AudioLevels,
+    CounterId,
     FacingCounts,
     ShelfState,
     from_json,
@@ -52,7 +53,7 @@ def shelf(**kw: object) -> ShelfState:
 
 def test_topic_kinds_audio_and_shelf() -> None:
     for kind in ("audio", "shelf"):
-        t = topic_for("shop-1", "dev-1", kind)  # type: ignore[arg-type]
+        t = topic_for("shop-1", "dev-1", kind)
         assert parse_topic(t).kind == kind
 
 
@@ -68,8 +69,8 @@ def test_round_trip_through_parse(message: AudioLevels | ShelfState) -> None:
 def test_shelf_facings_keep_their_counts() -> None:
     back = from_json(ShelfState, to_json(shelf()))
     assert back.facings[0] == FacingCounts(
-        region="top", facing="f0", facing_empty=1, restocked=0, product_taken=1,
-        empty_at_end=True,
+        region=CounterId("top"), facing=CounterId("f0"), facing_empty=1, restocked=0,
+        product_taken=1, empty_at_end=True,
     )
     assert back.facings[1].empty_at_end is False
 

@@ -39,7 +39,7 @@ def minmax_quantize_static(source: ResolvedModel, tensors: list[np.ndarray], tar
 
     name = onnx.load(str(source.path)).graph.input[0].name
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information
         def __init__(self) -> None:
             self.it = iter([{name: t} for t in tensors])
 

@@ -15,6 +15,7 @@ from edgetally.models.zoo import resolve_model
 from edgetally.quantize.errors import QuantizeError
 from edgetally.quantize.pipeline import quantize_model
 from edgetally.quantize.tflite import to_nhwc
+from edgetally.runtime.backends.litert_backend import LiteRtBackend
 from edgetally.runtime.counting.detectors import load_detector
 
 from tests.conftest import shared_path
@@ -91,7 +92,8 @@ def test_full_integer_tflite_runs_in_litert_through_the_detector(tmp_path: Path)
     assert detector.backend.inputs[0].dtype == "int8"
     assert detector.backend.inputs[0].shape == (1, 192, 192, 3)
     assert [o.dtype for o in detector.backend.outputs] == ["int8"]
-    scale, zero = detector.backend.input_quantization  # type: ignore[attr-defined]
+    assert isinstance(detector.backend, LiteRtBackend)
+    scale, zero = detector.backend.input_quantization
     assert scale > 0
     image = np.full((480, 640, 3), 114, np.uint8)
     prepared = detector.prepare(image)

@@ -28,8 +28,10 @@ from edgetally.fleet.server import FleetConfig, FleetServer
 from edgetally.models.bundle import generate_keypair
 from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
+from edgetally.ports import free_port
+from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Broker, free_port
+from tests.conftest import Broker
 from tests.runtime.updates.updater_support import make_bundle
 from tests.runtime.uplink.test_publisher import wait_until
 
@@ -197,7 +199,7 @@ def test_wrong_password_keeps_the_outbox_and_the_right_one_delivers_it(
 
 def _announce(cf: ClosedFleet, device: str) -> None:
     """The device's counting side says it is online (so the fleet knows it)."""
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{device}-counting")
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{device}-counting")
     c.username_pw_set(f"shop1/{device}", cf.password(f"shop1/{device}"))
     c.tls_set(ca_certs=str(cf.ca))
     c.connect("127.0.0.1", cf.port)

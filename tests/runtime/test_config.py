@@ -48,7 +48,7 @@ def test_a_good_file(tmp_path: Path) -> None:
     assert cfg.cameras[0].zones[0].polygon[2] == (200.0, 200.0)
     assert cfg.outbox == tmp_path / "outbox.db"  # relative to the file
     with pytest.raises(ValidationError):
-        cfg.site = "other"  # type: ignore[misc]  # frozen
+        cfg.site = "other"  # frozen
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.ports import free_port
 
-from tests.conftest import Broker, free_port
+from tests.conftest import Broker
 from tests.runtime.uplink.test_publisher import wait_until
 
 pytestmark = pytest.mark.slow
@@ -87,7 +88,7 @@ def test_broker_outage_and_sigkill_lose_nothing_and_duplicate_nothing(
             "WHERE site = ? AND device = ?",
             ("shop-1", "dev-1"),
         )
-        return [tuple(r) for r in table.rows]  # type: ignore[misc]
+        return [tuple(r) for r in table.rows]
 
     first = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from edgetally.firmware_bridge.errors import BridgeError
@@ -21,6 +20,7 @@ from edgetally.runtime.uplink.outbox import Outbox
 from edgetally.runtime.uplink.publisher import Publisher
 
 from tests.conftest import Broker
+from tests.json_support import objs
 from tests.runtime.test_device import config, device
 from tests.runtime.uplink.test_publisher import wait_until
 
@@ -124,7 +124,7 @@ def test_measured_and_estimated_power_reach_the_store_as_such(
         assert int(aggs[0]) == report.produced == int(aggs[1]) + 1
 
         ledger = report_from_store(fleet.store, Filters(), EnergyConfig())
-        days: list[dict[str, Any]] = ledger["days"]  # type: ignore[assignment]
+        days = objs(ledger["days"])
         labels = {(d["device"], d["edge"]["label"], d["edge"]["measured"]) for d in days}
         assert labels == {("dev-1", "estimated", False), ("dev-2", "measured", True)}
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 from edgetally.models.wire import AudioLevels, from_json
+from edgetally.runtime.audio.classifier import ModelClassifier
 from edgetally.runtime.audio.device import build_analyzer, event_name, run_audio, wire_events
 from edgetally.runtime.audio.sources import FileSource
 from edgetally.runtime.config import load_config, parse_config
@@ -89,9 +90,13 @@ def test_the_audio_block_picks_each_model_s_backend(tmp_path: Path) -> None:
     assert cfg is not None
     analyzer = build_analyzer(cfg, 60)
     assert analyzer.vad is not None and analyzer.events is not None
-    assert analyzer.vad.backend.info == analyzer.events.classifier.backend.info  # type: ignore[attr-defined]
+    classifier = analyzer.events.classifier
+    assert isinstance(classifier, ModelClassifier)
+    assert analyzer.vad.backend.info == classifier.backend.info
     assert analyzer.vad.backend.info.name == "openvino"
-    default = build_analyzer(parse_config(base(audio={"source": "x.wav"})).audio, 60)  # type: ignore[arg-type]
+    default_cfg = parse_config(base(audio={"source": "x.wav"})).audio
+    assert default_cfg is not None
+    default = build_analyzer(default_cfg, 60)
     assert default.vad is not None and default.vad.backend.info.name == "onnxruntime"
 
 

@@ -16,6 +16,8 @@ from edgetally.fleet.energy.assumptions import (
 )
 from edgetally.fleet.energy.baseline import CameraSpec, baseline_report, camera_day
 
+from tests.json_support import objs
+
 # ENERGY.md, "Worked example (central values)": 1080p15, 12 h, France store, US-Virginia cloud.
 EXAMPLE = {
     "data_gb": 16.4,
@@ -46,7 +48,9 @@ def test_worked_example_exact_formulas() -> None:
     assert r["network_wh_marginal"] == pytest.approx(0.05 * 3.032 * 12)  # 1.82, "~2"
     assert r["cloud_inference_wh"] == pytest.approx(15 * 12 * 3600 * 0.24 * 1.15 / 3600)
     mix = (33 + 370) / 2
-    expected = v * 30 * mix / 1000 + r["cloud_inference_wh"] * 370 / 1000  # type: ignore[operator]
+    cloud_wh = r["cloud_inference_wh"]
+    assert isinstance(cloud_wh, float)
+    expected = v * 30 * mix / 1000 + cloud_wh * 370 / 1000
     assert r["cloud_gco2e_attributional"] == pytest.approx(expected)
     # the edge side of the example: 10 W for 12 h in France
     assert pytest.approx(4.5, rel=0.01) == 541 / 120
@@ -54,7 +58,7 @@ def test_worked_example_exact_formulas() -> None:
 
 
 def test_every_result_names_its_assumptions() -> None:
-    used = {a["name"]: a for a in example()["assumptions"]}  # type: ignore[union-attr]
+    used = {a["name"]: a for a in objs(example()["assumptions"])}
     for name in (
         "network_kwh_per_gb",
         "network_w_per_mbps",
@@ -90,7 +94,7 @@ def test_config_overrides_assumptions_and_grid(tmp_path: Path) -> None:
     )
     c = load_config(cfg)
     r = baseline_report(CameraSpec(3.0), 12, "FR", "US-VA", c.assumptions, GridTable(c.grid))
-    used = {a["name"]: a for a in r["assumptions"]}  # type: ignore[union-attr]
+    used = {a["name"]: a for a in objs(r["assumptions"])}
     assert used["pue"]["value"] == 1.56 and "configured" in used["pue"]["source"]
     assert used["grid_store"]["value"] == 21.7 and "RTE" in used["grid_store"]["source"]
     assert r["cloud_inference_wh"] == pytest.approx(43.2 * 1.56)

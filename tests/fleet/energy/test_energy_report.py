@@ -16,8 +16,11 @@ from edgetally.fleet.http.context import FleetContext
 from edgetally.fleet.http.energy import energy_config_hook
 from edgetally.fleet.store.base import open_store
 from edgetally.fleet.store.records import Filters, IngestBatch
-from edgetally.models.wire import PowerReading
+from edgetally.models.topics import DeviceId, SiteId
+from edgetally.models.wire import PowerReading, Seq
 from fastapi.testclient import TestClient
+
+from tests.json_support import objs
 
 T0 = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
 CONFIG = """
@@ -37,9 +40,9 @@ devices:
 
 def power(device: str, seq: int, minutes: int, watts: float, measured: bool) -> PowerReading:
     return PowerReading(
-        site="paris" if device == "box1" else "berlin",
-        device=device,
-        seq=seq,
+        site=SiteId("paris" if device == "box1" else "berlin"),
+        device=DeviceId(device),
+        seq=Seq(seq),
         source="rapl" if measured else "estimate",
         start=T0 + timedelta(minutes=minutes),
         seconds=60,
@@ -76,7 +79,7 @@ def test_report_from_the_store(db: str, config: Path) -> None:
     finally:
         store.close()
     assert r["label"] == "partial" and r["measured"] is False
-    devices = {d["device"]: d for d in r["devices"]}  # type: ignore[union-attr]
+    devices = {d["device"]: d for d in objs(r["devices"])}
     box1, box2 = devices["box1"], devices["box2"]
     assert box1["edge"]["wh"] == pytest.approx(120) and box1["edge"]["measured"] is True
     assert box1["ratio"]["energy_attributional"] == pytest.approx(4.5, rel=0.01)
@@ -85,9 +88,9 @@ def test_report_from_the_store(db: str, config: Path) -> None:
     assert box2["edge"]["measured_wh"] == pytest.approx(72)
     assert box2["edge"]["estimated_wh"] == pytest.approx(72)
     assert box2["cloud"]["cloud_wh_attributional"] == pytest.approx(2 * 540.9, rel=0.01)
-    sites = {s["site"] for s in r["sites"]}  # type: ignore[union-attr]
+    sites = {s["site"] for s in objs(r["sites"])}
     assert sites == {"paris", "berlin"}
-    day = next(d for d in r["days"] if d["device"] == "box2")  # type: ignore[union-attr]
+    day = next(d for d in objs(r["days"]) if d["device"] == "box2")
     assert day["store_region"] == "DE" and day["cameras"] == 2
     assert any(a["name"] == "grid_store" and a["value"] == 341 for a in day["assumptions"])
 

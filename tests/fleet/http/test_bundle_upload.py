@@ -24,8 +24,8 @@ from edgetally.models.bundle import (
     load_private_key,
     load_public_key,
 )
+from edgetally.ports import free_port
 
-from tests.conftest import free_port
 from tests.runtime.updates.updater_support import make_bundle
 
 pytestmark = pytest.mark.slow

@@ -14,6 +14,7 @@ from edgetally.fleet.http.context import FleetContext
 from edgetally.fleet.http.export import to_csv
 from edgetally.fleet.store.base import open_store
 from edgetally.fleet.store.records import IngestBatch, Seen, Table
+from edgetally.models.topics import DeviceId, SiteId
 from edgetally.models.wire import DeviceStatus
 from fastapi.testclient import TestClient
 
@@ -48,8 +49,8 @@ def test_a_devices_last_error_reaches_the_csv_escaped(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "fleet.duckdb"))
     try:
         status = DeviceStatus(
-            site="shop",  # type: ignore[arg-type]
-            device="cam",  # type: ignore[arg-type]
+            site=SiteId("shop"),
+            device=DeviceId("cam"),
             at=datetime.now(UTC),
             state="online",
             errors=1,

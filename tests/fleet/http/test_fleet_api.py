@@ -23,10 +23,9 @@ from edgetally.fleet.http.auth import TokenStore, add_token, guard_prefix, insta
 from edgetally.fleet.http.context import FleetContext
 from edgetally.fleet.store.base import Store, is_postgres_url, open_store
 from edgetally.models.wire import Aggregate
+from edgetally.ports import free_port
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-
-from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module", params=["duckdb", "postgres"])
@@ -246,11 +245,12 @@ def test_cli_query_through_an_api_with_tokens(
         ):
             assert r.returncode == 0, r.stderr
             assert json.loads(r.stdout) == want
-        for extra, env, needle in (
+        cases: tuple[tuple[list[str], dict[str, str], str], ...] = (
             ([], {}, "wants a token: pass --token"),
             (["--token", "not-a-token"], {}, "refused the token"),
             (["--token", device], {}, "403"),
-        ):
+        )
+        for extra, env, needle in cases:
             r = edgetally(*args, *extra, env={"EDGETALLY_TOKEN": "", **env})
             assert r.returncode == 1 and needle in r.stderr, r.stderr
             assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
@@ -296,7 +296,9 @@ def test_serve_rejects_bad_addresses(tmp_path: Path) -> None:
         assert needle in r.stderr and "Traceback" not in r.stderr
 
 
-def _summed(rows: list[dict[str, Any]], keys: tuple[str, ...], values: tuple[str, ...]) -> dict:
+def _summed(
+    rows: list[dict[str, Any]], keys: tuple[str, ...], values: tuple[str, ...]
+) -> dict[tuple[Any, ...], list[float]]:
     """``values`` of the per-device rows summed per ``keys``."""
     out: dict[tuple[Any, ...], list[float]] = {}
     for r in rows:

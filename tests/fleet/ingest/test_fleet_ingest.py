@@ -19,15 +19,16 @@ from edgetally.fleet.server import FleetConfig, FleetServer
 from edgetally.fleet.store import queries
 from edgetally.fleet.store.base import open_store
 from edgetally.fleet.store.records import Filters
-from edgetally.models.topics import topic_for
-from edgetally.models.wire import Aggregate, DeviceStatus, to_json
+from edgetally.models.topics import DeviceId, SiteId, topic_for
+from edgetally.models.wire import Aggregate, CounterId, DeviceStatus, Seq, SourceId, to_json
+from paho.mqtt.enums import CallbackAPIVersion
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
 
 
 def publisher(url: str) -> mqtt.Client:
     host, port = url.removeprefix("mqtt://").split(":")
-    c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="tester")
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="tester")
     c.max_inflight_messages_set(200)
     c.connect(host, int(port))
     c.loop_start()
@@ -43,11 +44,11 @@ def publish_all(c: mqtt.Client, messages: list[tuple[str, bytes]]) -> None:
 
 def valid(device: str, seq: int, minute: int, n_in: int) -> tuple[str, bytes]:
     a = Aggregate(
-        site="shop",
-        device=device,
-        source="cam0",
-        line="door",
-        seq=seq,
+        site=SiteId("shop"),
+        device=DeviceId(device),
+        source=SourceId("cam0"),
+        line=CounterId("door"),
+        seq=Seq(seq),
         start=T0 + timedelta(minutes=minute),
         seconds=60,
         in_count=n_in,
@@ -92,7 +93,9 @@ def test_hostile_payloads_are_dead_lettered_while_valid_traffic_flows(
     mixed = good + bad
     rng.shuffle(mixed)
     replay = rng.sample(good, 100)  # redelivered: must not count twice
-    status = DeviceStatus(site="shop", device="dev-0", at=T0, state="online", model="m1")
+    status = DeviceStatus(
+        site=SiteId("shop"), device=DeviceId("dev-0"), at=T0, state="online", model="m1"
+    )
     config = FleetConfig.of(mosquitto.url, str(db), "127.0.0.1:0")
     with FleetServer(config) as fleet:
         c = publisher(mosquitto.url)

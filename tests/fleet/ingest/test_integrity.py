@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import httpx
@@ -42,6 +42,9 @@ from edgetally.models.wire import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
+
+if TYPE_CHECKING:  # the fleet's tests import the device's runtime only where they use it
+    from edgetally.runtime.uplink.outbox import PayloadBuilder
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
 EPOCH = Epoch("00aa11bb22cc33dd")
@@ -301,6 +304,11 @@ def send(client: mqtt.Client, messages: list[tuple[str, bytes, bool]]) -> None:
         assert info.is_published()
 
 
+def _numbered(draft: Aggregate) -> PayloadBuilder:
+    """The payload of ``draft`` under the sequence number and epoch its outbox gives it."""
+    return lambda seq, epoch: to_json(draft.model_copy(update={"seq": seq, "epoch": epoch}))
+
+
 def publish(url: str, messages: list[tuple[str, bytes, bool]]) -> None:
     with connected(url) as client:
         send(client, messages)
@@ -435,12 +443,7 @@ def test_devices_end_to_end_identity_reset_and_conflict(
         try:
             for b in buckets:
                 draft = agg(site, "cam1", 0, n_in, minute=b)
-                outbox.put(
-                    topic_for(site, "cam1", "agg"),
-                    lambda seq, epoch, d=draft: to_json(
-                        d.model_copy(update={"seq": seq, "epoch": epoch})
-                    ),
-                )
+                outbox.put(topic_for(site, "cam1", "agg"), _numbered(draft))
                 counted[(site, "cam1")] = counted.get((site, "cam1"), 0) + n_in
             deadline = time.monotonic() + 60
             while outbox.count() and time.monotonic() < deadline:

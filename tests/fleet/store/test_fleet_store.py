@@ -18,8 +18,9 @@ from edgetally.fleet.http.export import to_json, to_parquet, to_records
 from edgetally.fleet.ingest.mqtt import dead_letter
 from edgetally.fleet.store import queries, sql
 from edgetally.fleet.store.base import Store, StoreError, open_store
-from edgetally.fleet.store.records import Filters, IngestBatch, Seen, Table
-from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading
+from edgetally.fleet.store.records import Filters, IngestBatch, Interval, Seen, Table
+from edgetally.models.topics import DeviceId, SiteId
+from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading, Seq
 
 T0 = datetime(2024, 5, 6, 8, 0, tzinfo=UTC)  # the start of the samples of conftest
 MakeAggs = Callable[..., list[Aggregate]]
@@ -190,10 +191,10 @@ def test_occupancy_and_dwell(loaded: tuple[Store, list[Aggregate]]) -> None:
         assert row["occupancy_peak"] == max(a.occupancy_peak or 0 for a in group)
     for row in dw:
         hour = datetime.fromisoformat(str(row["bucket"]))
-        group = [a.dwell for a in by_hour[hour] if a.dwell is not None]
-        visits = sum(d.count for d in group)
+        dwells = [a.dwell for a in by_hour[hour] if a.dwell is not None]
+        visits = sum(d.count for d in dwells)
         assert row["visits"] == visits
-        med = sum(d.median_s * d.count for d in group) / visits
+        med = sum(d.median_s * d.count for d in dwells) / visits
         assert row["median_s"] == pytest.approx(med, abs=1e-3)
         assert row["p90_s"] == pytest.approx(2 * med, abs=1e-3)
 
@@ -204,8 +205,8 @@ def test_devices_power_and_dead_letters(store_db: str) -> None:
     try:
         now = datetime.now(UTC)
         status = DeviceStatus(
-            site="s1",
-            device="d1",
+            site=SiteId("s1"),
+            device=DeviceId("d1"),
             at=now,
             state="online",
             model="yolox_nano",
@@ -216,9 +217,9 @@ def test_devices_power_and_dead_letters(store_db: str) -> None:
             last_error="camera reopened",
         )
         power = PowerReading(
-            site="s1",
-            device="d1",
-            seq=1,
+            site=SiteId("s1"),
+            device=DeviceId("d1"),
+            seq=Seq(1),
             source="rapl",
             start=T0,
             seconds=60,
@@ -310,10 +311,10 @@ def test_read_only_missing_file(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("interval", ["minute", "15min", "hour", "day"])
 def test_answers_built_from_columns_equal_the_python_rows(
-    loaded: tuple[Store, list[Aggregate]], interval: str
+    loaded: tuple[Store, list[Aggregate]], interval: Interval
 ) -> None:
     store, _aggs = loaded
-    f = Filters(interval=interval)  # type: ignore[arg-type]
+    f = Filters(interval=interval)
     for name in queries.QUERIES:
         table = queries.run_named(store, name, f)
         assert table.arrow is not None and len(table) > 0

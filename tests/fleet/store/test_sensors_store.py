@@ -13,8 +13,16 @@ from edgetally.fleet.ingest.mqtt import IngestConfig, Ingestor
 from edgetally.fleet.store.base import open_store
 from edgetally.fleet.store.records import Filters
 from edgetally.fleet.store.sensors import SensorBatch, audio, shelf, write_sensors
-from edgetally.models.topics import topic_for
-from edgetally.models.wire import AudioLevels, FacingCounts, ShelfState, to_json
+from edgetally.models.topics import DeviceId, SiteId, topic_for
+from edgetally.models.wire import (
+    AudioLevels,
+    CounterId,
+    FacingCounts,
+    Seq,
+    ShelfState,
+    SourceId,
+    to_json,
+)
 
 T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -31,14 +39,14 @@ def levels(seq: int, minute: int, leq: float, dur: float = 60.0, **kw: object) -
 
 def state(seq: int, minute: int, empty: int, end: bool) -> ShelfState:
     return ShelfState(
-        site="shop-1", device="dev-1", source="cam0", seq=seq,  # type: ignore[arg-type]
+        site=SiteId("shop-1"), device=DeviceId("dev-1"), source=SourceId("cam0"), seq=Seq(seq),
         start=T0 + timedelta(minutes=minute), seconds=60,
         facings=(
             FacingCounts(
-                region="top", facing="f0",  # type: ignore[arg-type]
+                region=CounterId("top"), facing=CounterId("f0"),
                 facing_empty=empty, restocked=1, product_taken=2, empty_at_end=end,
             ),
-            FacingCounts(region="top", facing="f1", empty_at_end=False),  # type: ignore[arg-type]
+            FacingCounts(region=CounterId("top"), facing=CounterId("f1"), empty_at_end=False),
         ),
     )
 

@@ -11,6 +11,8 @@ import pytest
 from edgetally.models.errors import ModelFileError, UnknownModelError
 from edgetally.models.zoo import resolve_model, write_sidecar
 from edgetally.runtime.backends import open_backend
+from edgetally.runtime.backends.litert_backend import LiteRtBackend
+from edgetally.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edgetally.runtime.counting.detectors import load_detector
 from edgetally.runtime.errors import BackendError
 from edgetally.runtime.types import iou_matrix
@@ -145,7 +147,8 @@ def test_litert_specs_say_dynamic_dimensions_and_quantization() -> None:
     int8 = open_backend(AUDIO_DATA / "tiny_logmel_int8.tflite", "tflite", "litert")
     spec = int8.inputs[0]
     assert spec.dtype == "int8" and spec.scale > 0 and int8.outputs[0].scale > 0
-    assert int8.input_quantization == (spec.scale, spec.zero_point)  # type: ignore[attr-defined]
+    assert isinstance(int8, LiteRtBackend)
+    assert int8.input_quantization == (spec.scale, spec.zero_point)
 
 
 def test_litert_quantizes_real_inputs_and_dequantizes_integer_outputs() -> None:
@@ -158,7 +161,7 @@ def test_litert_quantizes_real_inputs_and_dequantizes_integer_outputs() -> None:
     assert real.dtype == np.float32 and real.shape == (1, 3)
     np.testing.assert_array_equal(real, given)
     out = backend.outputs[0]
-    steps = (real / out.scale) + out.zero_point
+    steps = (np.asarray(real, np.float32) / out.scale) + out.zero_point
     np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)  # whole int8 steps
 
 
@@ -167,5 +170,6 @@ def test_threads_reach_the_backend_auto_picks() -> None:
 
     backend = open_backend(default_vad_model(), "onnx", "auto", threads=1)
     assert backend.info.name == "onnxruntime"
-    options = backend._session.get_session_options()  # type: ignore[attr-defined]
+    assert isinstance(backend, OnnxRuntimeBackend)
+    options = backend._session.get_session_options()
     assert options.intra_op_num_threads == 1

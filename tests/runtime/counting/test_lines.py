@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from edgetally.runtime.counting.analytics import LineCounter, LineSpec, ZoneSpec, ZoneTracker
 from edgetally.runtime.errors import ConfigError
@@ -10,8 +12,10 @@ from edgetally.runtime.types import TrackId, ZoneId
 from tests.runtime.footfall_support import at, person
 
 
-def walk(counter: LineCounter, points: list[tuple[float, float]], track_id: int = 1) -> list[str]:
-    dirs = []
+def walk(
+    counter: LineCounter, points: Sequence[tuple[float, float]], track_id: int = 1
+) -> list[str]:
+    dirs: list[str] = []
     for i, (x, y) in enumerate(points):
         dirs += [c.direction for c in counter.update((person(track_id, x, y),), at(i), i)]
     return dirs

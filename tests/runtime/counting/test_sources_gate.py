@@ -81,7 +81,7 @@ def test_a_stream_that_drops_is_reopened_with_backoff() -> None:
     source = LiveSource(
         "rtsp://user:secret@cam.local/stream",
         SourceOptions(max_frames=6, backoff_s=0.01, max_retries=3),
-        opener=lambda _t: _FlakyCapture(),  # type: ignore[arg-type,return-value]
+        opener=lambda _t: _FlakyCapture(),
     )
     assert "secret" not in source.name
     assert len(list(source)) == 6

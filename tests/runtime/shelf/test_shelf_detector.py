@@ -188,7 +188,7 @@ def test_a_zoo_model_loads_and_runs_through_the_watcher() -> None:
             ok, street = cap.read()
         cap.release()
         assert ok
-        frames.append(cv2.resize(street, frames[0].shape[1::-1]))
+        frames.append(np.asarray(cv2.resize(street, frames[0].shape[1::-1]), np.uint8))
     for i, img in enumerate(frames):
         watch.update(img, [], i, T0 + timedelta(seconds=i))
         monitor = watch.monitor
@@ -223,7 +223,7 @@ def test_a_product_detector_proposes_what_no_product_covers() -> None:
     img = np.full((200, 400, 3), 120, np.uint8)
     img[100:105] = 20  # a shelf board: the band above it and the one below
     img[196:] = 20
-    bands = shelf_bands(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY))
+    bands = shelf_bands(np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), np.uint8))
     assert len(bands) == 2
     (a1, a2), (b1, b2) = bands
     products = np.array([[0, a1 + 10, 150, a2], [250, a1 + 10, 400, a2],  # a gap 150..250

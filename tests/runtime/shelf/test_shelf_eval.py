@@ -38,7 +38,7 @@ def test_yolo_labels_become_pixel_boxes(tmp_path: Path) -> None:
 def test_proposer_finds_a_dark_empty_gap_among_products(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (200, 300, 3)).astype(np.uint8)  # busy "products"
-    img = cv2.GaussianBlur(img, (3, 3), 0)
+    img = np.asarray(cv2.GaussianBlur(img, (3, 3), 0), np.uint8)
     img[60:150, 100:180] = 25  # a dark, plain gap
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()

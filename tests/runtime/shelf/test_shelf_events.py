@@ -38,7 +38,7 @@ TRUTH = [
 
 def _run(script: list[ScriptFrame], scene: ShelfScene, monitor: ShelfMonitor,
          lighting: float = 1.0) -> list[tuple[int, str, str]]:
-    events = []
+    events: list[tuple[int, str, str]] = []
     for i, step in enumerate(script):
         img = scene.render(np.array(step.stock), step.people)
         if lighting != 1.0:
@@ -146,4 +146,4 @@ def test_naive_timestamps_are_refused() -> None:
     monitor = _classical_monitor(scene)
     with pytest.raises(ShelfError, match="timezone"):
         naive = datetime(2025, 1, 1)
-        monitor.update(scene.render(np.full(8, PRODUCTS)), np.zeros((0, 4)), 0, naive)
+        monitor.update(scene.render(np.full(8, PRODUCTS)), np.zeros((0, 4), np.float32), 0, naive)

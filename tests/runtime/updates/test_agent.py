@@ -22,8 +22,8 @@ from edgetally.fleet.http.rollout import create_rollout_app
 from edgetally.fleet.rollout.mqtt import RolloutMqttLink
 from edgetally.fleet.rollout.service import RolloutService
 from edgetally.models.bundle import generate_keypair, load_public_key
-from edgetally.models.topics import topic_for
-from edgetally.models.wire import Command, CommandId, DeviceId, SiteId, UpdateReport, to_json
+from edgetally.models.topics import DeviceId, SiteId, topic_for
+from edgetally.models.wire import Command, CommandId, UpdateReport, to_json
 from edgetally.runtime.updates.agent import UpdateAgent
 from edgetally.runtime.updates.device import UpdateOptions, run_agent
 from edgetally.runtime.updates.health import OnnxHealthCheck
@@ -31,6 +31,7 @@ from edgetally.runtime.updates.updater import Updater
 from edgetally.runtime.uplink.broker import broker_login
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import Broker
 from tests.runtime.updates.updater_support import TARGET, make_bundle, serve
@@ -46,7 +47,7 @@ class Sender:
     """Publishes on the device's cmd topic (QoS 1, waits for the broker's PUBACK)."""
 
     def __init__(self, port: int) -> None:
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="sender")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sender")
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
@@ -201,8 +202,12 @@ def test_a_retained_junk_command_waiting_at_subscribe_does_not_stop_a_new_agent(
         )
         fresh = UpdateAgent(up, SITE, DEVICE, port=mosquitto.port)
         fresh.start()
+
+        def rejected_once(agent: UpdateAgent = fresh) -> bool:
+            return agent.rejected == 1
+
         try:
-            assert wait_until(lambda a=fresh: a.rejected == 1, 30)  # type: ignore[misc]
+            assert wait_until(rejected_once, 30)
             _still_handles(sender, rec)
         finally:
             fresh.stop()

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from edgetally.firmware_bridge.power import PowerReading
 from edgetally.models.bundle import BundleFile, BundleManifest, load_public_key
+from edgetally.runtime.config import parse_config
 from edgetally.runtime.counting.detectors import DetectorInfo, load_detector
 from edgetally.runtime.errors import ConfigError
 from edgetally.runtime.power import PowerSampler
-from edgetally.runtime.types import Detections
+from edgetally.runtime.types import Detections, Dwell, Frame, FrameResult
 from edgetally.runtime.updates.health import HealthResult
 from edgetally.runtime.updates.model_slot import (
     ModelSlot,
@@ -54,14 +55,32 @@ class FakePipeline:
     def __init__(self, detector: Any) -> None:
         self.detector = detector
 
+    def process(self, frame: Frame) -> FrameResult:
+        raise NotImplementedError("the tests call the detector directly")
+
+    def finish(self, ts: datetime) -> list[Dwell]:
+        return []
+
+
+# What a pipeline factory is given (the fake one reads neither).
+CONFIG = parse_config(
+    {
+        "site": "s", "device": "d", "broker": "mqtt://127.0.0.1:1",
+        "cameras": [
+            {"id": "cam0", "source": "none", "lines": [{"id": "l", "points": [0, 0, 1, 1]}]}
+        ],
+    }
+)
+
 
 class Camera:
     """A camera thread calling the (wrapped) detector frame after frame."""
 
     def __init__(self, slot: ModelSlot, detector: FakeDetector) -> None:
-        make = slot.wrap(lambda cam, cfg: FakePipeline(detector))  # type: ignore[arg-type,return-value]
-        pipeline = make(None, None)  # type: ignore[arg-type]
-        self.proxy: SwappableDetector = pipeline.detector  # type: ignore[attr-defined]
+        make = slot.wrap(lambda cam, cfg: FakePipeline(detector))
+        pipeline = make(CONFIG.cameras[0], CONFIG)
+        assert isinstance(pipeline, FakePipeline)
+        self.proxy: SwappableDetector = pipeline.detector
         self.outputs: list[str] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -194,8 +213,8 @@ def test_power_step_compares_the_sampled_mean_watts(
             _loader(set()), device_class="sim", power_window_s=0.3,
             sampler=lambda: sampler if new_w is not None else None,
         )
-        make = slot.wrap(lambda cam, cfg: FakePipeline(FakeDetector("old")))  # type: ignore[arg-type,return-value]
-        make(None, None)  # type: ignore[arg-type]
+        make = slot.wrap(lambda cam, cfg: FakePipeline(FakeDetector("old")))
+        make(CONFIG.cameras[0], CONFIG)
         check = slot.health_check(runs=2)
         check = type(check)(
             load=check.load, frames=check.frames, in_use=lambda: tmp_path / "old.onnx",

@@ -8,6 +8,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from edgetally.runtime.updates.health import OnnxHealthCheck
 from edgetally.runtime.updates.updater import Updater, UpdateRequest
 from edgetally.runtime.uplink.outbox import Outbox
 
-from tests.runtime.updates.updater_support import TARGET, make_bundle, serve
+from tests.runtime.updates.updater_support import TARGET, UpdaterOptions, make_bundle, serve
 
 
 def _model_offset(bundle: Path) -> int:
@@ -65,15 +66,15 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         yield Fleet(url, service, keys, token, tmp_path)
 
 
-def _updater(fleet: Fleet, **kw: object) -> Updater:
+def _updater(fleet: Fleet, **kw: Unpack[UpdaterOptions]) -> Updater:
+    kw.setdefault("fleet_host", "127.0.0.1")
     return Updater(
         fleet.tmp / "device",
         load_public_key(fleet.keys[1]),
         TARGET,
         OnnxHealthCheck(),
         token=fleet.device_token,
-        fleet_host="127.0.0.1",
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -184,7 +185,8 @@ def test_crash_after_switch_rolls_back_on_restart_keeping_aggregates(
     req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2", version="2", scale=1.01))
     with pytest.raises(PowerCut):
         crashing.apply(req)
-    assert crashing.current.name == req.sha256 and crashing.trial_marker.exists()
+    assert crashing.current is not None and crashing.current.name == req.sha256
+    assert crashing.trial_marker.exists()
     outbox.close()
 
     restarted = _updater(fleet)
@@ -220,12 +222,14 @@ class _CutAfter(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         resp = self._inner.handle_request(request)
+        assert isinstance(resp.stream, httpx.SyncByteStream)
+        stream: httpx.SyncByteStream = resp.stream
         limit = self._limit
 
         class Body(httpx.SyncByteStream):
             def __iter__(self) -> Iterator[bytes]:
                 sent = 0
-                for chunk in resp.stream:  # type: ignore[union-attr]
+                for chunk in stream:
                     take = chunk[: max(0, limit - sent)]
                     sent += len(take)
                     if take:

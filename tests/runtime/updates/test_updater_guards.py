@@ -10,19 +10,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Unpack
 
 from edgetally.models.bundle import load_public_key
 from edgetally.runtime.updates.health import OnnxHealthCheck
 from edgetally.runtime.updates.updater import Updater, UpdateRequest
 
 from tests.runtime.updates.test_updater import Fleet, fleet  # noqa: F401 (a fixture)
-from tests.runtime.updates.updater_support import TARGET, make_bundle
+from tests.runtime.updates.updater_support import TARGET, UpdaterOptions, make_bundle
 from tests.runtime.uplink.test_publisher import wait_until
 
 FIFTY_MB = 50 << 20
 
 
-def _updater(fleet: Fleet, root: str = "device", **kw: object) -> Updater:  # noqa: F811
+def _updater(fleet: Fleet, root: str = "device", **kw: Unpack[UpdaterOptions]) -> Updater:  # noqa: F811
     kw.setdefault("fleet_host", "127.0.0.1")
     return Updater(
         fleet.tmp / root,
@@ -30,7 +31,7 @@ def _updater(fleet: Fleet, root: str = "device", **kw: object) -> Updater:  # no
         TARGET,
         OnnxHealthCheck(),
         token=fleet.device_token,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 

@@ -7,7 +7,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypedDict
 
+import httpx
 import onnx
 import uvicorn
 from edgetally.models.bundle import (
@@ -16,12 +18,24 @@ from edgetally.models.bundle import (
     create_bundle,
     load_private_key,
 )
+from edgetally.ports import free_port
+from edgetally.runtime.updates.updater import TrialRun
 from fastapi import FastAPI
 from onnx import TensorProto, helper
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import wait_for_port
 
 TARGET = BundleTarget.parse("onnxruntime:fp32:sim")
+
+
+class UpdaterOptions(TypedDict, total=False):
+    """The :class:`Updater` keywords a test may set (its defaults apply to the others)."""
+
+    http: httpx.Client | None
+    trial_run: TrialRun | None
+    fleet_url: str | None
+    fleet_host: str | None
+    max_bundle_bytes: int
 
 
 def write_model(path: Path, *, scale: float = 1.0, broken: bool = False) -> Path:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
+from edgetally.models.broker_url import redact_url
 from edgetally.runtime.config import load_config, parse_config
 from edgetally.runtime.errors import ConfigError
 from edgetally.runtime.uplink.broker import (
@@ -13,14 +15,19 @@ from edgetally.runtime.uplink.broker import (
     BrokerLogin,
     broker_login,
     describe_connect_error,
-    redact_url,
 )
 
 SECRET = "s3cr%t:pw"  # characters that need quoting in a URL
 
 
-def _login(url: str, **kw: object) -> BrokerLogin:
-    return broker_login(url, site="shop1", device="cam1", **kw)  # type: ignore[arg-type]
+class LoginOptions(TypedDict, total=False):
+    password: str | None
+    password_file: Path | None
+    ca_file: Path | None
+
+
+def _login(url: str, **kw: Unpack[LoginOptions]) -> BrokerLogin:
+    return broker_login(url, site="shop1", device="cam1", **kw)
 
 
 def test_plain_and_tls_urls_and_default_ports() -> None:
@@ -71,7 +78,7 @@ def test_the_password_is_never_shown(tmp_path: Path) -> None:
         ("mqtts://h:99999", {}, "1-65535"),
     ],
 )
-def test_bad_logins_are_one_line_config_errors(url: str, kw: dict[str, object], says: str) -> None:
+def test_bad_logins_are_one_line_config_errors(url: str, kw: LoginOptions, says: str) -> None:
     with pytest.raises(ConfigError) as err:
         _login(url, **kw)
     assert says in str(err.value) and "\n" not in str(err.value)

@@ -125,10 +125,15 @@ def test_not_an_sqlite_file(tmp_path: Path) -> None:
 def test_epoch_is_made_once_and_kept(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     seen: list[str] = []
+
+    def payload(seq: int, e: str) -> bytes:
+        seen.append(e)
+        return b"x"
+
     with Outbox(path) as box:
         epoch = box.epoch
         assert re.fullmatch(EPOCH_PATTERN, epoch)
-        box.put("t", lambda seq, e: seen.append(e) or b"x")
+        box.put("t", payload)
     with Outbox(path) as box:
         assert box.epoch == epoch  # reopened: the same stream
     assert seen == [epoch]

@@ -14,6 +14,7 @@ from edgetally.models.topics import topic_for
 from edgetally.runtime.errors import ConfigError
 from edgetally.runtime.uplink.outbox import Outbox
 from edgetally.runtime.uplink.publisher import Publisher, parse_broker_url
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import Broker
 
@@ -32,7 +33,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=session or f"rec-{id(self)}",
             clean_session=session is None,
         )

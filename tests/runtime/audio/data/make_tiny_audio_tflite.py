@@ -86,11 +86,15 @@ def _class_map(path: Path, names: list[str]) -> None:
 def main() -> None:
     w = tf.constant(logmel_weights())
 
-    @tf.function(input_signature=[tf.TensorSpec([1, FRAMES, MELS], tf.float32)])
+    @tf.function(  # type: ignore[untyped-decorator]  # TensorFlow ships no type information
+        input_signature=[tf.TensorSpec([1, FRAMES, MELS], tf.float32)]
+    )
     def logmel(x: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(tf.matmul(tf.reduce_mean(x, axis=1), w), axis=-1)
 
-    @tf.function(input_signature=[tf.TensorSpec([1, None], tf.float32)])
+    @tf.function(  # type: ignore[untyped-decorator]  # TensorFlow ships no type information
+        input_signature=[tf.TensorSpec([1, None], tf.float32)]
+    )
     def wave(x: tf.Tensor) -> tf.Tensor:
         ms = tf.reduce_mean(x * x, axis=1, keepdims=True)
         logits = ms * tf.constant([[-1000.0, 1000.0]]) + tf.constant([5.0, -5.0])
