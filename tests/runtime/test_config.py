@@ -65,7 +65,7 @@ def test_a_good_file(tmp_path: Path) -> None:
          "cameras[0].zones[0].polygon: expected at least 3 points"),
         ("site: shop-1", "site: shop 1", "site: invalid id"),
         ("device: box-1\n", "", "device: missing required key"),
-        ("broker: mqtt://127.0.0.1:1883", "broker: http://x", "broker: broker 'http://x'"),
+        ("broker: mqtt://127.0.0.1:1883", "broker: http://x", "broker: invalid broker URL 'http://x'"),
         ("bucket_seconds: 30", "bucket_seconds: 0", "bucket_seconds: Input should be greater"),
         ("id: back\n", "id: door\n", "camera ids must be unique; repeated: door"),
         ("id: side", "id: entrance", "line and zone ids must be unique"),
