@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from edgetally.runtime.counting.detectors import Detector
-from edgetally.runtime.types import Detections, iou_matrix
+from edgetally.runtime.types import Detections, Progress, iou_matrix
 
 MIN_AGREEMENT = 0.95
 MAX_COUNT_DROP = 0.02
@@ -57,19 +57,21 @@ def compare(
     int8: Detector,
     images: list[npt.NDArray[np.uint8]],
     diagnostic_drop: float = DIAGNOSTIC_DROP,
+    progress: Progress | None = None,
 ) -> Comparison:
     """Run both detectors on every image (interleaved, so both see the same machine load).
 
     Both models' boxes are cut at the FP32 detector's score threshold (a box the INT8 model
     scores just under it counts as lost); ``agreement_lower`` repeats the match with the INT8
-    boxes cut ``diagnostic_drop`` lower, to tell lost boxes from ones scored a little lower."""
+    boxes cut ``diagnostic_drop`` lower, to tell lost boxes from ones scored a little lower.
+    ``progress`` is told ``("gate", images done, images in all)``."""
     threshold = fp32.score_threshold
     own = int8.score_threshold
     ref_total = hit_total = hit_lower = 0
     t32: list[float] = []
     t8: list[float] = []
     try:
-        for image in images:
+        for done, image in enumerate(images, start=1):
             prep32, prep8 = fp32.prepare(image), int8.prepare(image)
             t0 = time.perf_counter()
             out32 = fp32.infer(prep32)
@@ -86,6 +88,8 @@ def compare(
             ref_total += len(ref)
             hit_total += matched(ref, got)
             hit_lower += matched(ref, lower)
+            if progress is not None:
+                progress("gate", done, len(images))
     finally:
         int8.score_threshold = own
     return Comparison(
@@ -106,8 +110,15 @@ def warm_up(detector: Detector, image: npt.NDArray[np.uint8], runs: int = 3) -> 
         detector.infer(prepared)
 
 
-def count_accuracy(detector: Detector, seq_dir: Path, lines: list[str]) -> float:
-    """Count accuracy of ``detector`` on a MOT sequence, as ``edgetally eval`` scores it."""
+def count_accuracy(
+    detector: Detector,
+    seq_dir: Path,
+    lines: list[str],
+    progress: Progress | None = None,
+    label: str = "count accuracy",
+) -> float:
+    """Count accuracy of ``detector`` on a MOT sequence, as ``edgetally eval`` scores it;
+    ``progress`` is told ``(label, frames done, frames in all)``."""
     from edgetally.runtime.counting.mot import count_accuracy as score
     from edgetally.runtime.counting.mot import read_gt, true_counts
     from edgetally.runtime.counting.pipeline import build_pipeline, parse_counters, run_count
@@ -117,7 +128,8 @@ def count_accuracy(detector: Detector, seq_dir: Path, lines: list[str]) -> float
     specs, _zones = parse_counters(lines)
     threshold = detector.score_threshold  # the pipeline lowers it for the tracker
     try:
-        report = run_count(open_source(seq_dir), build_pipeline(detector, specs))
+        pipeline = build_pipeline(detector, specs)
+        report = run_count(open_source(seq_dir), pipeline, progress=_relabel(progress, label))
     finally:
         detector.score_threshold = threshold
     results = []
@@ -125,6 +137,18 @@ def count_accuracy(detector: Detector, seq_dir: Path, lines: list[str]) -> float
         t_in, t_out = true_counts(gt, spec)
         results.append((int(counted["in"]), int(counted["out"]), t_in, t_out))
     return round(score(results), 4)
+
+
+def _relabel(progress: Progress | None, label: str) -> Progress | None:
+    """``progress`` told under ``label`` instead of the name the loop gives."""
+    if progress is None:
+        return None
+    tell = progress
+
+    def told(_name: str, done: float, total: float | None) -> None:
+        tell(label, done, total)
+
+    return told
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from edgetally.quantize.gate import (
 )
 from edgetally.runtime.backends import open_backend
 from edgetally.runtime.counting.detectors import Detector
+from edgetally.runtime.types import Progress
 
 log = logging.getLogger(__name__)
 Engine = Callable[[ResolvedModel, list[npt.NDArray[np.generic]], Path], object]
@@ -113,12 +114,16 @@ def quantize_model(
     preset: str = "mixed",
     onnx_quantizer: str = "nncf",
     engine: Engine | None = None,
+    progress: Progress | None = None,
 ) -> QuantizeResult:
     """Quantize ``model`` to ``fmt`` and judge it; ``engine`` replaces the format's quantizer
     (a callable writing the INT8 file from the source and the calibration tensors).
     ``keep_head_fp32``, ``keep_depthwise_fp32`` and ``preset`` tune NNCF for ``openvino``
     (see :func:`quantize_openvino`); ``onnx_quantizer`` picks ``onnx``'s quantizer (see
-    :func:`quantize_onnx`)."""
+    :func:`quantize_onnx`). ``progress`` is told how far the calibration (``"calibration"``,
+    images prepared), the gate (``"gate"``, images compared) and the count accuracy runs
+    (``"count accuracy FP32"``, ``"count accuracy INT8"``, frames) are; the quantizer's own
+    step in between is not reported (NNCF shows its own progress)."""
     if fmt not in FORMATS:
         raise QuantizeError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if preset not in PRESETS:
@@ -141,7 +146,11 @@ def quantize_model(
     fp32 = Detector(source, open_backend(source.path, source.manifest.format,
                                          reference_backend(fmt, source)))
     # Calibration data goes through the device's own pre-processing.
-    tensors = [fp32.prepare(image).tensor for image in images]
+    tensors = []
+    for done, image in enumerate(images, start=1):
+        tensors.append(fp32.prepare(image).tensor)
+        if progress is not None:
+            progress("calibration", done, len(images))
 
     backend, suffix = TARGET[fmt]
     stem = f"{source.path.stem.removesuffix('_float32')}-int8"
@@ -181,18 +190,18 @@ def quantize_model(
         int8 = Detector(quantized, open_backend(target, fmt, backend))
         for detector in (fp32, int8):
             warm_up(detector, gate_images[0])
-        comparison = compare(fp32, int8, gate_images)
+        comparison = compare(fp32, int8, gate_images, progress=progress)
         acc32 = acc8 = None
         if eval_seq is not None:
-            acc32 = count_accuracy(fp32, eval_seq, lines or [])
-            acc8 = count_accuracy(int8, eval_seq, lines or [])
+            acc32 = count_accuracy(fp32, eval_seq, lines or [], progress, "count accuracy FP32")
+            acc8 = count_accuracy(int8, eval_seq, lines or [], progress, "count accuracy INT8")
         verdict = judge(comparison.agreement, acc32, acc8, min_agreement, max_count_drop)
         size8 = model_size(target)
         out: Path | None = None
         if verdict.passed or force:
             if not verdict.passed:
                 why = "; ".join(verdict.reasons)
-                log.warning("gate failed (%s); written anyway (--force)", why)
+                log.warning("accuracy gate failed (%s); written anyway (--force)", why)
             out_dir.mkdir(parents=True, exist_ok=True)
             for path in [*model_files(target), target.with_name(target.name + ".model.json")]:
                 shutil.move(str(path), out_dir / path.name)

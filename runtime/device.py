@@ -36,7 +36,7 @@ from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
 from edgetally.runtime.config import CameraConfig, DeviceConfig
 from edgetally.runtime.power import PowerSampler, PowerSummary, open_meter
-from edgetally.runtime.types import Dwell, Frame, FrameResult
+from edgetally.runtime.types import Dwell, Frame, FrameResult, Progress
 from edgetally.runtime.uplink.aggregator import AggregateDraft, Aggregator, ClosedBucket
 from edgetally.runtime.uplink.outbox import Checkpoint, Outbox, PayloadBuilder
 from edgetally.runtime.uplink.publisher import Publisher, PublisherError
@@ -88,6 +88,7 @@ class DeviceReport:
     power: PowerSummary | None = None  # None when power telemetry is off
     audio: AudioReport | None = None  # None without an audio source
     broker_problem: str | None = None  # why messages remain, when the broker was the reason
+    published: int = 0  # messages the broker acknowledged during this run (older ones too)
 
     @property
     def aggregates(self) -> int:
@@ -177,12 +178,16 @@ class Device:
         source_factory: SourceFactory = default_source,
         stop: threading.Event | None = None,
         on_bucket: Callable[[str, ClosedBucket], None] | None = None,
+        progress: Progress | None = None,
     ) -> None:
+        """``progress`` is told ``(camera id, frames read, frames in the file)`` for each
+        camera whose source is a file (a live source has no end to show)."""
         self.config = config
         self.stop = stop or threading.Event()
         self._pipeline_factory = pipeline_factory
         self._source_factory = source_factory
         self._on_bucket = on_bucket
+        self._progress = progress
         self.outbox = Outbox(config.outbox, max_messages=config.outbox_max)
         self.produced = 0
         self._produced_lock = threading.Lock()
@@ -278,7 +283,8 @@ class Device:
             )
         audio = audio_reports[0] if audio_reports else None
         return DeviceReport(
-            tuple(reports), self.produced, remaining, next_seq, power, audio, problem
+            tuple(reports), self.produced, remaining, next_seq, power, audio, problem,
+            published=self.publisher.acked,
         )
 
     def _audio_analyzer(self) -> AudioAnalyzer | None:
@@ -397,8 +403,14 @@ class Device:
         last: FrameResult | None = None
         interrupted = False
         pace = _Pace()
+        progress = self._progress if not source.live else None
+        total: int | None = getattr(source, "total", None)
+        read = 0
         try:
             for frame in _frames(source):
+                read += 1
+                if progress is not None:
+                    progress(cam.id, read, total)
                 if frame.index < skip_before:
                     continue
                 if self.stop.is_set():

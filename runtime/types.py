@@ -5,6 +5,7 @@ Frozen, slotted dataclasses; boxes are numpy arrays in pixel xyxy, filtered by b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NewType
@@ -19,6 +20,10 @@ Direction = Literal["in", "out"]
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int32]
+
+Progress = Callable[[str, float, float | None], None]
+"""How far a long loop is, for whoever shows it: ``(what, done, total)``, the total None
+when unknown (a live source). The runtime never draws anything itself."""
 
 
 

@@ -6,13 +6,16 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetally.runtime.audio.classifier import EventCounter
 from edgetally.runtime.audio.errors import AudioError
 from edgetally.runtime.audio.level import LevelMeter
 from edgetally.runtime.audio.sources import CHUNK, RATE, FileSource, Samples
 from edgetally.runtime.audio.vad import SileroVad
+
+if TYPE_CHECKING:
+    from edgetally.runtime.types import Progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +119,27 @@ class AudioAnalyzer:
         self._counts = Counter()
         return bucket
 
-    def run(self, chunks: Iterable[Samples]) -> Iterator[AudioBucket]:
+    def run(
+        self,
+        chunks: Iterable[Samples],
+        progress: Progress | None = None,
+        total_s: float | None = None,
+        name: str = "audio",
+    ) -> Iterator[AudioBucket]:
+        """Buckets as they close; ``progress`` is told ``(name, seconds analysed,
+        total_s)`` about once per analysed second."""
+        fed = 0
+        told = 0
         for chunk in chunks:
             bucket = self.feed(chunk)
+            fed += chunk.size
+            if progress is not None and fed - told >= RATE:
+                told = fed
+                progress(name, fed / RATE, total_s)
             if bucket is not None:
                 yield bucket
+        if progress is not None:
+            progress(name, fed / RATE, total_s)
         last = self.flush()
         if last is not None:
             yield last

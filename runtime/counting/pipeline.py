@@ -20,6 +20,7 @@ from edgetally.runtime.types import (
     Frame,
     FrameResult,
     LineId,
+    Progress,
     Track,
     ZoneId,
 )
@@ -134,12 +135,18 @@ class CountingPipeline:
     def line_totals(self) -> list[dict[str, Any]]:
         return [
             {
-                "line": [round(v, 2) for v in c.spec.points],
+                "line": [_number(v) for v in c.spec.points],
                 "in": c.counts["in"],
                 "out": c.counts["out"],
             }
             for c in self.lines
         ]
+
+
+def _number(value: float) -> float | int:
+    """A coordinate as the user typed it: 200 stays 200, not 200.0."""
+    rounded = round(value, 2)
+    return int(rounded) if rounded.is_integer() else rounded
 
 
 def build_pipeline(
@@ -201,16 +208,23 @@ def run_count(
     source: FrameSource,
     pipeline: CountingPipeline,
     on_result: Callable[[Frame, FrameResult], None] | None = None,
+    progress: Progress | None = None,
 ) -> CountReport:
-    """Run ``pipeline`` over ``source`` to its end; ``on_result`` sees every frame."""
+    """Run ``pipeline`` over ``source`` to its end; ``on_result`` sees every frame and
+    ``progress`` is told ``(source name, frames done, frames in all or None)``."""
     start = time.perf_counter()
     last: datetime | None = None
+    total: int | None = getattr(source, "total", None)
+    done = 0
     try:
         for frame in source:
             result = pipeline.process(frame)
             last = frame.timestamp
             if on_result is not None:
                 on_result(frame, result)
+            done += 1
+            if progress is not None:
+                progress(source.name, done, total)
     finally:
         pipeline.stats.wall_s = time.perf_counter() - start
         source.close()

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import configparser
 import logging
+import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+
+# OpenCV's and FFmpeg's own log lines ("moov atom not found") would reach the user before
+# the one-line error a source raises: silent unless asked for (set before cv2 first logs).
+os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
 import cv2
 import numpy.typing as npt
@@ -64,6 +71,21 @@ class _FileSource:
     def _read(self) -> Iterator[npt.NDArray[Any]]:
         raise NotImplementedError
 
+    def _length(self) -> int | None:
+        """Frames in the file before the stride, None when the file does not say."""
+        return None
+
+    @property
+    def total(self) -> int | None:
+        """Frames this source will yield (after the stride and ``max_frames``), for a
+        progress bar; None when unknown."""
+        length = self._length()
+        if length is None:
+            return None
+        kept = math.ceil(length / max(1, self.options.stride))
+        limit = self.options.max_frames
+        return kept if limit is None else min(kept, limit)
+
     def __iter__(self) -> Iterator[Frame]:
         kept = 0
         stride = max(1, self.options.stride)
@@ -95,6 +117,10 @@ class VideoFileSource(_FileSource):
         rate = fps or float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         super().__init__(path.name, rate if 0 < rate < 1000 else 25.0, options)
 
+    def _length(self) -> int | None:
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        return count if count > 0 else None
+
     def _read(self) -> Iterator[npt.NDArray[Any]]:
         if self._first is not None:
             first, self._first = self._first, None
@@ -125,6 +151,9 @@ class ImageFolderSource(_FileSource):
             raise SourceError(f"no images (.jpg, .png, .bmp) in {folder}")
         return cls(files, folder.name, options, fps)
 
+    def _length(self) -> int | None:
+        return len(self._files)
+
     def _read(self) -> Iterator[npt.NDArray[Any]]:
         for path in self._files:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -149,6 +178,7 @@ class LiveSource:
     """A camera index or a network stream, reopened with backoff when it drops."""
 
     live = True
+    total: int | None = None  # a live source has no end
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from edgetally.runtime.shelf.errors import ShelfError
 from edgetally.runtime.shelf.proposer import GapProposer, Image
-from edgetally.runtime.types import iou_matrix
+from edgetally.runtime.types import Progress, iou_matrix
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -95,14 +95,22 @@ def match(pred: npt.NDArray[np.float32], score: npt.NDArray[np.float32],
     return tp
 
 
-def dataset(folder: Path) -> Iterator[tuple[Path, Image, npt.NDArray[np.float32]]]:
+def image_paths(folder: Path) -> list[Path]:
+    """The images of a YOLO-layout folder (``images/`` beside ``labels/``), sorted."""
     images_dir, labels_dir = folder / "images", folder / "labels"
     if not images_dir.is_dir() or not labels_dir.is_dir():
         raise ShelfError(f"{folder}: expected images/ and labels/ folders (YOLO layout)")
     paths = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise ShelfError(f"{images_dir}: no images")
-    for p in paths:
+    return paths
+
+
+def dataset(
+    folder: Path, paths: list[Path] | None = None
+) -> Iterator[tuple[Path, Image, npt.NDArray[np.float32]]]:
+    labels_dir = folder / "labels"
+    for p in image_paths(folder) if paths is None else paths:
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None:
             raise ShelfError(f"cannot read image {p}")
@@ -111,12 +119,18 @@ def dataset(folder: Path) -> Iterator[tuple[Path, Image, npt.NDArray[np.float32]
 
 
 def evaluate(
-    folder: Path, methods: dict[str, GapProposer], iou: float = 0.3, min_score: float = 0.0
+    folder: Path,
+    methods: dict[str, GapProposer],
+    iou: float = 0.3,
+    min_score: float = 0.0,
+    progress: Progress | None = None,
 ) -> list[Score]:
-    """Precision, recall and F1 at ``iou`` for each method over the folder."""
+    """Precision, recall and F1 at ``iou`` for each method over the folder; ``progress``
+    is told ``(folder name, images done, images in all)``."""
     totals = {name: [0, 0, 0] for name in methods}
     n_images = 0
-    for _, img, truth in dataset(folder):
+    paths = image_paths(folder)
+    for _, img, truth in dataset(folder, paths):
         n_images += 1
         for name, method in methods.items():
             dets = method.propose(img)
@@ -125,4 +139,6 @@ def evaluate(
             t[0] += len(truth)
             t[1] += int(keep.sum())
             t[2] += match(dets.xyxy[keep], dets.score[keep], truth, iou)
+        if progress is not None:
+            progress(folder.name, n_images, len(paths))
     return [Score(name, n_images, t[0], t[1], t[2], iou) for name, t in totals.items()]

@@ -26,6 +26,7 @@ from edgetally.models.bundle import BundleManifest, BundleTarget, load_public_ke
 from edgetally.runtime.config import DeviceConfig
 from edgetally.runtime.device import Device, DeviceReport, default_pipeline
 from edgetally.runtime.errors import ConfigError, EdgeRuntimeError
+from edgetally.runtime.types import Progress
 from edgetally.runtime.updates.agent import UpdateAgent
 from edgetally.runtime.updates.health import DetectorHealthCheck, HealthCheck, OnnxHealthCheck
 from edgetally.runtime.updates.model_slot import (
@@ -77,9 +78,13 @@ def _is_bundle(model: str) -> bool:
 
 
 def run_with_updates(
-    config: DeviceConfig, options: UpdateOptions, stop: threading.Event
+    config: DeviceConfig,
+    options: UpdateOptions,
+    stop: threading.Event,
+    progress: Progress | None = None,
 ) -> tuple[DeviceReport, UpdateSummary]:
-    """Run ``config``'s device with an update agent; returns its report and what changed."""
+    """Run ``config``'s device with an update agent; returns its report and what changed
+    (``progress`` as :class:`Device` takes it)."""
     device: Device | None = None
 
     def on_change(label: str, backend: str | None) -> None:
@@ -122,7 +127,9 @@ def run_with_updates(
     elif _is_bundle(config.model):
         raise ConfigError(f"model {config.model}: a bundle, but it could not be installed")
     agent = UpdateAgent(updater, config.site, config.device, login=login)
-    device = Device(config, pipeline_factory=slot.wrap(default_pipeline), stop=stop)
+    device = Device(
+        config, pipeline_factory=slot.wrap(default_pipeline), stop=stop, progress=progress
+    )
     agent.start(wait=False)
     try:
         report = device.run()
