@@ -12,3 +12,8 @@ from edgetally.models.errors import EdgetallyError
 
 class CommandError(EdgetallyError):
     """A command's options or arguments cannot be used (shown as one line)."""
+
+
+class UsageError(CommandError):
+    """A command called the wrong way (a required option missing): one line naming what to
+    pass, exit 2 like the command line's own usage errors."""

@@ -8,22 +8,41 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from edgetally.progress import progress
 from edgetally.runtime.audio.errors import AudioError
 
 audio_app = typer.Typer(help="Sound level, speech share and sound events per time bucket.")
 
 _RUNTIMES = "auto, onnxruntime, openvino or litert"
 _DEVICE = "OpenVINO device, onnxruntime provider or LiteRT delegate"
-VadBackend = Annotated[str, typer.Option("--vad-backend", help=f"VAD runtime: {_RUNTIMES}.")]
-VadAccelerator = Annotated[
-    str | None, typer.Option("--vad-accelerator", help=f"The VAD's {_DEVICE}.")
-]
-ClassifierBackend = Annotated[
-    str, typer.Option("--classifier-backend", help=f"Classifier runtime: {_RUNTIMES}.")
-]
-ClassifierAccelerator = Annotated[
-    str | None, typer.Option("--classifier-accelerator", help=f"The classifier's {_DEVICE}.")
-]
+VadBackend = Annotated[str, typer.Option(
+    "--vad-backend", metavar="BACKEND", help=f"VAD runtime: {_RUNTIMES}."
+)]
+VadAccelerator = Annotated[str | None, typer.Option(
+    "--vad-accelerator", metavar="DEVICE", help=f"The VAD's {_DEVICE}."
+)]
+ClassifierBackend = Annotated[str, typer.Option(
+    "--classifier-backend", metavar="BACKEND", help=f"Classifier runtime: {_RUNTIMES}."
+)]
+ClassifierAccelerator = Annotated[str | None, typer.Option(
+    "--classifier-accelerator", metavar="DEVICE", help=f"The classifier's {_DEVICE}."
+)]
+BucketSeconds = Annotated[float, typer.Option(
+    "--bucket-seconds", metavar="SECONDS", help="Bucket length."
+)]
+NoVad = Annotated[bool, typer.Option("--no-vad", help="Skip speech activity.")]
+VadModel = Annotated[Path | None, typer.Option(
+    "--vad-model", metavar="FILE", help="silero-vad ONNX file."
+)]
+ClassMap = Annotated[Path | None, typer.Option(
+    "--class-map", metavar="FILE", help="Class map CSV: index,mid,display_name."
+)]
+EventThreshold = Annotated[float, typer.Option(
+    "--event-threshold", metavar="SCORE", help="Top-class score."
+)]
+SplOffset = Annotated[float | None, typer.Option(
+    "--spl-offset", metavar="DB", help="Calibration: the dB SPL that reads 0 dBFS."
+)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,32 +95,34 @@ def _print_table(buckets: list[dict[str, object]]) -> None:
         sp = "-" if speech is None else f"{float(str(speech)):.2f}"
         events = b["events"]
         ev = ", ".join(f"{k}={v}" for k, v in events.items()) if isinstance(events, dict) else ""
-        typer.echo(f"{b['start']:>9} {b['leq_dbfs']:>9} {b['laeq_dbfs']:>10} {sp:>7}  {ev}")
+        start, leq, laeq = (float(str(b[k])) for k in ("start", "leq_dbfs", "laeq_dbfs"))
+        typer.echo(f"{start:>9g} {leq:>9.1f} {laeq:>10.1f} {sp:>7}  {ev}")
 
 
 @audio_app.command("analyze")
 def analyze(
-    file: Path = typer.Argument(..., help="WAV, FLAC or OGG; any rate, mixed to mono."),
-    bucket_seconds: float = typer.Option(60.0, "--bucket-seconds", help="Bucket length."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list of buckets."),
-    no_vad: bool = typer.Option(False, "--no-vad", help="Skip speech activity."),
-    vad_model: Path | None = typer.Option(None, "--vad-model", help="silero-vad ONNX file."),
+    file: Path = typer.Argument(
+        ..., metavar="FILE", help="WAV, FLAC or OGG; any rate, mixed to mono."
+    ),
+    bucket_seconds: BucketSeconds = 60.0,
+    as_json: bool = typer.Option(
+        False, "--json", help="Print a JSON list of buckets (and no progress)."
+    ),
+    no_vad: NoVad = False,
+    vad_model: VadModel = None,
     classifier: Path | None = typer.Option(
-        None, "--classifier", help="ONNX or TFLite audio classifier (16 kHz)."
+        None, "--classifier", metavar="FILE", help="ONNX or TFLite audio classifier (16 kHz)."
     ),
-    class_map: Path | None = typer.Option(
-        None, "--class-map", help="Class map CSV: index,mid,display_name."
-    ),
-    event_threshold: float = typer.Option(0.5, "--event-threshold", help="Top-class score."),
-    spl_offset: float | None = typer.Option(
-        None, "--spl-offset", help="Calibration: the dB SPL that reads 0 dBFS."
-    ),
+    class_map: ClassMap = None,
+    event_threshold: EventThreshold = 0.5,
+    spl_offset: SplOffset = None,
     vad_backend: VadBackend = "auto",
     vad_accelerator: VadAccelerator = None,
     classifier_backend: ClassifierBackend = "auto",
     classifier_accelerator: ClassifierAccelerator = None,
 ) -> None:
-    """Level (Leq, LAeq), speech share and sound events per bucket of a sound file."""
+    """Level (Leq, LAeq), speech share and sound events per bucket of a sound file (a bar
+    on a terminal shows how far)."""
     from edgetally.runtime.audio.pipeline import AudioAnalyzer
     from edgetally.runtime.audio.sources import FileSource
 
@@ -111,7 +132,11 @@ def analyze(
         runtimes,
     )
     assert isinstance(analyzer, AudioAnalyzer)
-    buckets = [b.to_json() for b in analyzer.run(FileSource(file).chunks())]
+    source = FileSource(file)
+    with progress("s", quiet=as_json) as told:
+        total = source.duration_s if told is not None else None
+        run = analyzer.run(source.chunks(), progress=told, total_s=total, name=file.name)
+        buckets = [b.to_json() for b in run]
     if as_json:
         typer.echo(json.dumps(buckets))
     else:
@@ -120,15 +145,21 @@ def analyze(
 
 @audio_app.command("live")
 def live(
-    device: str | None = typer.Option(None, "--device", help="Input device name or index."),
-    seconds: float | None = typer.Option(None, "--seconds", help="Stop after this long."),
-    bucket_seconds: float = typer.Option(60.0, "--bucket-seconds", help="Bucket length."),
-    no_vad: bool = typer.Option(False, "--no-vad", help="Skip speech activity."),
-    vad_model: Path | None = typer.Option(None, "--vad-model", help="silero-vad ONNX file."),
-    classifier: Path | None = typer.Option(None, "--classifier", help="Audio classifier."),
-    class_map: Path | None = typer.Option(None, "--class-map", help="Class map CSV."),
-    event_threshold: float = typer.Option(0.5, "--event-threshold", help="Top-class score."),
-    spl_offset: float | None = typer.Option(None, "--spl-offset", help="dB SPL at 0 dBFS."),
+    device: str | None = typer.Option(
+        None, "--device", metavar="DEVICE", help="Input device name or index."
+    ),
+    seconds: float | None = typer.Option(
+        None, "--seconds", metavar="SECONDS", help="Stop after this long."
+    ),
+    bucket_seconds: BucketSeconds = 60.0,
+    no_vad: NoVad = False,
+    vad_model: VadModel = None,
+    classifier: Path | None = typer.Option(
+        None, "--classifier", metavar="FILE", help="Audio classifier."
+    ),
+    class_map: ClassMap = None,
+    event_threshold: EventThreshold = 0.5,
+    spl_offset: SplOffset = None,
     vad_backend: VadBackend = "auto",
     vad_accelerator: VadAccelerator = None,
     classifier_backend: ClassifierBackend = "auto",

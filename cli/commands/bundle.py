@@ -24,7 +24,9 @@ bundle_app = typer.Typer(
 
 @bundle_app.command("keygen")
 def keygen(
-    out: Path = typer.Option(..., "--out", help="Directory for fleet.key and fleet.pub."),
+    out: Path = typer.Option(
+        ..., "--out", metavar="DIR", help="Directory for fleet.key and fleet.pub."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing key pair."),
 ) -> None:
     """Generate the fleet's Ed25519 signing key pair (fleet.key is written mode 0600)."""
@@ -34,25 +36,34 @@ def keygen(
 
 @bundle_app.command("create")
 def create(
-    models: list[Path] = typer.Argument(..., help="Model files to put in the bundle."),
-    key: Path = typer.Option(..., "--key", help="The fleet's private key (fleet.key)."),
-    out: Path = typer.Option(..., "--out", help="Bundle file to write."),
+    models: list[Path] = typer.Argument(
+        ..., metavar="MODEL_FILE", help="Model files to put in the bundle."
+    ),
+    key: Path = typer.Option(
+        ..., "--key", metavar="FILE", help="The fleet's private key (fleet.key)."
+    ),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="Bundle file to write."),
     target: list[str] = typer.Option(
-        ..., "--target", help="backend:precision:device_class, e.g. onnxruntime:int8:rpi5; repeat."
+        ..., "--target", metavar="BACKEND:PRECISION:CLASS",
+        help="Where it may run, e.g. onnxruntime:int8:rpi5 (repeatable).",
     ),
     name: str | None = typer.Option(
-        None, "--name", help="Bundle name (default: the first file's stem)."
+        None, "--name", metavar="NAME", help="Bundle name (default: the first file's stem)."
     ),
-    version: str = typer.Option("1", "--version", help="Bundle version."),
-    latency_ms: float = typer.Option(500.0, "--latency-ms", help="Health check latency budget."),
+    version: str = typer.Option("1", "--version", metavar="VERSION", help="Bundle version."),
+    latency_ms: float = typer.Option(
+        500.0, "--latency-ms", metavar="MS", help="Health check latency budget."
+    ),
     max_count_delta: float = typer.Option(
-        0.25, "--max-count-delta", help="Largest relative change of counts vs the old model."
+        0.25, "--max-count-delta", metavar="SHARE",
+        help="Largest relative change of counts vs the old model.",
     ),
     max_power_increase: float = typer.Option(
-        0.30, "--max-power-increase", help="Largest relative increase of mean power."
+        0.30, "--max-power-increase", metavar="SHARE",
+        help="Largest relative increase of mean power.",
     ),
     rollback_of: str | None = typer.Option(
-        None, "--rollback-of",
+        None, "--rollback-of", metavar="VERSION",
         help="A deliberate rollback: devices running up to this (newer) version may take this "
         "older bundle; signed into the manifest.",
     ),
@@ -82,10 +93,13 @@ def create(
 
 @bundle_app.command("verify")
 def verify(
-    bundle: Path = typer.Argument(..., help="Bundle file."),
-    pubkey: Path = typer.Option(..., "--pubkey", help="The fleet's public key (fleet.pub)."),
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help="Bundle file."),
+    pubkey: Path = typer.Option(
+        ..., "--pubkey", metavar="FILE", help="The fleet's public key (fleet.pub)."
+    ),
     target: str | None = typer.Option(
-        None, "--target", help="Also require the bundle to be meant for backend:precision:class."
+        None, "--target", metavar="BACKEND:PRECISION:CLASS",
+        help="Also require the bundle to be meant for this target.",
     ),
 ) -> None:
     """Exit 0 only when the signature and every file's sha256 hold (and the target fits)."""

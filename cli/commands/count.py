@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgetally.progress import progress
 from edgetally.runtime.errors import ConfigError, SourceError
 
 MODEL_HELP = "A zoo name (edgetally models list) or a model file."
@@ -58,7 +59,9 @@ def _run(
     max_frames: int | None,
     start: str | None,
     annotate: Path | None,
+    quiet: bool = False,
 ) -> Any:
+    """Count on the source; a bar on a terminal shows how far (none when ``quiet``)."""
     from edgetally.runtime.counting.annotate import VideoWriter, draw_result
     from edgetally.runtime.counting.pipeline import run_count
     from edgetally.runtime.counting.sources import SourceOptions, open_source
@@ -79,7 +82,8 @@ def _run(
         writer[0].write(draw_result(frame.image, result, pipeline.lines, zones_))
 
     try:
-        report = run_count(source, pipeline, on_result)
+        with progress("frames", quiet=quiet) as told:
+            report = run_count(source, pipeline, on_result, progress=told)
     finally:
         for w in writer:
             w.close()
@@ -89,7 +93,7 @@ def _run(
 def _print_lines(report: Any, extra: list[dict[str, Any]] | None = None) -> None:
     typer.echo(
         f"{report.source}: {report.frames} frames, model {report.model} on "
-        f"{report.backend}, {report.fps} fps"
+        f"{report.backend}, {report.fps:.1f} fps"
     )
     for i, line in enumerate(report.lines):
         truth = ""
@@ -100,32 +104,47 @@ def _print_lines(report: Any, extra: list[dict[str, Any]] | None = None) -> None
     stats = report.stats
     typer.echo(
         f"  motion gate skipped {stats['gate_skipped_share']:.0%} of frames; inference "
-        f"{stats['infer_ms_per_inferred_frame']} ms/frame, tracking+analytics "
-        f"{stats['analytics_ms_per_frame']} ms/frame"
+        f"{stats['infer_ms_per_inferred_frame']:.1f} ms/frame, tracking+analytics "
+        f"{stats['analytics_ms_per_frame']:.2f} ms/frame"
     )
 
 
-LineOpt = typer.Option([], "--line", help="A counting line x1,y1,x2,y2 (repeatable).")
-ZoneOpt = typer.Option([], "--zone", help="A zone polygon x1,y1,x2,y2,x3,y3,... (repeatable).")
-ModelOpt = typer.Option(_DEFAULT_MODEL, "--model", help=MODEL_HELP)
-BackendOpt = typer.Option("auto", "--backend", help="auto | onnxruntime | openvino | litert")
+LineOpt = typer.Option(
+    [], "--line", metavar="X1,Y1,X2,Y2", help="A counting line, in pixels (repeatable)."
+)
+ZoneOpt = typer.Option(
+    [], "--zone", metavar="X1,Y1,X2,Y2,X3,Y3,...", help="A zone polygon (repeatable)."
+)
+ModelOpt = typer.Option(_DEFAULT_MODEL, "--model", metavar="MODEL", help=MODEL_HELP)
+BackendOpt = typer.Option(
+    "auto", "--backend", metavar="BACKEND", help="auto | onnxruntime | openvino | litert"
+)
 DeviceOpt = typer.Option(
     None,
     "--device",
+    metavar="DEVICE",
     help="OpenVINO device (CPU, GPU, NPU, AUTO), onnxruntime provider, or LiteRT delegate library.",
 )
-FamilyOpt = typer.Option(None, "--family", help="Processing family of an unknown model file.")
+FamilyOpt = typer.Option(
+    None, "--family", metavar="FAMILY",
+    help="Processing family of an unknown model file: yolox | tf-ssd | tflite-ssd.",
+)
 GateOpt = typer.Option(True, "--gate/--no-gate", help="Skip inference on frames without motion.")
-StrideOpt = typer.Option(1, "--stride", help="Keep every n-th frame of a file.")
-MaxFramesOpt = typer.Option(None, "--max-frames", help="Stop after this many frames.")
-StartOpt = typer.Option(None, "--start", help="Time of a file's first frame (ISO 8601, with zone).")
-JsonOpt = typer.Option(False, "--json", help="Print one JSON object.")
+StrideOpt = typer.Option(
+    1, "--stride", min=1, metavar="N", help="Keep every n-th frame of a file."
+)
+MaxFramesOpt = typer.Option(
+    None, "--max-frames", min=1, metavar="N", help="Stop after this many frames."
+)
+StartOpt = typer.Option(
+    None, "--start", metavar="TIME", help="Time of a file's first frame (ISO 8601, with zone)."
+)
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object (and no progress).")
+SOURCE_HELP = "Video file, image folder, MOT folder, camera index or URL."
 
 
 def count(
-    source: str = typer.Argument(
-        ..., help="Video file, image folder, MOT folder, camera index or URL."
-    ),
+    source: str = typer.Argument(..., metavar="SOURCE", help=SOURCE_HELP),
     line: list[str] = LineOpt,
     zone: list[str] = ZoneOpt,
     model: str = ModelOpt,
@@ -137,7 +156,8 @@ def count(
     max_frames: int | None = MaxFramesOpt,
     start: str | None = StartOpt,
     annotate: Path | None = typer.Option(
-        None, "--annotate", help="Write the video with boxes, ids, lines and counts here."
+        None, "--annotate", metavar="FILE",
+        help="Write the video with boxes, ids, lines and counts here (.mp4, .avi).",
     ),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -155,15 +175,20 @@ def count(
         max_frames,
         start,
         annotate,
+        quiet=as_json,
     )
     if as_json:
         typer.echo(json.dumps(report.as_json()))
     else:
         _print_lines(report)
+    if annotate is not None:  # on stderr: --json keeps stdout one JSON object
+        typer.echo(f"wrote {annotate} ({report.frames} frames, annotated)", err=True)
 
 
 def evaluate(
-    seq_dir: Path = typer.Argument(..., help="A MOT sequence: gt/gt.txt plus img1/ or a video."),
+    seq_dir: Path = typer.Argument(
+        ..., metavar="SEQ_DIR", help="A MOT sequence: gt/gt.txt plus img1/ or a video."
+    ),
     line: list[str] = LineOpt,
     model: str = ModelOpt,
     backend: str = BackendOpt,
@@ -183,7 +208,8 @@ def evaluate(
         raise ConfigError("give at least one --line x1,y1,x2,y2")
     gt = read_gt(seq_dir)
     report = _run(
-        str(seq_dir), line, [], model, backend, device, family, gate, stride, None, None, None
+        str(seq_dir), line, [], model, backend, device, family, gate, stride, None, None, None,
+        quiet=as_json,
     )
     lines = []
     scored = []
@@ -200,9 +226,13 @@ def evaluate(
 
 
 def snapshot(
-    source: str = typer.Argument(..., help="Video file, image folder, camera index or URL."),
-    out: Path = typer.Option(..., "--out", help="PNG file to write."),
-    frame: int = typer.Option(0, "--frame", help="Which frame (of a file)."),
+    source: str = typer.Argument(
+        ..., metavar="SOURCE", help="Video file, image folder, camera index or URL."
+    ),
+    out: Path = typer.Option(..., "--out", metavar="FILE", help="PNG file to write."),
+    frame: int = typer.Option(
+        0, "--frame", min=0, metavar="N", help="Which frame of a file, counted from 0."
+    ),
     line: list[str] = LineOpt,
     zone: list[str] = ZoneOpt,
     grid: bool = typer.Option(True, "--grid/--no-grid", help="Overlay a pixel grid."),
@@ -222,7 +252,12 @@ def snapshot(
     finally:
         src.close()
     if picked is None:
-        raise SourceError(f"{source}: no frame {frame}")
+        raise SourceError(f"{source}: no frame could be read")
+    if picked.index < frame:
+        n = picked.index + 1
+        raise SourceError(
+            f"--frame {frame}: {src.name} has {n} frames, so --frame goes from 0 to {n - 1}"
+        )
     image = draw_grid(picked.image) if grid else picked.image.copy()
     counters = [LineCounter(LineSpec.parse(t, LineId(f"line{i + 1}"))) for i, t in enumerate(line)]
     draw_zones(image, [ZoneSpec.parse(t, ZoneId(f"zone{i + 1}")) for i, t in enumerate(zone)], {})

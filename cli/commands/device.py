@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgetally.progress import progress
 from edgetally.runtime.errors import ConfigError
 
 device_app = typer.Typer(
@@ -19,26 +20,34 @@ device_app = typer.Typer(
 EXIT_UNDELIVERED = 3
 
 _MQTT_PASSWORD = typer.Option(
-    None, "--mqtt-password",
+    None, "--mqtt-password", metavar="PASSWORD",
     help="Broker password of user SITE/DEVICE (publisher and update agent).",
 )
 _MQTT_PASSWORD_FILE = typer.Option(
-    None, "--mqtt-password-file", help="A file whose first line is the broker password."
+    None, "--mqtt-password-file", metavar="FILE",
+    help="A file whose first line is the broker password.",
 )
 _CA = typer.Option(
-    None, "--ca", help="CA certificate an mqtts:// broker's certificate must be signed by."
+    None, "--ca", metavar="FILE",
+    help="CA certificate an mqtts:// broker's certificate must be signed by.",
 )
 _FLEET_URL = typer.Option(
-    None, "--fleet-url",
+    None, "--fleet-url", metavar="URL",
     help="Download bundles from this fleet URL only (default: only from the broker's host).",
 )
 _MAX_BUNDLE_MB = typer.Option(
-    None, "--max-bundle-mb", min=1,
+    None, "--max-bundle-mb", min=1, metavar="MIB",
     help="Largest bundle this device downloads, in MiB (512); a larger one is refused.",
 )
 _FLEET_TOKEN = typer.Option(
-    None, "--fleet-token", help="Bearer token (role device) for bundle downloads."
+    None, "--fleet-token", metavar="TOKEN", help="Bearer token (role device) for bundle downloads."
 )
+_SITE = typer.Option(None, "--site", metavar="SITE", help="Site (shop) id.")
+_DEVICE_ID = typer.Option(None, "--device-id", metavar="ID", help="This device's id.")
+_MODELS_DIR_HELP = "Signed bundles installed here (A/B slots, current, previous)."
+_PUBKEY_HELP = "The fleet's public key (fleet.pub) bundles must verify with."
+_CLASS_HELP = "This device's class in bundle targets (e.g. rpi5)."
+
 
 
 def _camera_id(source: str) -> str:
@@ -117,18 +126,18 @@ def _cli_config(
 @device_app.command("run")
 def run(
     source: str | None = typer.Argument(
-        None, help="Video file, image folder, MOT folder, camera index or URL."
+        None, metavar="SOURCE", help="Video file, image folder, MOT folder, camera index or URL."
     ),
     line: list[str] = typer.Option(
-        [], "--line", help="Counting line [ID=]x1,y1,x2,y2 in pixels (repeatable)."
+        [], "--line", metavar="[ID=]X1,Y1,X2,Y2", help="Counting line in pixels (repeatable)."
     ),
     zone: list[str] = typer.Option(
-        [], "--zone", help="Zone [ID=]x1,y1,x2,y2,x3,y3,... (repeatable)."
+        [], "--zone", metavar="[ID=]X1,Y1,X2,Y2,X3,Y3,...", help="Zone polygon (repeatable)."
     ),
-    site: str | None = typer.Option(None, "--site", help="Site (shop) id."),
-    device_id: str | None = typer.Option(None, "--device-id", help="This device's id."),
+    site: str | None = _SITE,
+    device_id: str | None = _DEVICE_ID,
     broker: str | None = typer.Option(
-        None, "--broker",
+        None, "--broker", metavar="URL",
         help="MQTT broker, mqtt://HOST:PORT (default mqtt://127.0.0.1:1883), or "
         "mqtts://HOST:8883 for TLS.",
     ),
@@ -136,77 +145,94 @@ def run(
     mqtt_password_file: Path | None = _MQTT_PASSWORD_FILE,
     ca: Path | None = _CA,
     outbox: Path | None = typer.Option(
-        None, "--outbox", help="SQLite outbox file (default ./edgetally-outbox.db)."
+        None, "--outbox", metavar="FILE", help="SQLite outbox file (default ./edgetally-outbox.db)."
     ),
     outbox_max: int | None = typer.Option(
-        None, "--outbox-max", help="Most messages the outbox holds before collection stops."
+        None, "--outbox-max", metavar="N",
+        help="Most messages the outbox holds before collection stops.",
     ),
     bucket_seconds: int | None = typer.Option(
-        None, "--bucket-seconds", help="Aggregate bucket length (default 60)."
+        None, "--bucket-seconds", metavar="SECONDS", help="Aggregate bucket length (default 60)."
     ),
     drain_timeout: float | None = typer.Option(
-        None, "--drain-timeout", help="Seconds to wait for the broker after a file ends (30)."
+        None, "--drain-timeout", metavar="SECONDS",
+        help="Seconds to wait for the broker after a file ends (30).",
     ),
-    model: str | None = typer.Option(None, "--model", help="A zoo name or a model file."),
+    model: str | None = typer.Option(
+        None, "--model", metavar="MODEL", help="A zoo name or a model file."
+    ),
     backend: str | None = typer.Option(
-        None, "--backend", help="auto | onnxruntime | openvino | litert"
+        None, "--backend", metavar="BACKEND", help="auto | onnxruntime | openvino | litert"
     ),
     accelerator: str | None = typer.Option(
-        None, "--accelerator", help="OpenVINO device, onnxruntime provider or LiteRT delegate."
+        None, "--accelerator", metavar="DEVICE",
+        help="OpenVINO device, onnxruntime provider or LiteRT delegate.",
     ),
-    camera_id: str | None = typer.Option(None, "--camera-id", help="Id of SOURCE's camera."),
-    stride: int | None = typer.Option(None, "--stride", help="Keep every n-th frame of a file."),
+    camera_id: str | None = typer.Option(
+        None, "--camera-id", metavar="ID", help="Id of SOURCE's camera."
+    ),
+    stride: int | None = typer.Option(
+        None, "--stride", min=1, metavar="N", help="Keep every n-th frame of a file."
+    ),
     max_frames: int | None = typer.Option(
-        None, "--max-frames", help="Stop a file after this many frames."
+        None, "--max-frames", min=1, metavar="N", help="Stop a file after this many frames."
     ),
     realtime: bool | None = typer.Option(
         None, "--realtime/--as-fast-as-possible",
         help="Play a file at its own frame rate, as a camera would (default: as fast as possible).",
     ),
     power_source: str | None = typer.Option(
-        None, "--power-source",
+        None, "--power-source", metavar="SOURCE",
         help="Power telemetry: auto|rapl|hwmon|pi5|plug|serial|estimate|none (default none).",
     ),
     power_profile: str | None = typer.Option(
-        None, "--power-profile", help="Device profile of the estimate (e.g. rpi4, n100)."
+        None, "--power-profile", metavar="PROFILE",
+        help="Device profile of the estimate (e.g. rpi4, n100).",
     ),
     power_serial_port: str | None = typer.Option(
-        None, "--power-serial-port", help="Serial power monitor (for --power-source serial)."
+        None, "--power-serial-port", metavar="PORT",
+        help="Serial power monitor (for --power-source serial).",
     ),
     power_plug_topic: str | None = typer.Option(
-        None, "--power-plug-topic", help="Smart plug's SENSOR topic (for --power-source plug)."
+        None, "--power-plug-topic", metavar="TOPIC",
+        help="Smart plug's SENSOR topic (for --power-source plug).",
     ),
     models_dir: Path | None = typer.Option(
-        None, "--models-dir",
-        help="Model updates on: signed bundles installed here (A/B slots, current, previous).",
+        None, "--models-dir", metavar="DIR", help=f"Model updates on: {_MODELS_DIR_HELP}"
     ),
     fleet_pubkey: Path | None = typer.Option(
-        None, "--fleet-pubkey", help="The fleet's public key (fleet.pub) bundles must verify with."
+        None, "--fleet-pubkey", metavar="FILE", help=_PUBKEY_HELP
     ),
     device_class: str | None = typer.Option(
-        None, "--device-class", help="This device's class in bundle targets (e.g. rpi5)."
+        None, "--device-class", metavar="CLASS", help=_CLASS_HELP
     ),
     fleet_url: str | None = _FLEET_URL,
     fleet_token: str | None = _FLEET_TOKEN,
     max_bundle_mb: int | None = _MAX_BUNDLE_MB,
     confirm_frames: int | None = typer.Option(
-        None, "--confirm-frames",
+        None, "--confirm-frames", metavar="N",
         help="Inferred frames a new model must run without error before it is kept (300).",
     ),
     reference_clip: Path | None = typer.Option(
-        None, "--reference-clip",
+        None, "--reference-clip", metavar="FILE",
         help="Health check: a new model must count this clip like the current one.",
     ),
     reference_line: list[str] = typer.Option(
-        [], "--reference-line", help="A line x1,y1,x2,y2 of the reference clip (repeatable)."
+        [], "--reference-line", metavar="X1,Y1,X2,Y2",
+        help="A line of the reference clip (repeatable).",
     ),
-    config: Path | None = typer.Option(None, "--config", help="A device config file (YAML)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+    config: Path | None = typer.Option(
+        None, "--config", metavar="FILE", help="A device config file (YAML)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object at the end (and no progress)."
+    ),
 ) -> None:
     """Count on SOURCE (or every camera of --config), bucket, store in the outbox, publish.
 
     A file source ends after its last frame once the outbox is drained (exit 3 and a count
-    of what remains when the broker did not acknowledge everything in --drain-timeout).
+    of what remains when the broker did not acknowledge everything in --drain-timeout); on
+    a terminal a bar per file shows how far it is.
     A live source runs until SIGTERM or Ctrl-C. With --power-source, the device's power is
     read about once a second and one power message per bucket goes through the same outbox.
     With --models-dir (and --fleet-pubkey, --device-class), an update agent takes part in
@@ -215,8 +241,8 @@ def run(
     """
     import threading
 
-    from edgetally.runtime.device import Device, install_stop_signals
     from edgetally.models.broker_url import redact_url
+    from edgetally.runtime.device import Device, install_stop_signals
 
     cfg = _cli_config(
         source,
@@ -265,16 +291,18 @@ def run(
     restore = install_stop_signals(stop)
     summary = None
     try:
-        if updates is None:
-            report = Device(cfg, stop=stop).run()
-        else:
-            from edgetally.runtime.updates.device import run_with_updates
+        with progress("frames", quiet=as_json) as told:
+            if updates is None:
+                report = Device(cfg, stop=stop, progress=told).run()
+            else:
+                from edgetally.runtime.updates.device import run_with_updates
 
-            report, summary = run_with_updates(cfg, updates, stop)
+                report, summary = run_with_updates(cfg, updates, stop, progress=told)
     finally:
         restore()
     if as_json:
         out = report.as_json()
+        out["published"], out["waiting"] = report.published, report.remaining
         if summary is not None:
             out["updates"] = summary.as_json()
         typer.echo(json.dumps(out))
@@ -296,9 +324,14 @@ def run(
             p = report.power
             kind = "measured" if p.measured else "estimated"
             typer.echo(f"power: {p.source} ({kind}), {p.buckets} buckets, {p.wh:.4f} Wh")
+        waiting = (
+            f"{report.remaining} still wait in the outbox {cfg.outbox}"
+            if report.remaining
+            else f"none waits in the outbox {cfg.outbox}"
+        )
         typer.echo(
-            f"published to {redact_url(cfg.broker)}; outbox {cfg.outbox}: "
-            f"{report.remaining} waiting, next sequence {report.next_seq}"
+            f"{report.published} messages published to {redact_url(cfg.broker)}, {waiting} "
+            f"(next sequence {report.next_seq})"
         )
     if report.remaining:
         why = report.broker_problem or (
@@ -348,27 +381,25 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
 
 @device_app.command("update-agent")
 def update_agent(
-    site: str = typer.Option(..., "--site", help="Site (shop) id."),
-    device_id: str = typer.Option(..., "--device-id", help="This device's id."),
+    site: str = typer.Option(..., "--site", metavar="SITE", help="Site (shop) id."),
+    device_id: str = typer.Option(..., "--device-id", metavar="ID", help="This device's id."),
     broker: str = typer.Option(
-        "mqtt://127.0.0.1:1883", "--broker", help="MQTT broker, mqtt://HOST:PORT or mqtts://."
+        "mqtt://127.0.0.1:1883", "--broker", metavar="URL",
+        help="MQTT broker, mqtt://HOST:PORT or mqtts://.",
     ),
     mqtt_password: str | None = _MQTT_PASSWORD,
     mqtt_password_file: Path | None = _MQTT_PASSWORD_FILE,
     ca: Path | None = _CA,
-    models_dir: Path = typer.Option(
-        ..., "--models-dir", help="Signed bundles installed here (A/B slots, current, previous)."
-    ),
-    fleet_pubkey: Path = typer.Option(
-        ..., "--fleet-pubkey", help="The fleet's public key (fleet.pub) bundles must verify with."
-    ),
-    device_class: str = typer.Option(
-        ..., "--device-class", help="This device's class in bundle targets (e.g. rpi5)."
-    ),
+    models_dir: Path = typer.Option(..., "--models-dir", metavar="DIR", help=_MODELS_DIR_HELP),
+    fleet_pubkey: Path = typer.Option(..., "--fleet-pubkey", metavar="FILE", help=_PUBKEY_HELP),
+    device_class: str = typer.Option(..., "--device-class", metavar="CLASS", help=_CLASS_HELP),
     backend: str = typer.Option(
-        "onnxruntime", "--backend", help="The backend in bundle targets (and health checks)."
+        "onnxruntime", "--backend", metavar="BACKEND",
+        help="The backend in bundle targets (and health checks).",
     ),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | fp16 | int8."),
+    precision: str = typer.Option(
+        "fp32", "--precision", metavar="PRECISION", help="fp32 | fp16 | int8."
+    ),
     fleet_url: str | None = _FLEET_URL,
     fleet_token: str | None = _FLEET_TOKEN,
     max_bundle_mb: int | None = _MAX_BUNDLE_MB,
@@ -413,11 +444,11 @@ def update_agent(
 
 
 def validate_config(
-    file: Path = typer.Argument(..., help="A device config file (YAML)."),
+    file: Path = typer.Argument(..., metavar="FILE", help="A device config file (YAML)."),
 ) -> None:
     """Check a device config file; print what it describes or the key that is wrong."""
-    from edgetally.runtime.config import load_config
     from edgetally.models.broker_url import redact_url
+    from edgetally.runtime.config import load_config
 
     cfg = load_config(file)
     cfg.broker_login()  # the password file and the CA are there

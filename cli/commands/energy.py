@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
+from edgetally.commands import UsageError
 
 energy_app = typer.Typer(
     help="Energy and CO2e: the edge device against streaming to the cloud.", no_args_is_help=True
@@ -19,20 +20,38 @@ CONFIG_HELP = (
 
 @energy_app.command("baseline")
 def baseline(
-    bitrate_mbps: float = typer.Option(3.0, "--bitrate-mbps", help="Video bitrate of one camera."),
-    hours: float = typer.Option(12.0, "--hours", help="Hours a day the store streams."),
-    store_region: str = typer.Option(..., "--store-region", help="Grid region of the store."),
-    cloud_region: str = typer.Option(..., "--cloud-region", help="Grid region of the cloud."),
-    fps: float = typer.Option(15.0, "--fps", help="Frames per second analysed in the cloud."),
+    bitrate_mbps: float = typer.Option(
+        3.0, "--bitrate-mbps", metavar="MBPS", help="Video bitrate of one camera."
+    ),
+    hours: float = typer.Option(12.0, "--hours", metavar="HOURS", help="Hours a day it streams."),
+    store_region: str | None = typer.Option(
+        None, "--store-region", metavar="REGION",
+        help="Grid region of the store (required; edgetally energy regions lists them).",
+    ),
+    cloud_region: str | None = typer.Option(
+        None, "--cloud-region", metavar="REGION",
+        help="Grid region of the cloud (required; edgetally energy regions lists them).",
+    ),
+    fps: float = typer.Option(
+        15.0, "--fps", metavar="FPS", help="Frames per second analysed in the cloud."
+    ),
     no_audio: bool = typer.Option(False, "--no-audio", help="The camera streams no audio."),
-    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    config: Path | None = typer.Option(None, "--config", metavar="FILE", help=CONFIG_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (full precision)."),
 ) -> None:
     """Cloud baseline of one camera-day, in both accountings, with its assumptions."""
     from edgetally.fleet.energy.assumptions import GridTable, load_config
     from edgetally.fleet.energy.baseline import CameraSpec, baseline_report
 
     cfg = load_config(config)
+    if store_region is None or cloud_region is None:
+        given = (("--store-region", store_region), ("--cloud-region", cloud_region))
+        missing = [f"{flag} REGION" for flag, value in given if value is None]
+        codes = ", ".join(GridTable(cfg.grid).codes)
+        raise UsageError(
+            f"missing option{'s' if len(missing) > 1 else ''} {' and '.join(missing)}: a grid "
+            f"region, one of {codes} (edgetally energy regions shows their intensities)"
+        )
     result = baseline_report(
         CameraSpec(bitrate_mbps, fps, not no_audio),
         hours,
@@ -59,7 +78,7 @@ def baseline(
     )
     typer.echo("assumptions:")
     for a in result["assumptions"]:  # type: ignore[attr-defined]  # the report is JSON: a list of objects
-        typer.echo(f"  {a['name']} = {a['value']} {a['unit']}  ({a['source']})")
+        typer.echo(f"  {a['name']} = {a['value']:g} {a['unit']}  ({a['source']})")
 
 
 def _when(value: str | None, option: str) -> datetime | None:
@@ -76,12 +95,18 @@ def _when(value: str | None, option: str) -> datetime | None:
 
 @energy_app.command("report")
 def report(
-    db: str = typer.Option(..., "--db", help="Fleet database: DuckDB file or postgresql:// URL."),
-    site: str | None = typer.Option(None, "--site"),
-    device: str | None = typer.Option(None, "--device"),
-    from_: str | None = typer.Option(None, "--from", help="ISO 8601, inclusive (UTC)."),
-    to: str | None = typer.Option(None, "--to", help="ISO 8601, exclusive (UTC)."),
-    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
+    db: str = typer.Option(
+        ..., "--db", metavar="DB", help="Fleet database: DuckDB file or postgresql:// URL."
+    ),
+    site: str | None = typer.Option(None, "--site", metavar="SITE", help="Only this site."),
+    device: str | None = typer.Option(
+        None, "--device", metavar="DEVICE", help="Only this device."
+    ),
+    from_: str | None = typer.Option(
+        None, "--from", metavar="TIME", help="ISO 8601, inclusive (UTC)."
+    ),
+    to: str | None = typer.Option(None, "--to", metavar="TIME", help="ISO 8601, exclusive (UTC)."),
+    config: Path | None = typer.Option(None, "--config", metavar="FILE", help=CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
 ) -> None:
     """Edge Wh and gCO2e per device and site beside the cloud baseline, from the fleet DB."""
@@ -126,7 +151,9 @@ def _fmt(x: float | None) -> str:
 
 
 @energy_app.command("regions")
-def regions(config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP)) -> None:
+def regions(
+    config: Path | None = typer.Option(None, "--config", metavar="FILE", help=CONFIG_HELP),
+) -> None:
     """The bundled grid intensities (and configured overrides), with sources and years."""
     from edgetally.fleet.energy.assumptions import GridTable, load_config
 

@@ -25,51 +25,62 @@ query_app = typer.Typer(
 @fleet_app.command("serve")
 def serve(
     broker: str = typer.Option(
-        "mqtt://127.0.0.1:1883", "--broker", help="mqtt://[USER:PASS@]HOST:PORT or mqtts://..."
+        "mqtt://127.0.0.1:1883", "--broker", metavar="URL",
+        help="mqtt://[USER:PASS@]HOST:PORT or mqtts://...",
     ),
     broker_password_file: Path | None = typer.Option(
-        None, "--broker-password-file",
+        None, "--broker-password-file", metavar="FILE",
         help="The broker password, first line of this file (the user stays in --broker).",
     ),
     db: str = typer.Option(
-        "fleet.duckdb", "--db", help="A DuckDB file, or postgresql://USER@HOST:PORT/DB."
+        "fleet.duckdb", "--db", metavar="DB",
+        help="A DuckDB file, or postgresql://USER@HOST:PORT/DB.",
     ),
-    http: str = typer.Option("127.0.0.1:8080", "--http", help="HOST:PORT of the analyst API."),
-    client_id: str = typer.Option("edgetally-fleet", "--client-id", help="MQTT client id."),
-    ca: Path | None = typer.Option(None, "--ca", help="CA certificate for mqtts://."),
+    http: str = typer.Option(
+        "127.0.0.1:8080", "--http", metavar="HOST:PORT", help="Where the analyst API listens."
+    ),
+    client_id: str = typer.Option(
+        "edgetally-fleet", "--client-id", metavar="ID", help="MQTT client id."
+    ),
+    ca: Path | None = typer.Option(None, "--ca", metavar="FILE", help="CA certificate for mqtts://."),
     offline_after: float = typer.Option(
-        300.0, "--offline-after", help="Seconds of silence before a device counts as offline."
+        300.0, "--offline-after", metavar="SECONDS",
+        help="Seconds of silence before a device counts as offline.",
     ),
     tokens: Path | None = typer.Option(
-        None, "--tokens",
+        None, "--tokens", metavar="FILE",
         help="Token file (fleet token add): every /api/v1 call then needs an analyst token.",
     ),
     rollouts: bool = typer.Option(
         False, "--rollouts", help="Serve bundles and run staged rollouts (needs --tokens)."
     ),
     bundles: Path = typer.Option(
-        Path("fleet-rollouts"), "--bundles", help="Where bundles and rollout records are kept."
+        Path("fleet-rollouts"), "--bundles", metavar="DIR",
+        help="Where bundles and rollout records are kept.",
     ),
     fleet_pubkey: Path | None = typer.Option(
-        None, "--fleet-pubkey", help="Public key that bundles must be signed with (--rollouts)."
+        None, "--fleet-pubkey", metavar="FILE",
+        help="Public key that bundles must be signed with (--rollouts).",
     ),
     public_url: str | None = typer.Option(
-        None, "--public-url", help="The API's URL as devices reach it (bundle downloads)."
+        None, "--public-url", metavar="URL",
+        help="The API's URL as devices reach it (bundle downloads).",
     ),
     max_bundle_mb: int = typer.Option(
-        1024, "--max-bundle-mb", min=1, help="The largest bundle upload taken, in MiB (--rollouts)."
+        1024, "--max-bundle-mb", min=1, metavar="MIB",
+        help="The largest bundle upload taken, in MiB (--rollouts).",
     ),
     query_timeout: float = typer.Option(
-        30.0, "--query-timeout", min=0.0,
+        30.0, "--query-timeout", min=0.0, metavar="SECONDS",
         help="Seconds an API query may read before it is cancelled (504); 0: no limit.",
     ),
     max_heavy_queries: int = typer.Option(
-        3, "--max-heavy-queries", min=1,
+        3, "--max-heavy-queries", min=1, metavar="N",
         help="Queries returning rows (series, exports) answered at once; a few more wait, "
         "the rest get 503 with Retry-After.",
     ),
     dead_letter_days: float = typer.Option(
-        30.0, "--dead-letter-days", min=0.0,
+        30.0, "--dead-letter-days", min=0.0, metavar="DAYS",
         help="Dead letters older than this are deleted (at start, then hourly); 0 keeps all.",
     ),
     insecure: bool = typer.Option(
@@ -311,26 +322,37 @@ def _filter_params(
     return params
 
 
-_DB = typer.Option(None, "--db", help="A DuckDB file (not one a fleet is serving) or a PG URL.")
-_API = typer.Option(None, "--api", help="A running fleet, e.g. http://127.0.0.1:8080.")
-_SITE = typer.Option(None, "--site")
-_DEVICE = typer.Option(None, "--device")
-_LINE = typer.Option(None, "--line", help="Line (traffic) or zone (occupancy, dwell) id.")
-_FROM = typer.Option(None, "--from", help="ISO 8601, inclusive (UTC without an offset).")
-_TO = typer.Option(None, "--to", help="ISO 8601, exclusive.")
-_INTERVAL = typer.Option("hour", "--interval", help="minute, 15min, hour or day.")
+_DB = typer.Option(
+    None, "--db", metavar="DB", help="A DuckDB file (not one a fleet is serving) or a PG URL."
+)
+_API = typer.Option(
+    None, "--api", metavar="URL", help="A running fleet, e.g. http://127.0.0.1:8080."
+)
+_SITE = typer.Option(None, "--site", metavar="SITE", help="Only this site.")
+_DEVICE = typer.Option(None, "--device", metavar="DEVICE", help="Only this device.")
+_LINE = typer.Option(
+    None, "--line", metavar="ID", help="Line (traffic) or zone (occupancy, dwell) id."
+)
+_FROM = typer.Option(
+    None, "--from", metavar="TIME", help="ISO 8601, inclusive (UTC without an offset)."
+)
+_TO = typer.Option(None, "--to", metavar="TIME", help="ISO 8601, exclusive.")
+_INTERVAL = typer.Option(
+    "hour", "--interval", metavar="INTERVAL", help="minute, 15min, hour or day."
+)
 _GROUP = typer.Option(
     "device",
     "--group",
+    metavar="GROUP",
     help='device (one row per device and line), site or fleet (summed; the others read "*").',
 )
 _TOKEN = typer.Option(
-    None, "--token", envvar="EDGETALLY_TOKEN",
+    None, "--token", envvar="EDGETALLY_TOKEN", metavar="TOKEN",
     help="Bearer token for --api (analyst or more); EDGETALLY_TOKEN keeps it out of ps.",
 )
 _JSON = typer.Option(False, "--json", help="The API's JSON: {'rows': [...]}.")
-_FORMAT = typer.Option("table", "--format", help="table, csv or parquet.")
-_OUTPUT = typer.Option(None, "--output", "-o", help="Write csv/parquet here.")
+_FORMAT = typer.Option("table", "--format", metavar="FORMAT", help="table, csv or parquet.")
+_OUTPUT = typer.Option(None, "--output", "-o", metavar="FILE", help="Write csv/parquet here.")
 
 
 def _analytic(name: str, doc: str) -> None:
@@ -388,7 +410,9 @@ def query_devices(
 def query_dead_letters(
     db: str | None = _DB,
     api: str | None = _API,
-    limit: int = typer.Option(100, "--limit", min=1, max=10_000),
+    limit: int = typer.Option(
+        100, "--limit", min=1, max=10_000, metavar="N", help="At most this many."
+    ),
     as_json: bool = _JSON,
     token: str | None = _TOKEN,
 ) -> None:

@@ -21,24 +21,43 @@ power_app = typer.Typer(
 @power_app.command("read")
 def read(
     source: str = typer.Option(
-        "auto", "--source", help=f"auto or one of: {', '.join(SOURCES)}. auto logs what it picked."
+        "auto", "--source", metavar="SOURCE",
+        help=f"auto or one of: {', '.join(SOURCES)}. auto logs what it picked.",
     ),
-    seconds: float = typer.Option(3.0, "--seconds", help="How long to sample (about 1 read/s)."),
-    interval: float = typer.Option(1.0, "--interval", help="Seconds between reads."),
+    seconds: float = typer.Option(
+        3.0, "--seconds", metavar="SECONDS", help="How long to sample (about 1 read/s)."
+    ),
+    interval: float = typer.Option(
+        1.0, "--interval", metavar="SECONDS", help="Seconds between reads."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print {source, measured, watts, wh}."),
-    rail: str = typer.Option("VDD_IN", "--rail", help="INA3221 rail label or channel number."),
-    plug_broker: str | None = typer.Option(None, "--plug-broker", help="mqtt://host:port"),
+    rail: str = typer.Option(
+        "VDD_IN", "--rail", metavar="RAIL", help="INA3221 rail label or channel number."
+    ),
+    plug_broker: str | None = typer.Option(
+        None, "--plug-broker", metavar="URL", help="The plug's MQTT broker, mqtt://HOST:PORT."
+    ),
     plug_topic: str | None = typer.Option(
-        None, "--plug-topic", help="Tasmota topic (plug1 -> tele/plug1/SENSOR) or <id>/events/rpc."
+        None, "--plug-topic", metavar="TOPIC",
+        help="Tasmota topic (plug1 -> tele/plug1/SENSOR) or <id>/events/rpc.",
     ),
-    plug_timeout: float = typer.Option(15.0, "--plug-timeout", help="Wait for a plug message."),
-    serial_port: str | None = typer.Option(None, "--serial-port", help="e.g. /dev/ttyACM0"),
-    serial_baud: int = typer.Option(115200, "--serial-baud"),
+    plug_timeout: float = typer.Option(
+        15.0, "--plug-timeout", metavar="SECONDS", help="Wait for a plug message."
+    ),
+    serial_port: str | None = typer.Option(
+        None, "--serial-port", metavar="PORT", help="Serial power monitor, e.g. /dev/ttyACM0."
+    ),
+    serial_baud: int = typer.Option(115200, "--serial-baud", metavar="BAUD", help="Baud rate."),
     profile: str | None = typer.Option(
-        None, "--profile", help="Device profile for the estimate: rpi4, rpi4-coral, n100, edge-box."
+        None, "--profile", metavar="PROFILE",
+        help="Device profile for the estimate: rpi4, rpi4-coral, n100, edge-box.",
     ),
-    idle_w: float | None = typer.Option(None, "--idle-w", help="Custom profile: idle watts."),
-    max_w: float | None = typer.Option(None, "--max-w", help="Custom profile: watts at full CPU."),
+    idle_w: float | None = typer.Option(
+        None, "--idle-w", metavar="WATTS", help="Custom profile: idle watts."
+    ),
+    max_w: float | None = typer.Option(
+        None, "--max-w", metavar="WATTS", help="Custom profile: watts at full CPU."
+    ),
     powercap_root: Path = typer.Option(Path("/sys/class/powercap"), "--powercap-root", hidden=True),
     hwmon_root: Path = typer.Option(Path("/sys/class/hwmon"), "--hwmon-root", hidden=True),
     proc_stat: Path = typer.Option(Path("/proc/stat"), "--proc-stat", hidden=True),
@@ -77,8 +96,12 @@ def read(
 
 @power_app.command("simulate-serial")
 def simulate_serial(
-    watts: float = typer.Option(5.0, "--watts", help="Power the simulated MCU reports."),
-    interval: float = typer.Option(1.0, "--interval", help="Seconds between POWER frames."),
+    watts: float = typer.Option(
+        5.0, "--watts", metavar="WATTS", help="Power the simulated MCU reports."
+    ),
+    interval: float = typer.Option(
+        1.0, "--interval", metavar="SECONDS", help="Seconds between POWER frames."
+    ),
 ) -> None:
     """Run a simulated power-monitor MCU on a pseudo-terminal until interrupted."""
     import time

@@ -19,9 +19,13 @@ rollout_app = typer.Typer(help="Staged rollouts of signed model bundles.", no_ar
 token_app = typer.Typer(help="API tokens (roles: device, analyst, operator).", no_args_is_help=True)
 
 _URL = typer.Option(
-    "http://127.0.0.1:8080", "--url", envvar="EDGETALLY_FLEET_URL", help="Fleet API."
+    "http://127.0.0.1:8080", "--url", envvar="EDGETALLY_FLEET_URL", metavar="URL",
+    help="Fleet API.",
 )
-_TOKEN = typer.Option(..., "--token", envvar="EDGETALLY_TOKEN", help="Operator/analyst token.")
+_TOKEN = typer.Option(
+    ..., "--token", envvar="EDGETALLY_TOKEN", metavar="TOKEN", help="Operator/analyst token."
+)
+_ROLLOUT_ID = typer.Argument(..., metavar="ROLLOUT_ID", help="The rollout.")
 
 
 def _call(method: str, url: str, token: str, path: str, **kw: Any) -> Any:
@@ -48,11 +52,19 @@ def _call(method: str, url: str, token: str, path: str, **kw: Any) -> Any:
 
 @rollout_app.command("create")
 def create(
-    bundle: Path = typer.Argument(..., help="Signed bundle file."),
-    to: str = typer.Option(..., "--to", help="Devices: site/device globs, comma-separated, or *."),
-    stages: str = typer.Option("5%,25%,100%", "--stages", help="Cumulative stages."),
-    success_ratio: float = typer.Option(1.0, "--success-ratio", help="Healthy share to advance."),
-    failure_ratio: float = typer.Option(0.0, "--failure-ratio", help="Failed share that halts."),
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help="Signed bundle file."),
+    to: str = typer.Option(
+        ..., "--to", metavar="DEVICES", help="Devices: site/device globs, comma-separated, or *."
+    ),
+    stages: str = typer.Option(
+        "5%,25%,100%", "--stages", metavar="STAGES", help="Cumulative stages."
+    ),
+    success_ratio: float = typer.Option(
+        1.0, "--success-ratio", metavar="SHARE", help="Healthy share to advance."
+    ),
+    failure_ratio: float = typer.Option(
+        0.0, "--failure-ratio", metavar="SHARE", help="Failed share that halts."
+    ),
     url: str = _URL,
     token: str = _TOKEN,
 ) -> None:
@@ -78,7 +90,9 @@ def create(
 
 @rollout_app.command("status")
 def status(
-    rollout_id: str | None = typer.Argument(None, help="One rollout (default: list all)."),
+    rollout_id: str | None = typer.Argument(
+        None, metavar="ROLLOUT_ID", help="One rollout (default: list all)."
+    ),
     url: str = _URL,
     token: str = _TOKEN,
     as_json: bool = typer.Option(False, "--json", help="Print the full record as JSON."),
@@ -103,7 +117,7 @@ def status(
 def _verb(verb: str) -> None:
     @rollout_app.command(verb)
     def command(
-        rollout_id: str = typer.Argument(...), url: str = _URL, token: str = _TOKEN
+        rollout_id: str = _ROLLOUT_ID, url: str = _URL, token: str = _TOKEN
     ) -> None:
         r = _call("POST", url, token, f"/rollouts/{rollout_id}/{verb}")
         typer.echo(f"{r['id']}: {r['state']}")
@@ -116,12 +130,20 @@ for _v in ("pause", "resume", "abort"):
 
 
 def broker_config(
-    out: Path = typer.Option(..., "--out", help="Directory to write the configuration into."),
-    devices: str = typer.Option(..., "--devices", help="site/device,site/device2,..."),
-    port: int = typer.Option(8883, "--port", help="TLS listener port."),
-    bind: str = typer.Option("0.0.0.0", "--bind", help="Listener address."),
-    hostname: list[str] = typer.Option(["localhost"], "--hostname", help="Broker host names."),
-    run_as: str | None = typer.Option(None, "--run-as", help="Mosquitto's `user` option."),
+    out: Path = typer.Option(
+        ..., "--out", metavar="DIR", help="Directory to write the configuration into."
+    ),
+    devices: str = typer.Option(
+        ..., "--devices", metavar="SITE/DEVICE,...", help="The devices that may log in."
+    ),
+    port: int = typer.Option(8883, "--port", metavar="PORT", help="TLS listener port."),
+    bind: str = typer.Option("0.0.0.0", "--bind", metavar="ADDRESS", help="Listener address."),
+    hostname: list[str] = typer.Option(
+        ["localhost"], "--hostname", metavar="HOST", help="Broker host names (repeatable)."
+    ),
+    run_as: str | None = typer.Option(
+        None, "--run-as", metavar="USER", help="Mosquitto's `user` option."
+    ),
 ) -> None:
     """Mosquitto config for a fleet: per-device passwords, ACL, demo CA and TLS."""
     from edgetally.fleet.broker_config import generate_broker_config, parse_devices
@@ -136,9 +158,11 @@ def broker_config(
 
 @token_app.command("add")
 def token_add(
-    file: Path = typer.Option(..., "--file", help="Token file (created mode 0600)."),
-    name: str = typer.Option(..., "--name", help="Who or what uses the token."),
-    role: str = typer.Option(..., "--role", help="device, analyst or operator."),
+    file: Path = typer.Option(
+        ..., "--file", metavar="FILE", help="Token file (created mode 0600)."
+    ),
+    name: str = typer.Option(..., "--name", metavar="NAME", help="Who or what uses the token."),
+    role: str = typer.Option(..., "--role", metavar="ROLE", help="device, analyst or operator."),
 ) -> None:
     """Create a token; it is printed once, the file keeps only its hash."""
     from edgetally.fleet.http.auth import ROLE_RANK, AuthError, add_token

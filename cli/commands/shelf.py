@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from edgetally.progress import progress
 
 if TYPE_CHECKING:
     from edgetally.runtime.shelf.config import ScorerSpec
@@ -15,24 +16,29 @@ shelf_app = typer.Typer(help="Empty facings and shelf events (facing_empty, rest
 
 # The scorer options of `eval` and `demo`: the keys of a camera's shelf: block.
 Scorer = Annotated[str, typer.Option(
-    "--scorer", help="classical (no trained model) or detector (--model)."
+    "--scorer", metavar="SCORER", help="classical (no trained model) or detector (--model)."
 )]
 Model = Annotated[str | None, typer.Option(
-    "--model", help="Gap or product detector: a zoo name or a model file."
+    "--model", metavar="MODEL", help="Gap or product detector: a zoo name or a model file."
 )]
-Family = Annotated[str | None, typer.Option("--family", help="The model file's family.")]
+Family = Annotated[str | None, typer.Option(
+    "--family", metavar="FAMILY", help="The model file's family."
+)]
 Products = Annotated[bool, typer.Option(
     "--products", help="The model detects products: what no product box covers is empty."
 )]
 GapClass = Annotated[int | None, typer.Option(
-    "--gap-class", help="The class of an empty gap (default 0)."
+    "--gap-class", metavar="N", help="The class of an empty gap (default 0)."
 )]
 MinScore = Annotated[float | None, typer.Option(
-    "--min-score", help="Keep boxes scored this or more (default 0.3)."
+    "--min-score", metavar="SCORE", help="Keep boxes scored this or more (default 0.3)."
 )]
-Backend = Annotated[str, typer.Option("--backend", help="Runtime backend for --model.")]
+Backend = Annotated[str, typer.Option(
+    "--backend", metavar="BACKEND", help="Runtime backend for --model."
+)]
 Accelerator = Annotated[str | None, typer.Option(
-    "--accelerator", help="OpenVINO device, onnxruntime provider or LiteRT delegate."
+    "--accelerator", metavar="DEVICE",
+    help="OpenVINO device, onnxruntime provider or LiteRT delegate.",
 )]
 
 
@@ -56,11 +62,16 @@ def _scorer_spec(
 
 @shelf_app.command("eval")
 def eval_cmd(
-    folder: Path = typer.Argument(..., help="Folder with images/ and labels/ (YOLO gap boxes)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one per method."),
-    iou: float = typer.Option(0.3, "--iou", help="IoU that makes a match."),
+    folder: Path = typer.Argument(
+        ..., metavar="FOLDER", help="Folder with images/ and labels/ (YOLO gap boxes)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print a JSON list, one per method (and no progress)."
+    ),
+    iou: float = typer.Option(0.3, "--iou", metavar="IOU", help="IoU that makes a match."),
     method: list[str] = typer.Option(
-        [], "--method", help="Classical methods to score (default: all): dark-blob, texture-bands."
+        [], "--method", metavar="METHOD",
+        help="Classical methods to score (default: all): dark-blob, texture-bands.",
     ),
     scorer: Scorer = "classical",
     model: Model = None,
@@ -101,18 +112,21 @@ def eval_cmd(
     if not 0.0 < iou <= 1.0:
         raise ShelfError(f"--iou must be in (0, 1], got {iou}")
     chosen = {k: v for k, v in methods.items() if not method or k in method}
-    scores = evaluate(folder, chosen, iou=iou)
+    with progress("images", quiet=as_json) as told:
+        scores = evaluate(folder, chosen, iou=iou, progress=told)
     if as_json:
         typer.echo(json.dumps([s.to_json() for s in scores]))
         return
     n = scores[0].images
-    typer.echo(f"{'method':<14} {'P':>6} {'R':>6} {'F1':>6}  (IoU {iou}, {n} images)")
+    typer.echo(f"{'method':<14} {'P':>6} {'R':>6} {'F1':>6}  (IoU {iou:g}, {n} images)")
     for s in scores:
         typer.echo(f"{s.method:<14} {s.precision:6.3f} {s.recall:6.3f} {s.f1:6.3f}")
 
 
 @shelf_app.command("validate-config")
-def validate_config(path: Path = typer.Argument(..., help="Shelf config (YAML or JSON).")) -> None:
+def validate_config(
+    path: Path = typer.Argument(..., metavar="FILE", help="Shelf config (YAML or JSON)."),
+) -> None:
     """Check a shelf config: regions, facings, debounce settings."""
     from edgetally.runtime.shelf.config import load_config
 
