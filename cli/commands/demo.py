@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from typing import Any
 
 import typer
 from edgetally.models.errors import EdgetallyError
+from edgetally.progress import progress
 
 DEMO_SITE, DEMO_DEVICE, DEMO_BUCKET_S = "demo-shop", "demo-cam", 10
 POWER_SOURCES = ("auto", "rapl", "hwmon", "pi5", "plug", "serial", "estimate", "none")
@@ -168,7 +170,10 @@ def demo(
             },
             origin="demo",
         )
-        device = Device(config, stop=stop, pipeline_factory=demo_pipeline)
+        # The device's frames as a bar on a terminal (stderr; nothing with --json or a pipe).
+        bars = contextlib.ExitStack()
+        told = bars.enter_context(progress("frames", quiet=as_json))
+        device = Device(config, stop=stop, pipeline_factory=demo_pipeline, progress=told)
         outcome: dict[str, Any] = {}
 
         def run_device() -> None:
@@ -195,6 +200,7 @@ def demo(
             device_thread.join(timeout=0.5)
         stop.set()
         device_thread.join(timeout=60)
+        bars.close()
         report = outcome.get("report")
         with Outbox(config.outbox) as box:
             left_aggs, left_power = unsent(box)
