@@ -59,7 +59,7 @@ import yaml
 from edgetally.models.topics import ID_PATTERN
 from edgetally.models.wire import MAX_BUCKET_SECONDS
 from edgetally.runtime.audio.config import AudioConfig
-from edgetally.runtime.errors import ConfigError
+from edgetally.runtime.errors import ConfigError, deepest_errors
 from edgetally.runtime.shelf.config import ShelfConfig
 from edgetally.runtime.shelf.config import parse_config as parse_shelf
 from edgetally.runtime.shelf.errors import ShelfError
@@ -276,13 +276,7 @@ def error_location(loc: tuple[int | str, ...]) -> str:
 
 def describe_error(exc: ValidationError) -> str:
     """The first problem as ``key.path: what is wrong`` (and how many more there are)."""
-    errors = exc.errors(include_url=False, include_input=False)
-    # A bad item makes its container short too ("cameras: at least 1 item"): a follow-on.
-    locs = [e["loc"] for e in errors]
-    errors = [
-        e for e in errors
-        if not any(len(o) > len(e["loc"]) and o[: len(e["loc"])] == e["loc"] for o in locs)
-    ] or errors
+    errors = deepest_errors(exc.errors(include_url=False, include_input=False))
     first = errors[0]
     # Errors of a union/tuple element are reported per branch: keep the path to the key.
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))

@@ -308,21 +308,21 @@ class Ingestor:
             reason = _unexpected("storing this message", exc)
         topic, payload, at = item
         try:
-            self._handle([], dead=(dead_letter(topic, payload, reason, at),))
+            batch = IngestBatch(dead=(dead_letter(topic, payload, reason, at),), received_at=at)
+            result = self._write(batch)
         except Exception:
             log.exception("cannot dead-letter a message on %s (first error: %s)", topic, first)
-            self._count("lost")
+            result = None
+        with self._lock:
+            self._counts["processed"] += 1
+            self._counts["lost" if result is None else "dead_letters"] += 1
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._counts[name] += n
 
-    def _handle(
-        self, items: list[tuple[str, bytes, datetime]], dead: tuple[DeadLetter, ...] = ()
-    ) -> None:
+    def _handle(self, items: list[tuple[str, bytes, datetime]]) -> None:
         batch, sensors, ignored = self.build_batch(items)
-        if dead:
-            batch = IngestBatch(dead=dead, received_at=batch.received_at)
         result = self._write(batch)
         sensed = self._write_sensors(sensors)
         with self._lock:

@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from edgetally.runtime.errors import deepest_errors
 from edgetally.runtime.shelf.errors import ShelfError
 from pydantic import (
     BaseModel,
@@ -300,13 +301,7 @@ def _describe(exc: ValidationError, *, flat_scorer: bool) -> str:
 
     With ``flat_scorer`` (a whole shelf config) a scorer error names the flat key of the
     file (``model``), not the field that holds it (``scorer.model``)."""
-    errors = exc.errors(include_url=False, include_input=False)
-    # A bad item makes its container fail too: keep the deepest problems.
-    locs = [e["loc"] for e in errors]
-    errors = [
-        e for e in errors
-        if not any(len(o) > len(e["loc"]) and o[: len(e["loc"])] == e["loc"] for o in locs)
-    ] or errors
+    errors = deepest_errors(exc.errors(include_url=False, include_input=False))
     first = errors[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
     if flat_scorer and loc[:1] == ("scorer",):
