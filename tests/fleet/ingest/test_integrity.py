@@ -513,3 +513,46 @@ def test_the_serve_command_takes_the_window(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode != 0 and "--earliest" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_write_that_breaks_unexpectedly_dead_letters_only_its_message(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    """A store write that raises something unexpected for one message: the batch is written
+    again one message at a time, that message is a dead letter, the rest are stored, and
+    every message counts as processed."""
+    from edgetally.fleet.addresses import parse_broker_url
+    from edgetally.fleet.ingest.mqtt import IngestConfig, Ingestor
+
+    real = open_store(str(tmp_path / "f.duckdb"))
+
+    class Brittle:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def write(self, batch: IngestBatch) -> Any:
+            if any(a.in_count == 13 for a in batch.aggregates):
+                raise TypeError("a bug in the store")
+            return real.write(batch)
+
+    ingestor = Ingestor(
+        Brittle(),  # type: ignore[arg-type]  # a Store whose write raises for one message
+        IngestConfig(broker=parse_broker_url(mosquitto.url), client_id="brittle"),
+    )
+    ingestor.start()
+    try:
+        messages = [agg("shop", "cam1", s, 13 if s == 2 else 1) for s in range(5)]
+        publish(mosquitto.url, [
+            (topic_for("shop", "cam1", "agg"), to_json(m), False) for m in messages
+        ])
+        assert ingestor.wait_until(lambda k: k.processed >= 5, 30)
+        k = ingestor.counters()
+        assert (k.processed, k.aggregates_new, k.dead_letters, k.lost) == (5, 4, 1, 0)
+        assert k.loop_errors >= 1 and k.running
+    finally:
+        ingestor.stop()
+    reasons = [str(d["reason"]) for d in to_records(queries.dead_letters(real))]
+    assert reasons == ["unexpected error storing this message: TypeError: a bug in the store"]
+    assert totals(real) == {("shop", "cam1"): 4}
+    real.close()
