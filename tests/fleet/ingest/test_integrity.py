@@ -537,7 +537,7 @@ def test_a_write_that_breaks_unexpectedly_dead_letters_only_its_message(
             return real.write(batch)
 
     ingestor = Ingestor(
-        Brittle(),  # type: ignore[arg-type]  # a Store whose write raises for one message
+        Brittle(),  # a Store whose write raises for one message
         IngestConfig(broker=parse_broker_url(mosquitto.url), client_id="brittle"),
     )
     ingestor.start()
