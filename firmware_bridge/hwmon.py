@@ -4,7 +4,10 @@
   microwatts.
 - INA3221 (Jetson boards and many others): three channels, ``inN_input`` bus voltage in
   mV and ``currN_input`` in mA, ``inN_label`` naming the rail; a chosen rail (Jetson's
-  total is ``VDD_IN``) gives volts x amps.
+  total is ``VDD_IN``) gives volts x amps. Other boards name their input otherwise (an
+  i.MX board's ``VDD_5V_IN``): asked for the default rail, a board without ``VDD_IN`` gives
+  the one rail whose label ends in ``IN`` or ``VIN`` (the board's input), never a sum of
+  rails that may feed each other.
 """
 
 from __future__ import annotations
@@ -77,6 +80,12 @@ def ina3221_channels(device: Path) -> list[Ina3221Channel]:
     return channels
 
 
+def _is_input(label: str) -> bool:
+    """A rail label that names the board's input: VDD_IN, VDD_5V_IN, VIN, 12V_VIN..."""
+    last = label.upper().replace("-", "_").rsplit("_", 1)[-1]
+    return last in ("IN", "VIN", "INPUT")
+
+
 class Ina3221Meter:
     """One INA3221 rail: bus voltage (mV) x current (mA)."""
 
@@ -94,9 +103,13 @@ class Ina3221Meter:
             if (isinstance(rail, int) and c.index == rail)
             or (isinstance(rail, str) and (c.label.lower() == rail.lower() or str(c.index) == rail))
         ]
+        if not chosen and rail == DEFAULT_RAIL:
+            inputs = [c for c in channels if _is_input(c.label)]
+            chosen = inputs if len(inputs) == 1 else []
         if not chosen:
             names = ", ".join(f"{c.index}={c.label}" for c in channels)
-            raise BridgeError(f"no INA3221 rail {rail!r} on {device} (rails: {names})")
+            raise BridgeError(f"no INA3221 rail {rail!r} on {device} (rails: {names}; "
+                              "choose one with --rail)")
         self.channel = chosen[0]
 
     def read(self) -> PowerReading:

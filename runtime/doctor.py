@@ -17,6 +17,7 @@ from typing import Any
 
 from edgetally.runtime.hardware import (
     DELEGATE_LIBS,
+    DELEGATE_PACKAGES,
     RUNTIME_LIBS,
     HardwareReport,
     RootFS,
@@ -33,6 +34,7 @@ DELEGATE_OPTIONS: dict[str, dict[str, str]] = {
         "cache_file_path": "/var/tmp/edgetally-vx.cache",
     },
     "libedgetpu.so.1": {},
+    "libethosu_delegate.so": {},
 }
 
 
@@ -64,6 +66,9 @@ class Recommendation:
     model_format: str  # openvino | onnx | tflite
     reason: str
     delegate_options: dict[str, str] = field(default_factory=dict)
+    threads: int = 0  # CPU threads to run on (0: the backend's default)
+    # For an NPU that runs only models compiled for it: the compiler's next step.
+    compile_step: str | None = None
 
     @property
     def cli_args(self) -> str:
@@ -207,7 +212,7 @@ def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tu
         vx = loaded.get("libvx_delegate.so")
         if vx is None:
             notes.append("i.MX NPU present but libvx_delegate.so not found "
-                         "(NXP BSP package tflite-vx-delegate)")
+                         f"(install {DELEGATE_PACKAGES['libvx_delegate.so']})")
         elif vx.loads is False:
             notes.append(f"VX delegate {vx.path} does not load: {vx.error}")
         elif choice is None and rt.litert:
@@ -216,25 +221,53 @@ def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tu
                 "i.MX 8M Plus NPU through the VX delegate: needs a full-integer TFLite model",
                 DELEGATE_OPTIONS["libvx_delegate.so"],
             )
+    if hw.has("ethos-u"):
+        ethos = loaded.get("libethosu_delegate.so")
+        if ethos is None:
+            notes.append("Ethos-U NPU present but libethosu_delegate.so not found "
+                         f"(install {DELEGATE_PACKAGES['libethosu_delegate.so']})")
+        elif ethos.loads is False:
+            notes.append(f"Ethos-U delegate {ethos.path} does not load: {ethos.error}")
+        elif choice is None and rt.litert:
+            choice = Recommendation(
+                "litert", ethos.path, "int8", "tflite",
+                "i.MX 93 Ethos-U65 through the Ethos-U delegate: needs a full-integer TFLite "
+                "compiled by Vela (operators Vela cannot place run on the Cortex-A55s)",
+                DELEGATE_OPTIONS["libethosu_delegate.so"],
+                compile_step="vela --accelerator-config ethos-u65-256 MODEL-int8.tflite "
+                "(writes output/MODEL-int8_vela.tflite)",
+            )
     if hw.has("coral"):
         tpu = loaded.get("libedgetpu.so.1")
         if tpu is None:
             notes.append("Coral Edge TPU present but libedgetpu.so.1 not found "
-                         "(package libedgetpu1-std)")
+                         f"(install {DELEGATE_PACKAGES['libedgetpu.so.1']})")
         elif tpu.loads is False:
             notes.append(f"Edge TPU delegate {tpu.path} does not load: {tpu.error}")
         elif choice is None and rt.litert:
             choice = Recommendation(
                 "litert", tpu.path, "int8", "tflite",
-                "Coral Edge TPU: full-integer TFLite compiled with edgetpu_compiler",
+                "Coral Edge TPU: a full-integer TFLite compiled by edgetpu_compiler "
+                "(a _edgetpu.tflite file; any other model runs on the CPU)",
+                compile_step="edgetpu_compiler MODEL-int8.tflite "
+                "(writes MODEL-int8_edgetpu.tflite)",
             )
     if hw.has("hailo"):
         lib = "found" if "libhailort.so" in hw.runtime_libs else "not found"
-        notes.append(f"Hailo accelerator present (HailoRT {lib}): edgetally has no HailoRT "
-                     "backend yet; models must be compiled to .hef by Hailo's Dataflow "
-                     "Compiler; using the CPU")
+        notes.append(f"Hailo accelerator present (HailoRT {lib}): it runs only .hef models "
+                     "compiled by Hailo's Dataflow Compiler, through HailoRT; there is no "
+                     "LiteRT delegate or onnxruntime provider for it and edgetally has no "
+                     "HailoRT backend: counting runs on the CPU")
     if hw.has("rockchip-npu"):
-        notes.append("Rockchip NPU present: edgetally has no RKNN backend yet; using the CPU")
+        lib = "found" if "librknnrt.so" in hw.runtime_libs else "not found"
+        notes.append(f"Rockchip NPU present (librknnrt {lib}): it runs only .rknn models "
+                     "converted by Rockchip's RKNN-Toolkit2 (from ONNX or TFLite), through "
+                     "librknnrt; there is no LiteRT delegate or onnxruntime provider for it "
+                     "and edgetally has no RKNN backend: counting runs on the CPU")
+    if hw.cpu.big_cores:
+        clusters = " + ".join(f"{n}x {name}" for name, n in hw.cpu.clusters)
+        notes.append(f"big.LITTLE CPU ({clusters}): CPU backends run on the "
+                     f"{hw.cpu.big_cores} big cores")
     if hw.has("intel-gpu") and "GPU" in rt.openvino_devices:
         notes.append("Intel GPU seen by OpenVINO: --device GPU (or AUTO) offloads the CPU")
     extra = [p for p in rt.ort_providers if p not in ("CPU", "Azure")]
@@ -247,18 +280,19 @@ def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tu
     if choice is None:
         precision = "int8" if hw.cpu.has_int8_dot or "avx2" in hw.cpu.flags else "fp32"
         reason = _cpu_reason(hw)
+        threads = hw.cpu.big_cores
         if hw.cpu.arch == "x86_64" and rt.openvino:
             choice = Recommendation("openvino", "CPU", precision, "openvino",
                                     f"x86 CPU, OpenVINO: {reason}")
         elif rt.onnxruntime:
             choice = Recommendation("onnxruntime", "CPU", precision, "onnx",
-                                    f"CPU, onnxruntime: {reason}")
+                                    f"CPU, onnxruntime: {reason}", threads=threads)
         elif rt.litert:
             choice = Recommendation("litert", "CPU", precision, "tflite",
-                                    f"CPU, LiteRT (XNNPACK): {reason}")
+                                    f"CPU, LiteRT (XNNPACK): {reason}", threads=threads)
         elif rt.openvino:
             choice = Recommendation("openvino", "CPU", precision, "openvino",
-                                    f"CPU, OpenVINO: {reason}")
+                                    f"CPU, OpenVINO: {reason}", threads=threads)
         else:
             choice = Recommendation("none", "CPU", precision, "onnx",
                                     "no inference runtime installed: ./run install")
@@ -310,6 +344,11 @@ def describe(report: DoctorReport) -> list[str]:
     if rec.delegate_options:
         opts = ", ".join(f"{k}={v}" for k, v in rec.delegate_options.items())
         lines.append(f"  delegate options: {opts}")
+    if rec.threads:
+        lines.append(f"  threads:    {rec.threads} (the big cores)")
+    if rec.compile_step:
+        lines.append("  model:      edgetally quantize --format tflite writes MODEL-int8.tflite;"
+                     f" then {rec.compile_step}")
     for note in report.notes:
         lines.append(f"note:         {note}")
     return lines

@@ -25,10 +25,18 @@ LIB_DIRS: tuple[str, ...] = (
 
 # LiteRT external delegates: library file -> (what it drives, the accelerator it needs).
 DELEGATE_LIBS: dict[str, tuple[str, str]] = {
-    "libvx_delegate.so": ("VeriSilicon VX delegate (NXP i.MX 8M Plus / i.MX 93 NPU)", "imx-npu"),
+    "libvx_delegate.so": ("VeriSilicon VX delegate (NXP i.MX 8M Plus NPU)", "imx-npu"),
     "libedgetpu.so.1": ("Coral Edge TPU delegate", "coral"),
     "libarmnnDelegate.so": ("Arm NN delegate (Mali GPU / Cortex-A CPU)", "arm"),
-    "libethosu_op_delegate.so": ("Arm Ethos-U delegate (i.MX 93)", "ethos-u"),
+    "libethosu_delegate.so": ("Arm Ethos-U delegate (NXP i.MX 93 NPU)", "ethos-u"),
+}
+
+# What installs each delegate library, for the one-line error when it is missing.
+DELEGATE_PACKAGES: dict[str, str] = {
+    "libvx_delegate.so": "NXP's tflite-vx-delegate (in the i.MX 8M Plus Yocto BSP image)",
+    "libedgetpu.so.1": "Coral's libedgetpu1-std (apt, https://coral.ai/software)",
+    "libarmnnDelegate.so": "Arm NN (libarmnn-delegate)",
+    "libethosu_delegate.so": "NXP's tflite-ethosu-delegate (in the i.MX 93 Yocto BSP image)",
 }
 
 # Vendor runtimes that edgetally has no backend for yet, but doctor should name.
@@ -38,6 +46,16 @@ RUNTIME_LIBS: dict[str, str] = {
     "libze_intel_vpu.so.1": "Intel NPU Level Zero driver",
     "libze_intel_npu.so": "Intel NPU Level Zero driver",
 }
+
+# Arm cores by "CPU part" (implementer 0x41), to name big.LITTLE clusters.
+ARM_PARTS: dict[str, str] = {
+    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78", "0xd44": "Cortex-X1",
+    "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd4d": "Cortex-A715",
+}
+# The bigger core of a pair (for the threads a big.LITTLE SoC should run inference on).
+ARM_LITTLE = frozenset({"0xd03", "0xd04", "0xd05", "0xd46"})
 
 # USB vendor:product ids of Coral USB accelerators (before and after firmware load).
 CORAL_USB_IDS: frozenset[str] = frozenset({"1a6e:089a", "18d1:9302"})
@@ -95,6 +113,9 @@ class CpuInfo:
     model: str
     cores: int
     flags: tuple[str, ...]  # the inference-relevant subset, in the order of X86/ARM_FLAGS
+    # Arm: cores per kind, as listed ("Cortex-A55": 4, "Cortex-A76": 4 on an RK3588).
+    clusters: tuple[tuple[str, int], ...] = ()
+    big_cores: int = 0  # Arm big.LITTLE: the big cores (0: not big.LITTLE)
 
     @property
     def has_vnni(self) -> bool:
@@ -112,7 +133,7 @@ class CpuInfo:
 
 @dataclass(frozen=True, slots=True)
 class Accelerator:
-    kind: str  # intel-npu, intel-gpu, imx-npu, rockchip-npu, hailo, coral
+    kind: str  # intel-npu, intel-gpu, imx-npu, ethos-u, rockchip-npu, hailo, coral
     name: str
     evidence: tuple[str, ...]  # the files that showed it
 
@@ -134,6 +155,7 @@ def probe_cpu(fs: RootFS) -> CpuInfo:
     text = fs.read_text("/proc/cpuinfo") or ""
     fields: dict[str, str] = {}
     cores = 0
+    parts: dict[str, int] = {}  # CPU part -> cores, in the order listed
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if not sep:
@@ -141,6 +163,8 @@ def probe_cpu(fs: RootFS) -> CpuInfo:
         key = key.strip()
         if key == "processor":
             cores += 1
+        elif key == "CPU part":
+            parts[value.strip()] = parts.get(value.strip(), 0) + 1
         fields.setdefault(key, value.strip())
     if "flags" in fields:
         arch, present, wanted = "x86_64", set(fields["flags"].split()), X86_FLAGS
@@ -149,9 +173,13 @@ def probe_cpu(fs: RootFS) -> CpuInfo:
     else:
         arch, present, wanted = "unknown", set(), ()
     model = fields.get("model name") or fields.get("Model") or fields.get("Hardware") or ""
+    clusters = tuple((ARM_PARTS.get(p, f"Arm CPU part {p}"), n) for p, n in parts.items())
     if not model and arch == "aarch64":
-        model = f"Arm CPU part {fields.get('CPU part', '?')}"
-    return CpuInfo(arch, model, cores, tuple(f for f in wanted if f in present))
+        model = " + ".join(f"{n}x {name}" for name, n in clusters) or "Arm CPU"
+    big = 0
+    if len(parts) > 1 and any(p in ARM_LITTLE for p in parts):
+        big = sum(n for p, n in parts.items() if p not in ARM_LITTLE)
+    return CpuInfo(arch, model, cores, tuple(f for f in wanted if f in present), clusters, big)
 
 
 def probe_soc(fs: RootFS) -> tuple[tuple[str, ...], str | None]:
@@ -193,9 +221,17 @@ def probe_accelerators(fs: RootFS, soc: tuple[str, ...]) -> tuple[Accelerator, .
     elif galcore:
         found.append(Accelerator("imx-npu", "VeriSilicon/Vivante GPU or NPU (galcore)",
                                  tuple(galcore)))
+    # Arm Ethos-U65 NPU of the NXP i.MX 93 (driver ethosu, /dev/ethosu0).
+    ethosu = fs.glob("/dev/ethosu*") + [p for p in ("/sys/module/ethosu",) if fs.exists(p)]
+    if ethosu:
+        where = "NXP i.MX 93" if any(c.startswith("fsl,imx93") for c in soc) else "Arm"
+        found.append(Accelerator("ethos-u", f"{where} Ethos-U65 NPU", tuple(ethosu)))
     # Rockchip NPU (RK3588, RK3568, ...).
     rknpu = [p for p in ("/dev/rknpu", "/sys/module/rknpu", "/sys/kernel/debug/rknpu")
              if fs.exists(p)]
+    # The vendor kernel's DRM driver: a device-tree node "npu@..." compatible "...-rknpu".
+    rknpu += [node for node in fs.glob("/proc/device-tree/npu@*")
+              if "rknpu" in (fs.read_text(f"{node}/compatible") or "")]
     if rknpu:
         chip = next((c.split(",", 1)[1] for c in soc if c.startswith("rockchip,rk")), "Rockchip")
         found.append(Accelerator("rockchip-npu", f"Rockchip NPU ({chip})", tuple(rknpu)))
@@ -239,3 +275,10 @@ def probe_hardware(fs: RootFS | None = None) -> HardwareReport:
         delegates=find_libraries(fs, list(DELEGATE_LIBS)),
         runtime_libs=find_libraries(fs, list(RUNTIME_LIBS)),
     )
+
+
+def inference_threads(fs: RootFS | None = None) -> int:
+    """Threads for a CPU backend that is not told how many: the big cores of a big.LITTLE
+    Arm SoC (an RK3588's four Cortex-A76, not all eight cores: a thread on a little core
+    holds every step of a parallel operator back), else 0 (the backend's own default)."""
+    return probe_cpu(fs or RootFS()).big_cores

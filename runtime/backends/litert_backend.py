@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,46 @@ import numpy as np
 import numpy.typing as npt
 from edgetally.runtime.backends.base import BackendInfo, TensorSpec, describe
 from edgetally.runtime.errors import BackendError
+from edgetally.runtime.hardware import DELEGATE_PACKAGES
+
+log = logging.getLogger(__name__)
+
+# Delegates that run only models compiled for them: the custom operator the compiler puts
+# in the model, and the compiler's command.
+COMPILED_FOR: dict[str, tuple[bytes, str]] = {
+    "libedgetpu.so.1": (b"edgetpu-custom-op", "edgetpu_compiler"),
+    "libethosu_delegate.so": (b"ethos-u", "vela --accelerator-config ethos-u65-256"),
+}
+
+
+def check_delegate_library(path: str) -> None:
+    """A one-line BackendError when the delegate library is missing or does not load."""
+    name = Path(path).name
+    install = DELEGATE_PACKAGES.get(name)
+    hint = f": install {install}" if install else ""
+    if "/" in path and not Path(path).exists():
+        raise BackendError(f"LiteRT delegate library {path} not found{hint}")
+    try:
+        ctypes.CDLL(path)
+    except OSError as exc:
+        first = describe(exc)
+        raise BackendError(f"LiteRT delegate library {path} does not load ({first}){hint}") from exc
+
+
+def warn_if_not_compiled(model: Path, delegate: str) -> None:
+    """Warn when an NPU that runs only compiled models is given a model not compiled for
+    it: every operator would run on the CPU."""
+    known = COMPILED_FOR.get(Path(delegate).name)
+    if known is None:
+        return
+    marker, compiler = known
+    try:
+        data = model.read_bytes()
+    except OSError:
+        return
+    if marker not in data:
+        log.warning("%s is not compiled for %s: it runs on the CPU; compile it first: %s %s",
+                    model.name, Path(delegate).name, compiler, model.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +74,8 @@ class LiteRtBackend:
         delegate_path = device or config.delegate
         delegates = []
         if delegate_path and delegate_path.upper() != "CPU":
+            check_delegate_library(delegate_path)
+            warn_if_not_compiled(path, delegate_path)
             try:
                 delegates.append(litert.load_delegate(delegate_path, dict(config.delegate_options)))
             except (ValueError, OSError, RuntimeError) as exc:

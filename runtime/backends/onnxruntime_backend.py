@@ -11,6 +11,7 @@ import numpy.typing as npt
 from edgetally.models.errors import ModelFileError
 from edgetally.runtime.backends.base import BackendInfo, TensorSpec, describe
 from edgetally.runtime.errors import BackendError
+from edgetally.runtime.hardware import inference_threads
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,11 @@ class OnnxRuntimeBackend:
             )
         providers = [*wanted, "CPUExecutionProvider"] if wanted else ["CPUExecutionProvider"]
         options = ort.SessionOptions()
-        if config.threads:
-            options.intra_op_num_threads = config.threads
+        # On a big.LITTLE Arm SoC, onnxruntime's default (a thread per core) waits on the
+        # little cores at every parallel step: the big cores only, unless told otherwise.
+        threads = config.threads or inference_threads()
+        if threads:
+            options.intra_op_num_threads = threads
         options.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(path), options, providers=providers)
