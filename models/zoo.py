@@ -121,6 +121,11 @@ COCO90 = [name if name else next(_it) for name in COCO90]
 
 SIDECAR_SUFFIX = ".model.json"
 
+# The person detector that `count`, `eval`, `device run` and the demo use unless told
+# otherwise: the most accurate one shipped inside the package that still runs well over
+# 10 frames per second on a small CPU (README, "Models and runtimes", has the numbers).
+DEFAULT_DETECTOR = "yolox-nano"
+
 
 class InputSpec(BaseModel):
     """How an image becomes the model's input tensor."""

@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from edgetally.models.topics import ID_PATTERN
 from edgetally.models.wire import MAX_BUCKET_SECONDS
+from edgetally.models.zoo import DEFAULT_DETECTOR
 from edgetally.runtime.audio.config import AudioConfig
 from edgetally.runtime.errors import ConfigError, deepest_errors
 from edgetally.runtime.shelf.config import ShelfConfig
@@ -220,7 +221,7 @@ class DeviceConfig(_Strict):
     outbox_max: int = Field(default=100_000, ge=1, le=100_000_000)
     bucket_seconds: int = Field(default=60, ge=1, le=MAX_BUCKET_SECONDS)
     drain_timeout_s: float = Field(default=30.0, ge=0.0, le=86_400.0)
-    model: str = "pedestrian-ssdlite"
+    model: str = DEFAULT_DETECTOR
     backend: str = "auto"
     accelerator: str | None = None  # OpenVINO device, onnxruntime provider or LiteRT delegate
     power: PowerConfig = PowerConfig()

@@ -78,23 +78,79 @@ def test_count_prints_exactly_the_documented_json() -> None:
     seq = shared_path("data", "footfall", "tud_campus")
     out = run_json("count", str(seq), "--line", "320,250,320,480", "--json")
     assert set(out) == {"source", "frames", "model", "backend", "fps", "lines"}
-    assert out["model"] == "pedestrian-ssdlite" and out["backend"] == "openvino"
+    assert out["model"] == "yolox-nano" and out["backend"] == "onnxruntime"  # the default
     assert out["frames"] == 71 and out["fps"] > 0
     assert out["lines"][0]["line"] == [320, 250, 320, 480]
     assert out["lines"][0]["in"] >= 3
 
 
+VTEST_REFERENCES = sorted((REPO / "benchmarks" / "data" / "vtest").glob("*.json"))
+
+
 @pytest.mark.slow
-def test_the_long_clip_is_counted_right_with_yolox_nano(vtest_avi: Path) -> None:
-    shared_path("models")
-    reference = json.loads((REPO / "benchmarks" / "data" / "vtest_lines.json").read_text())
-    args = [a for ln in reference["lines"] for a in ("--line", ",".join(map(str, ln["line"])))]
-    out = run_json("count", str(vtest_avi), *args, "--model", "yolox-nano", "--json")
-    error = truth = 0
-    for got, want in zip(out["lines"], reference["lines"], strict=True):
-        error += abs(got["in"] - want["true_in"]) + abs(got["out"] - want["true_out"])
-        truth += want["true_in"] + want["true_out"]
-    assert 1 - error / truth >= 0.90
+def test_the_default_model_counts_the_long_clip_right_event_by_event(vtest_avi: Path) -> None:
+    """Five reviewed lines across and along the walkway of vtest.avi (the issue's aim)."""
+    assert len(VTEST_REFERENCES) >= 5
+    refs = [a for p in VTEST_REFERENCES for a in ("--reference", str(p))]
+    out = run_json("eval", str(vtest_avi), *refs, "--no-gate", "--json")
+    assert out["model"] == "yolox-nano" and out["tolerance_s"] == 1.0
+    assert len(out["lines"]) == len(VTEST_REFERENCES)
+    assert out["count_accuracy"] >= 0.95
+    assert out["events"]["f1"] >= 0.93
+    events = out["events"]
+    assert events["tp"] + events["fn"] == sum(
+        ln["true_in"] + ln["true_out"] for ln in out["lines"]
+    )
+    assert events["tp"] + events["fp"] == sum(ln["in"] + ln["out"] for ln in out["lines"])
+
+
+def test_count_events_round_trip_through_eval(tmp_path: Path) -> None:
+    """What `count --events` writes is a reference `eval` reads: the same run scores 1.0, and
+    a reference with one crossing moved out of tolerance scores one miss and one false."""
+    seq = shared_path("data", "footfall", "tud_stadtmitte")
+    events = tmp_path / "events.jsonl"
+    lines = ["450,200,450,480", "320,200,320,480"]
+    proc = edgetally("count", str(seq), *[a for ln in lines for a in ("--line", ln)],
+                     "--events", str(events), "--json")
+    assert proc.returncode == 0, proc.stderr
+    counted = json.loads(proc.stdout)
+    rows = [json.loads(r) for r in events.read_text().splitlines()]
+    assert len(rows) == sum(ln["in"] + ln["out"] for ln in counted["lines"]) >= 3
+    for row in rows:
+        assert set(row) == {"t", "time", "frame", "line", "line_id", "dir", "track"}
+        assert row["t"] == pytest.approx(row["frame"] / 25.0, abs=1e-3)  # 25 fps
+        assert row["line"] in ([450, 200, 450, 480], [320, 200, 320, 480])
+    assert f"wrote {events} ({len(rows)} crossings)" in proc.stderr
+    # Every line needs a crossing in the reference to be scored: both lines have some here.
+    assert {tuple(r["line"]) for r in rows} == {(450, 200, 450, 480), (320, 200, 320, 480)}
+    out = run_json("eval", str(seq), "--reference", str(events), "--json")
+    assert out["events"] == {"tp": len(rows), "fp": 0, "fn": 0,
+                             "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert out["count_accuracy"] == 1.0
+    moved = [dict(r) for r in rows]
+    moved[0]["t"] += 3.0
+    shifted = tmp_path / "shifted.jsonl"
+    shifted.write_text("".join(json.dumps(r) + "\n" for r in moved))
+    out = run_json("eval", str(seq), "--reference", str(shifted), "--json")
+    assert (out["events"]["tp"], out["events"]["fp"], out["events"]["fn"]) == (
+        len(rows) - 1, 1, 1
+    )
+    assert out["count_accuracy"] == 1.0  # net counts cannot see it
+    wide = run_json("eval", str(seq), "--reference", str(shifted), "--tolerance-s", "3.5",
+                    "--json")
+    assert wide["events"]["f1"] == 1.0
+
+
+def test_eval_scores_events_against_mot_truth() -> None:
+    seq = shared_path("data", "footfall", "tud_campus")
+    out = run_json("eval", str(seq), "--line", "320,250,320,480", "--json")
+    (line,) = out["lines"]
+    assert (line["true_in"], line["true_out"]) == (4, 1)
+    assert line["tp"] + line["fn"] == 5 and line["tp"] + line["fp"] == line["in"] + line["out"]
+    assert {"tp", "fp", "fn", "precision", "recall", "f1"} <= set(out["events"])
+    proc = edgetally("eval", str(seq), "--line", "320,250,320,480")
+    assert proc.returncode == 0, proc.stderr
+    assert "events (within 1 s, same direction)" in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -112,6 +168,14 @@ def test_the_long_clip_is_counted_right_with_yolox_nano(vtest_avi: Path) -> None
         (["count", "{seq}", "--line", "1,2,3"], ["four numbers"]),
         (["count", "{seq}"], ["--line"]),
         (["eval", "{junkdir}", "--line", "1,1,5,5"], ["not a MOT sequence"]),
+        (["eval", "{seq}"], ["--line", "--reference"]),
+        (["eval", "{seq}", "--reference", "{junk}"], ["reference", "junk.avi"]),
+        (["eval", "{seq}", "--reference", "missing.json"], ["reference missing.json"]),
+        (["eval", "{seq}", "--reference", "{ref}", "--line", "1,1,5,5"], ["not both"]),
+        (["eval", "{seq}", "--reference", "{ref}", "--tolerance-s", "-1"], ["--tolerance-s"]),
+        (["count", "{seq}", "--line", "1,1,5,5", "--events", "{junkdir}"], ["is a folder"]),
+        (["count", "{seq}", "--line", "1,1,5,5", "--events", "nodir/e.jsonl"],
+         ["does not exist"]),
     ],
 )
 def test_bad_input_is_one_line_and_a_non_zero_exit(
@@ -128,7 +192,9 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(
         seq = tmp_path / "frames"
         seq.mkdir()
         cv2.imwrite(str(seq / "0.png"), __import__("numpy").zeros((480, 640, 3), "uint8"))
-    values = {"junk": junk, "seq": seq, "bad_model": bad_model, "junkdir": junkdir}
+    ref = tmp_path / "ref.json"
+    ref.write_text('{"line": [1, 1, 5, 5], "events": [{"t": 0.5, "dir": "in"}]}')
+    values = {"junk": junk, "seq": seq, "bad_model": bad_model, "junkdir": junkdir, "ref": ref}
     proc = edgetally(*[a.format(**values) for a in args])
     assert_one_line_error(proc, *words)
 
@@ -165,5 +231,9 @@ def test_models_verify_and_list() -> None:
     assert {r["name"]: r["status"] for r in rows} == dict.fromkeys(BUILT_IN, "ok")
     listed = run_json("models", "list", "--json")
     assert [r["name"] for r in listed] == BUILT_IN
-    proc = edgetally("models", "verify", "yolox-nano", models=False)
+    proc = edgetally("models", "verify", "ssd-mobilenet-v1-coco-quant", models=False)
     assert proc.returncode == 1 and "missing" in proc.stdout
+    # The two Apache-2.0 detectors ship inside the package: found with no model directory.
+    for shipped in ("yolox-nano", "lwpd"):
+        proc = edgetally("models", "verify", shipped, models=False)
+        assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout

@@ -310,12 +310,14 @@ def test_models_show_prints_no_none_and_list_says_how_to_get_a_file(tmp_path: Pa
     for name in ("yolox-nano", "pedestrian-ssdlite"):
         code, out, _ = edgetally("models", "show", name, env=env)
         assert code == 0 and "None" not in out
-    code, out, _ = edgetally("models", "show", "yolox-nano", env=env)
-    assert f"put yolox_nano.onnx in one of {tmp_path}" in out
+    code, out, _ = edgetally("models", "show", "ssd-mobilenet-v1-coco-quant", env=env)
+    assert f"put ssd_mobilenet_v1_coco_quant.tflite in one of {tmp_path}" in out
     code, out, _ = edgetally("models", "list", env=env)
     lines = out.splitlines()
     assert lines[0].split() == ["MODEL", "FORMAT", "FAMILY", "LICENSE", "FILE"]
-    assert any("yolox-nano" in ln and "missing (yolox_nano.onnx)" in ln for ln in lines)
+    assert any("ssd-mobilenet-v1-coco-quant" in ln
+               and "missing (ssd_mobilenet_v1_coco_quant.tflite)" in ln for ln in lines)
+    assert not any("yolox-nano" in ln and "missing" in ln for ln in lines)  # shipped
     assert "a missing file goes in a model directory" in lines[-1] and str(tmp_path) in lines[-1]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, VTEST, Broker, shared_path
+from tests.conftest import REPO, VTEST, Broker
 
 RUNTIMES = ("onnxruntime", "openvino", "ai_edge_litert")
 FLEET_ONLY = ("duckdb", "pyarrow", "fastapi", "uvicorn", "amqtt")
@@ -70,12 +70,14 @@ def test_a_missing_extra_is_one_line_naming_it() -> None:
 def test_a_device_install_counts_and_publishes_without_the_fleet(
     tmp_path: Path, mosquitto: Broker
 ) -> None:
-    model = shared_path("models", "yolox_nano.onnx")  # the lean install has no OpenVINO
+    # The default model ships inside the package: no model directory, no ../shared.
     if not VTEST.exists():
         pytest.skip("vtest.avi missing: install Debian's opencv-doc (./run install does)")
     venv = tmp_path / "device-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("VIRTUAL_ENV", "PYTHON", "EDGETALLY_MODEL_DIRS"))}
+    env["HOME"] = str(tmp_path / "home")  # no model cache either
     pip = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{REPO}[device,onnxruntime]"],
         capture_output=True, text=True, timeout=1200, env=env,
@@ -87,14 +89,15 @@ def test_a_device_install_counts_and_publishes_without_the_fleet(
         r = subprocess.run([py, "-c", f"import {module}"], capture_output=True, timeout=60)
         assert r.returncode != 0, f"{module} is in the device install"
     count = subprocess.run(
-        [cli, "count", str(VTEST), "--model", str(model), "--line", "200,140,200,300",
-         "--max-frames", "40", "--json"],
+        [cli, "count", str(VTEST), "--line", "200,140,200,300", "--max-frames", "40", "--json"],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert count.returncode == 0, count.stderr
-    assert json.loads(count.stdout)["frames"] == 40
+    counted = json.loads(count.stdout)
+    assert counted["frames"] == 40
+    assert (counted["model"], counted["backend"]) == ("yolox-nano", "onnxruntime")
     run = subprocess.run(
-        [cli, "device", "run", str(VTEST), "--model", str(model),
+        [cli, "device", "run", str(VTEST),
          "--line", "door=200,140,200,300", "--site", "shop", "--device-id", "lean",
          "--broker", mosquitto.url, "--outbox", str(tmp_path / "outbox.db"),
          "--max-frames", "60", "--bucket-seconds", "1",
@@ -110,7 +113,7 @@ def test_a_device_install_counts_and_publishes_without_the_fleet(
     assert fleet.returncode == 1
     assert fleet.stderr.strip().splitlines()[-1].endswith("pip install 'edgetally[fleet]'")
     wrong = subprocess.run(
-        [cli, "count", str(VTEST), "--model", str(model), "--backend", "openvino",
+        [cli, "count", str(VTEST), "--backend", "openvino",
          "--line", "200,140,200,300", "--max-frames", "2"],
         capture_output=True, text=True, timeout=300, env=env,
     )

@@ -366,8 +366,16 @@ RULES: list[Rule] = [
         needs=("vtest",), after=exists("frame.png")),
     skip(r"edgetally count /usr/share/doc/opencv-doc/examples/data/vtest\.avi ",
          "all 795 frames of vtest.avi take 15-30 s here; the same clip and lines are counted "
-         "in tests/test_cli_footfall.py::test_the_long_clip_is_counted_right_with_yolox_nano"
-         " and the JSON's keys checked by test_count_prints_exactly_the_documented_json"),
+         "in tests/test_cli_footfall.py::test_the_default_model_counts_the_long_clip_right_"
+         "event_by_event and the JSON's keys checked by "
+         "test_count_prints_exactly_the_documented_json"),
+    skip(r"edgetally eval /usr/share/doc/opencv-doc/examples/data/vtest\.avi --no-gate "
+         r"--reference benchmarks/data/vtest/",
+         "all 795 frames of vtest.avi: tests/test_cli_footfall.py::test_the_default_model_"
+         "counts_the_long_clip_right_event_by_event runs eval with all five references"),
+    skip(r"edgetally count VIDEO --line 200,140,200,300 --events crossings\.jsonl ",
+         "placeholders the user fills in (VIDEO); --events and eval --reference on what it "
+         "wrote run in tests/test_cli_footfall.py::test_count_events_round_trip_through_eval"),
     skip(r"edgetally count VIDEO --line \.\.\. --annotate ",
          "placeholders the user fills in (VIDEO, --line ...); --annotate runs in "
          "tests/test_cli_footfall.py::test_annotate_writes_a_video_and_snapshot_a_png"),

