@@ -474,6 +474,19 @@ def plan_models(backends: list[str]) -> dict[str, tuple[str, Path] | str]:
 # --------------------------------------------------------------------------- the check
 
 
+def doctor_line(root: Path, log: Path) -> str:
+    """What ``edgetally doctor`` sees and recommends on the emulated arm64 device."""
+    try:
+        out = in_root(root, [f"{VENV}/bin/edgetally", "doctor", "--json"], log=log,
+                      what="edgetally doctor (arm64)")
+        data = json.loads(out)
+    except (CheckError, ValueError) as exc:
+        return f"  doctor       FAILED on arm64: {exc}"
+    cpu, rec = data["hardware"]["cpu"], data["recommendation"]
+    return (f"  doctor       arm64 sees {cpu['model']} ({cpu['arch']}, {cpu['cores']} cores, "
+            f"{' '.join(cpu['flags'])}); recommends {rec['cli_args']} {rec['precision']}")
+
+
 def extract_frames(video: Path, count: int, folder: Path) -> None:
     import cv2
 
@@ -512,6 +525,7 @@ def check(args: argparse.Namespace) -> int:
     wheel = build_edgetally_wheel(root, log)
     ensure_venv(root, wheel, backends, pins, log)
     t_venv = time.perf_counter()
+    print(doctor_line(root, log), flush=True)
     work = root / OPT.lstrip("/") / "check"
     frames = work / "frames"
     extract_frames(VTEST, args.frames, frames)
