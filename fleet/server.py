@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Any, Literal, get_args
 
 import uvicorn
 from edgetally.fleet.addresses import (
@@ -46,6 +47,10 @@ from edgetally.models.wire import DEFAULT_WINDOW, TimeWindow
 from fastapi import FastAPI
 
 API_PREFIX = "/api/v1"
+Role = Literal["ingest", "api", "all"]
+ROLES: tuple[str, ...] = get_args(Role)
+DEFAULT_SHARE_GROUP = "edgetally"
+DEFAULT_SESSION_EXPIRY_S = 60
 DEFAULT_DEAD_LETTER_DAYS = 30.0
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,45 @@ class FleetConfig:
     insecure: bool = False  # serve a non-loopback address without tokens anyway
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES  # the largest bundle upload taken
     window: TimeWindow | None = DEFAULT_WINDOW  # times a message may carry (None: any)
+    # Scale-out: "all" with one worker is one process doing everything; "api" serves the
+    # API, device statuses and rollouts; "ingest" workers share the messages (PostgreSQL).
+    role: Role = "all"
+    workers: int = 1  # ingest worker processes ("all" with more than one, or "ingest")
+    share_group: str | None = None  # the shared subscription's group (ingest workers)
+    session_expiry_s: int | None = None  # a worker's broker session after it vanished
+
+    @property
+    def scaled_out(self) -> bool:
+        """Whether ingest runs in shared-subscription workers (not in this process alone)."""
+        return self.role == "ingest" or (self.role == "all" and self.workers > 1)
+
+    def check_scale_out(self) -> None:
+        """Several ingest processes need a store several processes can write (PostgreSQL)."""
+        if self.role not in ROLES:
+            raise FleetError(f"unknown role {self.role!r}: use ingest, api or all")
+        if self.workers < 1:
+            raise FleetError(f"--workers must be 1 or more (got {self.workers})")
+        from edgetally.fleet.store.base import is_postgres_url
+
+        if self.workers > 1 and not is_postgres_url(self.db):
+            raise FleetError(
+                f"--workers {self.workers}: DuckDB allows one process; give a "
+                "postgresql:// store to run several ingest workers"
+            )
+
+    def for_workers(self) -> FleetConfig:
+        """This config as ingest workers take it: a share group and a session expiry."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            share_group=self.share_group or DEFAULT_SHARE_GROUP,
+            session_expiry_s=(
+                DEFAULT_SESSION_EXPIRY_S
+                if self.session_expiry_s is None
+                else self.session_expiry_s
+            ),
+        )
 
     @staticmethod
     def of(
@@ -133,6 +177,7 @@ class FleetServer:
         self._ticker: threading.Thread | None = None
         self._housekeeper: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._pool: Any = None  # the ingest WorkerPool of role "all" with several workers
         self.rollouts: RolloutService | None = None
         self.app: FastAPI | None = None  # the HTTP app while running (e.g. to set its state)
 
@@ -164,6 +209,9 @@ class FleetServer:
     def start(self) -> FleetServer:
         c = self.config
         c.check_exposure()
+        c.check_scale_out()
+        if c.role == "ingest":
+            raise FleetError("the ingest role serves no API: run it with fleet.workers")
         if c.insecure and not c.tokens_file and not is_loopback(c.http_host):
             log.warning(
                 "the API on %s:%d is open to every machine that reaches it (--insecure, "
@@ -179,14 +227,24 @@ class FleetServer:
         self._stopping.clear()
         try:
             self._start_housekeeping()
+            # "all" with one worker: everything here. Otherwise this process takes only the
+            # device statuses, unshared (the broker's order keeps the last will right),
+            # and the workers the rest.
+            statuses_only = c.role == "api" or c.scaled_out
             self._ingestor = Ingestor(
                 self._store,
                 IngestConfig(
-                    broker=c.broker, client_id=c.client_id, ca_file=c.ca_file,
-                    batch_max=c.batch_max, window=c.window,
+                    broker=c.broker,
+                    client_id=f"{c.client_id}-status" if statuses_only else c.client_id,
+                    ca_file=c.ca_file, batch_max=c.batch_max, window=c.window,
+                    status_only=statuses_only,
                 ),
             )
             self._ingestor.start()
+            if c.scaled_out:
+                from edgetally.fleet.workers import WorkerPool
+
+                self._pool = WorkerPool(c.for_workers(), c.workers).start()
             if c.rollouts_dir:
                 hooks.append(self._start_rollouts())
             self._hooks = tuple(hooks)
@@ -324,6 +382,9 @@ class FleetServer:
                 self._http_thread.join(timeout=10)
             self._http = None
             self._http_thread = None
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
         if self._ingestor is not None:
             self._ingestor.stop()
             self._ingestor = None

@@ -40,7 +40,25 @@ def serve(
         "127.0.0.1:8080", "--http", metavar="HOST:PORT", help="Where the analyst API listens."
     ),
     client_id: str = typer.Option(
-        "edgetally-fleet", "--client-id", metavar="ID", help="MQTT client id."
+        "edgetally-fleet", "--client-id", metavar="ID",
+        help="MQTT client id (ingest workers add -0, -1, ...; unique per machine).",
+    ),
+    role: str = typer.Option(
+        "all", "--role", metavar="ROLE",
+        help="all (one process does everything), api (API, device statuses, rollouts) or "
+        "ingest (workers sharing the messages; PostgreSQL when several).",
+    ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, metavar="N",
+        help="Ingest worker processes on an MQTT v5 shared subscription (roles ingest, all).",
+    ),
+    share_group: str = typer.Option(
+        "edgetally", "--share-group", metavar="NAME",
+        help="The shared subscription's group ($share/NAME/edgetally/#) of ingest workers.",
+    ),
+    session_expiry: int = typer.Option(
+        60, "--session-expiry", min=0, max=86_400, metavar="SECONDS",
+        help="How long the broker holds a vanished worker's share for its return.",
     ),
     ca: Path | None = typer.Option(None, "--ca", metavar="FILE", help="CA certificate for mqtts://."),
     offline_after: float = typer.Option(
@@ -98,9 +116,18 @@ def serve(
 ) -> None:
     """Subscribe to the broker, store every valid message, serve the analyst API; with
     --tokens the API needs bearer tokens, with --rollouts it also runs staged rollouts."""
-    from edgetally.fleet.server import FleetConfig, FleetServer
+    from edgetally.fleet.errors import FleetError
+    from edgetally.fleet.server import ROLES, FleetConfig, FleetServer
+    from edgetally.models.topics import check_id
     from edgetally.models.wire import TimeWindow
 
+    if role not in ROLES:
+        raise CommandError(f"unknown --role {role!r}: use ingest, api or all")
+    if role == "api" and workers != 1:
+        raise CommandError("--role api runs no ingest workers: drop --workers")
+    if rollouts and role == "ingest":
+        raise CommandError("--rollouts runs in the api (or all) role, not in ingest workers")
+    check_id(share_group, "--share-group")
     if rollouts and (tokens is None or fleet_pubkey is None):
         raise CommandError("--rollouts needs --tokens FILE and --fleet-pubkey KEY")
     config = FleetConfig.of(
@@ -120,11 +147,22 @@ def serve(
         max_heavy_queries=max_heavy_queries,
         dead_letter_days=dead_letter_days or None,
         insecure=insecure,
+        role=role,
+        workers=workers,
+        share_group=share_group,
+        session_expiry_s=session_expiry,
         window=TimeWindow(
             earliest=earliest if earliest.tzinfo else earliest.replace(tzinfo=UTC),
             max_ahead_s=max_ahead,
         ),
     )
+    try:
+        config.check_scale_out()
+    except FleetError as exc:
+        raise CommandError(str(exc)) from None
+    if role == "ingest":
+        _serve_ingest(config)
+        return
     config.check_exposure()
     if insecure and tokens is None:
         typer.echo(
@@ -157,6 +195,54 @@ def serve(
         f"duplicates skipped, {c.dead_letters} dead letters",
         err=True,
     )
+
+
+def _serve_ingest(config: Any) -> None:
+    """``--role ingest``: one worker in this process, or a pool of worker processes."""
+    from edgetally.fleet.workers import IngestWorker, WorkerPool, worker_client_id
+
+    done = threading.Event()
+
+    def _stop(_sig: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    group = config.for_workers()
+    what = (
+        f"{config.workers} ingest workers" if config.workers > 1 else "an ingest worker"
+    )
+    typer.echo(
+        f"fleet: {what} on $share/{group.share_group}/edgetally/# at {config.broker}, "
+        f"store {_redacted(config.db)}, session expiry {group.session_expiry_s} s (Ctrl-C stops)",
+        err=True,
+    )
+    if config.workers > 1:
+        with WorkerPool(config, config.workers):
+            _wait(done)
+        typer.echo("fleet: ingest workers stopped", err=True)
+        return
+    with IngestWorker(config, worker_client_id(config, 0)) as worker:
+        _wait(done)
+        c = worker.counters()
+    typer.echo(
+        f"fleet: stopped; {c.aggregates_new} aggregates stored, {c.aggregates_duplicate} "
+        f"duplicates skipped, {c.dead_letters} dead letters",
+        err=True,
+    )
+
+
+def _wait(done: threading.Event) -> None:
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def _redacted(db: str) -> str:
+    from edgetally.models.broker_url import redact_url
+
+    return redact_url(db)
 
 
 def _when(text: str | None, what: str) -> datetime | None:

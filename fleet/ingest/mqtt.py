@@ -11,6 +11,20 @@ Audio and shelf messages are validated the same way and written right after the 
 their batch (:func:`edgetally.fleet.store.sensors.write_sensors`, its own transaction), with the
 same retries; like everything else they are kept once per (site, device, epoch, seq).
 
+MQTT v5, and a message is acknowledged (PUBACK) only once its batch is committed: a fleet
+that dies with messages received but not stored gets them again from the broker on its
+return (its session, the same client id, persists; stored again they are duplicates).
+
+Scaling out: with ``share_group`` the subscription is an MQTT v5 shared subscription
+(``$share/<group>/edgetally/#``) and each message reaches one of the group's workers. Such a
+worker's session expires ``session_expiry_s`` after it vanishes: until then the broker keeps
+routing its share to it and holds it (Mosquitto 2 does not hand a member's unacknowledged
+or held messages to the others), on its return within that time it gets them all; after
+it, they are gone and the others get everything. So the expiry is how long a restart may
+take without loss, and how long a worker that never comes back withholds its share: short
+(a minute), with a supervisor that restarts a dead worker at once (``fleet serve
+--workers N``). Statuses are not taken by shared workers (see ``status_only``).
+
 No message can stop ingest: a time outside the fleet's window (:class:`TimeWindow`) is a
 dead letter like any invalid payload, anything unexpected while validating one message
 dead-letters that message with the reason, and a batch whose write fails unexpectedly is
@@ -52,6 +66,8 @@ from edgetally.models.wire import (
     parse,
 )
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -76,6 +92,30 @@ class IngestConfig:
     batch_wait_s: float = 0.05
     queue_max: int = 100_000
     connect_timeout_s: float = 10.0
+    share_group: str | None = None  # an MQTT v5 shared subscription of this group
+    session_expiry_s: int | None = None  # None: the session outlives any absence
+    status_only: bool = False  # only device statuses (the one unshared status subscriber)
+
+    @property
+    def topic_filter(self) -> str:
+        """What the client subscribes to."""
+        if self.status_only:
+            return f"{TOPIC_PREFIX}/+/+/status"
+        if self.share_group:
+            return f"$share/{self.share_group}/{self.subscription}"
+        return self.subscription
+
+    @property
+    def skipped_kinds(self) -> frozenset[str]:
+        """Kinds this client receives and leaves: statuses on a shared subscription (their
+        order matters, and only an unshared subscriber keeps it)."""
+        if self.share_group:
+            return self.ignored_kinds | {"status"}
+        return self.ignored_kinds
+
+
+NEVER_EXPIRES = 0xFFFF_FFFF  # MQTT v5: a session expiry interval of this many s never ends
+Item = tuple[str, bytes, datetime, int]  # topic, payload, received at, MQTT message id
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +175,7 @@ class Ingestor:
     def __init__(self, store: Store, config: IngestConfig) -> None:
         self._store = store
         self._config = config
-        self._queue: queue.Queue[tuple[str, bytes, datetime]] = queue.Queue(config.queue_max)
+        self._queue: queue.Queue[Item] = queue.Queue(config.queue_max)
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {
             f.name: 0
@@ -149,7 +189,8 @@ class Ingestor:
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
-            clean_session=False,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,  # acknowledged once stored (:meth:`_ack`)
         )
         if config.broker.username:
             self._client.username_pw_set(config.broker.username, config.broker.password)
@@ -167,11 +208,11 @@ class Ingestor:
             self._connect_error = str(reason)
             log.warning("broker refused the connection: %s", reason)
             return
-        client.subscribe(self._config.subscription, qos=1)
+        client.subscribe(self._config.topic_filter, qos=1)
         self._connect_error = None
         self._connected.set()
         log.info(
-            "connected to %s, subscribed to %s", self._config.broker, self._config.subscription
+            "connected to %s, subscribed to %s", self._config.broker, self._config.topic_filter
         )
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -186,7 +227,7 @@ class Ingestor:
             topic = bytes(msg._topic).decode("utf-8", "replace")
         except Exception:  # never let one message end paho's network thread
             topic = "?"
-        item = (topic, bytes(msg.payload or b""), datetime.now(UTC))
+        item = (topic, bytes(msg.payload or b""), datetime.now(UTC), int(msg.mid))
         with self._lock:
             self._counts["received"] += 1
         while True:
@@ -206,8 +247,15 @@ class Ingestor:
         b = self._config.broker
         self._worker = threading.Thread(target=self._run, name="fleet-ingest", daemon=True)
         self._worker.start()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+        expiry = self._config.session_expiry_s
+        props.SessionExpiryInterval = NEVER_EXPIRES if expiry is None else expiry
+        # Messages in flight to us before our PUBACKs (sent once a batch is stored).
+        props.ReceiveMaximum = min(65_535, max(100, 2 * self._config.batch_max))
         try:
-            self._client.connect(b.host, b.port, keepalive=30)
+            self._client.connect(
+                b.host, b.port, keepalive=30, clean_start=False, properties=props
+            )
         except (OSError, ValueError) as exc:
             self._stop_worker()
             raise FleetError(f"cannot reach the MQTT broker at {b}: {exc}") from None
@@ -264,7 +312,16 @@ class Ingestor:
 
     # -- the ingest thread -------------------------------------------------------------------
 
-    def _take(self) -> list[tuple[str, bytes, datetime]]:
+    def _ack(self, items: list[Item]) -> None:
+        """Acknowledge stored messages, in the order they came (MQTT wants that)."""
+        for item in items:
+            if item[3]:
+                try:
+                    self._client.ack(item[3], 1)
+                except (OSError, ValueError, RuntimeError) as exc:  # gone: redelivered later
+                    log.debug("cannot acknowledge message %d: %s", item[3], exc)
+
+    def _take(self) -> list[Item]:
         try:
             items = [self._queue.get(timeout=0.1)]
         except queue.Empty:
@@ -291,22 +348,23 @@ class Ingestor:
                     return
                 continue
             try:
-                self._handle(items)
+                if self._handle(items):
+                    self._ack(items)
             except Exception as exc:  # a bug must not end ingest: one message at a time
                 log.exception("ingest batch of %d messages failed; retrying one by one", len(items))
                 self._count("loop_errors")
                 for item in items:
-                    self._handle_one(item, exc)
+                    if self._handle_one(item, exc):
+                        self._ack([item])
 
-    def _handle_one(self, item: tuple[str, bytes, datetime], first: Exception) -> None:
+    def _handle_one(self, item: Item, first: Exception) -> bool:
         """One message of a batch that failed unexpectedly: stored if it can be, else a
-        dead letter with the reason (else counted lost)."""
+        dead letter with the reason (else counted lost); True when it was stored."""
         try:
-            self._handle([item])
-            return
+            return self._handle([item])
         except Exception as exc:
             reason = _unexpected("storing this message", exc)
-        topic, payload, at = item
+        topic, payload, at, _mid = item
         try:
             batch = IngestBatch(dead=(dead_letter(topic, payload, reason, at),), received_at=at)
             result = self._write(batch)
@@ -316,12 +374,14 @@ class Ingestor:
         with self._lock:
             self._counts["processed"] += 1
             self._counts["lost" if result is None else "dead_letters"] += 1
+        return result is not None
 
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self._counts[name] += n
 
-    def _handle(self, items: list[tuple[str, bytes, datetime]]) -> None:
+    def _handle(self, items: list[Item]) -> bool:
+        """Validate and store ``items``; True when all of it was stored (to acknowledge)."""
         batch, sensors, ignored = self.build_batch(items)
         result = self._write(batch)
         sensed = self._write_sensors(sensors)
@@ -338,7 +398,7 @@ class Ingestor:
                     c[name] += getattr(sensed, name)
             if result is None:
                 c["lost"] += len(batch)
-                return
+                return False
             c["batches"] += 1
             c["aggregates_new"] += result.aggregates_new
             c["aggregates_duplicate"] += result.aggregates_duplicate
@@ -347,14 +407,16 @@ class Ingestor:
             c["statuses"] += result.statuses
             c["dead_letters"] += result.dead_letters
             c["conflicts"] += result.conflicts
+        return sensed is not None
 
     def build_batch(
-        self, items: list[tuple[str, bytes, datetime]]
+        self, items: list[Item] | list[tuple[str, bytes, datetime]]
     ) -> tuple[IngestBatch, SensorBatch, int]:
         """Validate raw messages into a batch (and the audio and shelf messages apart);
         returns both and how many were ignored."""
         aggs: list[Aggregate] = []
         statuses: list[DeviceStatus] = []
+        status_received: list[datetime] = []
         power: list[PowerReading] = []
         audio: list[AudioLevels] = []
         shelf: list[ShelfState] = []
@@ -362,8 +424,9 @@ class Ingestor:
         dead: list[DeadLetter] = []
         ignored = 0
         prefix = TOPIC_PREFIX + "/"
-        for topic, payload, at in items:
-            if topic.startswith(prefix) and topic.rsplit("/", 1)[-1] in self._config.ignored_kinds:
+        skipped = self._config.skipped_kinds
+        for topic, payload, at, *_mid in items:
+            if topic.startswith(prefix) and topic.rsplit("/", 1)[-1] in skipped:
                 ignored += 1
                 continue
             try:
@@ -382,6 +445,7 @@ class Ingestor:
                 aggs.append(message)
             elif isinstance(message, DeviceStatus):
                 statuses.append(message)
+                status_received.append(at)
             elif isinstance(message, AudioLevels):
                 audio.append(message)
             elif isinstance(message, ShelfState):
@@ -396,6 +460,7 @@ class Ingestor:
             seen=tuple(seen),
             dead=tuple(dead),
             received_at=datetime.now(UTC),
+            status_received=tuple(status_received),
         )
         sensors = SensorBatch(tuple(audio), tuple(shelf), received_at=batch.received_at)
         return batch, sensors, ignored

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -98,6 +99,11 @@ class Store(Protocol):
 
     def write(self, batch: IngestBatch) -> IngestResult:
         """Store a batch in one transaction; rows already stored (device + seq) are skipped."""
+        ...
+
+    def prepare_months(self, starts: Sequence[datetime]) -> None:
+        """Make ready to store raw rows starting at ``starts`` (PostgreSQL: create their
+        monthly partitions; DuckDB: nothing)."""
         ...
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> Table:

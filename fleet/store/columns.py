@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edgetally.fleet.store.records import DeadLetter, IngestBatch, IngestResult
@@ -24,11 +24,12 @@ from edgetally.fleet.store.sql import (
     STATUS_COLUMNS,
 )
 from edgetally.models.topics import topic_for
-from edgetally.models.wire import WireModel, to_json
+from edgetally.models.wire import DeviceStatus, WireModel, to_json
 
 Columns = dict[str, list[Any]]
 Key = tuple[str, str, str, int]  # site, device, epoch, seq
 HEAD_CHARS = 200
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def digest(message: WireModel) -> int:
@@ -64,6 +65,12 @@ def conflict_letter(
         payload_head=body[: HEAD_CHARS * 4].decode("utf-8", "replace")[:HEAD_CHARS],
         payload_sha256=hashlib.sha256(body).hexdigest(),
     )
+
+
+def status_rank(received: datetime) -> int:
+    """The order of a status: when the fleet received it, in microseconds since 1970."""
+    when = received if received.tzinfo else received.replace(tzinfo=UTC)
+    return (when - _EPOCH) // timedelta(microseconds=1)
 
 
 def naive_utc(value: datetime) -> datetime:
@@ -160,6 +167,18 @@ class StagedBatch:
         return dead, per_device
 
 
+def count_columns(pairs: list[tuple[Any, ...]]) -> Columns:
+    """(site, device, n) rows summing the rows given: (site, device) counts one,
+    (site, device, n) counts n (the new rows of each table, as the inserts return them)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for p in pairs:
+        counts[(str(p[0]), str(p[1]))] += int(p[2]) if len(p) > 2 else 1
+    out = _empty(("site", "device", "n"))
+    for (site, device), n in counts.items():
+        _add(out, (site, device, n))
+    return out
+
+
 def merge_columns(first: Columns, second: Columns) -> Columns:
     """Two column sets of one table, one after the other."""
     return {name: first[name] + second[name] for name in first}
@@ -244,10 +263,17 @@ def stage(batch: IngestBatch) -> StagedBatch:
             seen[(s.site, s.device)] = (at, at, 1)
         else:
             seen[(s.site, s.device)] = (min(prev[0], at), max(prev[1], at), prev[2] + 1)
-    for (site, device), (first, last, n) in seen.items():
-        _add(out.seen, (device, site, first, last, n))
-    latest = {(st.site, st.device): st for st in batch.statuses}  # the last received wins
-    for st in latest.values():
+    for (site, device), (first, last, _n) in seen.items():
+        _add(out.seen, (device, site, first, last, 0))  # messages: counted once stored
+    base = status_rank(received)
+    latest: dict[tuple[str, str], tuple[DeviceStatus, int]] = {}
+    for i, st in enumerate(batch.statuses):  # the last received wins
+        when = batch.status_received[i] if i < len(batch.status_received) else None
+        rank = base + i if when is None else status_rank(when)
+        kept = latest.get((st.site, st.device))
+        if kept is None or rank >= kept[1]:
+            latest[(st.site, st.device)] = (st, rank)
+    for st, rank in latest.values():
         _add(
             out.status,
             (
@@ -261,6 +287,7 @@ def stage(batch: IngestBatch) -> StagedBatch:
                 st.uptime_s,
                 st.errors,
                 st.last_error,
+                rank,
             ),
         )
     for dl in batch.dead:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,13 @@ from edgetally.fleet.store.base import (
     rollup_columns_complete,
     timeout_message,
 )
-from edgetally.fleet.store.columns import Columns, StagedBatch, merge_columns, stage
+from edgetally.fleet.store.columns import (
+    Columns,
+    StagedBatch,
+    count_columns,
+    merge_columns,
+    stage,
+)
 from edgetally.fleet.store.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.store.sql import Dialect
 
@@ -77,6 +84,7 @@ class DuckDBStore:
             migrate_identity(self)
             for statement in sql.schema(self._dialect.double):
                 self._con.execute(statement).fetchall()
+            self._con.execute(sql.add_status_rank()).fetchall()
             fill_missing_rollups(self)
             self._has_rollups = True
         else:  # a file from before the rollups cannot get them while read-only
@@ -111,38 +119,48 @@ class DuckDBStore:
             self._local.cur = cur
         return cur
 
+    def prepare_months(self, starts: Sequence[datetime]) -> None:
+        """Nothing to prepare: the DuckDB tables are not partitioned."""
+
     def write(self, batch: IngestBatch) -> IngestResult:
         staged = stage(batch)
         cur = self._cursor()
         try:
             cur.begin()
-            agg_new = self._load_aggregates(cur, staged)
+            self._load(cur, "stage_seen", staged.seen, sql.upsert_seen)
+            new_rows = self._load_aggregates(cur, staged)
             self._load(cur, "stage_events", staged.events, sql.insert_events)
-            power_new = self._load(
+            power_rows = self._load_rows(
                 cur, "stage_power", staged.power, sql.insert_power,
                 lambda name: staged.note_stored_conflicts(
                     "power", cur.execute(sql.conflicts("power", name)).fetchall()
                 ),
             )
-            self._load(cur, "stage_seen", staged.seen, sql.upsert_seen)
-            self._load(cur, "stage_status", staged.status, sql.update_status)
+            self._load_rows(cur, "stage_status", staged.status, sql.update_status)
             conflicts, per_device = staged.conflict_columns()
             dead_rows = merge_columns(staged.dead, conflicts)
             dead = self._load(cur, "stage_dead", dead_rows, sql.insert_dead)
             self._load(cur, "stage_conflicts", per_device, sql.add_conflicts)
+            counts = count_columns([*new_rows, *power_rows])
+            self._load(cur, "stage_counts", counts, sql.add_messages)
             cur.commit()
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 cur.rollback()
             raise StoreError(f"writing to {self._path} failed: {str(exc).splitlines()[0]}") from exc
-        return staged.result(agg_new, power_new, statuses=len(batch.statuses), dead_letters=dead)
+        return staged.result(
+            len(new_rows), len(power_rows), statuses=len(batch.statuses), dead_letters=dead
+        )
 
     @staticmethod
-    def _load_aggregates(cur: duckdb.DuckDBPyConnection, staged: StagedBatch) -> int:
-        """Insert the new aggregates, then add those (not duplicates) to the rollups."""
+    def _load_aggregates(
+        cur: duckdb.DuckDBPyConnection, staged: StagedBatch
+    ) -> list[tuple[str, str]]:
+        """Insert the new aggregates, then add those (not duplicates) to the rollups;
+        returns the (site, device) of each new one."""
         columns = staged.aggregates
         if not columns["device"]:
-            return 0
+            return []
         cur.register("stage_aggregates", pa.table(columns))
         try:
             new = cur.sql(sql.insert_aggregates_returning("stage_aggregates")).to_arrow_table()
@@ -158,7 +176,30 @@ class DuckDBStore:
                     cur.execute(sql.upsert_rollup(table, unit, "stage_new")).fetchall()
             finally:
                 cur.unregister("stage_new")
-        return int(new.num_rows)
+        sites = new.column("site").to_pylist()
+        devices = new.column("device").to_pylist()
+        return list(zip(sites, devices, strict=True))
+
+    @staticmethod
+    def _load_rows(
+        cur: duckdb.DuckDBPyConnection,
+        name: str,
+        columns: Columns,
+        statement: Any,
+        then: Callable[[str], None] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Like :meth:`_load`, for a statement returning a row per row it changed."""
+        first = next(iter(columns.values()))
+        if not first:
+            return []
+        cur.register(name, pa.table(columns))
+        try:
+            rows = cur.execute(statement(name)).fetchall()
+            if then is not None:
+                then(name)
+            return rows
+        finally:
+            cur.unregister(name)
 
     @staticmethod
     def _load(

@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from edgetally.fleet.store import sql
+from edgetally.fleet.store import partitions, sql
 from edgetally.fleet.store.base import (
     QueryTimeout,
     StoreError,
@@ -24,7 +26,7 @@ from edgetally.fleet.store.base import (
     present_tables,
     timeout_message,
 )
-from edgetally.fleet.store.columns import Columns, merge_columns, stage
+from edgetally.fleet.store.columns import Columns, count_columns, merge_columns, stage
 from edgetally.fleet.store.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.store.sql import Dialect
 
@@ -40,14 +42,12 @@ _STAGES: tuple[tuple[str, str], ...] = (
     ("stage_seen", f"SELECT {', '.join(sql.SEEN_COLUMNS)} FROM devices"),
     ("stage_status", f"SELECT {', '.join(sql.STATUS_COLUMNS)} FROM devices"),
     ("stage_conflicts", "SELECT site, device, conflicts AS n FROM devices"),
+    ("stage_counts", "SELECT site, device, messages AS n FROM devices"),
     ("stage_dead", f"SELECT {', '.join(sql.DEAD_COLUMNS)} FROM dead_letters"),
 )
 _INDEXES: tuple[str, ...] = (
-    "CREATE INDEX IF NOT EXISTS aggregates_start ON aggregates (start)",
-    "CREATE INDEX IF NOT EXISTS aggregates_site_start ON aggregates (site, start)",
-    "CREATE INDEX IF NOT EXISTS aggregates_device_start ON aggregates (device, start)",
-    "CREATE INDEX IF NOT EXISTS power_device_start ON power (device, start)",
-    "CREATE INDEX IF NOT EXISTS events_start ON events (start)",
+    *(statement for table in partitions.PARTITIONED for statement in partitions.indexes(table)),
+    "CREATE INDEX IF NOT EXISTS dead_letters_sha256 ON dead_letters (payload_sha256)",
     *(
         f"CREATE INDEX IF NOT EXISTS {table}_{cols.replace(', ', '_')} ON {table} ({cols})"
         for table, _unit in sql.ROLLUPS
@@ -91,6 +91,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What one staged statement changed: a row count, and the rows it returned."""
+
+    count: int
+    rows: list[tuple[Any, ...]]
+
+
 class PostgresStore:
     """A :class:`~edgetally.fleet.store.base.Store` on a PostgreSQL database."""
 
@@ -103,6 +111,7 @@ class PostgresStore:
         self._conns: list[Any] = []
         self._closed = False
         self._dialect = Dialect("postgres")
+        self._months: set[datetime] = set()  # months whose raw partitions exist
         conn = self._conn()
         try:
             with conn.transaction():
@@ -113,6 +122,13 @@ class PostgresStore:
                     present = present_tables(self)
                     for statement in sql.migrate_identity(self._dialect.double, present):
                         conn.execute(statement)
+                conn.execute(sql.add_status_rank())
+                creates = {
+                    text.split("(", 1)[0].split()[-1]: text
+                    for text in sql.schema(self._dialect.double)
+                }
+                for table in partitions.PARTITIONED:
+                    partitions.partition_existing(conn, table, creates[table])
                 for statement in _INDEXES:
                     conn.execute(statement)
         except psycopg.Error as exc:
@@ -160,50 +176,76 @@ class PostgresStore:
             )
         self._local.staged = True
 
+    def prepare_months(self, starts: Sequence[datetime]) -> None:
+        """Create the monthly raw partitions rows starting at ``starts`` need."""
+        try:
+            self._ensure_months(self._conn(), starts)
+        except psycopg.Error as exc:
+            raise StoreError(f"writing to {self.description} failed: {_first_line(exc)}") from exc
+
+    def _ensure_months(self, conn: Any, starts: Sequence[datetime]) -> None:
+        """Create the monthly raw partitions a batch needs (outside its transaction; two
+        workers creating the same one at once is fine)."""
+        for month in {partitions.month_of(s) for s in starts} - self._months:
+            for table in partitions.PARTITIONED:
+                # (another worker may make it meanwhile)
+                with contextlib.suppress(
+                    psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation
+                ):
+                    conn.execute(partitions.create_partition(table, month))
+            self._months.add(month)
+
     def write(self, batch: IngestBatch) -> IngestResult:
         staged = stage(batch)
         conn = self._conn()
         try:
             self._ensure_stages(conn)
+            self._ensure_months(conn, [*staged.aggregates["start"], *staged.power["start"]])
             with conn.transaction():
                 load = self._loader(conn)
-                agg_new = load(
-                    "stage_aggregates", staged.aggregates, sql.insert_aggregates_with_rollups
+                load("stage_seen", staged.seen, sql.upsert_seen)
+                new_rows = load(
+                    "stage_aggregates", staged.aggregates,
+                    lambda n: sql.insert_aggregates_with_rollups(n, partitioned=True),
                 )
                 # (the stages keep their rows until the transaction commits)
                 staged.note_stored_conflicts(
                     "agg", conn.execute(sql.conflicts("aggregates", "stage_aggregates")).fetchall()
                 )
-                load("stage_events", staged.events, sql.insert_events)
-                power_new = load("stage_power", staged.power, sql.insert_power)
+                load("stage_events", staged.events, lambda n: sql.insert_events(n, True))
+                power_rows = load("stage_power", staged.power, lambda n: sql.insert_power(n, True))
                 staged.note_stored_conflicts(
                     "power", conn.execute(sql.conflicts("power", "stage_power")).fetchall()
                 )
-                load("stage_seen", staged.seen, sql.upsert_seen)
                 load("stage_status", staged.status, sql.update_status)
                 conflicts, per_device = staged.conflict_columns()
                 dead = load("stage_dead", merge_columns(staged.dead, conflicts), sql.insert_dead)
                 load("stage_conflicts", per_device, sql.add_conflicts)
+                counts = count_columns([*new_rows.rows, *power_rows.rows])
+                load("stage_counts", counts, sql.add_messages)
         except psycopg.Error as exc:
             raise StoreError(f"writing to {self.description} failed: {_first_line(exc)}") from exc
-        return staged.result(agg_new, power_new, statuses=len(batch.statuses), dead_letters=dead)
+        agg_new = sum(int(r[2]) for r in new_rows.rows)
+        return staged.result(
+            agg_new, len(power_rows.rows), statuses=len(batch.statuses), dead_letters=dead.count
+        )
 
     @staticmethod
-    def _loader(conn: Any) -> Callable[[str, Columns, Callable[[str], str]], int]:
-        def load(name: str, columns: Columns, statement: Callable[[str], str]) -> int:
+    def _loader(conn: Any) -> Callable[[str, Columns, Callable[[str], str]], Loaded]:
+        def load(name: str, columns: Columns, statement: Callable[[str], str]) -> Loaded:
             names = list(columns)
             first = columns[names[0]]
             if not first:
-                return 0
+                return Loaded(0, [])
             with conn.cursor() as cur:
                 with cur.copy(f"COPY {name} ({', '.join(names)}) FROM STDIN") as copy:
                     for row in zip(*(columns[n] for n in names), strict=True):
                         copy.write_row(row)
                 cur.execute(statement(name))
-                if cur.description is not None:  # a statement that counts what it inserted
-                    row = cur.fetchone()
-                    return int(row[0]) if row else 0
-                return int(cur.rowcount)
+                if cur.description is not None:  # a statement returning what it changed
+                    rows = cur.fetchall()
+                    return Loaded(len(rows), rows)
+                return Loaded(int(cur.rowcount), [])
 
         return load
 

@@ -48,6 +48,10 @@ class IngestBatch:
     seen: tuple[Seen, ...] = ()
     dead: tuple[DeadLetter, ...] = ()
     received_at: datetime | None = None
+    # When the fleet received each status (same order as ``statuses``): the order a
+    # status is kept in (a later one replaces it, an earlier one never does). Empty: the
+    # batch's ``received_at``, then the order of ``statuses``.
+    status_received: tuple[datetime, ...] = ()
 
     def __len__(self) -> int:
         return len(self.aggregates) + len(self.statuses) + len(self.power) + len(self.dead)

@@ -173,12 +173,25 @@ def _record_conflicts(store: Store, letters: list[DeadLetter]) -> None:
         )
 
 
+def _count_stored(store: Store, keys: list[Key]) -> None:
+    """Add the messages newly stored to their devices' counters (a redelivery adds none)."""
+    per_device: dict[tuple[str, str], int] = {}
+    for site, device, _epoch, _seq in keys:
+        per_device[(site, device)] = per_device.get((site, device), 0) + 1
+    for (site, device), n in per_device.items():
+        store.execute(
+            "UPDATE devices SET messages = messages + ? WHERE site = ? AND device = ?",
+            (n, site, device),
+        )
+
+
 def write_sensors(store: Store, batch: SensorBatch) -> SensorResult:
     """Store a batch's audio and shelf messages (and their events) in one transaction."""
     if not len(batch):
         return SensorResult()
     rows = _rows(batch)
     at = batch.received_at or datetime.now(UTC)
+    store.prepare_months([naive_utc(m.start) for m in (*batch.audio, *batch.shelf)])
     store.execute("BEGIN")
     try:
         audio_new = _insert(store, "audio", AUDIO_COLUMNS, rows.audio)
@@ -195,6 +208,7 @@ def write_sensors(store: Store, batch: SensorBatch) -> SensorResult:
                 if stored not in (None, UNKNOWN_DIGEST, dig):
                     letters.append(conflict_letter(kind, message, stored, at))
         _record_conflicts(store, letters)
+        _count_stored(store, [*audio_new, *shelf_new])
         store.execute("COMMIT")
     except StoreError:
         with contextlib.suppress(StoreError):

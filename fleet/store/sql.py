@@ -80,6 +80,7 @@ STATUS_COLUMNS: tuple[str, ...] = (
     "uptime_s",
     "errors",
     "last_error",
+    "status_rank",
 )
 # Rollup tables of traffic and the unit their buckets are truncated to.
 ROLLUPS: tuple[tuple[str, Interval], ...] = (("traffic_hour", "hour"), ("traffic_day", "day"))
@@ -157,6 +158,7 @@ def schema(double: str) -> tuple[str, ...]:
             state VARCHAR NOT NULL, status_at TIMESTAMP,
             model VARCHAR, backend VARCHAR, fps {double}, uptime_s {double},
             errors BIGINT, last_error VARCHAR, conflicts BIGINT NOT NULL DEFAULT 0,
+            status_rank BIGINT,
             PRIMARY KEY (site, device))""",
         *(
             f"""CREATE TABLE IF NOT EXISTS {table} (
@@ -195,18 +197,34 @@ def sensor_schema(double: str) -> tuple[str, ...]:
     )
 
 
-def _insert_new(table: str, columns: tuple[str, ...], staged: str) -> str:
+def _insert_new(
+    table: str, columns: tuple[str, ...], staged: str, partitioned: bool = False
+) -> str:
+    """Insert the staged rows whose key is not stored. ``partitioned`` (PostgreSQL, by
+    month): the primary key holds ``start`` too, so the key is also looked for in the
+    neighbouring months (:func:`edgetally.fleet.store.partitions.key_absent`)."""
     cols = ", ".join(columns)
-    return f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staged} ON CONFLICT DO NOTHING"
+    where = ""
+    if partitioned:
+        from edgetally.fleet.store.partitions import key_absent
+
+        where = f" WHERE {key_absent(table, 's')}"
+    return (
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staged} AS s{where} "
+        "ON CONFLICT DO NOTHING"
+    )
 
 
-def insert_aggregates(staged: str) -> str:
-    return _insert_new("aggregates", AGG_COLUMNS, staged)
+def insert_aggregates(staged: str, partitioned: bool = False) -> str:
+    return _insert_new("aggregates", AGG_COLUMNS, staged, partitioned)
 
 
-def insert_aggregates_returning(staged: str) -> str:
+def insert_aggregates_returning(staged: str, partitioned: bool = False) -> str:
     """Insert the new rows and return what the rollups need of those (not of duplicates)."""
-    return f"{insert_aggregates(staged)} RETURNING {', '.join(ROLLUP_SOURCE_COLUMNS)}"
+    return (
+        f"{insert_aggregates(staged, partitioned)} "
+        f"RETURNING {', '.join(ROLLUP_SOURCE_COLUMNS)}"
+    )
 
 
 _ROLLUP_COLUMNS = ("in_count", "out_count", *(c for c, _k, _e in ROLLUP_ZONE_COLUMNS))
@@ -237,11 +255,15 @@ def upsert_rollup(table: str, unit: Interval, source: str) -> str:
     )
 
 
-def insert_aggregates_with_rollups(staged: str) -> str:
-    """One statement (PostgreSQL): insert new rows, add them to every rollup, count them."""
-    parts = [f"new_rows AS ({insert_aggregates_returning(staged)})"]
+def insert_aggregates_with_rollups(staged: str, partitioned: bool = False) -> str:
+    """One statement (PostgreSQL): insert new rows, add them to every rollup, count them
+    per device (site, device, n)."""
+    parts = [f"new_rows AS ({insert_aggregates_returning(staged, partitioned)})"]
     parts += [f"r_{table} AS ({upsert_rollup(table, unit, 'new_rows')})" for table, unit in ROLLUPS]
-    return f"WITH {', '.join(parts)} SELECT count(*) FROM new_rows"
+    return (
+        f"WITH {', '.join(parts)} SELECT site, device, count(*) FROM new_rows "
+        "GROUP BY site, device"
+    )
 
 
 def refill_rollups() -> tuple[str, ...]:
@@ -283,32 +305,59 @@ def rollups_missing() -> str:
     )
 
 
-def insert_events(staged: str) -> str:
-    return _insert_new("events", EVENT_COLUMNS, staged)
+def insert_events(staged: str, partitioned: bool = False) -> str:
+    return _insert_new("events", EVENT_COLUMNS, staged, partitioned)
 
 
-def insert_power(staged: str) -> str:
-    return _insert_new("power", POWER_COLUMNS, staged)
+def insert_power(staged: str, partitioned: bool = False) -> str:
+    """Insert the new power rows and return the (site, device) of each (for the counters)."""
+    return f"{_insert_new('power', POWER_COLUMNS, staged, partitioned)} RETURNING site, device"
 
 
 def upsert_seen(staged: str) -> str:
+    """Create the devices not seen before; first and last seen only ever widen, so writers
+    in any order (several ingest workers, a redelivery) leave the same row. The message
+    counter is not touched here: :func:`add_messages` counts what was stored."""
     cols = ", ".join(SEEN_COLUMNS)
     return (
         f"INSERT INTO devices ({cols}, state) SELECT {cols}, 'unknown' FROM {staged} "
         "ON CONFLICT (site, device) DO UPDATE SET "
-        "last_seen = greatest(devices.last_seen, excluded.last_seen), "
-        "messages = devices.messages + excluded.messages"
+        "first_seen = least(devices.first_seen, excluded.first_seen), "
+        "last_seen = greatest(devices.last_seen, excluded.last_seen)"
+    )
+
+
+def add_messages(staged: str) -> str:
+    """Add ``staged`` (site, device, n): message rows newly stored (aggregates, power,
+    audio, shelf; not statuses), so a redelivered message, or one two workers both
+    received, counts once."""
+    return (
+        f"UPDATE devices SET messages = devices.messages + s.n FROM {staged} AS s "
+        "WHERE devices.site = s.site AND devices.device = s.device"
     )
 
 
 def update_status(staged: str) -> str:
-    """The last status received wins (a last will carries the time it was set, older than
-    the statuses sent after it, and must still win)."""
+    """A status replaces the stored one only when its ``status_rank`` is higher.
+
+    The rank is the time the fleet received the status (microseconds), not the device's
+    ``at``: a last will carries the time it was registered, older than the statuses sent
+    after it, and must still win. Statuses are taken by one subscriber that is not shared
+    (the api process), which receives each device's statuses and its will in the broker's
+    order; the rank keeps a late or retried write, or a second api process, from putting
+    an older status back. Returns the (site, device) of each status applied."""
     sets = ", ".join(f"{c} = s.{c}" for c in STATUS_COLUMNS[2:])
     return (
         f"UPDATE devices SET {sets} FROM {staged} AS s "
-        "WHERE devices.site = s.site AND devices.device = s.device"
+        "WHERE devices.site = s.site AND devices.device = s.device "
+        "AND (devices.status_rank IS NULL OR s.status_rank > devices.status_rank) "
+        "RETURNING devices.site, devices.device"
     )
+
+
+def add_status_rank() -> str:
+    """The column a store from before ``status_rank`` lacks (added on open)."""
+    return "ALTER TABLE devices ADD COLUMN IF NOT EXISTS status_rank BIGINT"
 
 
 def conflicts(table: str, staged: str) -> str:
@@ -393,8 +442,16 @@ def migrate_identity(double: str, present: set[str]) -> tuple[str, ...]:
 
 
 def insert_dead(staged: str) -> str:
+    """Insert the dead letters whose payload hash (on that topic) is not stored yet: a
+    message redelivered to another worker, or sent twice, is one dead letter."""
     cols = ", ".join(DEAD_COLUMNS)
-    return f"INSERT INTO dead_letters ({cols}) SELECT {cols} FROM {staged}"
+    return (
+        f"INSERT INTO dead_letters ({cols}) SELECT {cols} FROM (SELECT {cols}, "
+        "row_number() OVER (PARTITION BY topic, payload_sha256 ORDER BY received_at) AS k "
+        f"FROM {staged}) AS s WHERE (k = 1 OR payload_sha256 IS NULL) AND NOT EXISTS "
+        "(SELECT 1 FROM dead_letters AS d WHERE d.payload_sha256 = s.payload_sha256 "
+        "AND d.topic = s.topic)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

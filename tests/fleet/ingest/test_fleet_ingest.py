@@ -112,12 +112,15 @@ def test_hostile_payloads_are_dead_lettered_while_valid_traffic_flows(
         k = fleet.counters()
         assert k.aggregates_new == len(good)
         assert k.aggregates_duplicate == len(replay)
-        assert k.dead_letters == len(bad)
+        # a payload sent again on the same topic is one dead letter (as a redelivery is)
+        distinct_bad = len(set(bad))
+        assert distinct_bad < len(bad)
+        assert k.dead_letters == distinct_bad
         assert k.ignored == 1 and k.lost == 0
         # still running: the API answers, and new valid traffic is still stored
         api = fleet.http_url
         health = httpx.get(f"{api}/api/v1/health").json()
-        assert health["tables"]["dead_letters"] == len(bad)
+        assert health["tables"]["dead_letters"] == distinct_bad
         c = publisher(mosquitto.url)
         publish_all(c, [valid("dev-9", 0, 0, 42)])
         c.loop_stop()
@@ -158,7 +161,7 @@ def test_hostile_payloads_are_dead_lettered_while_valid_traffic_flows(
     store = open_store(str(db), read_only=True)
     try:
         reasons = [r["reason"] for r in to_records(queries.dead_letters(store, limit=2000))]
-        assert len(reasons) == len(bad)
+        assert len(reasons) == distinct_bad
         joined = "\n".join(reasons)
         for needle in (
             "Invalid JSON",

@@ -1,0 +1,168 @@
+"""PostgreSQL: the raw message tables partitioned by month, and raw retention.
+
+``aggregates``, ``events`` and ``power`` (the rows every device sends every bucket) are
+declaratively partitioned by range of ``start``, one partition a month
+(``aggregates_p2024_06``), created when a batch first needs it. The rollups
+(``traffic_hour``, ``traffic_day``) are not partitioned: they are what analysts read, and
+they stay when raw months are dropped (:func:`drop_raw_months`), so a year by day still
+answers after the raw rows of that year are gone.
+
+A partitioned table's primary key must hold the partition key, so it is (site, device,
+epoch, seq, start): a redelivery (same start) is still kept out by it, and a message that
+reuses a stored key with another content (a conflict) is kept out by the insert itself,
+which looks for the key in the month of the message and the months on either side
+(:func:`key_absent`); a conflict further away in time is stored as a second row (and still
+dead-lettered as a conflict).
+
+Indexes: ``start`` gets a BRIN index (rows arrive nearly in time order, the index is a few
+pages per partition); per site and per device, B-trees on (site, start) and (device,
+start) as before. A store from before partitions is converted when it opens
+(:func:`partition_existing`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from edgetally.fleet.store.sql import KEY
+
+PARTITIONED: tuple[str, ...] = ("aggregates", "events", "power")
+# Each partitioned table's key columns beyond (site, device, epoch, seq).
+EXTRA_KEY: dict[str, tuple[str, ...]] = {"events": ("family", "event")}
+NEIGHBOUR_DAYS = 31  # how far from a message's start its key is looked for
+
+
+def month_of(value: datetime) -> datetime:
+    """The first instant of the month of ``value`` (naive UTC, as stored)."""
+    return datetime(value.year, value.month, 1)
+
+
+def next_month(month: datetime) -> datetime:
+    return datetime(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def partition_name(table: str, month: datetime) -> str:
+    return f"{table}_p{month:%Y_%m}"
+
+
+def month_of_partition(table: str, name: str) -> datetime | None:
+    """The month a partition of ``table`` holds, from its name (None: not one of ours)."""
+    prefix = f"{table}_p"
+    if not name.startswith(prefix):
+        return None
+    try:
+        return datetime.strptime(name[len(prefix):], "%Y_%m")
+    except ValueError:
+        return None
+
+
+def create_partition(table: str, month: datetime) -> str:
+    return (
+        f"CREATE TABLE IF NOT EXISTS {partition_name(table, month)} PARTITION OF {table} "
+        f"FOR VALUES FROM ('{month:%Y-%m-%d}') TO ('{next_month(month):%Y-%m-%d}')"
+    )
+
+
+def partitioned_create(plain_create: str, table: str) -> str:
+    """The CREATE of ``table`` (from :func:`edgetally.fleet.store.sql.schema`) as a table
+    partitioned by month: ``start`` joins the primary key."""
+    cols = ", ".join((*KEY, *EXTRA_KEY.get(table, ())))
+    old_pk = f"PRIMARY KEY ({cols}))"
+    if old_pk not in plain_create:
+        raise ValueError(f"unexpected schema of {table}: no {old_pk}")
+    return plain_create.replace(
+        old_pk, f"PRIMARY KEY ({cols}, start)) PARTITION BY RANGE (start)"
+    )
+
+
+def key_absent(table: str, staged: str) -> str:
+    """A condition on staged rows ``s``: no row of ``table`` holds the key in the month of
+    ``s.start`` or the months either side (run-time pruning reads only those)."""
+    on = " AND ".join(f"t.{c} = s.{c}" for c in (*KEY, *EXTRA_KEY.get(table, ())))
+    return (
+        f"NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {on} "
+        f"AND t.start >= s.start - INTERVAL '{NEIGHBOUR_DAYS} days' "
+        f"AND t.start < s.start + INTERVAL '{NEIGHBOUR_DAYS} days')"
+    )
+
+
+def indexes(table: str) -> tuple[str, ...]:
+    """The indexes of a partitioned raw table (created on the parent, so on every month)."""
+    out = [f"CREATE INDEX IF NOT EXISTS {table}_start_brin ON {table} USING brin (start)"]
+    if table == "aggregates":
+        out += [
+            "CREATE INDEX IF NOT EXISTS aggregates_site_start ON aggregates (site, start)",
+            "CREATE INDEX IF NOT EXISTS aggregates_device_start ON aggregates (device, start)",
+        ]
+    elif table == "power":
+        out.append("CREATE INDEX IF NOT EXISTS power_device_start ON power (device, start)")
+    return tuple(out)
+
+
+def is_partitioned(conn: Any, table: str) -> bool | None:
+    """True: partitioned; False: a plain table; None: no such table."""
+    row = conn.execute(
+        "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s AND n.nspname = current_schema()",
+        [table],
+    ).fetchone()
+    if row is None:
+        return None
+    kind = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
+    return kind == "p"
+
+
+def partition_existing(conn: Any, table: str, plain_create: str) -> bool:
+    """Turn the plain ``table`` (a store from before partitions) into one partitioned by
+    month, rows kept; in the caller's transaction. False when it was partitioned already."""
+    if is_partitioned(conn, table) is not False:
+        return False
+    old = f"{table}_unpartitioned"
+    conn.execute(f"ALTER TABLE {table} RENAME TO {old}")
+    # The old table's constraint and index names would clash with the new table's.
+    for (index,) in conn.execute(
+        "SELECT indexname FROM pg_indexes WHERE tablename = %s AND schemaname = current_schema()",
+        [old],
+    ).fetchall():
+        conn.execute(f"ALTER INDEX {index} RENAME TO {index}_unpartitioned")
+    conn.execute(partitioned_create(plain_create, table))
+    for (month,) in conn.execute(
+        f"SELECT DISTINCT date_trunc('month', start) FROM {old}"
+    ).fetchall():
+        conn.execute(create_partition(table, month_of(month)))
+    conn.execute(f"INSERT INTO {table} SELECT * FROM {old}")
+    conn.execute(f"DROP TABLE {old}")
+    return True
+
+
+def partitions(conn: Any, table: str) -> list[tuple[str, datetime]]:
+    """The monthly partitions of ``table``: (name, month), oldest first."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s",
+        [table],
+    ).fetchall()
+    out = []
+    for (name,) in rows:
+        month = month_of_partition(table, str(name))
+        if month is not None:
+            out.append((str(name), month))
+    return sorted(out, key=lambda item: item[1])
+
+
+def drop_raw_months(conn: Any, keep_months: int, now: datetime) -> list[str]:
+    """Drop the raw partitions of months that ended more than ``keep_months`` whole months
+    before ``now``'s month (the rollups stay); returns the names dropped."""
+    if keep_months < 1:
+        raise ValueError(f"keep at least one month of raw rows (got {keep_months})")
+    cutoff = month_of(now)
+    for _ in range(keep_months):
+        cutoff = datetime(cutoff.year - (cutoff.month == 1), (cutoff.month - 2) % 12 + 1, 1)
+    dropped: list[str] = []
+    for table in PARTITIONED:
+        for name, month in partitions(conn, table):
+            if month < cutoff:
+                conn.execute(f"DROP TABLE {name}")
+                dropped.append(name)
+    return dropped

@@ -1,0 +1,283 @@
+"""Ingest scaled out: workers on an MQTT v5 shared subscription writing to one PostgreSQL,
+the api process keeping device statuses in the broker's order, and what a dead worker's
+broker session does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.workers import IngestWorker, WorkerPool
+from edgetally.models.topics import DeviceId, SiteId, topic_for
+from edgetally.models.wire import DeviceStatus, to_json
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.conftest import Broker
+from tests.fleet.ingest.test_fleet_ingest import publish_all, publisher, valid
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _rows(pg_url: str, sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        return list(conn.execute(sql).fetchall())
+
+
+def _stored(pg_url: str) -> int:
+    return int(_rows(pg_url, "SELECT count(*) FROM aggregates")[0][0])
+
+
+def _wait(predicate: object, timeout: float = 60.0) -> bool:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def _messages(devices: int, per_device: int, first: int = 0) -> list[tuple[str, bytes]]:
+    return [
+        valid(f"dev-{d}", s, s, (d + s) % 7)
+        for s in range(first, first + per_device)
+        for d in range(devices)
+    ]
+
+
+def _status(device: str, state: str, at: datetime) -> bytes:
+    return to_json(
+        DeviceStatus(site=SiteId("shop"), device=DeviceId(device), at=at, state=state)  # type: ignore[arg-type]  # a literal state
+    )
+
+
+def test_two_workers_store_every_aggregate_once_with_counters_and_status_forward(
+    mosquitto: Broker, pg_url: str
+) -> None:
+    config = FleetConfig.of(mosquitto.url, pg_url, "127.0.0.1:0", role="api")
+    with FleetServer(config) as api, IngestWorker(
+        config, "worker-a"
+    ) as a, IngestWorker(config, "worker-b") as b:
+        messages = _messages(devices=5, per_device=120)
+        replay = messages[::7]  # sent again: stored once, counted once
+        # The status history of dev-0, watched while it is written: its rank never falls.
+        ranks: list[int] = []
+        watching = threading.Event()
+
+        def watch() -> None:
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                while not watching.is_set():
+                    rows = conn.execute(
+                        "SELECT status_rank FROM devices WHERE device = 'dev-0'"
+                    ).fetchall()
+                    if rows and rows[0][0] is not None:
+                        ranks.append(int(rows[0][0]))
+                    time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        c = publisher(mosquitto.url)
+        t0 = datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
+        try:
+            for i in range(0, len(messages), 100):
+                publish_all(c, messages[i : i + 100])
+                state = "online" if (i // 100) % 2 == 0 else "offline"
+                publish_all(
+                    c,
+                    [(topic_for("shop", "dev-0", "status"),
+                      _status("dev-0", state, t0 + timedelta(seconds=i)))],
+                )
+            publish_all(c, replay)
+            # The last status is the oldest by its own clock (as a last will is): it wins.
+            publish_all(
+                c, [(topic_for("shop", "dev-0", "status"), _status("dev-0", "offline", t0))]
+            )
+        finally:
+            c.loop_stop()
+            c.disconnect()
+        total = len(messages) + len(replay)
+        n_status = len(range(0, len(messages), 100)) + 1
+        assert _wait(
+            lambda: a.counters().processed + b.counters().processed >= total
+            and _stored(pg_url) == len(messages)
+            and api.counters().statuses == n_status
+        ), (str(a.counters().as_dict()), str(b.counters().as_dict()), str(api.counters().as_dict()))
+        watching.set()
+        watcher.join()
+        ka, kb = a.counters(), b.counters()
+        # the broker split the messages between the workers, each message to one of them
+        assert ka.processed > 0 and kb.processed > 0
+        assert ka.received + kb.received == total + n_status  # statuses reach them: left
+        assert ka.aggregates_new + kb.aggregates_new == len(messages)
+        assert ka.aggregates_duplicate + kb.aggregates_duplicate == len(replay)
+        assert ka.statuses == kb.statuses == 0 and ka.ignored + kb.ignored == n_status
+        dupes = _rows(
+            pg_url,
+            "SELECT count(*) FROM (SELECT 1 FROM aggregates GROUP BY site, device, epoch, seq "
+            "HAVING count(*) > 1) AS d",
+        )
+        assert dupes[0][0] == 0
+        per_device = dict(
+            (str(r[0]), int(str(r[1])))
+            for r in _rows(pg_url, "SELECT device, messages FROM devices ORDER BY device")
+        )
+        # stored rows, not deliveries: 120 aggregates each (statuses are not messages stored)
+        assert per_device == {f"dev-{d}": 120 for d in range(5)}
+        in_total = _rows(pg_url, "SELECT sum(in_count) FROM traffic_day")[0][0]
+        assert in_total == sum((d + s) % 7 for s in range(120) for d in range(5))
+        assert ranks == sorted(ranks) and len(set(ranks)) >= 2
+        state = _rows(pg_url, "SELECT state, status_at FROM devices WHERE device = 'dev-0'")
+        assert state == [("offline", t0.replace(tzinfo=None))]
+
+
+def test_a_device_last_will_wins_over_its_newer_online_status(
+    mosquitto: Broker, pg_url: str
+) -> None:
+    """The will carries the time it was registered, older than the online status sent
+    after it; the broker publishes it last, and the fleet keeps it."""
+    config = FleetConfig.of(mosquitto.url, pg_url, "127.0.0.1:0", role="api")
+    registered = datetime.now(UTC) - timedelta(minutes=5)
+    with FleetServer(config) as api:
+        dev = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgetally-shop-cam-1")
+        dev.will_set(
+            topic_for("shop", "cam-1", "status"), _status("cam-1", "offline", registered),
+            qos=1, retain=True,
+        )
+        dev.connect("127.0.0.1", mosquitto.port, keepalive=5)
+        dev.loop_start()
+        dev.publish(
+            topic_for("shop", "cam-1", "status"), _status("cam-1", "online", datetime.now(UTC)),
+            qos=1, retain=True,
+        ).wait_for_publish(10)
+        assert _wait(lambda: _rows(
+            pg_url, "SELECT state FROM devices WHERE device = 'cam-1'") == [("online",)])
+        dev.loop_stop()
+        sock = dev.socket()
+        assert sock is not None
+        sock.close()  # the device vanishes without a DISCONNECT: the broker sends its will
+        assert _wait(lambda: _rows(
+            pg_url, "SELECT state FROM devices WHERE device = 'cam-1'") == [("offline",)])
+        assert api.counters().statuses == 2
+
+
+def _worker_process(
+    broker: Broker, pg_url: str, client_id: str, expiry: int
+) -> subprocess.Popen[bytes]:
+    code = (
+        "import sys, threading\n"
+        "from edgetally.fleet.server import FleetConfig\n"
+        "from edgetally.fleet.workers import IngestWorker\n"
+        f"c = FleetConfig.of({broker.url!r}, {pg_url!r}, '127.0.0.1:0', role='ingest', "
+        f"session_expiry_s={expiry})\n"
+        f"with IngestWorker(c, {client_id!r}):\n"
+        "    print('ready', flush=True)\n"
+        "    threading.Event().wait()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=REPO
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+def test_a_killed_worker_that_returns_within_its_session_expiry_loses_nothing(
+    mosquitto: Broker, pg_url: str
+) -> None:
+    config = FleetConfig.of(mosquitto.url, pg_url, "127.0.0.1:0", role="ingest")
+    dead = _worker_process(mosquitto, pg_url, "worker-k", expiry=60)
+    with IngestWorker(config, "worker-l") as alive:
+        first = _messages(devices=4, per_device=50)
+        c = publisher(mosquitto.url)
+        try:
+            publish_all(c, first)
+            assert _wait(lambda: _stored(pg_url) == len(first))
+            dead.send_signal(signal.SIGKILL)
+            dead.wait(10)
+            second = _messages(devices=4, per_device=50, first=50)
+            publish_all(c, second)  # half of it is held for the dead worker
+            assert _wait(lambda: alive.counters().processed > 0)
+            time.sleep(0.5)
+            held = len(first) + len(second) - _stored(pg_url)
+            assert held > 0
+            back = _worker_process(mosquitto, pg_url, "worker-k", expiry=60)
+            try:
+                assert _wait(lambda: _stored(pg_url) == len(first) + len(second))
+            finally:
+                back.terminate()
+                back.wait(30)
+        finally:
+            c.loop_stop()
+            c.disconnect()
+
+
+def test_a_dead_worker_holds_its_share_only_until_its_session_expires(
+    mosquitto: Broker, pg_url: str
+) -> None:
+    config = FleetConfig.of(mosquitto.url, pg_url, "127.0.0.1:0", role="ingest")
+    dead = _worker_process(mosquitto, pg_url, "worker-x", expiry=1)
+    with IngestWorker(config, "worker-y") as alive:
+        dead.send_signal(signal.SIGKILL)
+        dead.wait(10)
+        time.sleep(3)  # past the dead worker's session expiry (1 s)
+        messages = _messages(devices=4, per_device=50)
+        c = publisher(mosquitto.url)
+        try:
+            publish_all(c, messages)
+        finally:
+            c.loop_stop()
+            c.disconnect()
+        # the whole stream reaches the one worker left: nothing was routed to the dead one
+        assert _wait(lambda: _stored(pg_url) == len(messages))
+        assert alive.counters().received == len(messages)
+
+
+def test_a_pool_worker_killed_mid_run_is_restarted_and_nothing_is_lost(
+    mosquitto: Broker, pg_url: str
+) -> None:
+    config = FleetConfig.of(
+        mosquitto.url, pg_url, "127.0.0.1:0", role="ingest", client_id="pool"
+    )
+    messages = _messages(devices=10, per_device=100)
+    with WorkerPool(config, 2) as pool:
+        assert _wait(lambda: _rows(
+            pg_url, "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_name = 'aggregates'")[0][0] == 1)
+        time.sleep(2.0)  # both workers connected
+        c = publisher(mosquitto.url)
+        try:
+            publish_all(c, messages[:500])
+            os.kill(pool.pids()[0], signal.SIGKILL)
+            publish_all(c, messages[500:])
+        finally:
+            c.loop_stop()
+            c.disconnect()
+        assert _wait(lambda: _stored(pg_url) == len(messages), timeout=90)
+        assert pool.restarts == 1
+    per_device = _rows(pg_url, "SELECT DISTINCT messages FROM devices")
+    assert per_device == [(100,)]
+
+
+def test_several_workers_on_duckdb_are_refused_in_one_line(tmp_path: Path) -> None:
+    for role in ("ingest", "all"):
+        cli = subprocess.run(
+            [sys.executable, "-m", "edgetally", "fleet", "serve", "--role", role, "--workers",
+             "2", "--db", str(tmp_path / "fleet.duckdb")],
+            capture_output=True, text=True, timeout=120, cwd=REPO,
+        )
+        assert cli.returncode != 0
+        lines = cli.stderr.strip().splitlines()
+        assert len(lines) == 1, cli.stderr
+        assert "DuckDB allows one process" in lines[0] and "postgresql://" in lines[0]
