@@ -17,6 +17,7 @@ from typing import Any
 
 from edgetally.runtime.hardware import (
     DELEGATE_LIBS,
+    DELEGATE_OPTIONS,
     DELEGATE_PACKAGES,
     RUNTIME_LIBS,
     HardwareReport,
@@ -26,16 +27,6 @@ from edgetally.runtime.hardware import (
 
 log = logging.getLogger(__name__)
 
-# Options edgetally passes to known LiteRT external delegates.
-DELEGATE_OPTIONS: dict[str, dict[str, str]] = {
-    # tflite-vx-delegate: cache the graph compiled for the NPU (first run takes seconds).
-    "libvx_delegate.so": {
-        "allowed_cache_mode": "true",
-        "cache_file_path": "/var/tmp/edgetally-vx.cache",
-    },
-    "libedgetpu.so.1": {},
-    "libethosu_delegate.so": {},
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,17 @@ RUNTIME_LIBS: dict[str, str] = {
     "libze_intel_npu.so": "Intel NPU Level Zero driver",
 }
 
+# Options LiteRT passes to known external delegates when none are configured.
+DELEGATE_OPTIONS: dict[str, dict[str, str]] = {
+    # tflite-vx-delegate: cache the graph compiled for the NPU (first run takes seconds).
+    "libvx_delegate.so": {
+        "allowed_cache_mode": "true",
+        "cache_file_path": "/var/tmp/edgetally-vx.cache",
+    },
+    "libedgetpu.so.1": {},
+    "libethosu_delegate.so": {},
+}
+
 # Arm cores by "CPU part" (implementer 0x41), to name big.LITTLE clusters.
 ARM_PARTS: dict[str, str] = {
     "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",

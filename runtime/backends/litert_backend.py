@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from edgetally.runtime.backends.base import BackendInfo, TensorSpec, describe
 from edgetally.runtime.errors import BackendError
-from edgetally.runtime.hardware import DELEGATE_PACKAGES
+from edgetally.runtime.hardware import DELEGATE_OPTIONS, DELEGATE_PACKAGES
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def warn_if_not_compiled(model: Path, delegate: str) -> None:
 @dataclass(frozen=True, slots=True)
 class LiteRtConfig:
     # Path of an external delegate library (for example libvx_delegate.so on i.MX 8M Plus,
-    # libedgetpu.so.1 for Coral) and its options.
+    # libethosu_delegate.so on i.MX 93, libedgetpu.so.1 for Coral) and its options (none
+    # given: the known library's defaults, hardware.DELEGATE_OPTIONS).
     delegate: str | None = None
     delegate_options: dict[str, str] = field(default_factory=dict)
     threads: int = 0
@@ -77,7 +78,9 @@ class LiteRtBackend:
             check_delegate_library(delegate_path)
             warn_if_not_compiled(path, delegate_path)
             try:
-                delegates.append(litert.load_delegate(delegate_path, dict(config.delegate_options)))
+                options = dict(config.delegate_options) or dict(
+                    DELEGATE_OPTIONS.get(Path(delegate_path).name, {}))
+                delegates.append(litert.load_delegate(delegate_path, options))
             except (ValueError, OSError, RuntimeError) as exc:
                 raise BackendError(
                     f"LiteRT delegate {delegate_path} failed to load: {exc}"
