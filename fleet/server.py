@@ -40,6 +40,7 @@ from edgetally.fleet.ingest.mqtt import IngestConfig, IngestCounters, Ingestor
 from edgetally.fleet.rollout.mqtt import RolloutMqttLink
 from edgetally.fleet.rollout.service import RolloutService
 from edgetally.fleet.store.base import Store, StoreError, open_store
+from edgetally.fleet.store.partitions import drop_old_raw
 from edgetally.fleet.store.queries import DEFAULT_OFFLINE_AFTER_S
 from edgetally.models.broker_url import redact_url
 from edgetally.models.errors import EdgetallyError
@@ -76,7 +77,8 @@ class FleetConfig:
     query_timeout_s: float | None = DEFAULT_QUERY_TIMEOUT_S  # reads cancelled after it
     max_heavy_queries: int = DEFAULT_MAX_HEAVY_QUERIES  # queries returning rows at once
     dead_letter_days: float | None = DEFAULT_DEAD_LETTER_DAYS  # None: kept for ever
-    housekeeping_s: float = 3600.0  # how often old dead letters are deleted
+    housekeeping_s: float = 3600.0  # how often old dead letters (and raw months) go
+    raw_months: int | None = None  # raw rows kept this many whole months (None: all)
     insecure: bool = False  # serve a non-loopback address without tokens anyway
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES  # the largest bundle upload taken
     window: TimeWindow | None = DEFAULT_WINDOW  # times a message may carry (None: any)
@@ -343,18 +345,28 @@ class FleetServer:
         self._ticker.start()
 
     def _start_housekeeping(self) -> None:
-        """Delete dead letters older than ``dead_letter_days`` now (a store that was down
-        for a while may hold many), then every ``housekeeping_s``."""
-        days = self.config.dead_letter_days
-        if days is None:
+        """Delete dead letters older than ``dead_letter_days`` and raw months past
+        ``raw_months`` now (a store that was down for a while may hold many), then every
+        ``housekeeping_s``."""
+        days, months = self.config.dead_letter_days, self.config.raw_months
+        if days is None and months is None:
             return
         store = self.store
 
         def tidy() -> None:
-            try:
-                delete_old_dead_letters(store, days)
-            except StoreError as exc:
-                log.warning("deleting old dead letters: %s", exc)
+            if days is not None:
+                try:
+                    delete_old_dead_letters(store, days)
+                except StoreError as exc:
+                    log.warning("deleting old dead letters: %s", exc)
+            if months is not None:
+                try:
+                    gone = drop_old_raw(store, months, datetime.now(UTC))
+                except StoreError as exc:
+                    log.warning("dropping old raw months: %s", exc)
+                else:
+                    if gone:
+                        log.info("raw rows past %d months dropped: %s", months, ", ".join(gone))
 
         tidy()
 

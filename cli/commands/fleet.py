@@ -101,6 +101,11 @@ def serve(
         30.0, "--dead-letter-days", min=0.0, metavar="DAYS",
         help="Dead letters older than this are deleted (at start, then hourly); 0 keeps all.",
     ),
+    raw_months: int = typer.Option(
+        0, "--raw-retention-months", min=0, max=1200, metavar="MONTHS",
+        help="Raw rows kept this many whole months (PostgreSQL drops monthly partitions); "
+        "hourly and daily rollups stay. 0 keeps all.",
+    ),
     insecure: bool = typer.Option(
         False, "--insecure",
         help="Serve a non-loopback --http address without --tokens (anyone may read).",
@@ -146,6 +151,7 @@ def serve(
         query_timeout_s=query_timeout or None,
         max_heavy_queries=max_heavy_queries,
         dead_letter_days=dead_letter_days or None,
+        raw_months=raw_months or None,
         insecure=insecure,
         role=role,
         workers=workers,

@@ -23,9 +23,12 @@ start) as before. A store from before partitions is converted when it opens
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetally.fleet.store.sql import KEY
+
+if TYPE_CHECKING:
+    from edgetally.fleet.store.base import Store
 
 PARTITIONED: tuple[str, ...] = ("aggregates", "events", "power")
 # Each partitioned table's key columns beyond (site, device, epoch, seq).
@@ -136,13 +139,24 @@ def partition_existing(conn: Any, table: str, plain_create: str) -> bool:
     return True
 
 
-def partitions(conn: Any, table: str) -> list[tuple[str, datetime]]:
-    """The monthly partitions of ``table``: (name, month), oldest first."""
-    rows = conn.execute(
+def raw_cutoff(now: datetime, keep_months: int) -> datetime:
+    """The first month kept when ``keep_months`` whole months before ``now``'s month are
+    kept (with ``now``'s own): raw rows starting before it go."""
+    if keep_months < 1:
+        raise ValueError(f"keep at least one month of raw rows (got {keep_months})")
+    cutoff = month_of(now)
+    for _ in range(keep_months):
+        cutoff = datetime(cutoff.year - (cutoff.month == 1), (cutoff.month - 2) % 12 + 1, 1)
+    return cutoff
+
+
+def partitions(store: Store, table: str) -> list[tuple[str, datetime]]:
+    """The monthly partitions of ``table`` (PostgreSQL): (name, month), oldest first."""
+    rows = store.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s",
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = ?",
         [table],
-    ).fetchall()
+    ).rows
     out = []
     for (name,) in rows:
         month = month_of_partition(table, str(name))
@@ -151,18 +165,23 @@ def partitions(conn: Any, table: str) -> list[tuple[str, datetime]]:
     return sorted(out, key=lambda item: item[1])
 
 
-def drop_raw_months(conn: Any, keep_months: int, now: datetime) -> list[str]:
-    """Drop the raw partitions of months that ended more than ``keep_months`` whole months
-    before ``now``'s month (the rollups stay); returns the names dropped."""
-    if keep_months < 1:
-        raise ValueError(f"keep at least one month of raw rows (got {keep_months})")
-    cutoff = month_of(now)
-    for _ in range(keep_months):
-        cutoff = datetime(cutoff.year - (cutoff.month == 1), (cutoff.month - 2) % 12 + 1, 1)
-    dropped: list[str] = []
+def drop_old_raw(store: Store, keep_months: int, now: datetime) -> list[str]:
+    """Retention of raw rows: those of months before :func:`raw_cutoff` go, the rollups
+    stay (a year by day still answers). PostgreSQL drops whole monthly partitions
+    (instant, no vacuum); DuckDB deletes the rows. Returns what went: partition names, or
+    ``table < month`` for DuckDB."""
+    cutoff = raw_cutoff(now, keep_months)
+    gone: list[str] = []
+    if store.dialect.name == "postgres":
+        for table in PARTITIONED:
+            for name, month in partitions(store, table):
+                if month < cutoff:
+                    store.execute(f"DROP TABLE {name}")
+                    gone.append(name)
+        return gone
     for table in PARTITIONED:
-        for name, month in partitions(conn, table):
-            if month < cutoff:
-                conn.execute(f"DROP TABLE {name}")
-                dropped.append(name)
-    return dropped
+        n = int(store.fetch(f"SELECT count(*) FROM {table} WHERE start < ?", [cutoff]).rows[0][0])
+        if n:
+            store.execute(f"DELETE FROM {table} WHERE start < ?", [cutoff])
+            gone.append(f"{table} < {cutoff:%Y-%m}")
+    return gone
