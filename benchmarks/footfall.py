@@ -10,7 +10,7 @@ process of its own (so peak memory is that configuration's), and prints:
 - the share of frames the motion gate skipped, and peak resident memory.
 
 Usage: python benchmarks/footfall.py [--frames N] [--source VIDEO]
-Models other than the default come from ../shared/models (or EDGETALLY_MODEL_DIRS).
+Models not shipped in the package come from ../shared/models (or EDGETALLY_MODEL_DIRS).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 LINES = ["200,140,200,300", "560,180,560,430"]
 CONFIGS = [
-    ("pedestrian-ssdlite", "openvino"),
-    ("yolox-nano", "onnxruntime"),
+    ("yolox-nano", "onnxruntime"),  # the default
     ("yolox-nano", "openvino"),
+    ("pedestrian-ssdlite", "openvino"),
     ("lwpd", "onnxruntime"),
     ("lwpd", "openvino"),
     ("ssd-mobilenet-v1-coco-quant", "litert"),
