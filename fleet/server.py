@@ -35,9 +35,14 @@ from edgetally.fleet.http.context import (
     FleetContext,
     HeavyQueries,
 )
-from edgetally.fleet.http.rollout import DEFAULT_MAX_BUNDLE_BYTES, build_rollout_router
+from edgetally.fleet.http.rollout import (
+    DEFAULT_MAX_BUNDLE_BYTES,
+    build_rollout_read_router,
+    build_rollout_router,
+)
 from edgetally.fleet.ingest.mqtt import IngestConfig, IngestCounters, Ingestor
 from edgetally.fleet.rollout.mqtt import RolloutMqttLink
+from edgetally.fleet.rollout.records import FileRecords, StoreRecords
 from edgetally.fleet.rollout.service import RolloutService
 from edgetally.fleet.store.base import Store, StoreError, open_store
 from edgetally.fleet.store.partitions import drop_old_raw
@@ -249,6 +254,9 @@ class FleetServer:
                 self._pool = WorkerPool(c.for_workers(), c.workers).start()
             if c.rollouts_dir:
                 hooks.append(self._start_rollouts())
+            elif tokens is not None:  # another process runs them: read them from the store
+                router = build_rollout_read_router(StoreRecords(self._store))
+                hooks.append(lambda app: app.include_router(router))
             self._hooks = tuple(hooks)
             self._start_http()
             if self.rollouts is not None:
@@ -301,6 +309,11 @@ class FleetServer:
 
         c = self.config
         assert c.rollouts_dir is not None and c.fleet_pubkey is not None
+        records = StoreRecords(self.store)
+        records.claim()  # exactly one process runs rollouts
+        imported = records.import_files(FileRecords(Path(c.rollouts_dir) / "rollouts"))
+        if imported:
+            log.info("%d rollout records moved from %s into the store", imported, c.rollouts_dir)
         b = c.broker
         link = RolloutMqttLink(
             b.host, b.port, username=b.username, password=b.password,
@@ -314,6 +327,7 @@ class FleetServer:
             publish=link.publish,
             devices=self._device_ids,
             bundle_url=self._bundle_url,
+            records=records,
         )
         link.attach(service)
         self.rollouts = service

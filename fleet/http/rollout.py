@@ -20,7 +20,8 @@ from typing import Any
 
 from edgetally.fleet.http.auth import Authenticator, install_auth, require_role
 from edgetally.fleet.rollout.plan import BundleRef, Rollout, RolloutError
-from edgetally.fleet.rollout.service import RolloutNotFound, RolloutService
+from edgetally.fleet.rollout.records import RolloutRecords
+from edgetally.fleet.rollout.service import RolloutNotFound, RolloutService, load_record
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -153,6 +154,29 @@ def build_rollout_router(
             response_model=Rollout,
             name=f"{verb}_rollout",
         )
+    return router
+
+
+def build_rollout_read_router(records: RolloutRecords) -> APIRouter:
+    """``GET /rollouts`` and ``/rollouts/{id}`` from the records alone: what an api process
+    that does not run the rollouts answers (they are in the shared database)."""
+    router = APIRouter(tags=["rollouts"])
+    analyst = [Depends(require_role("analyst"))]
+
+    @router.get("/rollouts", dependencies=analyst)
+    def list_rollouts() -> list[dict[str, Any]]:
+        try:
+            return [summary(load_record(records, i)) for i in records.ids()]
+        except RolloutError as exc:
+            raise _http_error(exc) from None
+
+    @router.get("/rollouts/{rollout_id}", dependencies=analyst, response_model=Rollout)
+    def get_rollout(rollout_id: str) -> Rollout:
+        try:
+            return load_record(records, rollout_id)
+        except RolloutError as exc:
+            raise _http_error(exc) from None
+
     return router
 
 

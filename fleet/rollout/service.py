@@ -1,9 +1,9 @@
 """Rollouts with their own small persistence and the commands they send.
 
-State lives under one directory::
-
-    bundles/<sha256>.bundle     verified bundles, served to devices over HTTP
-    rollouts/<id>.json          one :class:`~.plan.Rollout` each (atomic writes)
+Bundles live under one directory (``bundles/<sha256>.bundle``, verified, served to devices
+over HTTP); rollout records (one :class:`~.plan.Rollout` each) in ``records``: the fleet's
+database (:class:`~.records.StoreRecords`) when the fleet serves them, else
+``rollouts/<id>.json`` files beside the bundles (:class:`~.records.FileRecords`).
 
 :class:`RolloutService` is thread-safe: the HTTP API and the MQTT link call it from their
 own threads. Sending is a ``publish(topic, payload)`` callable (QoS 1 in
@@ -25,6 +25,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edgetally.fleet.rollout import plan as machine
 from edgetally.fleet.rollout.plan import Action, BundleRef, Notify, Rollout, RolloutError
+from edgetally.fleet.rollout.records import FileRecords, RolloutRecords
 from edgetally.models.bundle import BundleError, verify_bundle
 from edgetally.models.errors import WireError
 from edgetally.models.topics import DeviceId, SiteId, parse_topic, topic_for
@@ -55,6 +56,7 @@ class RolloutService:
         publish: Publish,
         devices: Callable[[], Iterable[str]],
         bundle_url: Callable[[str], str],
+        records: RolloutRecords | None = None,
     ) -> None:
         self._dir = state_dir
         self._bundles = state_dir / "bundles"
@@ -70,6 +72,7 @@ class RolloutService:
         self._bundle_url = bundle_url
         self._lock = threading.RLock()
         self._cache: dict[str, Rollout] = {}
+        self.records: RolloutRecords = records or FileRecords(self._rollouts)
 
     # ---------------------------------------------------------------- bundles
 
@@ -149,7 +152,7 @@ class RolloutService:
 
     def all(self) -> list[Rollout]:
         with self._lock:
-            ids = sorted(p.stem for p in self._rollouts.glob("*.json"))
+            ids = self.records.ids()
             return [self._load(i).model_copy(deep=True) for i in ids]
 
     def pause(self, rollout_id: str) -> Rollout:
@@ -220,38 +223,39 @@ class RolloutService:
             )
             self._publish(topic_for(site, device, "cmd"), to_json(cmd))
 
-    def _path(self, rollout_id: str) -> Path:
-        if (
-            not rollout_id
-            or len(rollout_id) > 128
-            or not all(c.isalnum() or c in "_.:-" for c in rollout_id)
-        ):
-            raise RolloutNotFound(f"no rollout {rollout_id[:70]!r}")
-        return self._rollouts / f"{rollout_id}.json"
-
     def _load(self, rollout_id: str) -> Rollout:
         cached = self._cache.get(rollout_id)
         if cached is not None:
             return cached
-        path = self._path(rollout_id)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise RolloutNotFound(f"no rollout {rollout_id}") from None
-        try:
-            rollout = Rollout.model_validate_json(data)
-        except ValidationError as exc:
-            raise RolloutError(
-                f"{path}: damaged rollout record ({exc.errors()[0]['msg']})"
-            ) from None
+        rollout = load_record(self.records, rollout_id)
         self._cache[rollout_id] = rollout
         return rollout
 
     def _save(self, rollout: Rollout) -> None:
-        path = self._path(rollout.id)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(rollout.model_dump_json(indent=1))
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        check_rollout_id(rollout.id)
+        self.records.put(rollout)
         self._cache[rollout.id] = rollout
+
+
+def check_rollout_id(rollout_id: str) -> str:
+    """``rollout_id`` if it can name a rollout, else RolloutNotFound."""
+    if (
+        not rollout_id
+        or len(rollout_id) > 128
+        or not all(c.isalnum() or c in "_.:-" for c in rollout_id)
+    ):
+        raise RolloutNotFound(f"no rollout {rollout_id[:70]!r}")
+    return rollout_id
+
+
+def load_record(records: RolloutRecords, rollout_id: str) -> Rollout:
+    """One rollout from ``records``: RolloutNotFound, or RolloutError when damaged."""
+    text = records.get(check_rollout_id(rollout_id))
+    if text is None:
+        raise RolloutNotFound(f"no rollout {rollout_id}")
+    try:
+        return Rollout.model_validate_json(text)
+    except ValidationError as exc:
+        raise RolloutError(
+            f"rollout {rollout_id}: damaged record ({exc.errors()[0]['msg']})"
+        ) from None
