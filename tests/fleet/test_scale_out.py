@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -30,13 +31,14 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _rows(pg_url: str, sql: str) -> list[tuple[object, ...]]:
+def _rows(pg_url: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         return list(conn.execute(sql).fetchall())
 
 
 def _stored(pg_url: str) -> int:
-    return int(_rows(pg_url, "SELECT count(*) FROM aggregates")[0][0])
+    n: int = _rows(pg_url, "SELECT count(*) FROM aggregates")[0][0]
+    return n
 
 
 def _wait(predicate: object, timeout: float = 60.0) -> bool:
@@ -138,8 +140,8 @@ def test_two_workers_store_every_aggregate_once_with_counters_and_status_forward
         in_total = _rows(pg_url, "SELECT sum(in_count) FROM traffic_day")[0][0]
         assert in_total == sum((d + s) % 7 for s in range(120) for d in range(5))
         assert ranks == sorted(ranks) and len(set(ranks)) >= 2
-        state = _rows(pg_url, "SELECT state, status_at FROM devices WHERE device = 'dev-0'")
-        assert state == [("offline", t0.replace(tzinfo=None))]
+        final = _rows(pg_url, "SELECT state, status_at FROM devices WHERE device = 'dev-0'")
+        assert final == [("offline", t0.replace(tzinfo=None))]
 
 
 def test_a_device_last_will_wins_over_its_newer_online_status(
