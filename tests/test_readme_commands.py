@@ -481,6 +481,18 @@ RULES: list[Rule] = [
     run(r"edgetally energy (baseline|regions)( |$)"),
     run(r"edgetally energy report --db fleet\.duckdb --site shop-1 ",
         "fleet.duckdb: box-1's estimated power in November 2026"),
+    # ---- ARM boards
+    skip(r"edgetally quantize yolox-nano --calib images/ --format tflite --out int8/$",
+         "needs TensorFlow and onnx2tf (edgetally[tflite], about 2 GB), not installed here; "
+         "tests/quantize/test_tflite.py::test_full_integer_tflite_runs_in_litert_through_the_"
+         "detector runs it where they are, and test_without_the_extra_tflite_is_a_one_line_"
+         "error_naming_it where not"),
+    skip(r"edgetally count VIDEO --model yolox_nano-int8_vela\.tflite --backend litert "
+         r"--device /usr/lib/libethosu_delegate\.so ",
+         "an i.MX 93 with NXP's Ethos-U delegate and a Vela-compiled model; a model through a "
+         "delegate library runs in tests/runtime/test_arm_boards.py::test_a_model_runs_"
+         "through_a_stand_in_delegate_with_the_same_outputs and the missing library's one "
+         "line in test_a_missing_delegate_library_is_one_line_naming_what_installs_it"),
 ]
 
 
