@@ -472,6 +472,11 @@ RULES: list[Rule] = [
          "a PostgreSQL server at a placeholder host (db.example); the store's queries run on "
          "PostgreSQL in tests/fleet/store/test_fleet_store.py and the query command in "
          "tests/fleet/http/test_fleet_api.py"),
+    skip(r"edgetally fleet serve --role (api|ingest) (--workers 4 )?--db postgresql://fleet@db\.example:5432/",
+         "a PostgreSQL server at a placeholder host (db.example); tests/fleet/test_scale_out.py "
+         "runs the api role and ingest workers (a pool of worker processes too) on a test "
+         "PostgreSQL and Mosquitto, tests/fleet/rollout/test_rollout_records.py two api "
+         "processes with rollouts in the database"),
     run(r"EDGETALLY_TOKEN=\.\.\. edgetally fleet query traffic --api http://fleet\.lan:8080 ",
         "the fleet: the test's fleet with tokens on a free port; ...: an analyst token",
         forms=sub(("http://fleet.lan:8080", fleet_url("rollouts")),
