@@ -12,6 +12,10 @@ from edgetally.progress import progress
 if TYPE_CHECKING:
     from edgetally.runtime.shelf.config import ScorerSpec
 
+# `shelf train`'s defaults (the figures in the README were measured with them).
+DEFAULT_EPOCHS = 8
+DEFAULT_SIZE = 416
+
 shelf_app = typer.Typer(help="Empty facings and shelf events (facing_empty, restocked, taken).")
 
 # The scorer options of `eval` and `demo`: the keys of a camera's shelf: block.
@@ -171,6 +175,86 @@ def demo(
                                        "facing": e.facing_id, "at": e.timestamp.isoformat()}))
             else:
                 typer.echo(f"frame {i:4d}  {e.kind:<14} {e.region_id}/{e.facing_id}")
+
+
+@shelf_app.command("train")
+def train_cmd(
+    images: Path = typer.Argument(..., metavar="IMAGES_DIR", help="Shelf photos to learn from."),
+    labels: Path = typer.Option(
+        ..., "--labels", metavar="LABELS_DIR",
+        help="YOLO label files (class 0 = empty gap), one NAME.txt per image NAME.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", metavar="DIR", help="Folder for the ONNX model and its manifest."
+    ),
+    epochs: int = typer.Option(
+        DEFAULT_EPOCHS, "--epochs", metavar="N", help="Passes over the photos."
+    ),
+    val: Path | None = typer.Option(
+        None, "--val", metavar="DIR",
+        help="A folder with images/ and labels/ to report F1 on after each epoch.",
+    ),
+    backbone: Path | None = typer.Option(
+        None, "--backbone", metavar="FILE",
+        help="The pretrained YOLOX ONNX to build on (default: the zoo's yolox-nano).",
+    ),
+    size: int = typer.Option(
+        DEFAULT_SIZE, "--size", metavar="PX", help="Input side of the model (multiple of 32)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the result as JSON (and no progress)."
+    ),
+) -> None:
+    """Train an empty-gap detector on labelled photos (CPU; needs the train extra).
+
+    Writes DIR/shelf-gaps.onnx with its manifest: a YOLOX-family model that shelf eval,
+    shelf demo, a shelf block's scorer: detector and quantize take like any model."""
+    import sys
+
+    from edgetally.commands import CommandError
+
+    try:
+        import torch  # noqa: F401  # only to say which extra is missing
+    except ImportError:
+        raise CommandError(
+            "shelf train needs PyTorch: pip install 'edgetally[train]'"
+        ) from None
+    from edgetally.quantize.shelf_train.backbone import default_backbone
+    from edgetally.quantize.shelf_train.train import EpochReport, TrainOptions, train
+
+    chosen = backbone or default_backbone()
+    if chosen is None:
+        raise CommandError(
+            "no backbone: the zoo's yolox-nano is not on this machine; pass --backbone FILE "
+            "(yolox_nano.onnx)"
+        )
+    if not chosen.is_file():
+        raise CommandError(f"--backbone {chosen}: no such file")
+
+    def said(r: EpochReport) -> None:
+        if as_json:
+            return
+        f1 = "" if r.val_f1 is None else (
+            f"  val P {r.val_precision:.3f} R {r.val_recall:.3f} F1 {r.val_f1:.3f}")
+        print(f"epoch {r.epoch:>3}/{r.epochs}  loss {r.loss:.3f} (obj {r.obj_loss:.3f}, "
+              f"box {r.box_loss:.3f}){f1}  {r.seconds:.0f} s", file=sys.stderr, flush=True)
+
+    with progress("batches", quiet=as_json) as told:
+        result = train(images, labels, out, chosen, val_dir=val,
+                       options=TrainOptions(epochs=epochs, size=size), on_epoch=said,
+                       progress=told)
+    if as_json:
+        typer.echo(json.dumps({
+            "model": str(result.model), "manifest": str(result.manifest),
+            "images": result.images, "boxes": result.boxes,
+            "seconds": round(result.seconds, 1),
+            "epochs": [r.to_json() for r in result.epochs],
+        }))
+        return
+    minutes, seconds = divmod(round(result.seconds), 60)
+    typer.echo(f"wrote {result.model} (manifest {result.manifest.name}): {result.images} "
+               f"photos, {result.boxes} gaps, {len(result.epochs)} epochs in {minutes} min "
+               f"{seconds} s")
 
 
 def register(app: typer.Typer) -> None:
