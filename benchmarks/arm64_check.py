@@ -377,8 +377,10 @@ def build_edgetally_wheel(root: Path, log: Path) -> str:
                 dst = Path(tmp) / name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
-        sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-            "-w", str(dist), tmp], env={**clean_env(), "PYTHONWARNINGS": "ignore"}, log=log,
+        # A pure-Python wheel, built as this machine builds (its pip settings, an isolated
+        # build with the setuptools pyproject.toml asks for: a new venv's own is too old).
+        sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), tmp],
+           env={**os.environ, "PYTHONWARNINGS": "ignore"}, log=log,
            what="building the edgetally wheel")
     (wheel,) = dist.glob("edgetally-*.whl")
     return f"{OPT}/dist/{wheel.name}"
