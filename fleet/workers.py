@@ -135,6 +135,9 @@ class WorkerPool:
         self._procs[slot] = proc
 
     def start(self) -> WorkerPool:
+        # The schema (and a conversion of an older store) once, before the workers race
+        # to make it.
+        open_store(self.config.db).close()
         for slot in range(self.workers):
             self._spawn(slot)
         self._watcher = threading.Thread(target=self._watch, name="ingest-pool", daemon=True)

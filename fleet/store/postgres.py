@@ -45,6 +45,7 @@ _STAGES: tuple[tuple[str, str], ...] = (
     ("stage_counts", "SELECT site, device, messages AS n FROM devices"),
     ("stage_dead", f"SELECT {', '.join(sql.DEAD_COLUMNS)} FROM dead_letters"),
 )
+_SCHEMA_LOCK_KEY = 0x65_74_73_63  # "etsc": the advisory lock held while the schema is made
 _INDEXES: tuple[str, ...] = (
     *(statement for table in partitions.PARTITIONED for statement in partitions.indexes(table)),
     "CREATE INDEX IF NOT EXISTS dead_letters_sha256 ON dead_letters (payload_sha256)",
@@ -115,6 +116,8 @@ class PostgresStore:
         conn = self._conn()
         try:
             with conn.transaction():
+                # One process at a time makes or converts the schema (workers start together).
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK_KEY])
                 old = int(conn.execute(sql.needs_identity_migration()).fetchone()[0])
                 for statement in sql.schema(self._dialect.double):
                     conn.execute(statement)

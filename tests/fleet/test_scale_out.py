@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from edgetally.fleet.server import FleetConfig, FleetServer
 from edgetally.fleet.workers import IngestWorker, WorkerPool
 from edgetally.models.topics import DeviceId, SiteId, topic_for
 from edgetally.models.wire import DeviceStatus, to_json
+from edgetally.ports import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Broker
+from tests.conftest import Broker, write_mosquitto_config
 from tests.fleet.ingest.test_fleet_ingest import publish_all, publisher, valid
 
 pytestmark = pytest.mark.slow
@@ -37,7 +39,10 @@ def _rows(pg_url: str, sql: str) -> list[tuple[Any, ...]]:
 
 
 def _stored(pg_url: str) -> int:
-    n: int = _rows(pg_url, "SELECT count(*) FROM aggregates")[0][0]
+    try:
+        n: int = _rows(pg_url, "SELECT count(*) FROM aggregates")[0][0]
+    except psycopg.errors.UndefinedTable:  # no worker has made the schema yet
+        return 0
     return n
 
 
@@ -49,6 +54,38 @@ def _wait(predicate: object, timeout: float = 60.0) -> bool:
             return True
         time.sleep(0.05)
     return bool(predicate())
+
+
+@pytest.fixture
+def sys_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A Mosquitto that publishes its $SYS counters every second."""
+    port = free_port()
+    conf = write_mosquitto_config(tmp_path / "sys.conf", port, "sys_interval 1\n")
+    broker = Broker(port=port, config=conf)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _wait_subscribed(broker: Broker, n: int) -> bool:
+    """Wait until the broker counts ``n`` shared subscriptions (the workers') in $SYS."""
+    seen = [0]
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sys-watch")
+
+    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        seen[0] = int(msg.payload)
+
+    c.on_message = on_message
+    c.connect("127.0.0.1", broker.port)
+    c.subscribe("$SYS/broker/shared_subscriptions/count")
+    c.loop_start()
+    try:
+        return _wait(lambda: seen[0] >= n)
+    finally:
+        c.loop_stop()
+        c.disconnect()
 
 
 def _messages(devices: int, per_device: int, first: int = 0) -> list[tuple[str, bytes]]:
@@ -247,17 +284,15 @@ def test_a_dead_worker_holds_its_share_only_until_its_session_expires(
 
 
 def test_a_pool_worker_killed_mid_run_is_restarted_and_nothing_is_lost(
-    mosquitto: Broker, pg_url: str
+    sys_broker: Broker, pg_url: str
 ) -> None:
+    mosquitto = sys_broker
     config = FleetConfig.of(
         mosquitto.url, pg_url, "127.0.0.1:0", role="ingest", client_id="pool"
     )
     messages = _messages(devices=10, per_device=100)
     with WorkerPool(config, 2) as pool:
-        assert _wait(lambda: _rows(
-            pg_url, "SELECT count(*) FROM information_schema.tables "
-            "WHERE table_name = 'aggregates'")[0][0] == 1)
-        time.sleep(2.0)  # both workers connected
+        assert _wait_subscribed(mosquitto, 2)
         c = publisher(mosquitto.url)
         try:
             publish_all(c, messages[:500])
@@ -283,3 +318,44 @@ def test_several_workers_on_duckdb_are_refused_in_one_line(tmp_path: Path) -> No
         lines = cli.stderr.strip().splitlines()
         assert len(lines) == 1, cli.stderr
         assert "DuckDB allows one process" in lines[0] and "postgresql://" in lines[0]
+
+
+def test_fleet_serve_role_ingest_with_workers_stores_and_stops_on_sigterm(
+    mosquitto: Broker, pg_url: str
+) -> None:
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "edgetally", "fleet", "serve", "--role", "ingest", "--workers",
+         "2", "--db", pg_url, "--broker", mosquitto.url, "--client-id", "cli-ingest"],
+        stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        assert serve.stderr is not None
+        first = serve.stderr.readline()
+        assert first.startswith("fleet: 2 ingest workers on $share/edgetally/edgetally/#"), first
+        assert "session expiry 60 s" in first
+        messages = _messages(devices=3, per_device=40)
+        c = publisher(mosquitto.url)
+        try:
+            # A probe, sent again until stored, says the workers are subscribed (a
+            # message sent before reaches nobody).
+            seq = iter(range(10_000))
+
+            def probed() -> bool:
+                publish_all(c, [valid("probe", next(seq), 0, 1)])
+                return _stored(pg_url) > 0
+
+            assert _wait(probed)
+            probes = _stored(pg_url)
+            publish_all(c, messages)
+        finally:
+            c.loop_stop()
+            c.disconnect()
+        assert _wait(lambda: _stored(pg_url) >= probes + len(messages))
+        assert _rows(pg_url, "SELECT count(*) FROM aggregates WHERE device <> 'probe'") == [
+            (len(messages),)
+        ]
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        _out, err = serve.communicate(timeout=60)
+    assert serve.returncode == 0, err
+    assert "fleet: ingest workers stopped" in err
