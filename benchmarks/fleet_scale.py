@@ -328,7 +328,7 @@ def ingest(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from edgetally.fleet.store.base import open_store
     from edgetally.fleet.workers import WorkerPool
 
-    fds = raise_fd_limit()
+    fds = raise_fd_limit()  # mosquitto, started below, inherits it
     if fds < args.devices + 1000:
         print(f"warning: open-file limit {fds} is below {args.devices} connections", flush=True)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -344,11 +344,6 @@ def ingest(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         held = [0]
         sys_client = _watch_connections(port, held)
         pool = WorkerPool(config, args.workers).start()
-        sampler = Sampler({
-            "broker": lambda: [broker_pid],
-            "workers": pool.pids,
-            "database": lambda: _children(pg_pid),
-        })
         ctx = mp.get_context("spawn")
         connected = ctx.Value("i", 0)
         start_at = ctx.Value("d", 0.0)
@@ -365,6 +360,12 @@ def ingest(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         t_connect = time.monotonic()
         for p in procs:
             p.start()
+        sampler = Sampler({
+            "broker": lambda: [broker_pid],
+            "workers": pool.pids,
+            "database": lambda: _children(pg_pid),
+            "simulated devices": lambda: [p.pid for p in procs if p.pid is not None],
+        })
         while connected.value < args.devices and time.monotonic() - t_connect < 600:
             if not any(p.is_alive() for p in procs):
                 break
@@ -544,6 +545,8 @@ def query_bench(store: Any, devices: int, buckets: int, repeat: int) -> dict[str
             "device"),
     }
     for name, make in questions.items():
+        f, group = make(repeat)  # a first answer, not counted (plans and caches warm)
+        queries.traffic(store, f, group=group)
         times = []
         for i in range(repeat):
             f, group = make(i)
