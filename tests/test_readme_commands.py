@@ -390,6 +390,14 @@ RULES: list[Rule] = [
          "needs a trained gap or product detector, which does not ship (the README says "
          "so); the detector scorer's CLI runs in tests/runtime/shelf/test_shelf_detector.py"
          "::test_the_cli_scores_a_zoo_detector_on_a_labelled_folder"),
+    skip(r"edgetally shelf train \.\./shared/data/shelf/void_train/images ",
+         "trains for about 30 minutes on the development photos; tests/quantize/"
+         "test_shelf_train.py trains through the same code on rendered shelves"),
+    skip(r"edgetally (shelf eval \.\./shared/data/shelf/void_dev --scorer detector --model|"
+         r"quantize) gaps/shelf-gaps\.onnx|edgetally shelf eval \.\./shared/data/shelf/void_dev "
+         r"--scorer detector --model gaps/",
+         "needs the model shelf train writes (no trained gap model ships: the photos' license "
+         "is unknown); tests/quantize/test_shelf_train.py scores one through the zoo"),
     # ---- audio
     run(r"edgetally audio analyze FILE \[--bucket-seconds 60\] --json$",
         "FILE: one ESC-10 clip of the development data", needs=("esc10",),
