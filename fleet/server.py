@@ -93,6 +93,7 @@ class FleetConfig:
     workers: int = 1  # ingest worker processes ("all" with more than one, or "ingest")
     share_group: str | None = None  # the shared subscription's group (ingest workers)
     session_expiry_s: int | None = None  # a worker's broker session after it vanished
+    mqtt_v5: bool = True  # False for a broker that speaks only MQTT 3.1.1 (one process)
 
     @property
     def scaled_out(self) -> bool:
@@ -244,7 +245,7 @@ class FleetServer:
                     broker=c.broker,
                     client_id=f"{c.client_id}-status" if statuses_only else c.client_id,
                     ca_file=c.ca_file, batch_max=c.batch_max, window=c.window,
-                    status_only=statuses_only,
+                    status_only=statuses_only, mqtt_v5=c.mqtt_v5,
                 ),
             )
             self._ingestor.start()

@@ -147,7 +147,10 @@ def demo(
     broker = start_broker(work, embedded=embedded_broker)
     say(f"broker: {broker.kind} at {broker.url}")
     fleet = FleetServer(
-        FleetConfig.of(broker.url, str(db), http, client_id="edgetally-demo-fleet"),
+        FleetConfig.of(
+            broker.url, str(db), http, client_id="edgetally-demo-fleet",
+            mqtt_v5=broker.kind != "amqtt",  # the embedded broker speaks MQTT 3.1.1 only
+        ),
         app_hooks=[energy_config_hook(_energy_config([], 0.0))],
     )
     stop = threading.Event()

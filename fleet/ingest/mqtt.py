@@ -95,6 +95,7 @@ class IngestConfig:
     share_group: str | None = None  # an MQTT v5 shared subscription of this group
     session_expiry_s: int | None = None  # None: the session outlives any absence
     status_only: bool = False  # only device statuses (the one unshared status subscriber)
+    mqtt_v5: bool = True  # False: MQTT 3.1.1 from the start (a broker without v5; no sharing)
 
     @property
     def topic_filter(self) -> str:
@@ -186,20 +187,31 @@ class Ingestor:
         self._connect_error: str | None = None
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
-        self._client = mqtt.Client(
+        self._gone = threading.Event()  # the broker closed the connection before CONNACK
+        if not config.mqtt_v5 and config.share_group:
+            raise FleetError("a shared subscription needs MQTT v5: not with mqtt_v5 off")
+        self._v5 = config.mqtt_v5
+        self._client = self._make_client(v5=self._v5)
+
+    def _make_client(self, *, v5: bool) -> mqtt.Client:
+        config = self._config
+        client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            # MQTT 3.1.1: a persistent session (v5 sets its expiry on CONNECT instead).
+            clean_session=None if v5 else False,
             manual_ack=True,  # acknowledged once stored (:meth:`_ack`)
         )
         if config.broker.username:
-            self._client.username_pw_set(config.broker.username, config.broker.password)
+            client.username_pw_set(config.broker.username, config.broker.password)
         if config.broker.tls:
-            self._client.tls_set(ca_certs=config.ca_file)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+            client.tls_set(ca_certs=config.ca_file)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        return client
 
     # -- MQTT callbacks (paho's network thread): keep them light ---------------------------
 
@@ -216,6 +228,8 @@ class Ingestor:
         )
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not self._connected.is_set():
+            self._gone.set()
         self._connected.clear()
         if not self._stopping.is_set():
             log.warning("disconnected from the broker (%s); reconnecting", reason)
@@ -247,23 +261,63 @@ class Ingestor:
         b = self._config.broker
         self._worker = threading.Thread(target=self._run, name="fleet-ingest", daemon=True)
         self._worker.start()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
-        expiry = self._config.session_expiry_s
-        props.SessionExpiryInterval = NEVER_EXPIRES if expiry is None else expiry
-        # Messages in flight to us before our PUBACKs (sent once a batch is stored).
-        props.ReceiveMaximum = min(65_535, max(100, 2 * self._config.batch_max))
         try:
-            self._client.connect(
-                b.host, b.port, keepalive=30, clean_start=False, properties=props
-            )
+            self._connect()
         except (OSError, ValueError) as exc:
             self._stop_worker()
             raise FleetError(f"cannot reach the MQTT broker at {b}: {exc}") from None
-        self._client.loop_start()
-        if not self._connected.wait(self._config.connect_timeout_s):
+        if (
+            not self._wait_connected()
+            and self._gone.is_set()
+            and self._connect_error is None  # closed, not refused (a login refused stays so)
+            and self._config.share_group is None
+            and self._v5
+        ):
+            # A broker that speaks only MQTT 3.1.1 (the demo's embedded amqtt) drops a v5
+            # CONNECT: one client, unshared, works the same on 3.1.1 (a persistent session,
+            # PUBACKs once stored); shared subscriptions need v5.
+            log.info("the broker at %s closed an MQTT v5 connection; using MQTT 3.1.1", b)
+            self._client.loop_stop()
+            self._v5 = False
+            self._gone.clear()
+            self._client = self._make_client(v5=False)
+            try:
+                self._connect()
+            except (OSError, ValueError) as exc:
+                self._stop_worker()
+                raise FleetError(f"cannot reach the MQTT broker at {b}: {exc}") from None
+            self._wait_connected()
+        if not self._connected.is_set():
             reason = self._connect_error or "no answer"
+            if self._gone.is_set() and self._config.share_group is not None:
+                reason += " (ingest workers need an MQTT v5 broker: shared subscriptions)"
             self.stop()
             raise FleetError(f"the MQTT broker at {b} did not accept the fleet: {reason}")
+
+    def _connect(self) -> None:
+        b = self._config.broker
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+            expiry = self._config.session_expiry_s
+            props.SessionExpiryInterval = NEVER_EXPIRES if expiry is None else expiry
+            # Messages in flight to us before our PUBACKs (sent once a batch is stored).
+            props.ReceiveMaximum = min(65_535, max(100, 2 * self._config.batch_max))
+            self._client.connect(
+                b.host, b.port, keepalive=30, clean_start=False, properties=props
+            )
+        else:
+            self._client.connect(b.host, b.port, keepalive=30)
+        self._client.loop_start()
+
+    def _wait_connected(self) -> bool:
+        """Until connected, refused, closed by the broker, or the connect timeout."""
+        deadline = time.monotonic() + self._config.connect_timeout_s
+        while time.monotonic() < deadline:
+            if self._connected.wait(0.1):
+                return True
+            if self._gone.is_set() or self._connect_error is not None:
+                return False
+        return self._connected.is_set()
 
     def stop(self) -> None:
         """Disconnect, then store what is still queued."""
