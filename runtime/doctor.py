@@ -186,6 +186,21 @@ def _cpu_reason(hw: HardwareReport) -> str:
     return "no SIMD int8 support reported: FP32"
 
 
+def _usable_delegate(
+    loaded: dict[str, DelegateStatus], lib: str, npu: str, label: str, notes: list[str]
+) -> DelegateStatus | None:
+    """The delegate library of an NPU that is present, when it is there and loads;
+    otherwise None, and a note says what is missing or why it does not load."""
+    status = loaded.get(lib)
+    if status is None:
+        notes.append(f"{npu} present but {lib} not found (install {DELEGATE_PACKAGES[lib]})")
+    elif status.loads is False:
+        notes.append(f"{label} {status.path} does not load: {status.error}")
+    else:
+        return status
+    return None
+
+
 def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tuple[str, ...]]:
     """The backend, device and precision to use here, and notes about what is unused."""
     notes: list[str] = []
@@ -200,26 +215,18 @@ def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tu
             notes.append("Intel NPU present but OpenVINO does not list it: install the "
                          "NPU driver (intel-driver-compiler-npu, level-zero)")
     if hw.has("imx-npu"):
-        vx = loaded.get("libvx_delegate.so")
-        if vx is None:
-            notes.append("i.MX NPU present but libvx_delegate.so not found "
-                         f"(install {DELEGATE_PACKAGES['libvx_delegate.so']})")
-        elif vx.loads is False:
-            notes.append(f"VX delegate {vx.path} does not load: {vx.error}")
-        elif choice is None and rt.litert:
+        vx = _usable_delegate(loaded, "libvx_delegate.so", "i.MX NPU", "VX delegate", notes)
+        if vx is not None and choice is None and rt.litert:
             choice = Recommendation(
                 "litert", vx.path, "int8", "tflite",
                 "i.MX 8M Plus NPU through the VX delegate: needs a full-integer TFLite model",
                 DELEGATE_OPTIONS["libvx_delegate.so"],
             )
     if hw.has("ethos-u"):
-        ethos = loaded.get("libethosu_delegate.so")
-        if ethos is None:
-            notes.append("Ethos-U NPU present but libethosu_delegate.so not found "
-                         f"(install {DELEGATE_PACKAGES['libethosu_delegate.so']})")
-        elif ethos.loads is False:
-            notes.append(f"Ethos-U delegate {ethos.path} does not load: {ethos.error}")
-        elif choice is None and rt.litert:
+        ethos = _usable_delegate(
+            loaded, "libethosu_delegate.so", "Ethos-U NPU", "Ethos-U delegate", notes
+        )
+        if ethos is not None and choice is None and rt.litert:
             choice = Recommendation(
                 "litert", ethos.path, "int8", "tflite",
                 "i.MX 93 Ethos-U65 through the Ethos-U delegate: needs a full-integer TFLite "
@@ -229,13 +236,10 @@ def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tu
                 "(writes output/MODEL-int8_vela.tflite)",
             )
     if hw.has("coral"):
-        tpu = loaded.get("libedgetpu.so.1")
-        if tpu is None:
-            notes.append("Coral Edge TPU present but libedgetpu.so.1 not found "
-                         f"(install {DELEGATE_PACKAGES['libedgetpu.so.1']})")
-        elif tpu.loads is False:
-            notes.append(f"Edge TPU delegate {tpu.path} does not load: {tpu.error}")
-        elif choice is None and rt.litert:
+        tpu = _usable_delegate(
+            loaded, "libedgetpu.so.1", "Coral Edge TPU", "Edge TPU delegate", notes
+        )
+        if tpu is not None and choice is None and rt.litert:
             choice = Recommendation(
                 "litert", tpu.path, "int8", "tflite",
                 "Coral Edge TPU: a full-integer TFLite compiled by edgetpu_compiler "
