@@ -114,6 +114,20 @@ class FleetConfig:
                 "postgresql:// store to run several ingest workers"
             )
 
+    def ingest_config(
+        self, client_id: str, *, shared: bool = False, status_only: bool = False
+    ) -> IngestConfig:
+        """How one ingest client of this fleet connects: the fleet process's own (unshared,
+        its session never expires) or, ``shared``, a worker's (the share group, the session
+        expiry)."""
+        return IngestConfig(
+            broker=self.broker, client_id=client_id, ca_file=self.ca_file,
+            batch_max=self.batch_max, window=self.window, status_only=status_only,
+            mqtt_v5=self.mqtt_v5,
+            share_group=self.share_group if shared else None,
+            session_expiry_s=self.session_expiry_s if shared else None,
+        )
+
     def for_workers(self) -> FleetConfig:
         """This config as ingest workers take it: a share group and a session expiry."""
         from dataclasses import replace
@@ -241,11 +255,9 @@ class FleetServer:
             statuses_only = c.role == "api" or c.scaled_out
             self._ingestor = Ingestor(
                 self._store,
-                IngestConfig(
-                    broker=c.broker,
-                    client_id=f"{c.client_id}-status" if statuses_only else c.client_id,
-                    ca_file=c.ca_file, batch_max=c.batch_max, window=c.window,
-                    status_only=statuses_only, mqtt_v5=c.mqtt_v5,
+                c.ingest_config(
+                    f"{c.client_id}-status" if statuses_only else c.client_id,
+                    status_only=statuses_only,
                 ),
             )
             self._ingestor.start()

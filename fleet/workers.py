@@ -25,7 +25,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from edgetally.fleet.errors import FleetError
-from edgetally.fleet.ingest.mqtt import IngestConfig, IngestCounters, Ingestor
+from edgetally.fleet.ingest.mqtt import IngestCounters, Ingestor
 from edgetally.fleet.server import FleetConfig
 from edgetally.fleet.store.base import Store, open_store
 
@@ -64,11 +64,7 @@ class IngestWorker:
         try:
             self._ingestor = Ingestor(
                 self._store,
-                IngestConfig(
-                    broker=c.broker, client_id=self.client_id, ca_file=c.ca_file,
-                    batch_max=c.batch_max, window=c.window, share_group=c.share_group,
-                    session_expiry_s=c.session_expiry_s,
-                ),
+                c.ingest_config(self.client_id, shared=True),
             )
             self._ingestor.start()
         except BaseException:
