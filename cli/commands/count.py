@@ -254,6 +254,7 @@ def evaluate(
         Event,
         EventScore,
         ReferenceLine,
+        check_tolerance,
         match_events,
         read_references,
     )
@@ -261,8 +262,7 @@ def evaluate(
     from edgetally.runtime.counting.pipeline import parse_counters
     from edgetally.runtime.counting.sources import mot_frame_rate
 
-    if not (tolerance_s >= 0 and tolerance_s < float("inf")):
-        raise ConfigError(f"--tolerance-s {tolerance_s}: give a number of seconds, 0 or more")
+    check_tolerance(tolerance_s)  # before the run, not after it
     refs: list[ReferenceLine] = read_references(reference)
     if refs and line:
         raise ConfigError("give --line (truth from gt/gt.txt) or --reference, not both")

@@ -85,6 +85,12 @@ class EventScore:
         }
 
 
+def check_tolerance(tolerance_s: float) -> None:
+    """A matching tolerance must be a finite number of seconds, 0 or more."""
+    if not (tolerance_s >= 0 and math.isfinite(tolerance_s)):
+        raise ConfigError(f"--tolerance-s {tolerance_s}: give a number of seconds, 0 or more")
+
+
 def match_events(
     counted: Iterable[Event], truth: Iterable[Event], tolerance_s: float
 ) -> EventScore:
@@ -94,8 +100,7 @@ def match_events(
     pairing each with the earliest unpaired counted event within reach is a maximum
     matching: an earlier counted event can only help a later true event less.
     """
-    if not (tolerance_s >= 0 and math.isfinite(tolerance_s)):
-        raise ConfigError(f"--tolerance-s {tolerance_s}: give a number of seconds, 0 or more")
+    check_tolerance(tolerance_s)
     counted = list(counted)
     truth = list(truth)
     tp = 0
