@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared"
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 VTEST_REFERENCES = HERE / "data" / "vtest"
+START = datetime(2026, 1, 1, tzinfo=UTC)  # the replayed sources' first frame
 CACHE_THRESHOLD = 0.05  # detections kept in the cache: below every tracker setting tried
 
 CONFIGS = [
@@ -98,11 +100,9 @@ def _cache_path(cache: Path, model: str, backend: str, seq: Sequence) -> Path:
 
 
 def frames(source: str) -> Iterator[Any]:
-    from datetime import UTC, datetime
-
     from edgetally.runtime.counting.sources import SourceOptions, open_source
 
-    src = open_source(source, SourceOptions(start=datetime(2026, 1, 1, tzinfo=UTC)))
+    src = open_source(source, SourceOptions(start=START))
     try:
         yield from src
     finally:
@@ -181,20 +181,10 @@ def replay(
     for frame in frames(seq.source):
         detector.index = frame.index
         result = pipeline.process(frame)
-        for c in result.crossings:
-            events[ids.index(c.line_id)].append((c.frame_index, c.direction))
-    src_fps = _fps(seq.source)
-    return [[Event(f / src_fps, d) for f, d in line] for line in events]
-
-
-def _fps(source: str) -> float:
-    from edgetally.runtime.counting.sources import SourceOptions, open_source
-
-    src = open_source(source, SourceOptions(max_frames=1))
-    try:
-        return float(src.fps)
-    finally:
-        src.close()
+        for c in result.crossings:  # seconds from the first frame, as the truth's times
+            t = (c.timestamp - START).total_seconds()
+            events[ids.index(c.line_id)].append(Event(t, c.direction))
+    return events
 
 
 def score(seq: Sequence, events: list[list[Any]], tolerance_s: float) -> dict[str, Any]:
