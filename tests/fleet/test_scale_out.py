@@ -208,7 +208,8 @@ def test_a_device_last_will_wins_over_its_newer_online_status(
         sock.close()  # the device vanishes without a DISCONNECT: the broker sends its will
         assert _wait(lambda: _rows(
             pg_url, "SELECT state FROM devices WHERE device = 'cam-1'") == [("offline",)])
-        assert api.counters().statuses == 2
+        # The counters move once the write returns, a moment after its rows are visible.
+        assert _wait(lambda: api.counters().statuses == 2)
 
 
 def _worker_process(
