@@ -172,6 +172,10 @@ def generate(store: Any, devices: int, days: int, chunk_days: int = 30) -> float
     """Fill ``aggregates`` with ``days`` of 15-minute buckets per device, in time order."""
     duck = store.dialect.name == "duckdb"
     per_day = 96
+    if not duck:  # the monthly raw partitions the year needs
+        store.prepare_months([
+            (YEAR_START + timedelta(days=d)).replace(tzinfo=None) for d in range(0, days, 28)
+        ] + [(YEAR_START + timedelta(days=days - 1)).replace(tzinfo=None)])
     t0 = time.perf_counter()
     for first in range(0, days, chunk_days):
         lo, hi = first * per_day, min(days, first + chunk_days) * per_day
@@ -179,11 +183,12 @@ def generate(store: Any, devices: int, days: int, chunk_days: int = 30) -> float
         devs = f"range({devices}) AS d(d)" if duck else f"generate_series(0, {devices - 1}) AS d"
         sites = devices // DEVICES_PER_SITE or 1
         store.execute(
-            "INSERT INTO aggregates (device, seq, site, source, line, start, seconds, "
+            "INSERT INTO aggregates (device, seq, site, epoch, digest, source, line, start, "
+            "seconds, "
             "in_count, out_count, occupancy_mean, occupancy_peak, dwell_count, dwell_median_s, "
             "dwell_p90_s, received_at) "
             "SELECT 'dev-' || lpad(CAST(d AS VARCHAR), 4, '0'), t, "
-            f"'site-' || lpad(CAST(mod(d, {sites}) AS VARCHAR), 3, '0'), 'cam0', 'door', "
+            f"'site-' || lpad(CAST(mod(d, {sites}) AS VARCHAR), 3, '0'), 'g', t, 'cam0', 'door', "
             "TIMESTAMP '2024-01-01 00:00:00' + t * INTERVAL '15 minutes', 900, "
             "CAST(mod(t * 7 + d * 13, 31) AS INTEGER), CAST(mod(t * 11 + d * 3, 29) AS INTEGER), "
             "CAST(mod(t * 5 + d, 23) AS DOUBLE PRECISION) / 4, "
