@@ -26,6 +26,10 @@ class StoreError(FleetError):
     """The database cannot be opened, or a statement on it failed."""
 
 
+class SchemaMissing(StoreError):
+    """A read-only store (a replica) lacks the current edgetally schema, which it may not make."""
+
+
 class QueryTimeout(StoreError):
     """A read query ran past the time limit of :func:`query_time_limit` and was cancelled."""
 
@@ -177,6 +181,40 @@ def migrate_identity(store: Store) -> bool:
     return True
 
 
+def schema_tables(double: str) -> set[str]:
+    """The tables :func:`edgetally.fleet.store.sql.schema` makes."""
+    return {text.split("(", 1)[0].split()[-1] for text in sql.schema(double)}
+
+
+def require_schema(store: Store) -> None:
+    """:class:`SchemaMissing` unless ``store`` holds the schema an up-to-date fleet makes
+    (every table, the version 2 keys, the rollups' zone columns, ``status_rank``): what a
+    read-only store checks instead of making or migrating it."""
+    where = store.description
+    missing = schema_tables(store.dialect.double) - present_tables(store)
+    if "aggregates" in missing:
+        raise SchemaMissing(
+            f"{where} has no edgetally schema yet: start the fleet once on the primary "
+            "(it makes the schema) and let the replica replay it"
+        )
+    old = sorted(missing)
+    if int(store.fetch(sql.needs_identity_migration()).rows[0][0]):
+        old.append("the version 2 keys")
+    if not rollup_columns_complete(store):
+        old.append("the rollups' zone columns")
+    rank = store.fetch(
+        "SELECT count(*) FROM information_schema.columns "
+        "WHERE table_name = 'devices' AND column_name = 'status_rank'"
+    ).rows[0][0]
+    if not int(rank):
+        old.append("devices.status_rank")
+    if old:
+        raise SchemaMissing(
+            f"{where} holds an older edgetally schema (missing: {', '.join(old)}): start "
+            "the fleet once on the primary (it migrates the schema) and let the replica replay it"
+        )
+
+
 def plain_arrow(table: pa.Table) -> pa.Table:
     """Decimals as the fetched rows give them: whole ones (sums of integers) as int64, the
     rest as float64."""
@@ -194,13 +232,17 @@ def is_postgres_url(db: str) -> bool:
 
 
 def open_store(db: str, *, read_only: bool = False) -> Store:
-    """A DuckDB file path (``:memory:`` too) or a ``postgresql://`` URL, schema in place."""
+    """A DuckDB file path (``:memory:`` too) or a ``postgresql://`` URL, schema in place.
+
+    ``read_only``: nothing is made or changed; a DuckDB file opens read-only, a PostgreSQL
+    database (a read replica, say) must already hold the schema (:func:`require_schema`)
+    and its sessions are read-only, so a write fails."""
     if not db:
         raise StoreError("no database given: pass a DuckDB file path or a postgresql:// URL")
     if is_postgres_url(db):
         from edgetally.fleet.store.postgres import PostgresStore
 
-        return PostgresStore(db)
+        return PostgresStore(db, read_only=read_only)
     if "://" in db:
         scheme = db.split("://", 1)[0]
         raise StoreError(

@@ -24,6 +24,7 @@ from edgetally.fleet.store.base import (
     fill_missing_rollups,
     plain_arrow,
     present_tables,
+    require_schema,
     timeout_message,
 )
 from edgetally.fleet.store.columns import Columns, count_columns, merge_columns, stage
@@ -103,7 +104,10 @@ class Loaded:
 class PostgresStore:
     """A :class:`~edgetally.fleet.store.base.Store` on a PostgreSQL database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """``read_only`` (a read replica): no DDL and no write on open, the schema must be
+        there (:func:`~edgetally.fleet.store.base.require_schema`), and every session is
+        read-only, so a write fails loudly."""
         if psycopg is None:  # pragma: no cover - depends on the install
             raise StoreError("PostgreSQL needs psycopg: pip install 'edgetally[postgres]'")
         self._url = url
@@ -113,7 +117,15 @@ class PostgresStore:
         self._closed = False
         self._dialect = Dialect("postgres")
         self._months: set[datetime] = set()  # months whose raw partitions exist
+        self._read_only = read_only
         conn = self._conn()
+        if read_only:
+            try:
+                require_schema(self)
+            except StoreError:
+                self.close()
+                raise
+            return
         try:
             with conn.transaction():
                 # One process at a time makes or converts the schema (workers start together).
@@ -159,6 +171,8 @@ class PostgresStore:
         if conn is None or conn.closed:
             try:
                 conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+                if self._read_only:
+                    conn.execute("SET default_transaction_read_only = on")
             except psycopg.Error as exc:
                 raise StoreError(
                     f"cannot connect to {self.description}: {_first_line(exc)}"
