@@ -94,6 +94,8 @@ class FleetConfig:
     share_group: str | None = None  # the shared subscription's group (ingest workers)
     session_expiry_s: int | None = None  # a worker's broker session after it vanished
     mqtt_v5: bool = True  # False for a broker that speaks only MQTT 3.1.1 (one process)
+    # A PostgreSQL read replica of db: the API's analyst reads go there (api and all roles).
+    read_url: str | None = None
 
     @property
     def scaled_out(self) -> bool:
@@ -113,6 +115,15 @@ class FleetConfig:
                 f"--workers {self.workers}: DuckDB allows one process; give a "
                 "postgresql:// store to run several ingest workers"
             )
+        if self.read_url is not None:
+            from edgetally.fleet.store.replica import check_read_url
+
+            if self.role == "ingest":
+                raise FleetError(
+                    "--read-url serves the API's reads: give it to the api (or all) role, "
+                    "not to ingest workers"
+                )
+            check_read_url(self.read_url, primary_postgres=is_postgres_url(self.db))
 
     def ingest_config(
         self, client_id: str, *, shared: bool = False, status_only: bool = False
@@ -168,6 +179,8 @@ class FleetConfig:
     def __repr__(self) -> str:  # the database URL's password stays out (the broker's too)
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         shown["db"] = redact_url(self.db)
+        if self.read_url is not None:
+            shown["read_url"] = redact_url(self.read_url)
         return f"FleetConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def check_exposure(self) -> None:
@@ -191,6 +204,7 @@ class FleetServer:
         self.config = config
         self._hooks = tuple(app_hooks)
         self._store: Store | None = None
+        self._read_store: Store | None = None  # the read replica's, with --read-url
         self._ingestor: Ingestor | None = None
         self._http: uvicorn.Server | None = None
         self._http_thread: threading.Thread | None = None
@@ -208,6 +222,11 @@ class FleetServer:
         if self._store is None:
             raise FleetError("the fleet is not running")
         return self._store
+
+    @property
+    def read_store(self) -> Store:
+        """Where the API's analyst reads go: the read replica's store, or :attr:`store`."""
+        return self._read_store or self.store
 
     @property
     def http_url(self) -> str:
@@ -248,6 +267,10 @@ class FleetServer:
         self._store = open_store(c.db)
         self._stopping.clear()
         try:
+            if c.read_url is not None:
+                from edgetally.fleet.store.replica import open_replica
+
+                self._read_store = open_replica(c.read_url, self._store)
             self._start_housekeeping()
             # "all" with one worker: everything here. Otherwise this process takes only the
             # device statuses, unshared (the broker's order keeps the last will right),
@@ -277,13 +300,18 @@ class FleetServer:
         except BaseException:
             self.stop()
             raise
-        log.info("fleet: store %s, API %s", self._store.description, self.http_url)
+        log.info(
+            "fleet: store %s%s, API %s", self._store.description,
+            f", reads from {self._read_store.description}" if self._read_store else "",
+            self.http_url,
+        )
         return self
 
     def _start_http(self) -> None:
         c = self.config
         ctx = FleetContext(
-            store=self.store,
+            store=self.read_store,
+            primary=self.store if self._read_store is not None else None,
             counters=self.counters,
             offline_after_s=c.offline_after_s,
             query_timeout_s=c.query_timeout_s,
@@ -427,6 +455,9 @@ class FleetServer:
         if self._ingestor is not None:
             self._ingestor.stop()
             self._ingestor = None
+        if self._read_store is not None:
+            self._read_store.close()
+            self._read_store = None
         if self._store is not None:
             self._store.close()
             self._store = None

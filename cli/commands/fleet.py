@@ -39,6 +39,11 @@ def serve(
     http: str = typer.Option(
         "127.0.0.1:8080", "--http", metavar="HOST:PORT", help="Where the analyst API listens."
     ),
+    read_url: str | None = typer.Option(
+        None, "--read-url", metavar="URL",
+        help="A PostgreSQL read replica of --db (postgresql://...): the API's analyst reads "
+        "go there (answers trail by the replication lag); writes stay on --db.",
+    ),
     client_id: str = typer.Option(
         "edgetally-fleet", "--client-id", metavar="ID",
         help="MQTT client id (ingest workers add -0, -1, ...; unique per machine).",
@@ -157,6 +162,7 @@ def serve(
         workers=workers,
         share_group=share_group,
         session_expiry_s=session_expiry,
+        read_url=read_url,
         window=TimeWindow(
             earliest=earliest if earliest.tzinfo else earliest.replace(tzinfo=UTC),
             max_ahead_s=max_ahead,
@@ -185,6 +191,8 @@ def serve(
     with FleetServer(config) as fleet:
         access = "tokens required" if tokens else "open, no tokens"
         extra = f", rollouts in {bundles}" if rollouts else ""
+        if read_url is not None:
+            extra += f", analyst reads from {fleet.read_store.description}"
         typer.echo(
             f"fleet: broker {config.broker}, store {fleet.store.description}, "
             f"API {fleet.http_url}/docs ({access}{extra}) (Ctrl-C stops)",

@@ -112,10 +112,13 @@ class IngestStatus(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FleetContext:
-    """Shared by the routers of one app. ``query_timeout_s``: reads are cancelled after
-    it (None: never); ``heavy``: the slots of the queries that return rows."""
+    """Shared by the routers of one app. ``store``: where the analyst reads go;
+    ``primary``: the store ingest writes, when the reads go to a read replica (None: they
+    are one); ``query_timeout_s``: reads are cancelled after it (None: never); ``heavy``:
+    the slots of the queries that return rows."""
 
     store: Store
+    primary: Store | None = None
     counters: Callable[[], IngestStatus] | None = None
     offline_after_s: float = DEFAULT_OFFLINE_AFTER_S
     max_rows: int = DEFAULT_MAX_ROWS

@@ -14,6 +14,7 @@ from edgetally.fleet.http.context import (
 from edgetally.fleet.http.export import ExportFormat
 from edgetally.fleet.store import queries
 from edgetally.fleet.store.base import StoreError
+from edgetally.fleet.store.replica import replica_state
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
@@ -42,15 +43,27 @@ def dead_letters(
 
 @router.get(
     "/health",
-    summary="Whether the fleet is taking messages in: ingest counters and rows per table",
-    responses={503: {"description": "the ingest loop is not running, or the store fails"}},
+    summary="Whether the fleet is taking messages in: ingest counters and rows per table "
+    "(and the read replica's lag)",
+    responses={
+        503: {
+            "description": "the ingest loop is not running, or the store (or the read "
+            "replica) cannot be read"
+        }
+    },
 )
 def health(ctx: Ctx) -> JSONResponse:
     """``ok`` is false (and the status 503) when the ingest loop is not running (messages
     are no longer taken in) or the store cannot be read. ``ingest`` holds its counters:
     ``conflicts`` are messages that reused a stored (site, device, epoch, seq) with other
-    contents (the first is kept), ``loop_errors`` unexpected errors the loop survived."""
-    body: dict[str, Any] = {"ok": True, "store": ctx.store.description}
+    contents (the first is kept), ``loop_errors`` unexpected errors the loop survived.
+
+    With a read replica (``fleet serve --read-url``), ``store`` and ``tables`` are the
+    primary's and ``replica`` says where the analyst reads go and how far they trail
+    (:func:`~edgetally.fleet.store.replica.replica_state`); a replica that cannot be read
+    makes ``ok`` false. A lagging replica does not: its answers trail by ``lag_s``."""
+    written = ctx.primary or ctx.store
+    body: dict[str, Any] = {"ok": True, "store": written.description}
     ingest: dict[str, Any] | None = None
     if ctx.counters is not None:
         counters = ctx.counters()
@@ -60,10 +73,17 @@ def health(ctx: Ctx) -> JSONResponse:
             body["reason"] = "the ingest loop is not running: no message is taken in"
     try:
         with read_limit(ctx):
-            body["tables"] = queries.counts(ctx.store)
+            body["tables"] = queries.counts(written)
     except StoreError as exc:
         body["ok"] = False
         body["reason"] = f"the store cannot be read: {exc}"
         body["tables"] = None
+    if ctx.primary is not None:
+        with read_limit(ctx):
+            replica = replica_state(ctx.primary, ctx.store)
+        body["replica"] = replica
+        if not replica["reachable"] and body["ok"]:
+            body["ok"] = False
+            body["reason"] = f"the read replica cannot be read: {replica['error']}"
     body["ingest"] = ingest
     return JSONResponse(body, status_code=200 if body["ok"] else 503)
