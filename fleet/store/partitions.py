@@ -1,10 +1,10 @@
 """PostgreSQL: the raw message tables partitioned by month, and raw retention.
 
-``aggregates``, ``events`` and ``power`` (the rows every device sends every bucket) are
-declaratively partitioned by range of ``start``, one partition a month
-(``aggregates_p2024_06``), created when a batch first needs it. The rollups
+The raw message tables (:data:`PARTITIONED`: ``aggregates``, ``events``, ``power``,
+``audio`` and ``shelf``) are declaratively partitioned by range of ``start``, one
+partition a month (``aggregates_p2024_06``), created when a batch first needs it. The rollups
 (``traffic_hour``, ``traffic_day``) are not partitioned: they are what analysts read, and
-they stay when raw months are dropped (:func:`drop_raw_months`), so a year by day still
+they stay when raw months are dropped (:func:`drop_old_raw`), so a year by day still
 answers after the raw rows of that year are gone.
 
 A partitioned table's primary key must hold the partition key, so it is (site, device,
@@ -16,8 +16,8 @@ dead-lettered as a conflict).
 
 Indexes: ``start`` gets a BRIN index (rows arrive nearly in time order, the index is a few
 pages per partition); per site and per device, B-trees on (site, start) and (device,
-start) as before. A store from before partitions is converted when it opens
-(:func:`partition_existing`).
+start) for aggregates, audio and shelf, (device, start) for power. A store from before
+partitions is converted when it opens (:func:`partition_existing`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ from edgetally.fleet.store.sql import KEY
 if TYPE_CHECKING:
     from edgetally.fleet.store.base import Store
 
-PARTITIONED: tuple[str, ...] = ("aggregates", "events", "power")
+PARTITIONED: tuple[str, ...] = ("aggregates", "events", "power", "audio", "shelf")
 # Each partitioned table's key columns beyond (site, device, epoch, seq).
-EXTRA_KEY: dict[str, tuple[str, ...]] = {"events": ("family", "event")}
+EXTRA_KEY: dict[str, tuple[str, ...]] = {
+    "events": ("family", "event"),
+    "shelf": ("region", "facing"),
+}
 NEIGHBOUR_DAYS = 31  # how far from a message's start its key is looked for
 
 
@@ -93,10 +96,10 @@ def key_absent(table: str, staged: str) -> str:
 def indexes(table: str) -> tuple[str, ...]:
     """The indexes of a partitioned raw table (created on the parent, so on every month)."""
     out = [f"CREATE INDEX IF NOT EXISTS {table}_start_brin ON {table} USING brin (start)"]
-    if table == "aggregates":
+    if table in ("aggregates", "audio", "shelf"):  # their queries filter by site or device
         out += [
-            "CREATE INDEX IF NOT EXISTS aggregates_site_start ON aggregates (site, start)",
-            "CREATE INDEX IF NOT EXISTS aggregates_device_start ON aggregates (device, start)",
+            f"CREATE INDEX IF NOT EXISTS {table}_site_start ON {table} (site, start)",
+            f"CREATE INDEX IF NOT EXISTS {table}_device_start ON {table} (device, start)",
         ]
     elif table == "power":
         out.append("CREATE INDEX IF NOT EXISTS power_device_start ON power (device, start)")

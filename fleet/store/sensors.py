@@ -1,7 +1,9 @@
 """Audio levels and shelf states in the fleet: writing them, and the analyst queries.
 
 Tables ``audio`` (one row per message) and ``shelf`` (one row per facing of a message) are
-created with the rest of the schema (:func:`edgetally.fleet.store.sql.sensor_schema`). Their event
+created with the rest of the schema (:func:`edgetally.fleet.store.sql.sensor_schema`); on
+PostgreSQL they are partitioned by month like the other raw tables
+(:mod:`edgetally.fleet.store.partitions`), retention included. Their event
 counts also go to the ``events`` table (family ``audio`` or ``shelf``, ``line`` = the
 source), so ``/api/v1/events`` shows them with the rest. Every insert skips rows already
 stored, so a redelivered message (same site, device, epoch and seq) changes nothing; the same

@@ -15,8 +15,18 @@ from edgetally.fleet.store.base import Store, open_store
 from edgetally.fleet.store.columns import stage
 from edgetally.fleet.store.partitions import drop_old_raw, partitions, raw_cutoff
 from edgetally.fleet.store.records import Filters, IngestBatch, Seen
+from edgetally.fleet.store.sensors import SensorBatch, write_sensors
 from edgetally.models.topics import DeviceId, SiteId
-from edgetally.models.wire import Aggregate, CounterId, PowerReading, Seq, SourceId
+from edgetally.models.wire import (
+    Aggregate,
+    AudioLevels,
+    CounterId,
+    FacingCounts,
+    PowerReading,
+    Seq,
+    ShelfState,
+    SourceId,
+)
 
 T0 = datetime(2024, 1, 20, 0, 0, tzinfo=UTC)
 
@@ -53,6 +63,45 @@ def _power() -> list[PowerReading]:
         )
         for i in range(10)
     ]
+
+
+def _sensors(days: int = 100) -> SensorBatch:
+    """One audio and one shelf message (two facings) a day from 20 January 2024."""
+    audio = tuple(
+        AudioLevels(
+            site=SiteId("site-0"), device=DeviceId("mic-0"), source=SourceId("mic0"),
+            seq=Seq(i), start=T0 + timedelta(days=i), seconds=900, duration_s=900.0,
+            leq_dbfs=-30.0 - i % 7, laeq_dbfs=-32.0 - i % 7, events={"dog": i % 3},
+        )
+        for i in range(days)
+    )
+    shelf = tuple(
+        ShelfState(
+            site=SiteId("site-1"), device=DeviceId("shelf-0"), source=SourceId("cam0"),
+            seq=Seq(i), start=T0 + timedelta(days=i), seconds=900,
+            facings=tuple(
+                FacingCounts(
+                    region=CounterId("top"), facing=CounterId(f"f{f}"),
+                    facing_empty=(i + f) % 2, restocked=i % 3, empty_at_end=f == 0,
+                )
+                for f in range(2)
+            ),
+        )
+        for i in range(days)
+    )
+    return SensorBatch(audio=audio, shelf=shelf)
+
+
+def _sensor_rows(conn: Any) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "audio": conn.execute(
+            "SELECT site, device, seq, start, leq_dbfs, digest FROM audio ORDER BY seq"
+        ).fetchall(),
+        "shelf": conn.execute(
+            "SELECT site, device, seq, facing, start, facing_empty, digest FROM shelf "
+            "ORDER BY seq, facing"
+        ).fetchall(),
+    }
 
 
 def _batch(aggs: list[Aggregate]) -> IngestBatch:
@@ -136,26 +185,85 @@ def test_a_store_of_the_plain_schema_is_partitioned_on_open(pg_url: str) -> None
         reference.close()
 
 
+def test_plain_audio_and_shelf_tables_are_partitioned_on_open_rows_kept(pg_url: str) -> None:
+    # Written by a store whose audio and shelf tables were plain (as before they were
+    # partitioned): made plain again here, rows and all, then opened.
+    store = open_store(pg_url)
+    try:
+        write_sensors(store, _sensors())
+    finally:
+        store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        creates = {t.split("(", 1)[0].split()[-1]: t for t in sql.sensor_schema("DOUBLE PRECISION")}
+        for table in ("audio", "shelf"):
+            conn.execute(f"ALTER TABLE {table} RENAME TO {table}_old")
+            conn.execute(creates[table])
+            conn.execute(f"INSERT INTO {table} SELECT * FROM {table}_old")
+            conn.execute(f"DROP TABLE {table}_old")
+            assert _relkind(pg_url, table) == "r"
+        before = _sensor_rows(conn)
+    assert len(before["audio"]) == 100 and len(before["shelf"]) == 200
+    store = open_store(pg_url)
+    try:
+        for table in ("audio", "shelf"):
+            assert _relkind(pg_url, table) == "p"
+            months = [m for _n, m in partitions(store, table)]
+            assert months == [datetime(2024, m, 1) for m in range(1, 5)], table
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            assert _sensor_rows(conn) == before
+            indexes = {
+                str(r[0]) for r in conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE tablename IN ('audio', 'shelf')"
+                ).fetchall()
+            }
+        assert {"audio_start_brin", "audio_device_start", "shelf_site_start"} <= indexes
+        # redeliveries stay out, a new month gets its partitions
+        again = write_sensors(store, _sensors())
+        assert (again.audio_new, again.shelf_new) == (0, 0)
+        late = _sensors(1)
+        july = datetime(2024, 7, 3, tzinfo=UTC)
+        late = SensorBatch(
+            audio=(late.audio[0].model_copy(update={"seq": Seq(500), "start": july}),),
+            shelf=(late.shelf[0].model_copy(update={"seq": Seq(500), "start": july}),),
+        )
+        r = write_sensors(store, late)
+        assert (r.audio_new, r.shelf_new) == (1, 1)
+        assert partitions(store, "audio")[-1][1] == datetime(2024, 7, 1)
+        assert partitions(store, "shelf")[-1][1] == datetime(2024, 7, 1)
+    finally:
+        store.close()
+
+
 def test_retention_drops_raw_months_and_the_rollups_answer_the_same(store_db: str) -> None:
     aggs = _aggregates()
     store = open_store(store_db)
     try:
         store.write(_batch(aggs))
+        write_sensors(store, _sensors())
         before = _answers(store)
         now = datetime(2024, 4, 15, tzinfo=UTC)
         assert raw_cutoff(now, 2) == datetime(2024, 2, 1)
         gone = drop_old_raw(store, 2, now)  # January goes; February to April stay
         if store.dialect.name == "postgres":
-            assert sorted(gone) == ["aggregates_p2024_01", "events_p2024_01", "power_p2024_01"]
-            assert partitions(store, "aggregates")[0][1] == datetime(2024, 2, 1)
+            assert sorted(gone) == [
+                f"{t}_p2024_01" for t in ("aggregates", "audio", "events", "power", "shelf")
+            ]
+            for table in ("aggregates", "audio", "shelf"):
+                assert partitions(store, table)[0][1] == datetime(2024, 2, 1)
         else:
-            assert gone == ["aggregates < 2024-02", "events < 2024-02", "power < 2024-02"]
+            assert gone == [
+                f"{t} < 2024-02" for t in ("aggregates", "events", "power", "audio", "shelf")
+            ]
         january = sum(1 for a in aggs if a.start < datetime(2024, 2, 1, tzinfo=UTC))
         assert january > 0
         left = store.fetch("SELECT count(*), min(start) FROM aggregates").rows[0]
         assert left[0] == len(aggs) - january
         assert left[1] == datetime(2024, 2, 1)
         assert store.fetch("SELECT count(*) FROM power").rows[0][0] == 8  # 2 in January
+        # audio and shelf: a message a day from 20 January, so 12 January days go
+        for table, per_day in (("audio", 1), ("shelf", 2)):
+            left = store.fetch(f"SELECT count(*), min(start) FROM {table}").rows[0]
+            assert (left[0], left[1]) == ((100 - 12) * per_day, datetime(2024, 2, 1)), table
         assert _answers(store) == before  # January by day and by hour: from the rollups
         assert drop_old_raw(store, 2, now) == []  # nothing more to drop
         with pytest.raises(ValueError, match="at least one month"):
