@@ -484,7 +484,8 @@ RULES: list[Rule] = [
          "a PostgreSQL server at a placeholder host (db.example); tests/fleet/test_scale_out.py "
          "runs the api role and ingest workers (a pool of worker processes too) on a test "
          "PostgreSQL and Mosquitto, tests/fleet/rollout/test_rollout_records.py two api "
-         "processes with rollouts in the database"),
+         "processes with rollouts in the database, tests/fleet/test_read_replica.py the api "
+         "with --read-url on a streaming standby"),
     run(r"EDGETALLY_TOKEN=\.\.\. edgetally fleet query traffic --api http://fleet\.lan:8080 ",
         "the fleet: the test's fleet with tokens on a free port; ...: an analyst token",
         forms=sub(("http://fleet.lan:8080", fleet_url("rollouts")),
