@@ -330,10 +330,11 @@ def _run_query(
 
 def _from_db(db: str, name: str, params: dict[str, str]) -> Any:
     from edgetally.fleet.store import queries
-    from edgetally.fleet.store.base import is_postgres_url, open_store
+    from edgetally.fleet.store.base import open_store
     from edgetally.fleet.store.records import Filters
 
-    store = open_store(db, read_only=not is_postgres_url(db))
+    # Read-only: a query makes or migrates nothing, so a PostgreSQL read replica serves too.
+    store = open_store(db, read_only=True)
     try:
         if name == "devices":
             return queries.devices(store, site=params.get("site"))

@@ -3,6 +3,7 @@ streaming standby (``pg_basebackup -R``) of a throwaway primary, both on loopbac
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -239,6 +240,14 @@ def test_the_api_answers_from_the_replica_once_replayed(
             # Devices (statuses and counters written on the primary) read from the replica.
             devices = httpx.get(api + "/api/v1/devices", timeout=30).json()["rows"]
             assert sorted(d["device"] for d in devices) == ["cam1", "cam2"]
+        # `fleet query --db` opens read-only too, so it answers from the standby.
+        out = subprocess.run(
+            [sys.executable, "-m", "edgetally", "fleet", "query", "traffic", "--db",
+             replica_url, "--interval", "day", "--json"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        assert sum(int(r["in"]) for r in json.loads(out.stdout)["rows"]) == 110
     finally:
         pub.disconnect()
         pub.loop_stop()
