@@ -8,11 +8,17 @@ they stay when raw months are dropped (:func:`drop_old_raw`), so a year by day s
 answers after the raw rows of that year are gone.
 
 A partitioned table's primary key must hold the partition key, so it is (site, device,
-epoch, seq, start): a redelivery (same start) is still kept out by it, and a message that
-reuses a stored key with another content (a conflict) is kept out by the insert itself,
-which looks for the key in the month of the message and the months on either side
-(:func:`key_absent`); a conflict further away in time is stored as a second row (and still
-dead-lettered as a conflict).
+epoch, seq, start) and no longer keeps a key once per table on its own: a message that
+reuses a stored key (a redelivery, or a conflict: other content) at any distance in time
+is kept out by the insert itself, which looks the key up in every month through each
+partition's primary key index, whose leading columns are the key (:func:`key_absent`;
+aggregates and power look it up once per batch, :func:`find_stored`, and the conflicts
+are read from what was found). The cost is one index probe per row and partition, which
+the old window of neighbouring months saved; the conflict check after the insert already
+paid it, so a write costs about what it did. Writers of the same device are serialised
+so that two ingest workers cannot both find a key absent and store it in two months:
+every write transaction first takes a transaction-scoped advisory lock per (site,
+device) it writes, in sorted order (:func:`lock_devices`), so no two deadlock.
 
 Indexes: ``start`` gets a BRIN index (rows arrive nearly in time order, the index is a few
 pages per partition); per site and per device, B-trees on (site, start) and (device,
@@ -22,6 +28,8 @@ partitions is converted when it opens (:func:`partition_existing`).
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +44,12 @@ EXTRA_KEY: dict[str, tuple[str, ...]] = {
     "events": ("family", "event"),
     "shelf": ("region", "facing"),
 }
-NEIGHBOUR_DAYS = 31  # how far from a message's start its key is looked for
+# Where the stored rows that hold a staged row's key are collected (PostgreSQL temp
+# tables: key and digest), for the tables whose conflicts are read from them.
+FOUND: dict[str, str] = {"aggregates": "found_aggregates", "power": "found_power"}
+# The class (first key) of the advisory locks on devices; the second key is a hash of
+# (site, device). The two-key locks do not share a key space with one-key ones.
+DEVICE_LOCK_CLASS = 0x65_74_64_76  # "etdv"
 
 
 def month_of(value: datetime) -> datetime:
@@ -82,15 +95,52 @@ def partitioned_create(plain_create: str, table: str) -> str:
     )
 
 
+def key_columns(table: str) -> tuple[str, ...]:
+    """What a row of ``table`` is unique on (its primary key without ``start``)."""
+    return (*KEY, *EXTRA_KEY.get(table, ()))
+
+
 def key_absent(table: str, staged: str) -> str:
-    """A condition on staged rows ``s``: no row of ``table`` holds the key in the month of
-    ``s.start`` or the months either side (run-time pruning reads only those)."""
-    on = " AND ".join(f"t.{c} = s.{c}" for c in (*KEY, *EXTRA_KEY.get(table, ())))
+    """A condition on staged rows ``s``: no row of ``table`` holds the key, in any month
+    (an index probe per partition), or, for a table of :data:`FOUND`, none was found by
+    :func:`find_stored` (run first, in the same transaction)."""
+    source = FOUND.get(table, table)
+    on = " AND ".join(f"t.{c} = s.{c}" for c in key_columns(table))
+    return f"NOT EXISTS (SELECT 1 FROM {source} AS t WHERE {on})"
+
+
+def find_stored(table: str, staged: str) -> str:
+    """Collect into ``FOUND[table]`` the key and digest of every stored row of ``table``
+    that holds a key of ``staged`` (in any month)."""
+    keys = ", ".join(key_columns(table))
+    on = " AND ".join(f"t.{c} = s.{c}" for c in key_columns(table))
+    picked = ", ".join(f"s.{c}" for c in key_columns(table))
     return (
-        f"NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {on} "
-        f"AND t.start >= s.start - INTERVAL '{NEIGHBOUR_DAYS} days' "
-        f"AND t.start < s.start + INTERVAL '{NEIGHBOUR_DAYS} days')"
+        f"INSERT INTO {FOUND[table]} ({keys}, digest) SELECT DISTINCT {picked}, t.digest "
+        f"FROM {staged} AS s JOIN {table} AS t ON {on}"
     )
+
+
+def device_lock_keys(devices: Iterable[tuple[str, str]]) -> list[int]:
+    """The advisory lock keys of ``devices`` (site, device): distinct and sorted, the order
+    every writer takes them in (two devices may share a key: they are then serialised
+    together, which is harmless)."""
+    out = set()
+    for site, device in devices:
+        h = hashlib.sha256(f"{site}\0{device}".encode()).digest()
+        out.add(int.from_bytes(h[:4], "big", signed=True))
+    return sorted(out)
+
+
+def lock_devices(devices: Iterable[tuple[str, str]]) -> tuple[str, list[Any]] | None:
+    """The statement (``?`` placeholder) and parameters taking, until the transaction
+    ends, the write lock of each of ``devices`` in sorted order; None: no device."""
+    keys = device_lock_keys(devices)
+    if not keys:
+        return None
+    # The function scan returns the array in its order, so the locks are taken in it.
+    text = f"SELECT count(pg_advisory_xact_lock({DEVICE_LOCK_CLASS}, k)) FROM unnest(?::int[]) AS k"
+    return text, [keys]
 
 
 def indexes(table: str) -> tuple[str, ...]:

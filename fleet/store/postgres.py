@@ -27,7 +27,13 @@ from edgetally.fleet.store.base import (
     require_schema,
     timeout_message,
 )
-from edgetally.fleet.store.columns import Columns, count_columns, merge_columns, stage
+from edgetally.fleet.store.columns import (
+    Columns,
+    StagedBatch,
+    count_columns,
+    merge_columns,
+    stage,
+)
 from edgetally.fleet.store.records import IngestBatch, IngestResult, Table
 from edgetally.fleet.store.sql import Dialect
 
@@ -45,6 +51,10 @@ _STAGES: tuple[tuple[str, str], ...] = (
     ("stage_conflicts", "SELECT site, device, conflicts AS n FROM devices"),
     ("stage_counts", "SELECT site, device, messages AS n FROM devices"),
     ("stage_dead", f"SELECT {', '.join(sql.DEAD_COLUMNS)} FROM dead_letters"),
+    *(
+        (found, f"SELECT {', '.join(sql.KEY)}, digest FROM {table}")
+        for table, found in partitions.FOUND.items()
+    ),
 )
 _SCHEMA_LOCK_KEY = 0x65_74_73_63  # "etsc": the advisory lock held while the schema is made
 _INDEXES: tuple[str, ...] = (
@@ -219,21 +229,32 @@ class PostgresStore:
             self._ensure_stages(conn)
             self._ensure_months(conn, [*staged.aggregates["start"], *staged.power["start"]])
             with conn.transaction():
+                self._lock_devices(conn, staged)
                 load = self._loader(conn)
                 load("stage_seen", staged.seen, sql.upsert_seen)
-                new_rows = load(
-                    "stage_aggregates", staged.aggregates,
-                    lambda n: sql.insert_aggregates_with_rollups(n, partitioned=True),
-                )
-                # (the stages keep their rows until the transaction commits)
-                staged.note_stored_conflicts(
-                    "agg", conn.execute(sql.conflicts("aggregates", "stage_aggregates")).fetchall()
-                )
+                # Each key is looked up once in every month (found_aggregates), then the
+                # rows not found go in, and the conflicts are read from what was found.
+                # (The stages keep their rows until the transaction commits.)
+                new_rows = Loaded(0, [])
+                if staged.aggregates["device"]:
+                    load(
+                        "stage_aggregates", staged.aggregates,
+                        lambda n: partitions.find_stored("aggregates", n),
+                    )
+                    new_rows = self._run(
+                        conn, sql.insert_aggregates_with_rollups("stage_aggregates", True)
+                    )
+                    staged.note_stored_conflicts("agg", conn.execute(
+                        sql.conflicts(partitions.FOUND["aggregates"], "stage_aggregates")
+                    ).fetchall())
                 load("stage_events", staged.events, lambda n: sql.insert_events(n, True))
-                power_rows = load("stage_power", staged.power, lambda n: sql.insert_power(n, True))
-                staged.note_stored_conflicts(
-                    "power", conn.execute(sql.conflicts("power", "stage_power")).fetchall()
-                )
+                power_rows = Loaded(0, [])
+                if staged.power["device"]:
+                    load("stage_power", staged.power, lambda n: partitions.find_stored("power", n))
+                    power_rows = self._run(conn, sql.insert_power("stage_power", True))
+                    staged.note_stored_conflicts("power", conn.execute(
+                        sql.conflicts(partitions.FOUND["power"], "stage_power")
+                    ).fetchall())
                 load("stage_status", staged.status, sql.update_status)
                 conflicts, per_device = staged.conflict_columns()
                 dead = load("stage_dead", merge_columns(staged.dead, conflicts), sql.insert_dead)
@@ -246,6 +267,27 @@ class PostgresStore:
         return staged.result(
             agg_new, len(power_rows.rows), statuses=len(batch.statuses), dead_letters=dead.count
         )
+
+    @staticmethod
+    def _lock_devices(conn: Any, staged: StagedBatch) -> None:
+        """Take the write lock of every device the batch writes (sorted: no deadlock), so
+        no other worker stores one of their keys between the lookup and the insert."""
+        devices: set[tuple[str, str]] = set()
+        for cols in (staged.aggregates, staged.power, staged.seen, staged.status):
+            devices.update(zip(cols["site"], cols["device"], strict=True))
+        lock = partitions.lock_devices(devices)
+        if lock is not None:
+            conn.execute(lock[0].replace("?", "%s"), lock[1])
+
+    @staticmethod
+    def _run(conn: Any, statement: str) -> Loaded:
+        """One statement on what is staged: its rows when it returns some, else its count."""
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            if cur.description is not None:
+                rows = cur.fetchall()
+                return Loaded(len(rows), rows)
+            return Loaded(int(cur.rowcount), [])
 
     @staticmethod
     def _loader(conn: Any) -> Callable[[str, Columns, Callable[[str], str]], Loaded]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from edgetally.fleet.store import partitions
 from edgetally.fleet.store.base import Store, StoreError
 from edgetally.fleet.store.columns import FirstOfKey, Key, conflict_letter, naive_utc
 from edgetally.fleet.store.queries import DEFAULT_MAX_ROWS, QueryTooLarge, where
@@ -130,11 +131,36 @@ def _rows(batch: SensorBatch) -> _Rows:
     return out
 
 
+def _stored_keys(
+    store: Store, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> set[tuple[Any, ...]]:
+    """The unique keys (:func:`partitions.key_columns`) of ``rows`` that ``table`` holds,
+    in any month (PostgreSQL: one index probe per row and partition)."""
+    keys = partitions.key_columns(table)
+    at = [columns.index(c) for c in keys]
+    arrays = [[row[i] for row in rows] for i in at]
+    kinds = ", ".join("?::bigint[]" if c == "seq" else "?::varchar[]" for c in keys)
+    on = " AND ".join(f"t.{c} = s.{c}" for c in keys)
+    found = store.fetch(
+        f"SELECT DISTINCT {', '.join(f's.{c}' for c in keys)} FROM unnest({kinds}) "
+        f"AS s({', '.join(keys)}) JOIN {table} AS t ON {on}",
+        arrays,
+    )
+    return {tuple(r) for r in found.rows}
+
+
 def _insert(
     store: Store, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
 ) -> set[Key]:
-    """Insert rows not yet stored; returns the keys of those that were new."""
+    """Insert rows not yet stored; returns the keys of those that were new. On PostgreSQL
+    the primary key of a monthly partition holds ``start``, so the keys are looked up in
+    every month first and the rows found are left out."""
     new: set[Key] = set()
+    if rows and store.dialect.name == "postgres":
+        stored = _stored_keys(store, table, columns, rows)
+        if stored:
+            at = [columns.index(c) for c in partitions.key_columns(table)]
+            rows = [row for row in rows if tuple(row[i] for i in at) not in stored]
     one = "(" + ", ".join("?" * len(columns)) + ")"
     for i in range(0, len(rows), _ROWS_PER_INSERT):
         part = rows[i : i + _ROWS_PER_INSERT]
@@ -196,6 +222,12 @@ def write_sensors(store: Store, batch: SensorBatch) -> SensorResult:
     store.prepare_months([naive_utc(m.start) for m in (*batch.audio, *batch.shelf)])
     store.execute("BEGIN")
     try:
+        if store.dialect.name == "postgres":  # writers of a device one at a time
+            lock = partitions.lock_devices(
+                (m.site, m.device) for m in (*batch.audio, *batch.shelf)
+            )
+            if lock is not None:
+                store.fetch(*lock)
         audio_new = _insert(store, "audio", AUDIO_COLUMNS, rows.audio)
         shelf_new = _insert(store, "shelf", SHELF_COLUMNS, rows.shelf)
         _insert(store, "events", EVENT_COLUMNS, rows.events)

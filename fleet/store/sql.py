@@ -201,8 +201,8 @@ def _insert_new(
     table: str, columns: tuple[str, ...], staged: str, partitioned: bool = False
 ) -> str:
     """Insert the staged rows whose key is not stored. ``partitioned`` (PostgreSQL, by
-    month): the primary key holds ``start`` too, so the key is also looked for in the
-    neighbouring months (:func:`edgetally.fleet.store.partitions.key_absent`)."""
+    month): the primary key holds ``start`` too, so the key is also looked for in every
+    month (:func:`edgetally.fleet.store.partitions.key_absent`)."""
     cols = ", ".join(columns)
     where = ""
     if partitioned:
@@ -362,7 +362,9 @@ def add_status_rank() -> str:
 
 def conflicts(table: str, staged: str) -> str:
     """The staged rows whose key is stored with another digest: (key..., stored digest,
-    received digest). Run after the insert, so new rows match themselves."""
+    received digest). ``table`` is the message table, the query run after the insert (new
+    rows match themselves, with their own digest), or on PostgreSQL the stored keys and
+    digests collected before it (:func:`edgetally.fleet.store.partitions.find_stored`)."""
     on = " AND ".join(f"t.{c} = s.{c}" for c in KEY)
     keys = ", ".join(f"s.{c}" for c in KEY)
     return (

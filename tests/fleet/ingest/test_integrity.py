@@ -34,8 +34,10 @@ from edgetally.models.wire import (
     AudioLevels,
     CounterId,
     Epoch,
+    FacingCounts,
     PowerReading,
     Seq,
+    ShelfState,
     SourceId,
     to_json,
 )
@@ -167,6 +169,57 @@ def test_power_audio_and_shelf_conflicts_are_recorded(store: Store) -> None:
     assert to_records(queries.devices(store))[0]["conflicts"] == 2
     level = store.fetch("SELECT leq_dbfs FROM audio").rows
     assert level == [(-30.0,)]
+
+
+def test_a_conflict_six_months_away_is_a_dead_letter_not_a_second_row(store: Store) -> None:
+    """On PostgreSQL the raw tables are partitioned by month and their primary key holds
+    ``start``: the key is still one message, whatever month the other content claims."""
+    far = timedelta(days=183)
+    first = agg("shop", "cam1", 7, 3)
+    power = PowerReading(
+        site=SiteId("shop"), device=DeviceId("cam1"), epoch=EPOCH, seq=Seq(0), source="rapl",
+        start=T0, seconds=60, wh=1.0, mean_w=60.0, measured=True,
+    )
+    audio = AudioLevels(
+        site=SiteId("shop"), device=DeviceId("cam1"), source=SourceId("mic0"), epoch=EPOCH,
+        seq=Seq(3), start=T0, seconds=60, duration_s=60.0, leq_dbfs=-30.0, laeq_dbfs=-32.0,
+        events={"dog": 1},
+    )
+    shelf = ShelfState(
+        site=SiteId("shop"), device=DeviceId("cam1"), source=SourceId("cam0"), epoch=EPOCH,
+        seq=Seq(4), start=T0, seconds=60,
+        facings=(FacingCounts(
+            region=CounterId("top"), facing=CounterId("f0"), restocked=1, empty_at_end=True,
+        ),),
+    )
+    store.write(IngestBatch(aggregates=(first,), power=(power,), seen=seen(first)))
+    write_sensors(store, SensorBatch(audio=(audio,), shelf=(shelf,)))
+    later = {"start": T0 + far}
+    r = store.write(IngestBatch(
+        aggregates=(first.model_copy(update={**later, "in_count": 40}),),
+        power=(power.model_copy(update={**later, "wh": 9.0}),),
+    ))
+    assert (r.aggregates_new, r.power_new, r.conflicts) == (0, 0, 2)
+    s = write_sensors(store, SensorBatch(
+        audio=(audio.model_copy(update={**later, "leq_dbfs": -10.0}),),
+        shelf=(shelf.model_copy(update=later),),
+    ))
+    assert (s.audio_new, s.shelf_new, s.conflicts) == (0, 0, 2)
+    # a redelivery of the first, six months before the other, is still a duplicate
+    r = store.write(IngestBatch(aggregates=(first,)))
+    assert (r.aggregates_new, r.aggregates_duplicate, r.conflicts) == (0, 1, 0)
+    for table, message in (
+        ("aggregates", first), ("power", power), ("audio", audio), ("shelf", shelf)
+    ):
+        rows = store.fetch(f"SELECT start FROM {table}").rows
+        assert rows == [(message.start.replace(tzinfo=None),)], table
+    events = store.fetch("SELECT family, start FROM events ORDER BY family").rows
+    assert events == [("audio", T0.replace(tzinfo=None)), ("shelf", T0.replace(tzinfo=None))]
+    assert totals(store) == {("shop", "cam1"): 3}
+    letters = to_records(queries.dead_letters(store, limit=10))
+    kinds = sorted(str(d["reason"]).split()[1] for d in letters)
+    assert kinds == ["agg", "audio", "power", "shelf"]
+    assert to_records(queries.devices(store))[0]["conflicts"] == 4
 
 
 # --------------------------------------------------------------------------- migration

@@ -4,6 +4,8 @@ rollups keep answering."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +15,7 @@ from edgetally.fleet.http.export import to_records
 from edgetally.fleet.store import queries, sql
 from edgetally.fleet.store.base import Store, open_store
 from edgetally.fleet.store.columns import stage
-from edgetally.fleet.store.partitions import drop_old_raw, partitions, raw_cutoff
+from edgetally.fleet.store.partitions import drop_old_raw, lock_devices, partitions, raw_cutoff
 from edgetally.fleet.store.records import Filters, IngestBatch, Seen
 from edgetally.fleet.store.sensors import SensorBatch, write_sensors
 from edgetally.models.topics import DeviceId, SiteId
@@ -268,5 +270,50 @@ def test_retention_drops_raw_months_and_the_rollups_answer_the_same(store_db: st
         assert drop_old_raw(store, 2, now) == []  # nothing more to drop
         with pytest.raises(ValueError, match="at least one month"):
             drop_old_raw(store, 0, now)
+    finally:
+        store.close()
+
+
+def test_a_worker_storing_a_device_waits_for_another_storing_the_same(
+    pg_url: str, wait: Callable[[Callable[[], bool], float], bool]
+) -> None:
+    """Two workers with the same key, other content, six months apart: neither can find
+    the key absent while the other is storing it, so one row stays and the other is a
+    conflict."""
+    aggs = _aggregates(days=1, devices=1)
+    first = aggs[0]
+    other = first.model_copy(update={"start": first.start + timedelta(days=183), "in_count": 50})
+    store = open_store(pg_url)
+    try:
+        store.prepare_months([first.start.replace(tzinfo=None), other.start.replace(tzinfo=None)])
+        row = stage(IngestBatch(aggregates=(first,))).aggregates
+        lock = lock_devices([(first.site, first.device)])
+        assert lock is not None
+        results = []
+        with psycopg.connect(pg_url) as worker:  # a worker amid storing ``first``
+            worker.execute(lock[0].replace("?", "%s"), lock[1])
+            worker.execute(
+                f"INSERT INTO aggregates ({', '.join(row)}) "
+                f"VALUES ({', '.join(['%s'] * len(row))})",
+                [values[0] for values in row.values()],
+            )
+            other_worker = threading.Thread(
+                target=lambda: results.append(store.write(IngestBatch(aggregates=(other,))))
+            )
+            other_worker.start()
+
+            def waits_for_the_device() -> bool:
+                with psycopg.connect(pg_url, autocommit=True) as conn:
+                    return bool(conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                    ).fetchone()[0])  # type: ignore[index]
+
+            assert wait(waits_for_the_device, 30)
+            worker.commit()
+            other_worker.join()
+        assert (results[0].aggregates_new, results[0].conflicts) == (0, 1)
+        stored = store.fetch("SELECT start, in_count FROM aggregates").rows
+        assert stored == [(first.start.replace(tzinfo=None), first.in_count)]
     finally:
         store.close()
