@@ -122,15 +122,15 @@ class StagedBatch:
     aggregate_keys: FirstOfKey = field(default_factory=FirstOfKey)
     power_keys: FirstOfKey = field(default_factory=FirstOfKey)
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    # Conflicts found so far (in the batch itself): dead letters and counts per device.
+    # Conflicts found so far: their dead letters, and the (site, device) of each.
     conflicts: list[DeadLetter] = field(default_factory=list)
-    conflicts_by_device: Counter[tuple[str, str]] = field(default_factory=Counter)
+    conflict_devices: list[tuple[str, str]] = field(default_factory=list)
 
     def add_conflict(self, kind: str, message: WireModel, stored: int) -> None:
         letter = conflict_letter(kind, message, stored, self.received_at)
         self.conflicts.append(letter)
         site, device, _e, _s = key_of(message)
-        self.conflicts_by_device[(site, device)] += 1
+        self.conflict_devices.append((site, device))
 
     def note_stored_conflicts(self, kind: str, rows: list[tuple[Any, ...]]) -> None:
         """The rows of :func:`edgetally.fleet.store.sql.conflicts` (key, stored digest,
@@ -156,15 +156,31 @@ class StagedBatch:
             conflicts=len(self.conflicts),
         )
 
-    def conflict_columns(self) -> tuple[Columns, Columns]:
-        """The conflicts as dead-letter rows, and as (site, device, n) rows."""
+    def conflict_columns(self) -> Columns:
+        """The conflicts as dead-letter rows."""
         dead = _empty(DEAD_COLUMNS)
         for dl in self.conflicts:
             _add(dead, _dead_row(dl))
+        return dead
+
+    def new_conflicts(self, stored: list[tuple[Any, ...]]) -> Columns:
+        """(site, device, n): the conflicts whose dead letter is new, ``stored`` being the
+        (topic, payload_sha256) of the dead letters the batch stored
+        (:func:`edgetally.fleet.store.sql.insert_dead` returns them). A conflict delivered
+        again (a redelivery, or two workers both receiving it) has its dead letter stored
+        already, so a device counts each distinct conflict once."""
+        new = {(str(topic), str(sha)) for topic, sha in stored}
+        counted: set[tuple[str, str]] = set()
+        counts: Counter[tuple[str, str]] = Counter()
+        for dl, site_device in zip(self.conflicts, self.conflict_devices, strict=True):
+            mark = (dl.topic, str(dl.payload_sha256))
+            if mark in new and mark not in counted:
+                counted.add(mark)
+                counts[site_device] += 1
         per_device = _empty(("site", "device", "n"))
-        for (site, device), n in self.conflicts_by_device.items():
+        for (site, device), n in counts.items():
             _add(per_device, (site, device, n))
-        return dead, per_device
+        return per_device
 
 
 def count_columns(pairs: list[tuple[Any, ...]]) -> Columns:

@@ -137,10 +137,9 @@ class DuckDBStore:
                 ),
             )
             self._load_rows(cur, "stage_status", staged.status, sql.update_status)
-            conflicts, per_device = staged.conflict_columns()
-            dead_rows = merge_columns(staged.dead, conflicts)
-            dead = self._load(cur, "stage_dead", dead_rows, sql.insert_dead)
-            self._load(cur, "stage_conflicts", per_device, sql.add_conflicts)
+            letters = merge_columns(staged.dead, staged.conflict_columns())
+            dead = self._load_rows(cur, "stage_dead", letters, sql.insert_dead)
+            self._load(cur, "stage_conflicts", staged.new_conflicts(dead), sql.add_conflicts)
             counts = count_columns([*new_rows, *power_rows])
             self._load(cur, "stage_counts", counts, sql.add_messages)
             cur.commit()
@@ -149,7 +148,8 @@ class DuckDBStore:
                 cur.rollback()
             raise StoreError(f"writing to {self._path} failed: {str(exc).splitlines()[0]}") from exc
         return staged.result(
-            len(new_rows), len(power_rows), statuses=len(batch.statuses), dead_letters=dead
+            len(new_rows), len(power_rows), statuses=len(batch.statuses),
+            dead_letters=len(dead),
         )
 
     @staticmethod

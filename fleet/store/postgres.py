@@ -256,9 +256,9 @@ class PostgresStore:
                         sql.conflicts(partitions.FOUND["power"], "stage_power")
                     ).fetchall())
                 load("stage_status", staged.status, sql.update_status)
-                conflicts, per_device = staged.conflict_columns()
-                dead = load("stage_dead", merge_columns(staged.dead, conflicts), sql.insert_dead)
-                load("stage_conflicts", per_device, sql.add_conflicts)
+                letters = merge_columns(staged.dead, staged.conflict_columns())
+                dead = load("stage_dead", letters, sql.insert_dead)
+                load("stage_conflicts", staged.new_conflicts(dead.rows), sql.add_conflicts)
                 counts = count_columns([*new_rows.rows, *power_rows.rows])
                 load("stage_counts", counts, sql.add_messages)
         except psycopg.Error as exc:

@@ -180,18 +180,24 @@ def _stored_digest(store: Store, table: str, key: Key) -> int | None:
 
 
 def _record_conflicts(store: Store, letters: list[DeadLetter]) -> None:
-    """Store conflict dead letters and count them against their devices."""
+    """Store conflict dead letters not stored yet (once per topic and payload hash, as
+    :func:`edgetally.fleet.store.sql.insert_dead`) and count those against their devices:
+    a conflict delivered again counts once."""
     if not letters:
         return
     cols = ", ".join(DEAD_COLUMNS)
     marks = ", ".join("?" * len(DEAD_COLUMNS))
     per_device: dict[tuple[str, str], int] = {}
     for dl in letters:
-        store.execute(
-            f"INSERT INTO dead_letters ({cols}) VALUES ({marks})",
+        stored = store.fetch(
+            f"INSERT INTO dead_letters ({cols}) SELECT {marks} WHERE NOT EXISTS "
+            "(SELECT 1 FROM dead_letters AS d WHERE d.topic = ? AND d.payload_sha256 = ?) "
+            "RETURNING topic",
             (naive_utc(dl.received_at), dl.topic, dl.reason, dl.payload_size,
-             dl.payload_head, dl.payload_sha256),
-        )
+             dl.payload_head, dl.payload_sha256, dl.topic, dl.payload_sha256),
+        ).rows
+        if not stored:
+            continue
         site, device = dl.topic.split("/")[2:4]
         per_device[(site, device)] = per_device.get((site, device), 0) + 1
     for (site, device), n in per_device.items():

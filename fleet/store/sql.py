@@ -374,7 +374,9 @@ def conflicts(table: str, staged: str) -> str:
 
 
 def add_conflicts(staged: str) -> str:
-    """Add the conflicts of ``staged`` (site, device, n) to the devices' counters."""
+    """Add the conflicts of ``staged`` (site, device, n) to the devices' counters: distinct
+    conflicts, those whose dead letter was new
+    (:meth:`edgetally.fleet.store.columns.StagedBatch.new_conflicts`)."""
     return (
         f"UPDATE devices SET conflicts = devices.conflicts + s.n FROM {staged} AS s "
         "WHERE devices.site = s.site AND devices.device = s.device"
@@ -445,14 +447,16 @@ def migrate_identity(double: str, present: set[str]) -> tuple[str, ...]:
 
 def insert_dead(staged: str) -> str:
     """Insert the dead letters whose payload hash (on that topic) is not stored yet: a
-    message redelivered to another worker, or sent twice, is one dead letter."""
+    message redelivered to another worker, or sent twice, is one dead letter. Returns the
+    (topic, payload_sha256) of each one stored (a conflict counts against its device only
+    when its dead letter is new)."""
     cols = ", ".join(DEAD_COLUMNS)
     return (
         f"INSERT INTO dead_letters ({cols}) SELECT {cols} FROM (SELECT {cols}, "
         "row_number() OVER (PARTITION BY topic, payload_sha256 ORDER BY received_at) AS k "
         f"FROM {staged}) AS s WHERE (k = 1 OR payload_sha256 IS NULL) AND NOT EXISTS "
         "(SELECT 1 FROM dead_letters AS d WHERE d.payload_sha256 = s.payload_sha256 "
-        "AND d.topic = s.topic)"
+        "AND d.topic = s.topic) RETURNING topic, payload_sha256"
     )
 
 

@@ -222,6 +222,39 @@ def test_a_conflict_six_months_away_is_a_dead_letter_not_a_second_row(store: Sto
     assert to_records(queries.devices(store))[0]["conflicts"] == 4
 
 
+def test_a_conflict_delivered_again_counts_once(store: Store) -> None:
+    """The devices' ``conflicts`` count distinct conflicts: a conflicting message delivered
+    three times (a QoS 1 redelivery, two workers both receiving it) is one dead letter and
+    one conflict; another conflicting content for the same key is a second."""
+    first = agg("shop", "cam1", 7, 3)
+    audio = AudioLevels(
+        site=SiteId("shop"), device=DeviceId("cam2"), source=SourceId("mic0"), epoch=EPOCH,
+        seq=Seq(3), start=T0, seconds=60, duration_s=60.0, leq_dbfs=-30.0, laeq_dbfs=-32.0,
+    )
+    store.write(IngestBatch(aggregates=(first,), seen=seen(first, agg("shop", "cam2", 0, 0))))
+    write_sensors(store, SensorBatch(audio=(audio,)))
+    clash = first.model_copy(update={"in_count": 99})
+    loud = audio.model_copy(update={"leq_dbfs": -3.0})
+    store.write(IngestBatch(aggregates=(clash, clash)))  # twice in one batch
+    store.write(IngestBatch(aggregates=(clash,)))  # and once more
+    for _ in range(3):
+        write_sensors(store, SensorBatch(audio=(loud,)))
+
+    def counted() -> tuple[dict[str, int], int]:
+        rows = to_records(queries.devices(store))
+        devices = {str(d["device"]): int(d["conflicts"]) for d in rows}
+        letters = len(to_records(queries.dead_letters(store, limit=100)))
+        return devices, letters
+
+    assert counted() == ({"cam1": 1, "cam2": 1}, 2)
+    # another content for the same keys: a second conflict each
+    store.write(IngestBatch(aggregates=(first.model_copy(update={"in_count": 5}),)))
+    write_sensors(store, SensorBatch(audio=(audio.model_copy(update={"leq_dbfs": -9.0}),)))
+    assert counted() == ({"cam1": 2, "cam2": 2}, 4)
+    assert totals(store) == {("shop", "cam1"): 3}
+    assert store.fetch("SELECT leq_dbfs FROM audio").rows == [(-30.0,)]
+
+
 # --------------------------------------------------------------------------- migration
 
 # The keyed tables as the previous schema (version 1) created them: keys on (device, seq),
