@@ -14,11 +14,15 @@ is kept out by the insert itself, which looks the key up in every month through 
 partition's primary key index, whose leading columns are the key (:func:`key_absent`;
 aggregates and power look it up once per batch, :func:`find_stored`, and the conflicts
 are read from what was found). The cost is one index probe per row and partition, which
-the old window of neighbouring months saved; the conflict check after the insert already
-paid it, so a write costs about what it did. Writers of the same device are serialised
-so that two ingest workers cannot both find a key absent and store it in two months:
-every write transaction first takes a transaction-scoped advisory lock per (site,
-device) it writes, in sorted order (:func:`lock_devices`), so no two deadlock.
+the conflict check after the insert already paid, so a write costs about what it did.
+Writers of the same device are serialised so that two ingest workers cannot both find a
+key absent and store it in two months: every write transaction first locks the
+``devices`` rows of the devices it writes, in (site, device) order (:func:`lock_devices`;
+rows it would lock anyway to update last seen and the counters, so no new waiting and
+no entry in PostgreSQL's shared lock table), and a device new to the store is locked by
+the insert of its row, which a second writer waits on. A device with no row, written
+without its being seen (only by direct calls to the store, never by ingest, which marks
+every message seen), is not serialised.
 
 Indexes: ``start`` gets a BRIN index (rows arrive nearly in time order, the index is a few
 pages per partition); per site and per device, B-trees on (site, start) and (device,
@@ -28,7 +32,6 @@ partitions is converted when it opens (:func:`partition_existing`).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -47,9 +50,6 @@ EXTRA_KEY: dict[str, tuple[str, ...]] = {
 # Where the stored rows that hold a staged row's key are collected (PostgreSQL temp
 # tables: key and digest), for the tables whose conflicts are read from them.
 FOUND: dict[str, str] = {"aggregates": "found_aggregates", "power": "found_power"}
-# The class (first key) of the advisory locks on devices; the second key is a hash of
-# (site, device). The two-key locks do not share a key space with one-key ones.
-DEVICE_LOCK_CLASS = 0x65_74_64_76  # "etdv"
 
 
 def month_of(value: datetime) -> datetime:
@@ -121,26 +121,20 @@ def find_stored(table: str, staged: str) -> str:
     )
 
 
-def device_lock_keys(devices: Iterable[tuple[str, str]]) -> list[int]:
-    """The advisory lock keys of ``devices`` (site, device): distinct and sorted, the order
-    every writer takes them in (two devices may share a key: they are then serialised
-    together, which is harmless)."""
-    out = set()
-    for site, device in devices:
-        h = hashlib.sha256(f"{site}\0{device}".encode()).digest()
-        out.add(int.from_bytes(h[:4], "big", signed=True))
-    return sorted(out)
-
-
 def lock_devices(devices: Iterable[tuple[str, str]]) -> tuple[str, list[Any]] | None:
-    """The statement (``?`` placeholder) and parameters taking, until the transaction
-    ends, the write lock of each of ``devices`` in sorted order; None: no device."""
-    keys = device_lock_keys(devices)
-    if not keys:
+    """The statement (``?`` placeholders) and parameters locking, until the transaction
+    ends, the ``devices`` rows of ``devices`` (site, device), in (site, device) order so no
+    two writers deadlock; None: no device. A write updates those rows anyway (last seen,
+    counters), so this adds no lock the write did not take, only takes them first."""
+    pairs = sorted(set(devices))
+    if not pairs:
         return None
-    # The function scan returns the array in its order, so the locks are taken in it.
-    text = f"SELECT count(pg_advisory_xact_lock({DEVICE_LOCK_CLASS}, k)) FROM unnest(?::int[]) AS k"
-    return text, [keys]
+    text = (
+        "SELECT count(*) FROM (SELECT 1 FROM devices AS d JOIN unnest(?::varchar[], "
+        "?::varchar[]) AS k(site, device) ON d.site = k.site AND d.device = k.device "
+        "ORDER BY d.site, d.device FOR NO KEY UPDATE OF d) AS locked"
+    )
+    return text, [[p[0] for p in pairs], [p[1] for p in pairs]]
 
 
 def indexes(table: str) -> tuple[str, ...]:

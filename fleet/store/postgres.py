@@ -270,8 +270,9 @@ class PostgresStore:
 
     @staticmethod
     def _lock_devices(conn: Any, staged: StagedBatch) -> None:
-        """Take the write lock of every device the batch writes (sorted: no deadlock), so
-        no other worker stores one of their keys between the lookup and the insert."""
+        """Lock the devices rows of every device the batch writes (sorted: no deadlock), so
+        no other worker stores one of their keys between the lookup and the insert; the
+        devices new to the store are locked by :func:`sql.upsert_seen` inserting them."""
         devices: set[tuple[str, str]] = set()
         for cols in (staged.aggregates, staged.power, staged.seen, staged.status):
             devices.update(zip(cols["site"], cols["device"], strict=True))

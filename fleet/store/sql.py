@@ -317,10 +317,12 @@ def insert_power(staged: str, partitioned: bool = False) -> str:
 def upsert_seen(staged: str) -> str:
     """Create the devices not seen before; first and last seen only ever widen, so writers
     in any order (several ingest workers, a redelivery) leave the same row. The message
-    counter is not touched here: :func:`add_messages` counts what was stored."""
+    counter is not touched here: :func:`add_messages` counts what was stored. In (site,
+    device) order, the order every writer locks devices rows in, so none deadlock."""
     cols = ", ".join(SEEN_COLUMNS)
     return (
         f"INSERT INTO devices ({cols}, state) SELECT {cols}, 'unknown' FROM {staged} "
+        "ORDER BY site, device "
         "ON CONFLICT (site, device) DO UPDATE SET "
         "first_seen = least(devices.first_seen, excluded.first_seen), "
         "last_seen = greatest(devices.last_seen, excluded.last_seen)"

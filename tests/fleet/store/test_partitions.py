@@ -286,12 +286,14 @@ def test_a_worker_storing_a_device_waits_for_another_storing_the_same(
     store = open_store(pg_url)
     try:
         store.prepare_months([first.start.replace(tzinfo=None), other.start.replace(tzinfo=None)])
+        store.write(IngestBatch(seen=(Seen(first.site, first.device, first.start),)))
         row = stage(IngestBatch(aggregates=(first,))).aggregates
         lock = lock_devices([(first.site, first.device)])
         assert lock is not None
         results = []
         with psycopg.connect(pg_url) as worker:  # a worker amid storing ``first``
-            worker.execute(lock[0].replace("?", "%s"), lock[1])
+            locked = worker.execute(lock[0].replace("?", "%s"), lock[1]).fetchone()
+            assert locked == (1,)
             worker.execute(
                 f"INSERT INTO aggregates ({', '.join(row)}) "
                 f"VALUES ({', '.join(['%s'] * len(row))})",
@@ -305,8 +307,8 @@ def test_a_worker_storing_a_device_waits_for_another_storing_the_same(
             def waits_for_the_device() -> bool:
                 with psycopg.connect(pg_url, autocommit=True) as conn:
                     return bool(conn.execute(
-                        "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
                     ).fetchone()[0])  # type: ignore[index]
 
             assert wait(waits_for_the_device, 30)
