@@ -93,13 +93,14 @@ def build_app() -> typer.Typer:
         models,
         power,
         quantize,
+        review,
         rollout,
         shelf,
     )
 
     for module in (
         audio, bundle, count, demo, device, doctor, energy, fleet, models, power, quantize,
-        rollout, shelf,
+        review, rollout, shelf,
     ):
         module.register(app)
     return app
