@@ -142,7 +142,7 @@ def demo_pipeline(camera: CameraConfig, config: DeviceConfig) -> CountingPipelin
     zones = [ZoneSpec(ZoneId(z.id), z.polygon) for z in camera.zones]
     precise = OpenVinoConfig(properties={"INFERENCE_PRECISION_HINT": "f32"})
     detector = load_detector(config.model, "openvino", config.accelerator, backend_config=precise)
-    return build_pipeline(detector, lines, zones)
+    return build_pipeline(detector, lines, zones, roi=camera.roi)
 
 
 # --------------------------------------------------------------------------- the fleet's API

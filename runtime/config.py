@@ -33,6 +33,7 @@ Example::
         zones:
           - id: till
             polygon: [[10, 10], [200, 10], [200, 200], [10, 200]]
+        # roi: [200, 60, 560, 576]     # optional: the detector sees only this region
         shelf:                       # optional: shelf regions and facings this camera sees
           regions:
             - id: top
@@ -131,6 +132,9 @@ class CameraConfig(_Strict):
     zones: tuple[ZoneConfig, ...] = ()
     stride: int = Field(default=1, ge=1, le=1000)
     max_frames: int | None = Field(default=None, ge=1)
+    # The detector sees only this region [x1, y1, x2, y2] (top-left, bottom-right): people
+    # far from the camera come out larger.
+    roi: tuple[float, float, float, float] | None = None
     realtime: bool = False  # play a file at its own frame rate, as a camera would deliver it
     # Shelf regions and facings (edgetally.runtime.shelf.config), validated here once.
     shelf: ShelfConfig | None = None
@@ -158,6 +162,20 @@ class CameraConfig(_Strict):
                         "':' or '-'"
                     )
         return value
+
+    @field_validator("roi", mode="before")
+    @classmethod
+    def _region(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        values = _numbers(value, "4 numbers [x1, y1, x2, y2]")
+        if len(values) != 4:
+            raise ValueError(f"expected 4 numbers [x1, y1, x2, y2], got {len(values)}")
+        if values[2] - values[0] < 32 or values[3] - values[1] < 32:
+            raise ValueError(
+                "give the top-left then the bottom-right corner, at least 32 px apart"
+            )
+        return tuple(values)
 
     @model_validator(mode="after")
     def _counters(self) -> CameraConfig:

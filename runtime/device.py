@@ -157,7 +157,7 @@ def default_pipeline(camera: CameraConfig, config: DeviceConfig) -> Pipeline:
     ]
     zones = [ZoneSpec(ZoneId(z.id), z.polygon) for z in camera.zones]
     detector = load_detector(config.model, config.backend, config.accelerator)
-    return build_pipeline(detector, lines, zones)
+    return build_pipeline(detector, lines, zones, roi=camera.roi)
 
 
 def default_source(camera: CameraConfig, start: datetime) -> Source:

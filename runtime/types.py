@@ -111,6 +111,15 @@ class Crossing:
 
 
 @dataclass(frozen=True, slots=True)
+class ZoneEntry:
+    """A track stepped into a zone: a visit began."""
+
+    zone_id: ZoneId
+    track_id: TrackId
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Dwell:
     """A track left a zone (or was lost) after spending ``seconds`` in it."""
 
@@ -131,3 +140,4 @@ class FrameResult:
     occupancy: dict[ZoneId, int]  # people in each zone on this frame
     dwells: tuple[Dwell, ...]  # visits that ended on this frame
     inferred: bool  # False when the motion gate skipped inference on this frame
+    entries: tuple[ZoneEntry, ...] = ()  # visits that began on this frame

@@ -77,7 +77,8 @@ def test_eval_scores_both_sequences_with_every_built_in_model(model: str) -> Non
 def test_count_prints_exactly_the_documented_json() -> None:
     seq = shared_path("data", "footfall", "tud_campus")
     out = run_json("count", str(seq), "--line", "320,250,320,480", "--json")
-    assert set(out) == {"source", "frames", "model", "backend", "fps", "lines"}
+    assert set(out) == {"source", "frames", "model", "backend", "fps", "lines", "zones"}
+    assert out["zones"] == []  # no --zone
     assert out["model"] == "yolox-nano" and out["backend"] == "onnxruntime"  # the default
     assert out["frames"] == 71 and out["fps"] > 0
     assert out["lines"][0]["line"] == [320, 250, 320, 480]
@@ -139,6 +140,43 @@ def test_count_events_round_trip_through_eval(tmp_path: Path) -> None:
     wide = run_json("eval", str(seq), "--reference", str(shifted), "--tolerance-s", "3.5",
                     "--json")
     assert wide["events"]["f1"] == 1.0
+
+
+def test_zone_visits_on_a_real_clip_round_trip_through_eval(tmp_path: Path) -> None:
+    """A zone on TUD-Campus: count reports its visits, occupancy and dwell, --events writes
+    an entry and an exit per visit beside the crossings, and eval scores that file as a
+    zone reference 1.0, and one entry moved out of tolerance as one miss and one false."""
+    seq = shared_path("data", "footfall", "tud_campus")
+    zone, line = "200,250,440,250,440,480,200,480", "320,250,320,480"
+    events = tmp_path / "events.jsonl"
+    proc = edgetally("count", str(seq), "--zone", zone, "--line", line,
+                     "--events", str(events), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (counted,) = json.loads(proc.stdout)["zones"]
+    assert counted["zone"] == [200, 250, 440, 250, 440, 480, 200, 480]
+    assert counted["visits"] >= 3  # people walk through the middle of the picture
+    assert 0 < counted["occupancy_mean"] <= counted["occupancy_max"]
+    assert 0 <= counted["dwell_p50_s"] <= counted["dwell_p90_s"] <= 71 / 25
+    rows = [json.loads(r) for r in events.read_text().splitlines()]
+    zone_rows = [r for r in rows if "zone" in r]
+    assert [r["event"] for r in zone_rows].count("enter") == counted["visits"]
+    assert [r["event"] for r in zone_rows].count("exit") == counted["visits"]
+    assert all(set(r) == {"t", "time", "frame", "line", "line_id", "dir", "track"}
+               for r in rows if "line" in r)
+    out = run_json("eval", str(seq), "--reference", str(events), "--zone-reference",
+                   str(events), "--json")
+    assert out["zone_visits"] == {"tp": counted["visits"], "fp": 0, "fn": 0,
+                                  "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert out["zone_count_accuracy"] == 1.0 and out["events"]["f1"] == 1.0
+    assert out["zones"][0]["true_dwell_p50_s"] == counted["dwell_p50_s"]
+    first = next(i for i, r in enumerate(rows) if r.get("event") == "enter")
+    rows[first] = {**rows[first], "t": rows[first]["t"] + 5.0}
+    shifted = tmp_path / "shifted.jsonl"
+    shifted.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run_json("eval", str(seq), "--zone-reference", str(shifted), "--json")
+    visits = out["zone_visits"]
+    assert (visits["tp"], visits["fp"], visits["fn"]) == (counted["visits"] - 1, 1, 1)
+    assert out["zone_count_accuracy"] == 1.0  # the counts cannot see it
 
 
 def test_eval_scores_events_against_mot_truth() -> None:

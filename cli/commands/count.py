@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from edgetally.models.zoo import DEFAULT_DETECTOR
 from edgetally.progress import progress
 from edgetally.runtime.errors import ConfigError, SourceError
+
+if TYPE_CHECKING:  # imported where used: the command starts fast
+    from edgetally.runtime.counting.events import EventScore, ReferenceZone
 
 MODEL_HELP = "A zoo name (edgetally models list) or a model file."
 
@@ -35,15 +38,17 @@ def build_pipeline(
     device: str | None,
     family: str | None,
     gate: bool,
+    roi: str | None = None,
 ) -> Any:
     from edgetally.runtime.counting.detectors import load_detector
-    from edgetally.runtime.counting.pipeline import build_pipeline, parse_counters
+    from edgetally.runtime.counting.pipeline import build_pipeline, parse_counters, parse_roi
 
     if not lines and not zones:
         raise ConfigError("give at least one --line x1,y1,x2,y2 (or a --zone)")
     specs = parse_counters(lines, zones)  # a bad line or zone: an error before the model loads
+    region = None if roi is None else parse_roi(roi)
     detector = load_detector(model, backend, device, family)
-    return build_pipeline(detector, *specs, gate=gate)
+    return build_pipeline(detector, *specs, gate=gate, roi=region)
 
 
 def _run(
@@ -60,29 +65,54 @@ def _run(
     start: str | None,
     annotate: Path | None,
     quiet: bool = False,
-    crossings: list[dict[str, Any]] | None = None,
+    events: list[dict[str, Any]] | None = None,
+    roi: str | None = None,
 ) -> Any:
     """Count on the source; a bar on a terminal shows how far (none when ``quiet``).
 
-    ``crossings``, when given, receives each crossing as a row (what ``--events`` writes)."""
+    ``events``, when given, receives each crossing and each zone entry and exit as a row
+    (what ``--events`` writes), in frame order; an exit is stamped with the visit's last
+    frame inside, also for the visits still in progress when the source ends."""
     from edgetally.runtime.counting.annotate import VideoWriter, draw_result
     from edgetally.runtime.counting.pipeline import number_as_typed, run_count
     from edgetally.runtime.counting.sources import SourceOptions, open_source
 
     if stride < 1:
         raise ConfigError("--stride must be at least 1")
-    pipeline = build_pipeline(lines, zones, model, backend, device, family, gate)
+    pipeline = build_pipeline(lines, zones, model, backend, device, family, gate, roi)
     options = SourceOptions(start=_parse_start(start), stride=stride, max_frames=max_frames)
     source = open_source(source_spec, options)
     writer: list[VideoWriter] = []
 
     points = {c.spec.line_id: [number_as_typed(v) for v in c.spec.points]
               for c in pipeline.lines}
+    polygons = {z.spec.zone_id: [number_as_typed(v) for v in z.spec.points]
+                for z in pipeline.zones}
+    entered: dict[tuple[str, int], tuple[int, datetime]] = {}  # visit -> its first frame
+
+    def zone_row(event: str, zone_id: str, track: int, frame_index: int, ts: datetime) -> Any:
+        return {
+            "t": round(frame_index / source.fps, 3),
+            "time": ts.isoformat(),
+            "frame": frame_index,
+            "zone": polygons[zone_id],
+            "zone_id": zone_id,
+            "event": event,
+            "track": track,
+        }
+
+    def exit_row(d: Any) -> Any:
+        """A visit's exit at the last frame it was seen inside, so that exit minus entry is
+        its dwell (the device learns of it later: seen outside, or its track lost)."""
+        first, ts = entered.pop((d.zone_id, d.track_id))
+        last = first + round(d.seconds * source.fps)
+        row = zone_row("exit", d.zone_id, d.track_id, last, ts + timedelta(seconds=d.seconds))
+        return {**row, "dwell_s": round(d.seconds, 3)}
 
     def on_result(frame: Any, result: Any) -> None:
-        if crossings is not None:
+        if events is not None:
             for c in result.crossings:
-                crossings.append({
+                events.append({
                     "t": round(c.frame_index / source.fps, 3),
                     "time": c.timestamp.isoformat(),
                     "frame": c.frame_index,
@@ -91,6 +121,12 @@ def _run(
                     "dir": c.direction,
                     "track": c.track_id,
                 })
+            for e in result.entries:
+                entered[e.zone_id, e.track_id] = (result.frame_index, e.timestamp)
+                events.append(
+                    zone_row("enter", e.zone_id, e.track_id, result.frame_index, e.timestamp)
+                )
+            events.extend(exit_row(d) for d in result.dwells)
         if annotate is None:
             return
         if not writer:
@@ -104,10 +140,27 @@ def _run(
     finally:
         for w in writer:
             w.close()
+    if events is not None:
+        events.extend(exit_row(d) for d in report.closed)
+        events.sort(key=lambda row: row["frame"])  # exits go back to their last frame inside
     return report
 
 
-def _print_lines(report: Any, extra: list[dict[str, Any]] | None = None) -> None:
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _visits(n: int) -> str:
+    return f"{n} visit{'' if n == 1 else 's'}"
+
+
+def _print_lines(
+    report: Any,
+    extra: list[dict[str, Any]] | None = None,
+    zones: list[dict[str, Any]] | None = None,
+) -> None:
+    """The report for a person; ``extra`` and ``zones``: the lines and zones with their
+    truth and scores (eval)."""
     typer.echo(
         f"{report.source}: {report.frames} frames, model {report.model} on "
         f"{report.backend}, {report.fps:.1f} fps"
@@ -121,6 +174,16 @@ def _print_lines(report: Any, extra: list[dict[str, Any]] | None = None) -> None
             truth += ")"
         pts = ",".join(f"{v:g}" for v in line["line"])
         typer.echo(f"  line {pts}: in {line['in']}, out {line['out']}{truth}")
+    for zone in zones or report.zones:
+        truth = ""
+        if "true_visits" in zone:
+            truth = f"   (truth {_visits(zone['true_visits'])}; visits F1 {zone['f1']:.3f})"
+        pts = ",".join(f"{v:g}" for v in zone["zone"])
+        typer.echo(
+            f"  zone {pts}: {_visits(zone['visits'])}, occupancy mean "
+            f"{zone['occupancy_mean']:.2f}, max {zone['occupancy_max']}; dwell p50 "
+            f"{_seconds(zone['dwell_p50_s'])}, p90 {_seconds(zone['dwell_p90_s'])}{truth}"
+        )
     stats = report.stats
     typer.echo(
         f"  motion gate skipped {stats['gate_skipped_share']:.0%} of frames; inference "
@@ -150,6 +213,11 @@ FamilyOpt = typer.Option(
     help="Processing family of an unknown model file: yolox | tf-ssd | tflite-ssd.",
 )
 GateOpt = typer.Option(True, "--gate/--no-gate", help="Skip inference on frames without motion.")
+RoiOpt = typer.Option(
+    None, "--roi", metavar="X1,Y1,X2,Y2",
+    help="Detect only in this region (top-left, bottom-right): people far from the camera "
+    "come out larger.",
+)
 StrideOpt = typer.Option(
     1, "--stride", min=1, metavar="N", help="Keep every n-th frame of a file."
 )
@@ -172,6 +240,7 @@ def count(
     device: str | None = DeviceOpt,
     family: str | None = FamilyOpt,
     gate: bool = GateOpt,
+    roi: str | None = RoiOpt,
     stride: int = StrideOpt,
     max_frames: int | None = MaxFramesOpt,
     start: str | None = StartOpt,
@@ -181,7 +250,8 @@ def count(
     ),
     events: Path | None = typer.Option(
         None, "--events", metavar="FILE",
-        help="Write each crossing here as JSON Lines (t, time, frame, line, dir, track).",
+        help="Write each crossing (t, time, frame, line, dir, track) and zone entry or exit "
+        "(t, time, frame, zone, event, track, dwell_s) here as JSON Lines.",
     ),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -203,7 +273,8 @@ def count(
         start,
         annotate,
         quiet=as_json,
-        crossings=rows,
+        events=rows,
+        roi=roi,
     )
     if events is not None and rows is not None:
         events.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -214,7 +285,9 @@ def count(
     if annotate is not None:  # on stderr: --json keeps stdout one JSON object
         typer.echo(f"wrote {annotate} ({report.frames} frames, annotated)", err=True)
     if events is not None and rows is not None:
-        typer.echo(f"wrote {events} ({len(rows)} crossings)", err=True)
+        n_crossings = sum(1 for row in rows if "line" in row)
+        zone_rows = f", {len(rows) - n_crossings} zone entries and exits" if zone else ""
+        typer.echo(f"wrote {events} ({n_crossings} crossings{zone_rows})", err=True)
 
 
 def _check_writable(path: Path) -> None:
@@ -236,20 +309,33 @@ def evaluate(
         help="True crossings of a line: {\"line\": [...], \"events\": [{\"t\": s, "
         "\"dir\": \"in\"|\"out\"}]}, or count --events lines (repeatable).",
     ),
+    zone: list[str] = typer.Option(
+        [], "--zone", metavar="X1,Y1,X2,Y2,X3,Y3,...",
+        help="A zone polygon to report, not scored (repeatable).",
+    ),
+    zone_reference: list[Path] = typer.Option(
+        [], "--zone-reference", metavar="FILE",
+        help="True visits of a zone, scored by entry: {\"zone\": [...], \"visits\": "
+        "[{\"t\": s, \"exit_t\": s}]} (exit_t optional), or count --events lines "
+        "(repeatable).",
+    ),
     tolerance_s: float = typer.Option(
         1.0, "--tolerance-s", metavar="SECONDS",
-        help="How far apart in time a counted and a true crossing may be to match.",
+        help="How far apart in time a counted and a true crossing (or zone entry) may be "
+        "to match.",
     ),
     model: str = ModelOpt,
     backend: str = BackendOpt,
     device: str | None = DeviceOpt,
     family: str | None = FamilyOpt,
     gate: bool = GateOpt,
+    roi: str | None = RoiOpt,
     stride: int = StrideOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Count on a source and score each crossing against the truth: MOT ground truth for
-    --line, or a reference file of events (--reference)."""
+    --line, or a reference file of events (--reference); and each zone visit against a
+    reference file of visits (--zone-reference)."""
     from edgetally.runtime.counting.events import (
         Event,
         EventScore,
@@ -257,6 +343,7 @@ def evaluate(
         check_tolerance,
         match_events,
         read_references,
+        read_zone_references,
     )
     from edgetally.runtime.counting.mot import count_accuracy, read_gt, true_events
     from edgetally.runtime.counting.pipeline import parse_counters
@@ -264,16 +351,16 @@ def evaluate(
 
     check_tolerance(tolerance_s)  # before the run, not after it
     refs: list[ReferenceLine] = read_references(reference)
+    zone_refs: list[ReferenceZone] = read_zone_references(zone_reference)
     if refs and line:
         raise ConfigError("give --line (truth from gt/gt.txt) or --reference, not both")
+    if zone_refs and zone:
+        raise ConfigError(
+            "give --zone (reported, not scored) or --zone-reference (scored), not both"
+        )
     if refs:
         texts = [ref.text for ref in refs]
-    else:
-        if not line:
-            raise ConfigError(
-                "give at least one --line x1,y1,x2,y2 (truth from a MOT sequence's "
-                "gt/gt.txt) or --reference FILE"
-            )
+    elif line:
         seq_dir = Path(source)
         if not seq_dir.is_dir():
             raise SourceError(
@@ -286,38 +373,101 @@ def evaluate(
             (s.x1, s.y1, s.x2, s.y2), tuple(true_events(gt, s, fps))
         ) for s in specs]
         texts = line
+    elif zone_refs:
+        texts = []  # only zones to score
+    else:
+        raise ConfigError(
+            "give at least one --line x1,y1,x2,y2 (truth from a MOT sequence's "
+            "gt/gt.txt), --reference FILE or --zone-reference FILE"
+        )
+    zone_texts = [ref.text for ref in zone_refs] or zone
     rows: list[dict[str, Any]] = []
     report = _run(
-        source, texts, [], model, backend, device, family, gate, stride, None, None, None,
-        quiet=as_json, crossings=rows,
+        source, texts, zone_texts, model, backend, device, family, gate, stride, None, None,
+        None, quiet=as_json, events=rows, roi=roi,
     )
     lines = []
     scored = []
     total = EventScore(0, 0, 0)
     for i, (ref, counted) in enumerate(zip(refs, report.lines, strict=True)):
-        mine = [Event(r["t"], r["dir"]) for r in rows if r["line_id"] == f"line{i + 1}"]
+        mine = [Event(r["t"], r["dir"]) for r in rows if r.get("line_id") == f"line{i + 1}"]
         score = match_events(mine, ref.events, tolerance_s)
         total = total + score
         t_in, t_out = ref.counts()
         lines.append({**counted, "true_in": t_in, "true_out": t_out, **score.as_dict()})
         scored.append((counted["in"], counted["out"], t_in, t_out))
     accuracy = round(count_accuracy(scored), 4)
+    zones, zone_total, zone_accuracy = _score_zones(report.zones, zone_refs, rows, tolerance_s)
+    zone_scores = {} if not zone_refs else {
+        "zone_count_accuracy": zone_accuracy,
+        "zone_visits": zone_total.as_dict(),
+    }
     if as_json:
         typer.echo(json.dumps({
             **report.as_json(),
             "lines": lines,
+            "zones": zones,
             "count_accuracy": accuracy,
             "tolerance_s": tolerance_s,
             "events": total.as_dict(),
+            **zone_scores,
         }))
-    else:
-        _print_lines(report, lines)
+        return
+    _print_lines(report, lines, zones)
+    if lines:
         typer.echo(f"  count accuracy {accuracy:.3f}")
         typer.echo(
             f"  events (within {tolerance_s:g} s, same direction): {total.tp} matched, "
             f"{total.fp} false, {total.fn} missed; precision {total.precision:.3f}, "
             f"recall {total.recall:.3f}, F1 {total.f1:.3f}"
         )
+    if zone_refs:
+        typer.echo(
+            f"  zone visits (entries within {tolerance_s:g} s): {zone_total.tp} matched, "
+            f"{zone_total.fp} false, {zone_total.fn} missed; precision "
+            f"{zone_total.precision:.3f}, recall {zone_total.recall:.3f}, F1 "
+            f"{zone_total.f1:.3f}; visit count accuracy {zone_accuracy:.3f}"
+        )
+
+
+def _score_zones(
+    counted: list[dict[str, Any]],
+    refs: list[ReferenceZone],
+    rows: list[dict[str, Any]],
+    tolerance_s: float,
+) -> tuple[list[dict[str, Any]], EventScore, float]:
+    """Each counted zone with its truth and scores when ``refs`` (one per zone) are given:
+    entries matched one to one as crossings are (:func:`match_events`), visit count accuracy
+    and the true dwell; and the scores over all zones. Without ``refs``, the zones as
+    counted."""
+    from edgetally.runtime.counting.analytics import dwell_percentile
+    from edgetally.runtime.counting.events import Event, EventScore, match_events
+    from edgetally.runtime.counting.mot import count_accuracy
+
+    total = EventScore(0, 0, 0)
+    if not refs:
+        return counted, total, 1.0
+    zones, visits = [], []
+    for ref, zone in zip(refs, counted, strict=True):
+        mine = [
+            Event(r["t"], "in")
+            for r in rows
+            if r.get("zone_id") == zone["zone_id"] and r["event"] == "enter"
+        ]
+        score = match_events(mine, ref.entries(), tolerance_s)
+        total = total + score
+        n_true = len(ref.visits)
+        visits.append((zone["visits"], 0, n_true, 0))
+        p50, p90 = dwell_percentile(ref.dwells(), 50), dwell_percentile(ref.dwells(), 90)
+        zones.append({
+            **zone,
+            "true_visits": n_true,
+            **score.as_dict(),
+            "visit_count_accuracy": round(count_accuracy([visits[-1]]), 4),
+            "true_dwell_p50_s": None if p50 is None else round(p50, 3),
+            "true_dwell_p90_s": None if p90 is None else round(p90, 3),
+        })
+    return zones, total, round(count_accuracy(visits), 4)
 
 
 def snapshot(

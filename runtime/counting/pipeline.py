@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from edgetally.runtime.counting.analytics import LineCounter, LineSpec, ZoneSpec, ZoneTracker
+import numpy as np
+from edgetally.runtime.counting.analytics import (
+    LineCounter,
+    LineSpec,
+    ZoneSpec,
+    ZoneSummary,
+    ZoneTracker,
+)
 from edgetally.runtime.counting.detectors import Detector
 from edgetally.runtime.counting.gate import GateConfig, MotionGate
+from edgetally.runtime.counting.passage import PassageBook, PassageConfig
 from edgetally.runtime.counting.sources import FrameSource
 from edgetally.runtime.counting.tracker import ByteTracker, TrackerConfig
 from edgetally.runtime.errors import ConfigError
@@ -22,14 +31,22 @@ from edgetally.runtime.types import (
     LineId,
     Progress,
     Track,
+    ZoneEntry,
     ZoneId,
 )
+
+Roi = tuple[float, float, float, float]  # x1, y1, x2, y2: top-left, bottom-right
+MIN_ROI_PX = 32
 
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    passage: PassageConfig = field(default_factory=PassageConfig)
+    birth_lookback_s: float = 0.8  # 0: never count a person first seen past a line
+    first_side_in_band: bool = True  # a person first seen in a line's band is on a side
+    roi: Roi | None = None  # the detector sees only this region (x1, y1, x2, y2), closer
 
 
 @dataclass(slots=True)
@@ -71,13 +88,19 @@ class CountingPipeline:
         ids = [ln.line_id for ln in lines]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"duplicate line ids: {ids}")
-        self.lines = [LineCounter(spec) for spec in lines]
+        self.lines = [
+            LineCounter(spec, birth_lookback_s=self.config.birth_lookback_s,
+                        first_side_in_band=self.config.first_side_in_band)
+            for spec in lines
+        ]
         self.zones = [ZoneTracker(spec) for spec in zones]
         self.gate = MotionGate(self.config.gate)
         self.tracker = ByteTracker(self.config.tracker)
+        self.book = PassageBook(self.config.passage)
         self.stats = PipelineStats()
         self._t0: datetime | None = None
         self._checked = False
+        self._bounds: tuple[float, float, float, float] | None = None
         self._tracks: tuple[Track, ...] = ()
 
     def process(self, frame: Frame) -> FrameResult:
@@ -85,6 +108,10 @@ class CountingPipeline:
             w, h = frame.size
             for counter in self.lines:
                 counter.spec.check_inside(w, h)
+            roi = self.config.roi
+            if roi is not None:
+                check_roi(roi, w, h)
+            self._bounds = roi if roi is not None else (0.0, 0.0, float(w), float(h))
             self._checked = True
         t_start = time.perf_counter()
         infer = self.gate.should_infer(frame.image)
@@ -92,23 +119,28 @@ class CountingPipeline:
         infer_s = 0.0
         if infer:
             t_inf = time.perf_counter()
-            detections: Detections = self.detector.detect(frame.image)
+            detections = self._detect(frame)
             infer_s = time.perf_counter() - t_inf
             if self._t0 is None:
                 self._t0 = frame.timestamp
             t = (frame.timestamp - self._t0).total_seconds()
-            self._tracks = self.tracker.update(detections, t)
+            self._tracks = self.tracker.update(detections, t, self._bounds)
+            people = self.book.observe(self._tracks, t, frame.timestamp, frame.index)
         tracks = self._tracks
         crossings = []
         occupancy: dict[ZoneId, int] = {}
         dwells: list[Dwell] = []
+        entries: list[ZoneEntry] = []
         if infer:
             live = self.tracker.live_ids
+            gone = self.book.expire(t, live)
             for counter in self.lines:
-                crossings.extend(counter.update(tracks, frame.timestamp, frame.index))
-                counter.forget(live)
+                crossings.extend(counter.update(tracks, frame.timestamp, frame.index, people))
+                counter.forget(gone)
             for zone in self.zones:
-                occupancy[zone.spec.zone_id], ended = zone.update(tracks, frame.timestamp, live)
+                n, began, ended = zone.update(tracks, frame.timestamp, live)
+                occupancy[zone.spec.zone_id] = n
+                entries.extend(began)
                 dwells.extend(ended)
         else:
             occupancy = {z.spec.zone_id: len(z.visits) for z in self.zones}
@@ -125,8 +157,20 @@ class CountingPipeline:
             crossings=tuple(crossings),
             occupancy=occupancy,
             dwells=tuple(dwells),
+            entries=tuple(entries),
             inferred=infer,
         )
+
+    def _detect(self, frame: Frame) -> Detections:
+        """The detector on the frame, or on its region of interest (boxes put back in the
+        frame's pixels)."""
+        roi = self.config.roi
+        if roi is None:
+            return self.detector.detect(frame.image)
+        x1, y1, x2, y2 = (round(v) for v in roi)
+        found = self.detector.detect(frame.image[y1:y2, x1:x2])
+        shift = np.array([x1, y1, x1, y1], dtype=found.xyxy.dtype)
+        return Detections(found.xyxy + shift, found.score, found.class_id)
 
     def finish(self, ts: datetime) -> list[Dwell]:
         """End the visits still in progress (the source ended)."""
@@ -149,6 +193,47 @@ def number_as_typed(value: float) -> float | int:
     return int(rounded) if rounded.is_integer() else rounded
 
 
+def zone_total(summary: ZoneSummary) -> dict[str, Any]:
+    """A zone as ``count --json`` reports it: its points as typed, its id, visits (entries),
+    occupancy mean and max over every frame, dwell p50 and p90 of the ended visits (None
+    when none ended)."""
+    p50, p90 = summary.dwell_percentile(50), summary.dwell_percentile(90)
+    return {
+        "zone": [number_as_typed(v) for v in summary.spec.points],
+        "zone_id": summary.spec.zone_id,
+        "visits": summary.visits,
+        "occupancy_mean": round(summary.occupancy_mean, 4),
+        "occupancy_max": summary.occupancy_max,
+        "dwell_p50_s": None if p50 is None else round(p50, 3),
+        "dwell_p90_s": None if p90 is None else round(p90, 3),
+    }
+
+
+def parse_roi(text: str) -> Roi:
+    """``x1,y1,x2,y2`` as on the command line: the region's top-left and bottom-right."""
+    try:
+        values = [float(p) for p in text.replace(" ", "").split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"--roi {text!r}: expected four numbers x1,y1,x2,y2")
+    x1, y1, x2, y2 = values
+    return x1, y1, x2, y2
+
+
+def check_roi(roi: Roi, width: int, height: int) -> None:
+    """A region inside the picture, at least ``MIN_ROI_PX`` pixels each way."""
+    x1, y1, x2, y2 = roi
+    text = ",".join(f"{v:g}" for v in roi)
+    if x2 - x1 < MIN_ROI_PX or y2 - y1 < MIN_ROI_PX:
+        raise ConfigError(
+            f"roi {text}: give the top-left then the bottom-right corner, at least "
+            f"{MIN_ROI_PX} px apart each way"
+        )
+    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        raise ConfigError(f"roi {text}: outside the {width}x{height} frame")
+
+
 def build_pipeline(
     detector: Detector,
     lines: Sequence[str | LineSpec] = (),
@@ -156,11 +241,13 @@ def build_pipeline(
     *,
     gate: bool = True,
     prefix: str = "line",
+    roi: Roi | None = None,
 ) -> CountingPipeline:
     """The one way to put a counting pipeline together: lines and zones as texts or specs
-    (:func:`parse_counters`), the motion gate on or off."""
+    (:func:`parse_counters`), the motion gate on or off, the detector on the whole picture
+    or on a region of it (``roi``: small people far from the camera come out larger)."""
     line_specs, zone_specs = parse_counters(lines, zones, prefix=prefix)
-    config = PipelineConfig(gate=GateConfig(enabled=gate))
+    config = PipelineConfig(gate=GateConfig(enabled=gate), roi=roi)
     return CountingPipeline(detector, line_specs, zone_specs, config)
 
 
@@ -192,6 +279,8 @@ class CountReport:
     fps: float
     lines: list[dict[str, Any]]
     stats: dict[str, float]
+    zones: list[dict[str, Any]] = field(default_factory=list)  # zone_total() of each zone
+    closed: tuple[Dwell, ...] = ()  # the visits still in progress when the source ended
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -201,6 +290,7 @@ class CountReport:
             "backend": self.backend,
             "fps": self.fps,
             "lines": self.lines,
+            "zones": self.zones,
         }
 
 
@@ -216,10 +306,13 @@ def run_count(
     last: datetime | None = None
     total: int | None = getattr(source, "total", None)
     done = 0
+    zones = [ZoneSummary(z.spec) for z in pipeline.zones]
     try:
         for frame in source:
             result = pipeline.process(frame)
             last = frame.timestamp
+            for zone in zones:
+                zone.add(result)
             if on_result is not None:
                 on_result(frame, result)
             done += 1
@@ -228,8 +321,9 @@ def run_count(
     finally:
         pipeline.stats.wall_s = time.perf_counter() - start
         source.close()
-    if last is not None:
-        pipeline.finish(last)
+    closed = pipeline.finish(last) if last is not None else []
+    for zone in zones:
+        zone.add_dwells(closed)
     info = pipeline.detector.info
     return CountReport(
         source=source.name,
@@ -239,4 +333,6 @@ def run_count(
         fps=pipeline.stats.as_dict()["fps"],
         lines=pipeline.line_totals(),
         stats=pipeline.stats.as_dict(),
+        zones=[zone_total(zone) for zone in zones],
+        closed=tuple(closed),
     )

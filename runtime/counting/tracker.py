@@ -114,6 +114,7 @@ class _Track:
     confirmed: bool = False
     hits: int = 1
     box: F64 = field(default_factory=lambda: np.zeros(4))
+    full: tuple[float, float] | None = None  # width, height of the whole person, last seen
 
 
 class ByteTracker:
@@ -126,9 +127,16 @@ class ByteTracker:
         self._last_t: float | None = None
         self._frame_dt: float | None = None  # seconds between consecutive updates, smallest seen
 
-    def update(self, detections: Detections, t: float) -> tuple[Track, ...]:
+    def update(
+        self,
+        detections: Detections,
+        t: float,
+        bounds: tuple[float, float, float, float] | None = None,
+    ) -> tuple[Track, ...]:
         """Feed the detections of the frame at time ``t`` (seconds); the confirmed tracks
-        that were matched on this frame come back."""
+        that were matched on this frame come back. With ``bounds`` (x1, y1, x2, y2: the
+        picture, or the region the detector saw), a box cut by them is given back whole
+        (see :func:`_whole_box`)."""
         cfg = self.config
         first_frame = self._last_t is None
         gap = 0.0 if self._last_t is None else max(t - self._last_t, 0.0)
@@ -191,11 +199,13 @@ class ByteTracker:
         self._tracks = [
             tr for tr in self._tracks if id(tr) not in dead and t - tr.last_seen <= cfg.max_lost_s
         ]
-        return tuple(
-            Track(TrackId(tr.track_id), tuple(float(v) for v in tr.box), tr.score)  # type: ignore[arg-type]  # a box: four numbers
-            for tr in matched
-            if tr.confirmed
-        )
+        out = []
+        for tr in matched:
+            if not tr.confirmed:
+                continue
+            box = tr.box if bounds is None else _whole_box(tr, bounds)
+            out.append(Track(TrackId(tr.track_id), tuple(float(v) for v in box), tr.score))  # type: ignore[arg-type]  # a box: four numbers
+        return tuple(out)
 
     @staticmethod
     def _hit(tr: _Track, box: F64, score: float, t: float) -> None:
@@ -208,6 +218,35 @@ class ByteTracker:
     @property
     def live_ids(self) -> set[TrackId]:
         return {TrackId(tr.track_id) for tr in self._tracks if tr.confirmed}
+
+
+_BORDER_PX = 2.0
+
+
+def _whole_box(tr: _Track, bounds: tuple[float, float, float, float]) -> F64:
+    """The track's box, grown back to the person's whole size where the picture's border
+    cuts it: a person half out of the picture has a box whose bottom centre is not their
+    feet. The size is the one last seen uncut (none yet: the box as it is)."""
+    left_edge, top_edge, right_edge, bottom_edge = bounds
+    x1, y1, x2, y2 = (float(v) for v in tr.box)
+    cut = (x1 <= left_edge + _BORDER_PX, y1 <= top_edge + _BORDER_PX,
+           x2 >= right_edge - _BORDER_PX, y2 >= bottom_edge - _BORDER_PX)
+    if not any(cut):
+        tr.full = (x2 - x1, y2 - y1)
+        return tr.box
+    if tr.full is None:
+        return tr.box
+    w, h = tr.full
+    left, top, right, bottom = cut
+    if left and not right:
+        x1 = min(x1, x2 - w)
+    if right and not left:
+        x2 = max(x2, x1 + w)
+    if bottom and not top:
+        y2 = max(y2, y1 + h)
+    if top and not bottom:
+        y1 = min(y1, y2 - h)
+    return np.array([x1, y1, x2, y2])
 
 
 def _associate(

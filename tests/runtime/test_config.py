@@ -46,6 +46,11 @@ def test_a_good_file(tmp_path: Path) -> None:
     assert [c.id for c in cfg.cameras] == ["door", "back"]
     assert cfg.cameras[0].lines[1].points == (0.0, 300.0, 700.0, 300.0)
     assert cfg.cameras[0].zones[0].polygon[2] == (200.0, 200.0)
+    assert cfg.cameras[0].roi is None
+    with_roi = GOOD.replace(
+        "    source: /dev/video0\n", "    source: /dev/video0\n    roi: [0, 50, 700, 576]\n"
+    )
+    assert load_config(write(tmp_path, with_roi)).cameras[0].roi == (0.0, 50.0, 700.0, 576.0)
     assert cfg.outbox == tmp_path / "outbox.db"  # relative to the file
     with pytest.raises(ValidationError):
         cfg.site = "other"  # frozen
@@ -69,6 +74,10 @@ def test_a_good_file(tmp_path: Path) -> None:
         ("bucket_seconds: 30", "bucket_seconds: 0", "bucket_seconds: Input should be greater"),
         ("id: back\n", "id: door\n", "camera ids must be unique; repeated: door"),
         ("id: side", "id: entrance", "line and zone ids must be unique"),
+        ("    source: /dev/video0\n", "    source: /dev/video0\n    roi: [10, 10, 20]\n",
+         "cameras[0].roi: expected 4 numbers [x1, y1, x2, y2], got 3"),
+        ("    source: /dev/video0\n", "    source: /dev/video0\n    roi: [300, 10, 20, 400]\n",
+         "cameras[0].roi: give the top-left then the bottom-right corner"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, old: str, new: str, message: str) -> None:

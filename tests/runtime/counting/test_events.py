@@ -12,9 +12,12 @@ from edgetally.runtime.counting.analytics import LineSpec
 from edgetally.runtime.counting.events import (
     Event,
     EventScore,
+    Visit,
     match_events,
     read_reference,
     read_references,
+    read_zone_reference,
+    read_zone_references,
 )
 from edgetally.runtime.counting.mot import GtBox, true_counts, true_events
 from edgetally.runtime.errors import ConfigError
@@ -162,3 +165,114 @@ def test_the_vtest_references_are_well_formed() -> None:
     assert len(refs) >= 5
     for ref in refs:
         assert ref.events and all(0 <= e.t <= 79.5 for e in ref.events)  # 795 frames at 10 fps
+
+
+SQUARE = [100, 150, 200, 150, 200, 230, 100, 230]
+
+
+def zone_row(
+    t: float, event: str, track: int | None, zone: list[int] = SQUARE
+) -> dict[str, object]:
+    """A zone row as ``count --events`` writes it."""
+    row: dict[str, object] = {"t": t, "frame": round(t * 25), "zone": zone, "zone_id": "zone1",
+                              "event": event}
+    if track is not None:
+        row["track"] = track
+    return row
+
+
+def write_rows(path: Path, rows: list[dict[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_zone_reference_as_the_readme_gives_it(tmp_path: Path) -> None:
+    path = tmp_path / "visits.json"
+    path.write_text(json.dumps({
+        "zone": SQUARE,
+        "visits": [{"t": 9.5, "exit_t": 12.0}, {"t": 1.5}, {"t": 3, "exit_t": None}],
+    }))
+    (ref,) = read_zone_reference(path)
+    assert ref.zone == tuple(float(v) for v in SQUARE)
+    assert ref.text == "100,150,200,150,200,230,100,230"
+    assert ref.visits == (Visit(1.5), Visit(3.0), Visit(9.5, 12.0))  # in time order
+    assert ref.entries() == [Event(1.5, "in"), Event(3.0, "in"), Event(9.5, "in")]
+    assert ref.dwells() == [2.5]
+
+
+def test_count_events_zone_rows_are_a_zone_reference(tmp_path: Path) -> None:
+    other = [10, 10, 50, 10, 50, 50]
+    rows = [
+        {"t": 0.2, "line": [1, 1, 5, 5], "line_id": "line1", "dir": "in", "track": 3},
+        zone_row(0.5, "enter", 7),
+        zone_row(0.6, "enter", 8),
+        zone_row(1.0, "exit", 8),
+        zone_row(2.0, "enter", None),  # added by hand: no track, so no exit
+        zone_row(2.5, "exit", 7),
+        zone_row(0.1, "enter", 7, other),
+        zone_row(4.0, "exit", 9),  # an exit whose entry was deleted by hand: ignored
+    ]
+    refs = read_zone_reference(write_rows(tmp_path / "events.jsonl", rows))
+    assert [r.zone for r in refs] == [tuple(map(float, SQUARE)), tuple(map(float, other))]
+    assert refs[0].visits == (Visit(0.5, 2.5), Visit(0.6, 1.0), Visit(2.0))
+    assert refs[1].visits == (Visit(0.1),)
+    single = write_rows(tmp_path / "one.jsonl", [rows[1]])
+    assert read_zone_reference(single)[0].visits == (Visit(0.5),)
+
+
+def test_a_crossing_reader_skips_the_zone_rows(tmp_path: Path) -> None:
+    rows = [
+        zone_row(0.5, "enter", 7),
+        {"t": 1.5, "line": [1, 1, 5, 5], "line_id": "line1", "dir": "in", "track": 3},
+        {**zone_row(2.5, "exit", 7), "dwell_s": 2.0},
+    ]
+    (ref,) = read_reference(write_rows(tmp_path / "events.jsonl", rows))
+    assert ref.events == (Event(1.5, "in"),)
+    for name, only in (("zones.jsonl", [rows[0], rows[2]]), ("one.jsonl", [rows[0]])):
+        with pytest.raises(ConfigError, match="no crossings in it"):
+            read_reference(write_rows(tmp_path / name, only))
+    with pytest.raises(ConfigError, match="no zone entries in it"):
+        read_zone_reference(write_rows(tmp_path / "lines.jsonl", [rows[1]]))
+    visits = tmp_path / "visits.json"
+    visits.write_text(json.dumps({"zone": SQUARE, "visits": []}))
+    with pytest.raises(ConfigError, match="--zone-reference"):
+        read_reference(visits)
+    crossings = tmp_path / "crossings.json"
+    crossings.write_text('{"line": [1, 2, 3, 4], "events": []}')
+    with pytest.raises(ConfigError, match="go to --reference"):
+        read_zone_reference(crossings)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("{", "not JSON"),
+        ("[]", "no zones"),
+        ('{"zone": [1, 2, 3, 4], "visits": []}', "at least 3 points"),
+        ('{"zone": [1, 2, 3, 4, 5], "visits": []}', "at least 3 points"),
+        ('{"zone": [1, 2, 3, 4, 5, "x"], "visits": []}', "at least 3 points"),
+        ('{"zone": [0, 0, 9, 0, 9, 9], "visits": {}}', "must be a list"),
+        ('{"zone": [0, 0, 9, 0, 9, 9], "visits": [1.5]}', "visit 1"),
+        ('{"zone": [0, 0, 9, 0, 9, 9], "visits": [{"t": -1}]}', "\"t\" must be seconds"),
+        ('{"zone": [0, 0, 9, 0, 9, 9], "visits": [{"t": 5, "exit_t": 4}]}', "before its entry"),
+        ('{"zone": [0, 0, 9, 0, 9, 9]}', "\"zone\" and \"visits\""),
+        ('{"t": 1, "zone": [0, 0, 9, 0, 9, 9], "event": "in"}\n{"t": 2}', "\"enter\""),
+        ('{"t": "x", "zone": [0, 0, 9, 0, 9, 9], "event": "enter"}\n\n', "\"t\""),
+    ],
+)
+def test_a_bad_zone_reference_names_the_problem(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "visits.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f"zone reference {path}") as info:
+        read_zone_reference(path)
+    assert words in str(info.value)
+
+
+def test_the_same_zone_twice_is_an_error(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for p in (a, b):
+        p.write_text('{"zone": [0, 0, 9, 0, 9, 9], "visits": []}')
+    with pytest.raises(ConfigError, match="given twice"):
+        read_zone_references([a, b])
+    with pytest.raises(ConfigError, match=r"zone reference .*missing\.json"):
+        read_zone_references([tmp_path / "missing.json"])

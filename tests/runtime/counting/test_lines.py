@@ -65,11 +65,11 @@ def test_line_parsing_and_frame_check() -> None:
 def test_zone_occupancy_and_dwell() -> None:
     zone = ZoneTracker(ZoneSpec(ZoneId("z"), ((0, 0), (100, 0), (100, 100), (0, 100))))
     live = {TrackId(1), TrackId(2)}
-    n, ended = zone.update((person(1, 50, 50), person(2, 300, 50)), at(0), live)
-    assert (n, ended) == (1, [])
-    n, ended = zone.update((person(1, 60, 50), person(2, 50, 50)), at(25), live)
-    assert n == 2 and ended == []
+    n, began, ended = zone.update((person(1, 50, 50), person(2, 300, 50)), at(0), live)
+    assert (n, [e.track_id for e in began], ended) == (1, [1], [])
+    n, began, ended = zone.update((person(1, 60, 50), person(2, 50, 50)), at(25), live)
+    assert n == 2 and [e.track_id for e in began] == [2] and ended == []
     # Track 1 leaves after 2 s inside; track 2 is lost after 1 s.
-    n, ended = zone.update((person(1, 300, 50),), at(50), {TrackId(1)})
-    assert n == 0
+    n, began, ended = zone.update((person(1, 300, 50),), at(50), {TrackId(1)})
+    assert n == 0 and began == []
     assert sorted((d.track_id, d.seconds) for d in ended) == [(1, 1.0), (2, 0.0)]
