@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,7 +29,7 @@ def walker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def dark_columns(strip: np.ndarray) -> np.ndarray:
+def dark_columns(strip: Any) -> Any:
     """Frame numbers (3 columns a frame) where the strip shows something dark (every
     channel: the frame markers are coloured)."""
     dark = (strip.max(axis=2) < 80).any(axis=0)
@@ -44,6 +45,7 @@ def test_strips_show_a_crossing_first_on_the_side_it_came_from(
     assert code == 0, capsys.readouterr().err
     assert "60 frames" in capsys.readouterr().out
     picture = cv2.imread(str(out / "strips-00000.png"))
+    assert picture is not None
     # The two strips: 18 px header, 91 px of line (extend 0), 6 px gap, header, strip.
     upper = picture[18:18 + 91]
     lower = picture[18 + 91 + 6 + 18:18 + 91 + 6 + 18 + 91]
