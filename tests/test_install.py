@@ -19,6 +19,7 @@ from tests.conftest import REPO, VTEST, Broker
 
 RUNTIMES = ("onnxruntime", "openvino", "ai_edge_litert")
 FLEET_ONLY = ("duckdb", "pyarrow", "fastapi", "uvicorn", "amqtt")
+PEERS = ("boxmot", "supervision", "torch")  # the accuracy benchmark's peer trackers
 
 
 def imported_after(code: str) -> set[str]:
@@ -85,7 +86,7 @@ def test_a_device_install_counts_and_publishes_without_the_fleet(
     assert pip.returncode == 0, pip.stderr[-2000:]
     py = str(venv / "bin" / "python")
     cli = str(venv / "bin" / "edgetally")
-    for module in ("duckdb", "fastapi", "openvino", "pyarrow"):
+    for module in ("duckdb", "fastapi", "openvino", "pyarrow", *PEERS):
         r = subprocess.run([py, "-c", f"import {module}"], capture_output=True, timeout=60)
         assert r.returncode != 0, f"{module} is in the device install"
     count = subprocess.run(
