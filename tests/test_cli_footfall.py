@@ -90,8 +90,9 @@ VTEST_REFERENCES = sorted((REPO / "benchmarks" / "data" / "vtest").glob("*.json"
 
 @pytest.mark.slow
 def test_the_default_model_counts_the_long_clip_right_event_by_event(vtest_avi: Path) -> None:
-    """Five reviewed lines across and along the walkway of vtest.avi (the issue's aim)."""
-    assert len(VTEST_REFERENCES) >= 5
+    """Eight lines of vtest.avi whose truth was found by eye, across and along the walkway
+    and near the picture's border: count accuracy 0.95 and event F1 0.93 at least."""
+    assert len(VTEST_REFERENCES) >= 8
     refs = [a for p in VTEST_REFERENCES for a in ("--reference", str(p))]
     out = run_json("eval", str(vtest_avi), *refs, "--no-gate", "--json")
     assert out["model"] == "yolox-nano" and out["tolerance_s"] == 1.0

@@ -359,11 +359,44 @@ def exists(*paths: str) -> Callable[[Workdir, str], None]:
     return check
 
 
+ZONE_KEYS = {"zone", "zone_id", "visits", "occupancy_mean", "occupancy_max", "dwell_p50_s",
+             "dwell_p90_s"}
+
+
+def zones_reported(wd: Workdir, out: str) -> None:
+    (zone,) = json.loads(out)["zones"]
+    assert set(zone) == ZONE_KEYS, zone
+    assert zone["zone"] == [300, 200, 500, 200, 500, 350, 300, 350]
+
+
+def zone_events_written(wd: Workdir, _out: str) -> None:
+    rows = [json.loads(r) for r in (wd.work / "visits.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "enter" for r in rows), "no zone entry in 40 frames"
+
+
+def review_written(wd: Workdir, _out: str) -> None:
+    strips = sorted((wd.work / "review").glob("strips-*.png"))
+    assert strips, "no space-time strips written"
+    reference = json.loads((wd.work / "review" / "reference.json").read_text())
+    assert reference == {"line": [200, 140, 200, 300], "events": []}
+
+
+def zone_visits_scored(wd: Workdir, out: str) -> None:
+    scored = json.loads(out)
+    assert scored["zone_visits"]["f1"] == 1.0  # the same clip and model: its own truth
+    assert scored["zone_count_accuracy"] == 1.0
+
+
 CLOSED_FLEET = "tests/runtime/test_closed_fleet.py"
 RULES: list[Rule] = [
     # ---- counting footfall
     run(r"edgetally snapshot /usr/share/doc/opencv-doc/examples/data/vtest\.avi ",
         needs=("vtest",), after=exists("frame.png")),
+    run(r"edgetally count /usr/share/doc/opencv-doc/examples/data/vtest\.avi --zone ",
+        "shop.mp4 (40 frames of vtest.avi) for the whole clip; the zone's keys checked",
+        needs=("vtest",),
+        forms=sub(("/usr/share/doc/opencv-doc/examples/data/vtest.avi", lambda wd: "shop.mp4")),
+        after=zones_reported),
     skip(r"edgetally count /usr/share/doc/opencv-doc/examples/data/vtest\.avi ",
          "all 795 frames of vtest.avi take 15-30 s here; the same clip and lines are counted "
          "in tests/test_cli_footfall.py::test_the_default_model_counts_the_long_clip_right_"
@@ -372,10 +405,20 @@ RULES: list[Rule] = [
     skip(r"edgetally eval /usr/share/doc/opencv-doc/examples/data/vtest\.avi --no-gate "
          r"--reference benchmarks/data/vtest/",
          "all 795 frames of vtest.avi: tests/test_cli_footfall.py::test_the_default_model_"
-         "counts_the_long_clip_right_event_by_event runs eval with all five references"),
+         "counts_the_long_clip_right_event_by_event runs eval with all eight references"),
+    run(r"edgetally review VIDEO --line 200,140,200,300 --out review/( --at 184 --at 310)?$",
+        "VIDEO: shop.mp4 (40 frames of vtest.avi; the --at frames are past its end, so no crop "
+        "grid: tests/test_cli_review.py draws one)", needs=("vtest",),
+        forms=sub(("VIDEO", lambda wd: "shop.mp4")), after=review_written),
     skip(r"edgetally count VIDEO --line 200,140,200,300 --events crossings\.jsonl ",
          "placeholders the user fills in (VIDEO); --events and eval --reference on what it "
          "wrote run in tests/test_cli_footfall.py::test_count_events_round_trip_through_eval"),
+    run(r"edgetally count VIDEO --zone 300,200,500,200,500,350,300,350 --events visits\.jsonl$",
+        "VIDEO: shop.mp4 (40 frames of vtest.avi)", needs=("vtest",),
+        forms=sub(("VIDEO", lambda wd: "shop.mp4")), after=zone_events_written),
+    run(r"edgetally eval VIDEO --zone-reference visits\.jsonl --json$",
+        "VIDEO: shop.mp4, scored against what the count before wrote", needs=("vtest",),
+        forms=sub(("VIDEO", lambda wd: "shop.mp4")), after=zone_visits_scored),
     skip(r"edgetally count VIDEO --line \.\.\. --annotate ",
          "placeholders the user fills in (VIDEO, --line ...); --annotate runs in "
          "tests/test_cli_footfall.py::test_annotate_writes_a_video_and_snapshot_a_png"),

@@ -254,51 +254,61 @@ def _along_where_crossed(
 class _Visit:
     entered: datetime
     last: datetime
+    track: TrackId  # the track seen inside last
 
 
 @dataclass(slots=True)
 class ZoneTracker:
     """Who is in a zone now, when each visit began and how long it lasted.
 
-    A visit begins on the first frame a track's foot point is inside the zone and ends when
-    the track is seen outside it or is lost; its dwell is from its first to its last frame
-    inside.
+    A visit begins on the first frame a person's foot point is inside the zone and ends when
+    they are seen outside it or are gone; its dwell is from its first to its last frame
+    inside. With ``people`` (:class:`PassageBook`), a person whose track breaks inside the
+    zone and goes on under a new id stays one visit; without, each track is a person.
     """
 
     spec: ZoneSpec
-    visits: dict[TrackId, _Visit] = field(default_factory=dict)
+    visits: dict[int, _Visit] = field(default_factory=dict)  # person (or track) id -> visit
 
     def update(
-        self, tracks: tuple[Track, ...], ts: datetime, live: set[TrackId]
+        self,
+        tracks: tuple[Track, ...],
+        ts: datetime,
+        live: set[int],
+        people: Mapping[TrackId, Person] | None = None,
     ) -> tuple[int, list[ZoneEntry], list[Dwell]]:
-        """(people inside now, visits that began, visits that ended)."""
-        inside = {tr.track_id for tr in tracks if self.spec.contains(*tr.foot)}
+        """(people inside now, visits that began, visits that ended); ``live``: the people
+        (or tracks) not gone yet."""
+        def key(tr: Track) -> int:
+            return people[tr.track_id].person_id if people is not None else tr.track_id
+
+        inside = {key(tr): tr.track_id for tr in tracks if self.spec.contains(*tr.foot)}
         began: list[ZoneEntry] = []
-        for tid in sorted(inside):
-            visit = self.visits.get(tid)
+        for k in sorted(inside):
+            visit = self.visits.get(k)
             if visit is None:
-                self.visits[tid] = _Visit(ts, ts)
-                began.append(ZoneEntry(self.spec.zone_id, TrackId(tid), ts))
+                self.visits[k] = _Visit(ts, ts, inside[k])
+                began.append(ZoneEntry(self.spec.zone_id, inside[k], ts))
             else:
-                visit.last = ts
+                visit.last, visit.track = ts, inside[k]
         ended: list[Dwell] = []
-        # A visit ends when its track is seen outside the zone or is lost.
-        seen = {tr.track_id for tr in tracks}
-        for tid in list(self.visits):
-            if tid in inside:
+        # A visit ends when its person is seen outside the zone or is gone.
+        seen = {key(tr) for tr in tracks}
+        for k in list(self.visits):
+            if k in inside:
                 continue
-            if tid in seen or tid not in live:
-                v = self.visits.pop(tid)
+            if k in seen or k not in live:
+                v = self.visits.pop(k)
                 ended.append(
-                    Dwell(self.spec.zone_id, TrackId(tid), (v.last - v.entered).total_seconds(), ts)
+                    Dwell(self.spec.zone_id, v.track, (v.last - v.entered).total_seconds(), ts)
                 )
         # Occupancy counts every visit in progress, also people the detector briefly missed.
         return len(self.visits), began, ended
 
     def close(self, ts: datetime) -> list[Dwell]:
         ended = [
-            Dwell(self.spec.zone_id, TrackId(tid), (v.last - v.entered).total_seconds(), ts)
-            for tid, v in self.visits.items()
+            Dwell(self.spec.zone_id, v.track, (v.last - v.entered).total_seconds(), ts)
+            for v in self.visits.values()
         ]
         self.visits.clear()
         return ended

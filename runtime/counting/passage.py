@@ -129,6 +129,11 @@ class PassageBook:
         self._by_track = {k: p for k, p in self._by_track.items() if p.person_id not in gone}
         return gone
 
+    @property
+    def present(self) -> set[int]:
+        """The people not gone yet: seen, or lost recently enough to be joined."""
+        return set(self._people)
+
     def _see(self, person: Person, tr: Track, sighting: Sighting) -> None:
         person.track_id = tr.track_id
         person.last = sighting

@@ -134,11 +134,12 @@ class CountingPipeline:
         if infer:
             live = self.tracker.live_ids
             gone = self.book.expire(t, live)
+            present = self.book.present
             for counter in self.lines:
                 crossings.extend(counter.update(tracks, frame.timestamp, frame.index, people))
                 counter.forget(gone)
             for zone in self.zones:
-                n, began, ended = zone.update(tracks, frame.timestamp, live)
+                n, began, ended = zone.update(tracks, frame.timestamp, present, people)
                 occupancy[zone.spec.zone_id] = n
                 entries.extend(began)
                 dwells.extend(ended)

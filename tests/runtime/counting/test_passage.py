@@ -9,13 +9,13 @@ from typing import Any, cast
 
 import numpy as np
 import pytest
-from edgetally.runtime.counting.analytics import LineCounter, LineSpec
+from edgetally.runtime.counting.analytics import LineCounter, LineSpec, ZoneSpec, ZoneTracker
 from edgetally.runtime.counting.detectors import Detector
 from edgetally.runtime.counting.passage import PassageBook
 from edgetally.runtime.counting.pipeline import build_pipeline, parse_roi
 from edgetally.runtime.counting.tracker import ByteTracker
 from edgetally.runtime.errors import ConfigError
-from edgetally.runtime.types import Detections, Frame, Track
+from edgetally.runtime.types import Detections, Frame, Track, ZoneId
 
 from tests.runtime.footfall_support import BlobDetector, at, painted, person
 
@@ -147,3 +147,27 @@ def test_a_region_outside_the_picture_is_one_error() -> None:
         pipeline.process(Frame(painted([]), 0, at(0)))
     with pytest.raises(ConfigError, match="four numbers"):
         parse_roi("1,2,3")
+
+
+def test_a_track_broken_inside_a_zone_is_one_visit() -> None:
+    # Walks right through the zone x 100..200; lost at x=136, found again at x=160 under a
+    # new id half a second later: one visit (two without the book).
+    zone = ZoneSpec(ZoneId("z"), ((100, 0), (200, 0), (200, 200), (100, 200)))
+    frames = scene(60, walk_x(40, 4, range(0, 25), 1), walk_x(40, 4, range(30, 60), 2))
+
+    def visits(with_book: bool) -> tuple[int, list[float]]:
+        tracker, book, entries, dwells = ZoneTracker(zone), PassageBook(), 0, []
+        for i, tracks in enumerate(frames):
+            live = {tr.track_id for tr in tracks}
+            if with_book:
+                people = book.observe(tracks, i / FPS, at(i), i)
+                book.expire(i / FPS, live)
+                _, began, ended = tracker.update(tuple(tracks), at(i), book.present, people)
+            else:
+                _, began, ended = tracker.update(tuple(tracks), at(i), set(live))
+            entries += len(began)
+            dwells += [d.seconds for d in ended]
+        return entries, dwells
+
+    assert visits(with_book=True) == (1, [pytest.approx((40 - 15) / FPS)])
+    assert visits(with_book=False)[0] == 2
