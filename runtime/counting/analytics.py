@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -274,7 +275,7 @@ class ZoneTracker:
         self,
         tracks: tuple[Track, ...],
         ts: datetime,
-        live: set[int],
+        live: AbstractSet[int],
         people: Mapping[TrackId, Person] | None = None,
     ) -> tuple[int, list[ZoneEntry], list[Dwell]]:
         """(people inside now, visits that began, visits that ended); ``live``: the people
