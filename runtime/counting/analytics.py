@@ -255,7 +255,7 @@ def _along_where_crossed(
 class _Visit:
     entered: datetime
     last: datetime
-    track: TrackId  # the track seen inside last
+    track: TrackId  # the track that entered: the visit's name in entries and exits
 
 
 @dataclass(slots=True)
@@ -291,7 +291,7 @@ class ZoneTracker:
                 self.visits[k] = _Visit(ts, ts, inside[k])
                 began.append(ZoneEntry(self.spec.zone_id, inside[k], ts))
             else:
-                visit.last, visit.track = ts, inside[k]
+                visit.last = ts
         ended: list[Dwell] = []
         # A visit ends when its person is seen outside the zone or is gone.
         seen = {key(tr) for tr in tracks}

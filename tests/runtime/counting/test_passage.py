@@ -155,8 +155,11 @@ def test_a_track_broken_inside_a_zone_is_one_visit() -> None:
     zone = ZoneSpec(ZoneId("z"), ((100, 0), (200, 0), (200, 200), (100, 200)))
     frames = scene(60, walk_x(40, 4, range(0, 25), 1), walk_x(40, 4, range(30, 60), 2))
 
+    names: list[tuple[str, int]] = []
+
     def visits(with_book: bool) -> tuple[int, list[float]]:
         tracker, book, entries, dwells = ZoneTracker(zone), PassageBook(), 0, []
+        names.clear()
         for i, tracks in enumerate(frames):
             live = {tr.track_id for tr in tracks}
             if with_book:
@@ -167,8 +170,10 @@ def test_a_track_broken_inside_a_zone_is_one_visit() -> None:
                 _, began, ended = tracker.update(tuple(tracks), at(i), set(live))
             entries += len(began)
             dwells += [d.seconds for d in ended]
+            names += [("enter", e.track_id) for e in began] + [("exit", d.track_id) for d in ended]
         return entries, dwells
 
     entries, dwells = visits(with_book=True)
     assert entries == 1 and dwells == pytest.approx([(40 - 15) / FPS])
+    assert names == [("enter", 1), ("exit", 1)]  # the visit keeps the name it entered with
     assert visits(with_book=False)[0] == 2
