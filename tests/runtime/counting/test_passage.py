@@ -170,7 +170,8 @@ def test_a_track_broken_inside_a_zone_is_one_visit() -> None:
                 _, began, ended = tracker.update(tuple(tracks), at(i), set(live))
             entries += len(began)
             dwells += [d.seconds for d in ended]
-            names += [("enter", e.track_id) for e in began] + [("exit", d.track_id) for d in ended]
+            names.extend([("enter", e.track_id) for e in began])
+            names.extend([("exit", d.track_id) for d in ended])
         return entries, dwells
 
     entries, dwells = visits(with_book=True)
