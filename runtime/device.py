@@ -11,8 +11,11 @@ A closed bucket's aggregates and the camera's checkpoint (the first frame not ye
 stored bucket, the file's start time and the running totals) are written in one
 transaction. When a run over a file is interrupted (killed, power lost), the next run with
 the same outbox resumes that file from the checkpoint with the same timestamps: no bucket is
-produced twice and none is skipped. When a file is read to its end the checkpoint is
-cleared, so the next run counts it again from the start.
+produced twice and none is skipped. The few seconds before the checkpoint go through the
+pipeline again, their results dropped, so its tracker knows who is where and a person
+crossing a line at the checkpoint is counted once, as in an uninterrupted run. When a file
+is read to its end the checkpoint is cleared, so the next run counts it again from the
+start.
 
 If the outbox is full, the camera stops with :class:`OutboxFullError` (naming the cap)
 rather than drop a bucket; the frames of that bucket are not checkpointed, so a later run
@@ -360,6 +363,10 @@ class Device:
             report.resumed_at = skip_before
             log.warning("camera %s: resuming %s at frame %d", cam.id, cam.source, skip_before)
         source = self._source_factory(cam, start)
+        # A resumed file replays the frames before its checkpoint through the pipeline,
+        # results dropped, so the tracker knows who is where (someone half across a line
+        # at the checkpoint is still counted once).
+        warmup = round(RESUME_WARMUP_S * (getattr(source, "fps", 0.0) or 0.0))
         buckets = saved.buckets if saved is not None else 0
         shelf_config = cam.shelf
         watch = None
@@ -412,6 +419,8 @@ class Device:
                 if progress is not None:
                     progress(cam.id, read, total)
                 if frame.index < skip_before:
+                    if frame.index >= skip_before - warmup:
+                        pipeline.process(frame)  # who is where: counted by the last run
                     continue
                 if self.stop.is_set():
                     interrupted = True
@@ -440,6 +449,9 @@ class Device:
         if not interrupted and not source.live:
             self.outbox.clear_checkpoint(key)
             report.completed = True
+
+
+RESUME_WARMUP_S = 5.0  # longer than a track coasts or a person is joined (1.5 s, 1 s)
 
 
 def _span(bucket: ClosedBucket) -> timedelta:

@@ -7,11 +7,16 @@ import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 from edgetally.models.wire import Aggregate, from_json
+from edgetally.runtime import device as device_module
 from edgetally.runtime.config import CameraConfig, DeviceConfig, parse_config
+from edgetally.runtime.counting.analytics import LineSpec
+from edgetally.runtime.counting.detectors import Detector
+from edgetally.runtime.counting.pipeline import build_pipeline
 from edgetally.runtime.device import Device
 from edgetally.runtime.types import (
     Crossing,
@@ -25,6 +30,7 @@ from edgetally.runtime.types import (
 from edgetally.runtime.uplink.outbox import Outbox, OutboxFullError
 
 from tests.conftest import Broker
+from tests.runtime.footfall_support import BlobDetector, painted
 from tests.runtime.uplink.test_publisher import Recorder, wait_until
 
 FRAMES = 120  # 12 s at 10 fps
@@ -150,6 +156,56 @@ def test_a_crash_resumes_without_duplicates_or_gaps(tmp_path: Path, mosquitto: B
         assert second.as_json()["aggregates"] == second.next_seq
     finally:
         rec.close()
+
+
+class WalkSource(ScriptedSource):
+    """60 frames at 10 fps of one person (a bright box) walking right along y=200, 4 px a
+    frame, whose foot point passes x=200 on frame 40, the first frame of a 2 s bucket."""
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i in range(self.n):
+            if i == self.crash_at:
+                raise RuntimeError("power cut")
+            feet = [(203 - 4 * (40 - i), 200)] if i >= 10 else []
+            yield Frame(painted(feet), i, self.start + timedelta(seconds=i / 10))
+
+
+def walk_device(cfg: DeviceConfig, crash_at: int | None = None) -> Device:
+    return Device(
+        cfg,
+        pipeline_factory=lambda c, d: build_pipeline(
+            cast(Detector, BlobDetector()), [LineSpec(LineId("door"), 200, 120, 200, 230)],
+            gate=False,
+        ),
+        source_factory=lambda c, start: WalkSource(start, n=60, crash_at=crash_at),
+    )
+
+
+def walk_config(tmp_path: Path, broker: str) -> DeviceConfig:
+    cfg = config(tmp_path, broker)
+    line = cfg.cameras[0].lines[0].model_copy(update={"points": (200.0, 120.0, 200.0, 230.0)})
+    cam = cfg.cameras[0].model_copy(update={"zones": (), "lines": (line,)})
+    return cfg.model_copy(update={"cameras": (cam,)})
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_a_resumed_file_counts_a_crossing_at_its_checkpoint_once(
+    tmp_path: Path, mosquitto: Broker, monkeypatch: pytest.MonkeyPatch, warmup: bool
+) -> None:
+    # The person's foot is 3 px past the line at the checkpoint (frame 40) and settles past
+    # its 8 px band two frames later: only a tracker that saw them before knows they came
+    # from the other side.
+    whole = walk_device(walk_config(tmp_path / "whole", mosquitto.url)).run()
+    assert whole.lines() == [{"line": "door", "in": 1, "out": 0}]
+    if not warmup:
+        monkeypatch.setattr(device_module, "RESUME_WARMUP_S", 0.0)
+    cfg = walk_config(tmp_path / "cut", mosquitto.url)
+    with pytest.raises(RuntimeError, match="power cut"):
+        walk_device(cfg, crash_at=45).run()
+    second = walk_device(cfg).run()
+    assert second.cameras[0].resumed_at == 40
+    # Without replaying the frames before the checkpoint the crossing is lost.
+    assert second.lines() == [{"line": "door", "in": 1 if warmup else 0, "out": 0}]
 
 
 def test_a_full_outbox_stops_collection_and_says_so(tmp_path: Path, mosquitto: Broker) -> None:
