@@ -81,10 +81,10 @@ class Cached:
 
 
 def sequences(with_vtest: bool = True) -> list[Sequence]:
-    from edgetally.runtime.counting.events import ReferenceLine, read_references
-    from edgetally.runtime.counting.mot import read_gt, true_events
     from edgetally.runtime.counting.pipeline import parse_counters
     from edgetally.runtime.counting.sources import mot_frame_rate
+    from edgetally.runtime.scoring.mot import read_gt, true_lines
+    from edgetally.runtime.scoring.references import read_references
 
     found = []
     footfall = SHARED / "data" / "footfall"
@@ -100,11 +100,7 @@ def sequences(with_vtest: bool = True) -> list[Sequence]:
         gt = read_gt(seq)
         fps = mot_frame_rate(seq) or 25.0
         specs, _ = parse_counters(lines)
-        truth = [
-            ReferenceLine((s.x1, s.y1, s.x2, s.y2), tuple(true_events(gt, s, fps)))
-            for s in specs
-        ]
-        found.append(Sequence(name, str(seq), lines, truth))
+        found.append(Sequence(name, str(seq), lines, true_lines(gt, specs, fps)))
     if with_vtest and VTEST.is_file():
         refs = read_references(sorted(VTEST_REFERENCES.glob("*.json")))
         # vtest.avi is a busy walkway: the reference runs were made without the gate.
@@ -200,7 +196,7 @@ def replay(
     the detections our pipeline was handed on each frame it inferred, and collects its own
     events. ``timing`` gathers seconds and frames of tracking per tracker (ours: the
     pipeline's tracking, lines and zones; ``[seconds, frames]``)."""
-    from edgetally.runtime.counting.events import Event
+    from edgetally.runtime.scoring.matching import Event
 
     detector = ReplayDetector(cached, model, backend)
     pipeline = make(detector, seq.lines, seq.gate)
@@ -257,25 +253,14 @@ def source_fps(source: str) -> float:
 
 
 def score(seq: Sequence, events: list[list[Any]], tolerance_s: float) -> dict[str, Any]:
-    from edgetally.runtime.counting.events import EventScore, match_events
-    from edgetally.runtime.counting.mot import count_accuracy
+    from edgetally.runtime.scoring.run import score_run
 
-    total = EventScore(0, 0, 0)
-    counted = []
-    per_line = []
-    for ref, mine in zip(seq.truth, events, strict=True):
-        s = match_events(mine, ref.events, tolerance_s)
-        total = total + s
-        n_in = sum(1 for e in mine if e.dir == "in")
-        t_in, t_out = ref.counts()
-        counted.append((n_in, len(mine) - n_in, t_in, t_out))
-        per_line.append({"line": ref.text, "in": n_in, "out": len(mine) - n_in,
-                         "true_in": t_in, "true_out": t_out, **s.as_dict()})
-    return {
-        "count_accuracy": round(count_accuracy(counted), 4),
-        **total.as_dict(),
-        "lines": per_line,
-    }
+    run = score_run(seq.truth, events, tolerance_s)
+    per_line = [
+        {"line": ref.text, "in": ls.counted_in, "out": ls.counted_out, **ls.as_dict()}
+        for ref, ls in zip(seq.truth, run.lines, strict=True)
+    ]
+    return {"count_accuracy": run.count_accuracy, **run.events.as_dict(), "lines": per_line}
 
 
 def evaluate(

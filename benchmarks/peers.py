@@ -173,7 +173,7 @@ class PeerCounter:
     def update(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, t: float) -> None:
         """Feed one frame's detections; ``t`` is its time, seconds from the first frame."""
         import supervision as sv
-        from edgetally.runtime.counting.events import Event
+        from edgetally.runtime.scoring.matching import Event
 
         start = time.perf_counter()
         xyxy, ids = self.tracker.update(boxes, scores, image)

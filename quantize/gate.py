@@ -7,6 +7,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -119,24 +120,29 @@ def count_accuracy(
 ) -> float:
     """Count accuracy of ``detector`` on a MOT sequence, as ``edgetally eval`` scores it;
     ``progress`` is told ``(label, frames done, frames in all)``."""
-    from edgetally.runtime.counting.mot import count_accuracy as score
-    from edgetally.runtime.counting.mot import read_gt, true_counts
     from edgetally.runtime.counting.pipeline import build_pipeline, parse_counters, run_count
-    from edgetally.runtime.counting.sources import open_source
+    from edgetally.runtime.counting.sources import mot_frame_rate, open_source
+    from edgetally.runtime.scoring.matching import Event
+    from edgetally.runtime.scoring.mot import read_gt, true_lines
+    from edgetally.runtime.scoring.run import score_run
 
-    gt = read_gt(seq_dir)
     specs, _zones = parse_counters(lines)
+    fps = mot_frame_rate(seq_dir) or 25.0
+    truth = true_lines(read_gt(seq_dir), specs, fps)
+    index = {spec.line_id: i for i, spec in enumerate(specs)}
+    counted: list[list[Event]] = [[] for _ in specs]
+
+    def collect(frame: Any, result: Any) -> None:
+        for c in result.crossings:
+            counted[index[c.line_id]].append(Event(c.frame_index / fps, c.direction))
+
     threshold = detector.score_threshold  # the pipeline lowers it for the tracker
     try:
         pipeline = build_pipeline(detector, specs)
-        report = run_count(open_source(seq_dir), pipeline, progress=_relabel(progress, label))
+        run_count(open_source(seq_dir), pipeline, collect, progress=_relabel(progress, label))
     finally:
         detector.score_threshold = threshold
-    results = []
-    for spec, counted in zip(specs, report.lines, strict=True):
-        t_in, t_out = true_counts(gt, spec)
-        results.append((int(counted["in"]), int(counted["out"]), t_in, t_out))
-    return round(score(results), 4)
+    return score_run(truth, counted, tolerance_s=1.0).count_accuracy
 
 
 def _relabel(progress: Progress | None, label: str) -> Progress | None:

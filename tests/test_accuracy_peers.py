@@ -122,7 +122,8 @@ def test_peer_finds_the_one_crossing(peers: ModuleType, tracker: str, rightward:
 def test_accuracy_scores_peers_beside_ours(peers: ModuleType, tmp_path: Path) -> None:
     """accuracy.py's evaluate() on a synthetic sequence: ours and every peer at each
     threshold get a row, each with the walk's one crossing, and the table names them."""
-    from edgetally.runtime.counting.events import Event, ReferenceLine
+    from edgetally.runtime.scoring.matching import Event
+    from edgetally.runtime.scoring.references import ReferenceLine
 
     accuracy = load("accuracy")
     folder = tmp_path / "walk"

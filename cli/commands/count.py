@@ -13,7 +13,8 @@ from edgetally.progress import progress
 from edgetally.runtime.errors import ConfigError, SourceError
 
 if TYPE_CHECKING:  # imported where used: the command starts fast
-    from edgetally.runtime.counting.events import EventScore, ReferenceZone
+    from edgetally.runtime.scoring.matching import EventScore
+    from edgetally.runtime.scoring.references import ReferenceZone
 
 MODEL_HELP = "A zoo name (edgetally models list) or a model file."
 
@@ -336,18 +337,16 @@ def evaluate(
     """Count on a source and score each crossing against the truth: MOT ground truth for
     --line, or a reference file of events (--reference); and each zone visit against a
     reference file of visits (--zone-reference)."""
-    from edgetally.runtime.counting.events import (
-        Event,
-        EventScore,
+    from edgetally.runtime.counting.pipeline import parse_counters
+    from edgetally.runtime.counting.sources import mot_frame_rate
+    from edgetally.runtime.scoring.matching import Event, check_tolerance
+    from edgetally.runtime.scoring.mot import read_gt, true_lines
+    from edgetally.runtime.scoring.references import (
         ReferenceLine,
-        check_tolerance,
-        match_events,
         read_references,
         read_zone_references,
     )
-    from edgetally.runtime.counting.mot import count_accuracy, read_gt, true_events
-    from edgetally.runtime.counting.pipeline import parse_counters
-    from edgetally.runtime.counting.sources import mot_frame_rate
+    from edgetally.runtime.scoring.run import score_run
 
     check_tolerance(tolerance_s)  # before the run, not after it
     refs: list[ReferenceLine] = read_references(reference)
@@ -369,9 +368,7 @@ def evaluate(
         gt = read_gt(seq_dir)
         fps = mot_frame_rate(seq_dir) or 25.0
         specs, _ = parse_counters(line)
-        refs = [ReferenceLine(
-            (s.x1, s.y1, s.x2, s.y2), tuple(true_events(gt, s, fps))
-        ) for s in specs]
+        refs = true_lines(gt, specs, fps)
         texts = line
     elif zone_refs:
         texts = []  # only zones to score
@@ -386,17 +383,16 @@ def evaluate(
         source, texts, zone_texts, model, backend, device, family, gate, stride, None, None,
         None, quiet=as_json, events=rows, roi=roi,
     )
-    lines = []
-    scored = []
-    total = EventScore(0, 0, 0)
-    for i, (ref, counted) in enumerate(zip(refs, report.lines, strict=True)):
-        mine = [Event(r["t"], r["dir"]) for r in rows if r.get("line_id") == f"line{i + 1}"]
-        score = match_events(mine, ref.events, tolerance_s)
-        total = total + score
-        t_in, t_out = ref.counts()
-        lines.append({**counted, "true_in": t_in, "true_out": t_out, **score.as_dict()})
-        scored.append((counted["in"], counted["out"], t_in, t_out))
-    accuracy = round(count_accuracy(scored), 4)
+    counted = [
+        [Event(r["t"], r["dir"]) for r in rows if r.get("line_id") == f"line{i + 1}"]
+        for i in range(len(refs))
+    ]
+    run = score_run(refs, counted, tolerance_s)
+    lines = [
+        {**line_total, **scored.as_dict()}
+        for line_total, scored in zip(report.lines, run.lines, strict=True)
+    ]
+    accuracy, total = run.count_accuracy, run.events
     zones, zone_total, zone_accuracy = _score_zones(report.zones, zone_refs, rows, tolerance_s)
     zone_scores = {} if not zone_refs else {
         "zone_count_accuracy": zone_accuracy,
@@ -436,38 +432,34 @@ def _score_zones(
     rows: list[dict[str, Any]],
     tolerance_s: float,
 ) -> tuple[list[dict[str, Any]], EventScore, float]:
-    """Each counted zone with its truth and scores when ``refs`` (one per zone) are given:
-    entries matched one to one as crossings are (:func:`match_events`), visit count accuracy
-    and the true dwell; and the scores over all zones. Without ``refs``, the zones as
-    counted."""
+    """Each counted zone with its truth and scores when ``refs`` (one per zone) are given
+    (:func:`~edgetally.runtime.scoring.run.score_zones`), and the scores over all zones.
+    Without ``refs``, the zones as counted."""
     from edgetally.runtime.counting.analytics import dwell_percentile
-    from edgetally.runtime.counting.events import Event, EventScore, match_events
-    from edgetally.runtime.counting.mot import count_accuracy
+    from edgetally.runtime.scoring.matching import EventScore
+    from edgetally.runtime.scoring.run import score_zones
 
-    total = EventScore(0, 0, 0)
     if not refs:
-        return counted, total, 1.0
-    zones, visits = [], []
-    for ref, zone in zip(refs, counted, strict=True):
-        mine = [
-            Event(r["t"], "in")
-            for r in rows
-            if r.get("zone_id") == zone["zone_id"] and r["event"] == "enter"
-        ]
-        score = match_events(mine, ref.entries(), tolerance_s)
-        total = total + score
-        n_true = len(ref.visits)
-        visits.append((zone["visits"], 0, n_true, 0))
-        p50, p90 = dwell_percentile(ref.dwells(), 50), dwell_percentile(ref.dwells(), 90)
+        return counted, EventScore(0, 0, 0), 1.0
+    entries = [
+        [r["t"] for r in rows if r.get("zone_id") == zone["zone_id"] and r["event"] == "enter"]
+        for zone in counted
+    ]
+    scores, total, accuracy = score_zones(
+        refs, [zone["visits"] for zone in counted], entries, tolerance_s
+    )
+    zones = []
+    for zone, score in zip(counted, scores, strict=True):
+        p50, p90 = dwell_percentile(score.true_dwells, 50), dwell_percentile(score.true_dwells, 90)
         zones.append({
             **zone,
-            "true_visits": n_true,
-            **score.as_dict(),
-            "visit_count_accuracy": round(count_accuracy([visits[-1]]), 4),
+            "true_visits": score.true_visits,
+            **score.entries.as_dict(),
+            "visit_count_accuracy": score.visit_count_accuracy,
             "true_dwell_p50_s": None if p50 is None else round(p50, 3),
             "true_dwell_p90_s": None if p90 is None else round(p90, 3),
         })
-    return zones, total, round(count_accuracy(visits), 4)
+    return zones, total, accuracy
 
 
 def snapshot(

@@ -90,8 +90,8 @@ def eval_cmd(
 
     With --scorer detector, the detector's gap boxes (or, with --products, the stretches of
     each shelf band no product box covers) are scored as method "detector"."""
+    from edgetally.runtime.scoring.shelf import evaluate
     from edgetally.runtime.shelf.errors import ShelfError
-    from edgetally.runtime.shelf.evaluate import evaluate
     from edgetally.runtime.shelf.proposer import (
         DarkBlobGapProposer,
         DetectorGapProposer,

@@ -126,8 +126,8 @@ class _Validation:
 
 
 def _validation_set(folder: Path, features: Features, size: int) -> _Validation:
+    from edgetally.runtime.scoring.shelf import dataset
     from edgetally.runtime.shelf.errors import ShelfError
-    from edgetally.runtime.shelf.evaluate import dataset
 
     val = _Validation([], [], [], [])
     try:
@@ -154,7 +154,7 @@ def _nms(xyxy: npt.NDArray[np.float32], score: npt.NDArray[np.float32], iou: flo
 
 def _validate(head: GapHead, val: _Validation, cells: torch.Tensor, strides: torch.Tensor,
               opts: TrainOptions) -> tuple[float, float, float]:
-    from edgetally.runtime.shelf.evaluate import match
+    from edgetally.runtime.scoring.shelf import match
 
     truths = preds = tp = 0
     head.eval()

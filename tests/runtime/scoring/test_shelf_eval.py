@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 from edgetally.main import build_app
+from edgetally.runtime.scoring.shelf import evaluate, match, read_yolo_labels
 from edgetally.runtime.shelf.config import load_config, parse_config
 from edgetally.runtime.shelf.errors import ShelfError
-from edgetally.runtime.shelf.evaluate import evaluate, match, read_yolo_labels
 from edgetally.runtime.shelf.proposer import DarkBlobGapProposer
 from typer.testing import CliRunner
 

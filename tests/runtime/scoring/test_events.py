@@ -9,18 +9,16 @@ from pathlib import Path
 
 import pytest
 from edgetally.runtime.counting.analytics import LineSpec
-from edgetally.runtime.counting.events import (
-    Event,
-    EventScore,
+from edgetally.runtime.errors import ConfigError
+from edgetally.runtime.scoring.matching import Event, EventScore, match_events
+from edgetally.runtime.scoring.mot import GtBox, true_counts, true_events
+from edgetally.runtime.scoring.references import (
     Visit,
-    match_events,
     read_reference,
     read_references,
     read_zone_reference,
     read_zone_references,
 )
-from edgetally.runtime.counting.mot import GtBox, true_counts, true_events
-from edgetally.runtime.errors import ConfigError
 
 
 def ev(*pairs: tuple[float, str]) -> list[Event]:
