@@ -142,18 +142,9 @@ def _validation_set(folder: Path, features: Features, size: int) -> _Validation:
     return val
 
 
-def _nms(xyxy: npt.NDArray[np.float32], score: npt.NDArray[np.float32], iou: float
-         ) -> npt.NDArray[np.intp]:
-    """Non-maximum suppression as the device's decoder applies it (OpenCV's)."""
-    if len(score) == 0:
-        return np.zeros((0,), np.intp)
-    wh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
-    kept = cv2.dnn.NMSBoxes(wh.tolist(), score.tolist(), 0.0, iou)
-    return np.asarray(kept, dtype=np.intp).reshape(-1)
-
-
 def _validate(head: GapHead, val: _Validation, cells: torch.Tensor, strides: torch.Tensor,
               opts: TrainOptions) -> tuple[float, float, float]:
+    from edgetally.runtime.counting.detectors import nms
     from edgetally.runtime.scoring.shelf import match
 
     truths = preds = tp = 0
@@ -169,7 +160,7 @@ def _validate(head: GapHead, val: _Validation, cells: torch.Tensor, strides: tor
             xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, w)
             xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, h)
             s = score[keep].astype(np.float32)
-            k = _nms(xyxy.astype(np.float32), s, NMS_IOU)
+            k = nms(xyxy.astype(np.float32), s, np.zeros(len(s), np.int32), NMS_IOU)
             truths += len(truth)
             preds += len(k)
             tp += match(xyxy[k].astype(np.float32), s[k], truth, opts.iou)
