@@ -74,10 +74,6 @@ def a_weighting_db(freq_hz: npt.ArrayLike) -> npt.NDArray[np.float64]:
         return np.asarray(20.0 * np.log10(ra) + 2.0, dtype=np.float64)
 
 
-def _a1000_offset() -> float:
-    return float(-a_weighting_db(1000.0))
-
-
 def design_a_weighting(fs: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(sos of the four high-pass sections, FIR taps of the 12194 Hz low-pass), unit at 1 kHz."""
     w = 2.0 * np.pi
