@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from edgetally.firmware_bridge.errors import BridgeError
+from edgetally.models.clock import bucket_start
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +119,6 @@ class EnergyIntegrator:
         if self.bucket_seconds <= 0:
             raise BridgeError(f"bucket length must be positive, got {self.bucket_seconds}")
 
-    def _bucket_start(self, at: datetime) -> datetime:
-        epoch = at.timestamp()
-        start = math.floor(epoch / self.bucket_seconds) * self.bucket_seconds
-        return datetime.fromtimestamp(start, UTC)
-
     def add(self, reading: PowerReading) -> list[EnergyBucket]:
         """Add a reading; return the buckets that this reading closed."""
         last = self._last
@@ -131,7 +127,7 @@ class EnergyIntegrator:
             return []
         self._last = reading
         if last is None:
-            self._open = _Open(self._bucket_start(reading.at))
+            self._open = _Open(bucket_start(reading.at, self.bucket_seconds))
             return []
         dt = (reading.at - last.at).total_seconds()
         if reading.energy_j is not None:

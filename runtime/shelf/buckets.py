@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from edgetally.models.clock import bucket_start
 from edgetally.runtime.shelf.errors import ShelfError
 from edgetally.runtime.shelf.monitor import ShelfFrame
 
@@ -49,14 +50,9 @@ class ShelfAggregator:
         self._counts = {k: [0, 0, 0] for k in self.keys}
         self._empty = dict.fromkeys(self.keys, False)
 
-    def _bucket_start(self, ts: datetime) -> datetime:
-        epoch = datetime(1970, 1, 1, tzinfo=UTC)
-        n = (ts - epoch) // self.span
-        return epoch + n * self.span
-
     def add(self, frame: ShelfFrame) -> list[ShelfBucket]:
         """Account one frame; returns the buckets that closed before it."""
-        start = self._bucket_start(frame.timestamp)
+        start = bucket_start(frame.timestamp, self.span.total_seconds())
         closed: list[ShelfBucket] = []
         if self._start is None:
             self._start = start

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+from edgetally.models.clock import bucket_start_s
 from edgetally.models.wire import MAX_BUCKET_SECONDS, Aggregate, DwellStats
 from edgetally.runtime.errors import ConfigError
 from edgetally.runtime.types import Dwell, FrameResult, ZoneId
@@ -132,7 +133,7 @@ class Aggregator:
     def add(self, result: FrameResult) -> list[ClosedBucket]:
         ts = _epoch(result.timestamp)
         bs = self.bucket_seconds
-        start = math.floor(ts / bs) * bs
+        start = bucket_start_s(ts, bs)
         closed: list[ClosedBucket] = []
         cur = self._open
         if cur is None:
