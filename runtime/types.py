@@ -84,6 +84,12 @@ class Detections:
         return Detections()
 
 
+def foot_point(x1: float, y1: float, x2: float, y2: float) -> tuple[float, float]:
+    """Where a person stands, from their box: its bottom centre (the one definition that the
+    device's lines and zones and the truth made from annotated boxes share)."""
+    return (x1 + x2) / 2.0, y2
+
+
 @dataclass(frozen=True, slots=True)
 class Track:
     """A confirmed track on the current frame."""
@@ -95,8 +101,7 @@ class Track:
     @property
     def foot(self) -> tuple[float, float]:
         """Bottom-centre of the box: the point counted against lines and zones."""
-        x1, _, x2, y2 = self.xyxy
-        return (x1 + x2) / 2.0, y2
+        return foot_point(*self.xyxy)
 
 
 @dataclass(frozen=True, slots=True)

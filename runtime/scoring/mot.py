@@ -17,6 +17,7 @@ from edgetally.runtime.counting.analytics import LineSpec
 from edgetally.runtime.errors import SourceError
 from edgetally.runtime.scoring.matching import Event
 from edgetally.runtime.scoring.references import ReferenceLine
+from edgetally.runtime.types import foot_point
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class GtBox:
 
     @property
     def foot(self) -> tuple[float, float]:
-        return self.x + self.w / 2, self.y + self.h
+        return foot_point(self.x, self.y, self.x + self.w, self.y + self.h)
 
 
 def read_gt(seq_dir: Path) -> list[GtBox]:
