@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +278,42 @@ def test_models_verify_and_list() -> None:
     for shipped in ("yolox-nano", "lwpd"):
         proc = edgetally("models", "verify", shipped, models=False)
         assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"),
+                                                   (signal.SIGINT, 130, "Ctrl-C")])
+def test_an_interrupted_count_prints_and_writes_what_it_has(
+    vtest_avi: Path, tmp_path: Path, sig: int, code: int, name: str
+) -> None:
+    """SIGTERM (systemd, containers) and Ctrl-C end a count between frames: the counts so far
+    are printed, the events file is written with a last row marking it partial, and eval
+    reads that file as it is."""
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgetally", "count", str(vtest_avi), "--no-gate",
+         "--line", "560,180,560,430", "--events", str(events), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # Interrupt it well into the clip: the whole count takes some 16 CPU-seconds here (two
+    # inference threads), loading the model about one; CPU time, not wall time, so a busy
+    # machine waits as long as it needs.
+    while proc.poll() is None and cpu_seconds(proc.pid) < 5.0:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the count ended before it could be interrupted"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    report = json.loads(out)
+    assert report["partial"] is True and 0 < report["frames"] < 795
+    assert f"interrupted ({name}) after {report['frames']} frames" in err
+    rows = [json.loads(r) for r in events.read_text().splitlines()]
+    assert rows[-1] == {"partial": True, "frames": report["frames"]}
+    crossings = [r for r in rows if "line" in r]
+    assert len(crossings) == report["lines"][0]["in"] + report["lines"][0]["out"]
+    assert "marked partial" in err

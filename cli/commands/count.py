@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +16,7 @@ from edgetally.runtime.errors import ConfigError, SourceError
 
 if TYPE_CHECKING:  # imported where used: the command starts fast
     from edgetally.runtime.scoring.matching import EventScore
-    from edgetally.runtime.scoring.references import ReferenceZone
+    from edgetally.runtime.scoring.references import ReferenceLine, ReferenceZone
 
 MODEL_HELP = "A zoo name (edgetally models list) or a model file."
 
@@ -68,6 +70,7 @@ def _run(
     quiet: bool = False,
     events: list[dict[str, Any]] | None = None,
     roi: str | None = None,
+    signals: list[str] | None = None,
 ) -> Any:
     """Count on the source; a bar on a terminal shows how far (none when ``quiet``).
 
@@ -136,15 +139,51 @@ def _run(
         writer[0].write(draw_result(frame.image, result, pipeline.lines, zones_))
 
     try:
-        with progress("frames", quiet=quiet) as told:
-            report = run_count(source, pipeline, on_result, progress=told)
+        with progress("frames", quiet=quiet) as told, _sigterm_as_interrupt(signals):
+            report = run_count(source, pipeline, on_result, progress=told, interruptible=True)
     finally:
         for w in writer:
             w.close()
     if events is not None:
         events.extend(exit_row(d) for d in report.closed)
         events.sort(key=lambda row: row["frame"])  # exits go back to their last frame inside
+        if report.partial:
+            events.append({"partial": True, "frames": report.frames})
     return report
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(came: list[str] | None) -> Iterator[None]:
+    """SIGTERM (what systemd and container runtimes send) ends a run as Ctrl-C does;
+    ``came`` gets "SIGTERM" when it came."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        if came is not None:
+            came.append("SIGTERM")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(report: Any, signals: list[str]) -> int:
+    """After an interrupted run: one line on stderr, and the exit code (130 for Ctrl-C,
+    143 for SIGTERM, as a shell reports them)."""
+    by = "SIGTERM" if "SIGTERM" in signals else "Ctrl-C"
+    typer.echo(
+        f"edgetally: interrupted ({by}) after {report.frames} frames: the counts above are "
+        "partial", err=True,
+    )
+    return 143 if by == "SIGTERM" else 130
 
 
 def _seconds(value: float | None) -> str:
@@ -258,6 +297,7 @@ def count(
 ) -> None:
     """Count people crossing lines (in/out), occupancy and dwell, on the device."""
     rows: list[dict[str, Any]] | None = None if events is None else []
+    signals: list[str] = []
     if events is not None:
         _check_writable(events)
     report = _run(
@@ -276,6 +316,7 @@ def count(
         quiet=as_json,
         events=rows,
         roi=roi,
+        signals=signals,
     )
     if events is not None and rows is not None:
         events.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -287,8 +328,12 @@ def count(
         typer.echo(f"wrote {annotate} ({report.frames} frames, annotated)", err=True)
     if events is not None and rows is not None:
         n_crossings = sum(1 for row in rows if "line" in row)
-        zone_rows = f", {len(rows) - n_crossings} zone entries and exits" if zone else ""
-        typer.echo(f"wrote {events} ({n_crossings} crossings{zone_rows})", err=True)
+        zone_rows = f", {len(rows) - n_crossings - report.partial} zone entries and exits" \
+            if zone else ""
+        marked = ", marked partial" if report.partial else ""
+        typer.echo(f"wrote {events} ({n_crossings} crossings{zone_rows}{marked})", err=True)
+    if report.partial:
+        raise typer.Exit(_stopped(report, signals))
 
 
 def _check_writable(path: Path) -> None:
@@ -339,14 +384,12 @@ def evaluate(
     reference file of visits (--zone-reference)."""
     from edgetally.runtime.counting.pipeline import parse_counters
     from edgetally.runtime.counting.sources import mot_frame_rate
-    from edgetally.runtime.scoring.matching import Event, check_tolerance
+    from edgetally.runtime.scoring.matching import check_tolerance
     from edgetally.runtime.scoring.mot import read_gt, true_lines
     from edgetally.runtime.scoring.references import (
-        ReferenceLine,
         read_references,
         read_zone_references,
     )
-    from edgetally.runtime.scoring.run import score_run
 
     check_tolerance(tolerance_s)  # before the run, not after it
     refs: list[ReferenceLine] = read_references(reference)
@@ -379,10 +422,28 @@ def evaluate(
         )
     zone_texts = [ref.text for ref in zone_refs] or zone
     rows: list[dict[str, Any]] = []
+    signals: list[str] = []
     report = _run(
         source, texts, zone_texts, model, backend, device, family, gate, stride, None, None,
-        None, quiet=as_json, events=rows, roi=roi,
+        None, quiet=as_json, events=rows, roi=roi, signals=signals,
     )
+    _report_scores(report, refs, zone_refs, rows, tolerance_s, as_json)
+    if report.partial:  # scored on the frames it saw, and said so
+        raise typer.Exit(_stopped(report, signals))
+
+
+def _report_scores(
+    report: Any,
+    refs: list[ReferenceLine],
+    zone_refs: list[ReferenceZone],
+    rows: list[dict[str, Any]],
+    tolerance_s: float,
+    as_json: bool,
+) -> None:
+    """What eval prints: the counts, each line's and zone's score, the totals."""
+    from edgetally.runtime.scoring.matching import Event
+    from edgetally.runtime.scoring.run import score_run
+
     counted = [
         [Event(r["t"], r["dir"]) for r in rows if r.get("line_id") == f"line{i + 1}"]
         for i in range(len(refs))

@@ -282,9 +282,10 @@ class CountReport:
     stats: dict[str, float]
     zones: list[dict[str, Any]] = field(default_factory=list)  # zone_total() of each zone
     closed: tuple[Dwell, ...] = ()  # the visits still in progress when the source ended
+    partial: bool = False  # interrupted before the source's end: the counts so far
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "source": self.source,
             "frames": self.frames,
             "model": self.model,
@@ -293,6 +294,9 @@ class CountReport:
             "lines": self.lines,
             "zones": self.zones,
         }
+        if self.partial:
+            out["partial"] = True
+        return out
 
 
 def run_count(
@@ -300,17 +304,28 @@ def run_count(
     pipeline: CountingPipeline,
     on_result: Callable[[Frame, FrameResult], None] | None = None,
     progress: Progress | None = None,
+    *,
+    interruptible: bool = False,
 ) -> CountReport:
     """Run ``pipeline`` over ``source`` to its end; ``on_result`` sees every frame and
-    ``progress`` is told ``(source name, frames done, frames in all or None)``."""
+    ``progress`` is told ``(source name, frames done, frames in all or None)``. With
+    ``interruptible``, Ctrl-C (KeyboardInterrupt) ends the run between two frames and the
+    report says ``partial``: the counts so far, visits in progress closed as at an end."""
     start = time.perf_counter()
     last: datetime | None = None
     total: int | None = getattr(source, "total", None)
     done = 0
+    partial = False
     zones = [ZoneSummary(z.spec) for z in pipeline.zones]
     try:
         for frame in source:
-            result = pipeline.process(frame)
+            try:
+                result = pipeline.process(frame)
+            except KeyboardInterrupt:
+                if not interruptible:
+                    raise
+                partial = True
+                break
             last = frame.timestamp
             for zone in zones:
                 zone.add(result)
@@ -319,6 +334,10 @@ def run_count(
             done += 1
             if progress is not None:
                 progress(source.name, done, total)
+    except KeyboardInterrupt:
+        if not interruptible:
+            raise
+        partial = True  # while a frame was read
     finally:
         pipeline.stats.wall_s = time.perf_counter() - start
         source.close()
@@ -336,4 +355,5 @@ def run_count(
         stats=pipeline.stats.as_dict(),
         zones=[zone_total(zone) for zone in zones],
         closed=tuple(closed),
+        partial=partial,
     )

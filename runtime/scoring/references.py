@@ -92,7 +92,7 @@ def read_reference(path: Path) -> list[ReferenceLine]:
         return _read_jsonl(path, text)
     if isinstance(whole, dict) and "events" not in whole and "line" in whole:
         return _read_jsonl(path, text)  # JSON Lines with a single crossing
-    if _is_zone_row(whole):
+    if _is_zone_row(whole) or _is_partial_mark(whole):
         return _read_jsonl(path, text)  # JSON Lines with a single zone row: no crossing
     items = whole if isinstance(whole, list) else [whole]
     if not items:
@@ -110,7 +110,7 @@ def _read_jsonl(path: Path, text: str) -> list[ReferenceLine]:
             value = json.loads(row)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{where}: not JSON ({exc.msg})") from exc
-        if _is_zone_row(value):
+        if _is_zone_row(value) or _is_partial_mark(value):
             continue  # a zone's entry or exit, as count --events writes them beside crossings
         if not isinstance(value, dict) or "line" not in value:
             raise ConfigError(f"{where}: a crossing needs \"line\", \"t\" and \"dir\"")
@@ -137,6 +137,11 @@ def read_references(paths: Sequence[Path]) -> list[ReferenceLine]:
 
 def _is_zone(value: Any) -> bool:
     return isinstance(value, dict) and "zone" in value and "line" not in value
+
+
+def _is_partial_mark(value: Any) -> bool:
+    """The last row of an interrupted ``count --events``: ``{"partial": true, "frames": n}``."""
+    return isinstance(value, dict) and value.get("partial") is True and "line" not in value
 
 
 def _is_zone_row(value: Any) -> bool:
@@ -257,7 +262,7 @@ def _read_zone_jsonl(path: Path, text: str) -> list[ReferenceZone]:
             value = json.loads(row)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{where}: not JSON ({exc.msg})") from exc
-        if isinstance(value, dict) and "line" in value:
+        if (isinstance(value, dict) and "line" in value) or _is_partial_mark(value):
             continue  # a crossing, as count --events writes them beside the zone rows
         if not _is_zone_row(value) or value.get("event") not in ("enter", "exit"):
             raise ConfigError(
