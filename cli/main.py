@@ -31,10 +31,26 @@ app = typer.Typer(
 )
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("edgetally")
+        except PackageNotFoundError:  # run from a source tree without installing
+            number = "unknown"
+        typer.echo(f"edgetally {number}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="Log what happens as detailed records (stderr)."
+    ),
+    _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.",
     ),
 ) -> None:
     configure_logging(verbose)

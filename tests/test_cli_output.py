@@ -349,3 +349,11 @@ def test_device_run_counts_what_the_broker_took(
     code, out, err = _device_run(clip, tmp_path / "outbox.db", mosquitto.url)
     assert code == 0, err
     assert re.search(r"^\d+ messages published to .*, none waits in the outbox", out, re.M)
+
+
+def test_version_prints_the_installed_version(run_cli: Any) -> None:
+    from importlib.metadata import version
+
+    code, out, err = run_cli("--version")
+    assert code == 0 and err == ""
+    assert out == f"edgetally {version('edgetally')}\n"
