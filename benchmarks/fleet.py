@@ -114,7 +114,7 @@ def ingest_rate(db: str, total: int, publishers: int) -> dict[str, float]:
     """Aggregates per second from the first publish until ``db`` holds all ``total``."""
     from edgetally.fleet.addresses import parse_broker_url
     from edgetally.fleet.ingest.mqtt import IngestConfig, Ingestor
-    from edgetally.fleet.store.base import open_store
+    from edgetally.fleet.store.connect import open_store
 
     per = total // publishers
     total = per * publishers
@@ -370,7 +370,8 @@ def print_rate(title: str, r: dict[str, float]) -> None:
 
 
 def query_bench(db: str, args: argparse.Namespace, devices: int) -> None:
-    from edgetally.fleet.store.base import open_store, refill_rollups
+    from edgetally.fleet.store.base import refill_rollups
+    from edgetally.fleet.store.connect import open_store
 
     store = open_store(db)
     try:

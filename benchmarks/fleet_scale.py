@@ -333,8 +333,8 @@ def pct(values: list[float], q: float) -> float:
 
 def ingest(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     import psycopg
-    from edgetally.fleet.server import FleetConfig
-    from edgetally.fleet.store.base import open_store
+    from edgetally.fleet.config import FleetConfig
+    from edgetally.fleet.store.connect import open_store
     from edgetally.fleet.workers import WorkerPool
 
     fds = raise_fd_limit()  # mosquitto, started below, inherits it
@@ -599,7 +599,7 @@ def queries_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 def _query_stores(args: argparse.Namespace, root: Path, devices: int, buckets: int,
                   result: dict[str, Any]) -> dict[str, Any]:
-    from edgetally.fleet.store.base import open_store
+    from edgetally.fleet.store.connect import open_store
 
     rows = devices * buckets
     targets: list[tuple[str, Callable[[], str]]] = []

@@ -109,8 +109,12 @@ def _start_amqtt(port: int) -> BrokerHandle:
         asyncio.run_coroutine_threadsafe(broker.start(), loop).result(timeout=20)
     except Exception as exc:
         raise DemoError(f"cannot start the embedded amqtt broker: {exc}") from None
+    from edgetally.runtime.uplink.broker import assume_mqtt311
+
+    assume_mqtt311("127.0.0.1", port)  # amqtt speaks only MQTT 3.1.1: the devices start there
 
     def stop() -> None:
+        assume_mqtt311("127.0.0.1", port, speaks_only_311=False)
         # amqtt logs its own cancelled tasks as errors while shutting down: not ours to show.
         logging.getLogger("amqtt").setLevel(logging.CRITICAL)
         try:

@@ -12,186 +12,43 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any
 
 import uvicorn
 from edgetally.fleet.addresses import (
-    BrokerAddress,
     is_loopback,
-    parse_broker_url,
-    parse_host_port,
-    read_password_file,
 )
+from edgetally.fleet.broker_config import ROLLOUTS_ROLE, STATUS_ROLE, service_login
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.http.app import create_app
 from edgetally.fleet.http.auth import Authenticator, WatchedTokens, guard_prefix, install_auth
 from edgetally.fleet.http.context import (
-    DEFAULT_MAX_HEAVY_QUERIES,
     DEFAULT_QUERY_TIMEOUT_S,
     FleetContext,
     HeavyQueries,
 )
 from edgetally.fleet.http.rollout import (
-    DEFAULT_MAX_BUNDLE_BYTES,
     build_rollout_read_router,
     build_rollout_router,
 )
-from edgetally.fleet.ingest.mqtt import IngestConfig, IngestCounters, Ingestor
+from edgetally.fleet.ingest.mqtt import IngestCounters, Ingestor
 from edgetally.fleet.rollout.mqtt import RolloutMqttLink
 from edgetally.fleet.rollout.records import FileRecords, StoreRecords
-from edgetally.fleet.rollout.service import RolloutService
-from edgetally.fleet.store.base import Store, StoreError, open_store
-from edgetally.fleet.store.partitions import drop_old_raw
-from edgetally.fleet.store.queries import DEFAULT_OFFLINE_AFTER_S
-from edgetally.models.broker_url import redact_url
+from edgetally.fleet.rollout.service import RolloutService, load_signing_key
+from edgetally.fleet.store.base import Store, StoreError
+from edgetally.fleet.store.connect import open_store
+from edgetally.fleet.store.retention import drop_old_raw
+from edgetally.fleet.workers import WorkerPool
 from edgetally.models.errors import EdgetallyError
-from edgetally.models.wire import DEFAULT_WINDOW, TimeWindow
 from fastapi import FastAPI
 
 API_PREFIX = "/api/v1"
-Role = Literal["ingest", "api", "all"]
-ROLES: tuple[str, ...] = get_args(Role)
-DEFAULT_SHARE_GROUP = "edgetally"
-DEFAULT_SESSION_EXPIRY_S = 60
-DEFAULT_DEAD_LETTER_DAYS = 30.0
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class FleetConfig:
-    """Everything ``fleet serve`` needs, validated."""
-
-    broker: BrokerAddress
-    db: str
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    client_id: str = "edgetally-fleet"
-    ca_file: str | None = None
-    offline_after_s: float = DEFAULT_OFFLINE_AFTER_S
-    batch_max: int = 5_000
-    tokens_file: str | None = None  # hashed bearer tokens: /api/v1 then needs analyst or more
-    rollouts_dir: str | None = None  # rollouts on: bundles and rollout records live here
-    fleet_pubkey: str | None = None  # the key bundles must be signed with (rollouts)
-    public_url: str | None = None  # how devices reach the API (bundle downloads)
-    rollout_tick_s: float = 5.0
-    query_timeout_s: float | None = DEFAULT_QUERY_TIMEOUT_S  # reads cancelled after it
-    max_heavy_queries: int = DEFAULT_MAX_HEAVY_QUERIES  # queries returning rows at once
-    dead_letter_days: float | None = DEFAULT_DEAD_LETTER_DAYS  # None: kept for ever
-    housekeeping_s: float = 3600.0  # how often old dead letters (and raw months) go
-    raw_months: int | None = None  # raw rows kept this many whole months (None: all)
-    insecure: bool = False  # serve a non-loopback address without tokens anyway
-    max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES  # the largest bundle upload taken
-    window: TimeWindow | None = DEFAULT_WINDOW  # times a message may carry (None: any)
-    # Scale-out: "all" with one worker is one process doing everything; "api" serves the
-    # API, device statuses and rollouts; "ingest" workers share the messages (PostgreSQL).
-    role: Role = "all"
-    workers: int = 1  # ingest worker processes ("all" with more than one, or "ingest")
-    share_group: str | None = None  # the shared subscription's group (ingest workers)
-    session_expiry_s: int | None = None  # a worker's broker session after it vanished
-    mqtt_v5: bool = True  # False for a broker that speaks only MQTT 3.1.1 (one process)
-    # A PostgreSQL read replica of db: the API's analyst reads go there (api and all roles).
-    read_url: str | None = None
-
-    @property
-    def scaled_out(self) -> bool:
-        """Whether ingest runs in shared-subscription workers (not in this process alone)."""
-        return self.role == "ingest" or (self.role == "all" and self.workers > 1)
-
-    def check_scale_out(self) -> None:
-        """Several ingest processes need a store several processes can write (PostgreSQL)."""
-        if self.role not in ROLES:
-            raise FleetError(f"unknown role {self.role!r}: use ingest, api or all")
-        if self.workers < 1:
-            raise FleetError(f"--workers must be 1 or more (got {self.workers})")
-        from edgetally.fleet.store.base import is_postgres_url
-
-        if self.workers > 1 and not is_postgres_url(self.db):
-            raise FleetError(
-                f"--workers {self.workers}: DuckDB allows one process; give a "
-                "postgresql:// store to run several ingest workers"
-            )
-        if self.read_url is not None:
-            from edgetally.fleet.store.replica import check_read_url
-
-            if self.role == "ingest":
-                raise FleetError(
-                    "--read-url serves the API's reads: give it to the api (or all) role, "
-                    "not to ingest workers"
-                )
-            check_read_url(self.read_url, primary_postgres=is_postgres_url(self.db))
-
-    def ingest_config(
-        self, client_id: str, *, shared: bool = False, status_only: bool = False
-    ) -> IngestConfig:
-        """How one ingest client of this fleet connects: the fleet process's own (unshared,
-        its session never expires) or, ``shared``, a worker's (the share group, the session
-        expiry)."""
-        return IngestConfig(
-            broker=self.broker, client_id=client_id, ca_file=self.ca_file,
-            batch_max=self.batch_max, window=self.window, status_only=status_only,
-            mqtt_v5=self.mqtt_v5,
-            share_group=self.share_group if shared else None,
-            session_expiry_s=self.session_expiry_s if shared else None,
-        )
-
-    def for_workers(self) -> FleetConfig:
-        """This config as ingest workers take it: a share group and a session expiry."""
-        from dataclasses import replace
-
-        return replace(
-            self,
-            share_group=self.share_group or DEFAULT_SHARE_GROUP,
-            session_expiry_s=(
-                DEFAULT_SESSION_EXPIRY_S
-                if self.session_expiry_s is None
-                else self.session_expiry_s
-            ),
-        )
-
-    @staticmethod
-    def of(
-        broker: str,
-        db: str,
-        http: str = "127.0.0.1:8080",
-        *,
-        broker_password_file: str | Path | None = None,
-        **kwargs: object,
-    ) -> FleetConfig:
-        """From the strings a user types: ``mqtt://HOST:PORT``, a path or URL, ``HOST:PORT``;
-        the broker's password from a file when given."""
-        host, port = parse_host_port(http)
-        address = parse_broker_url(broker)
-        if broker_password_file is not None:
-            address = address.with_password(read_password_file(Path(broker_password_file)))
-        return FleetConfig(
-            broker=address,
-            db=db,
-            http_host=host,
-            http_port=port,
-            **kwargs,  # type: ignore[arg-type]  # FleetConfig's other fields
-        )
-
-    def __repr__(self) -> str:  # the database URL's password stays out (the broker's too)
-        shown = {f.name: getattr(self, f.name) for f in fields(self)}
-        shown["db"] = redact_url(self.db)
-        if self.read_url is not None:
-            shown["read_url"] = redact_url(self.read_url)
-        return f"FleetConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
-
-    def check_exposure(self) -> None:
-        """An API any machine can reach needs tokens, unless ``insecure`` says otherwise."""
-        if self.tokens_file or self.insecure or is_loopback(self.http_host):
-            return
-        raise FleetError(
-            f"the API on {self.http_host}:{self.http_port} would be open to every machine that "
-            "reaches it: give --tokens FILE (edgetally fleet token add), serve on 127.0.0.1, "
-            "or pass --insecure to serve it open anyway"
-        )
 
 
 class FleetServer:
@@ -260,8 +117,11 @@ class FleetServer:
             )
         hooks = list(self._hooks)
         tokens = WatchedTokens(Path(c.tokens_file)) if c.tokens_file else None
-        if c.rollouts_dir and (tokens is None or not c.fleet_pubkey):
-            raise FleetError("rollouts need --tokens (operators) and --fleet-pubkey (bundles)")
+        if c.rollouts_dir and (tokens is None or not c.fleet_key):
+            raise FleetError(
+                "rollouts need --tokens (operators) and --fleet-key (the bundle signing key, "
+                "which signs every command devices obey)"
+            )
         if tokens is not None:
             hooks.append(_auth_hook(tokens))
         self._store = open_store(c.db)
@@ -278,14 +138,10 @@ class FleetServer:
             statuses_only = c.role == "api" or c.scaled_out
             self._ingestor = Ingestor(
                 self._store,
-                c.ingest_config(
-                    f"{c.client_id}-status" if statuses_only else c.client_id,
-                    status_only=statuses_only,
-                ),
+                c.ingest_config(STATUS_ROLE if statuses_only else None, status_only=statuses_only),
             )
             self._ingestor.start()
             if c.scaled_out:
-                from edgetally.fleet.workers import WorkerPool
 
                 self._pool = WorkerPool(c.for_workers(), c.workers).start()
             if c.rollouts_dir:
@@ -346,25 +202,26 @@ class FleetServer:
     def _start_rollouts(self) -> Callable[[FastAPI], None]:
         """The rollout service (its devices: the store's), its MQTT link, and the hook
         that mounts its router."""
-        from edgetally.models.bundle import load_public_key
-
         c = self.config
-        assert c.rollouts_dir is not None and c.fleet_pubkey is not None
+        assert c.rollouts_dir is not None and c.fleet_key is not None
+        signing_key = load_signing_key(
+            Path(c.fleet_key), Path(c.fleet_pubkey) if c.fleet_pubkey else None
+        )
         records = StoreRecords(self.store)
         records.claim()  # exactly one process runs rollouts
         imported = records.import_files(FileRecords(Path(c.rollouts_dir) / "rollouts"))
         if imported:
             log.info("%d rollout records moved from %s into the store", imported, c.rollouts_dir)
-        b = c.broker
+        b, client_id = service_login(c.broker, c.client_id, ROLLOUTS_ROLE)
         link = RolloutMqttLink(
             b.host, b.port, username=b.username, password=b.password,
-            ca_cert=Path(c.ca_file) if c.ca_file else None, client_id=f"{c.client_id}-rollouts",
+            ca_cert=Path(c.ca_file) if c.ca_file else None, client_id=client_id,
         )
         link.start(timeout=15.0)
         self._rollout_link = link
         service = RolloutService(
             Path(c.rollouts_dir),
-            load_public_key(Path(c.fleet_pubkey)),
+            signing_key,
             publish=link.publish,
             devices=self._device_ids,
             bundle_url=self._bundle_url,
@@ -486,8 +343,3 @@ def _auth_hook(tokens: Authenticator) -> Callable[[FastAPI], None]:
         guard_prefix(app, API_PREFIX, "analyst")
 
     return hook
-
-
-def serve_in_process(broker: str, db: str, http: str = "127.0.0.1:0") -> FleetServer:
-    """Start a fleet in this process and return its handle (call ``stop()`` when done)."""
-    return FleetServer(FleetConfig.of(broker, db, http)).start()

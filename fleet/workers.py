@@ -5,9 +5,12 @@ Each worker is an :class:`~edgetally.fleet.ingest.mqtt.Ingestor` on an MQTT v5 s
 subscription (``$share/<group>/edgetally/#``): the broker hands every message to one member
 of the group. A worker keeps nothing of its own: what makes a second delivery harmless is
 in the store (keys, counters of stored rows, statuses ordered by their rank). Slot ``i``
-always connects as ``<client-id>-<i>``, so a worker restarted by :class:`WorkerPool` takes
-back its session and the messages the broker held for it meanwhile (see the session expiry
-in :mod:`edgetally.fleet.ingest.mqtt`).
+always connects as ``<client-id>-<i>``, logging in as ``<user>-<i>`` where the broker URL
+names a user (a closed broker makes the client id the user name: each slot needs its own
+account, see :func:`~edgetally.fleet.broker_config.service_login`), so a worker restarted
+by :class:`WorkerPool` takes back its session and the messages the broker held for it
+meanwhile (see the session expiry in :mod:`edgetally.fleet.ingest.mqtt`). Workers on a
+second host log in as a user of their own (and take a client id of their own).
 
 Device statuses are not taken here: the api process subscribes to them unshared
 (:class:`~edgetally.fleet.server.FleetServer`), which keeps the broker's order of a
@@ -24,28 +27,32 @@ import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from edgetally.fleet.broker_config import service_login
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.ingest.mqtt import IngestCounters, Ingestor
-from edgetally.fleet.server import FleetConfig
-from edgetally.fleet.store.base import Store, open_store
+from edgetally.fleet.store.base import Store
+from edgetally.fleet.store.connect import open_store
 
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0  # a worker that died is started again after this long
 
 
-def worker_client_id(config: FleetConfig, slot: int) -> str:
+def worker_client_id(config: FleetConfig, slot: int | str) -> str:
     """The MQTT client id of worker ``slot`` (stable: a restart takes back its session)."""
-    return f"{config.client_id}-{slot}"
+    return service_login(config.broker, config.client_id, slot)[1]
 
 
 class IngestWorker:
-    """One ingest worker in this process: the store, and a shared-subscription Ingestor."""
+    """One ingest worker in this process: the store, and a shared-subscription Ingestor
+    connected as worker ``slot`` (its client id and login: :func:`worker_client_id`)."""
 
-    def __init__(self, config: FleetConfig, client_id: str | None = None) -> None:
+    def __init__(self, config: FleetConfig, slot: int | str = 0) -> None:
         config.check_scale_out()
         self.config = config.for_workers()
-        self.client_id = client_id or config.client_id
+        self.slot = slot
+        self.client_id = worker_client_id(config, slot)
         self._store: Store | None = None
         self._ingestor: Ingestor | None = None
 
@@ -64,7 +71,7 @@ class IngestWorker:
         try:
             self._ingestor = Ingestor(
                 self._store,
-                c.ingest_config(self.client_id, shared=True),
+                c.ingest_config(self.slot, shared=True),
             )
             self._ingestor.start()
         except BaseException:
@@ -88,8 +95,8 @@ class IngestWorker:
         self.stop()
 
 
-def run_worker(config: FleetConfig, client_id: str) -> None:
-    """A worker process's body: ingest until SIGTERM or SIGINT."""
+def run_worker(config: FleetConfig, slot: int) -> None:
+    """A worker process's body: ingest as worker ``slot`` until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.WARNING, format="edgetally: %(message)s")
     done = threading.Event()
 
@@ -98,12 +105,13 @@ def run_worker(config: FleetConfig, client_id: str) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    with IngestWorker(config, client_id):
+    with IngestWorker(config, slot):
         done.wait()
 
 
 class WorkerPool:
-    """``workers`` ingest processes, each started again when it dies, until :meth:`stop`."""
+    """``workers`` ingest processes (slots 0 to ``workers - 1``), each started again in its
+    slot when it dies, until :meth:`stop`."""
 
     def __init__(self, config: FleetConfig, workers: int) -> None:
         if workers < 1:
@@ -123,7 +131,7 @@ class WorkerPool:
     def _spawn(self, slot: int) -> None:
         proc = self._ctx.Process(
             target=run_worker,
-            args=(self.config, worker_client_id(self.config, slot)),
+            args=(self.config, slot),
             name=f"edgetally-ingest-{slot}",
             daemon=False,
         )

@@ -1,4 +1,5 @@
-"""Contracts shared by the device and the fleet: the model zoo, bundles and the wire schema.
+"""Contracts shared by the device and the fleet: the model zoo, bundles, the wire schema and
+the signing of the fleet's commands.
 
 Light on purpose: stdlib, numpy, pydantic and cryptography only.
 """

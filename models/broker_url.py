@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from edgetally.models.errors import ModelsError
+from edgetally.models.redact import redact_url as redact_url  # shown URLs: one helper
 
 DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
@@ -35,17 +36,6 @@ class BrokerUrl:
     def __str__(self) -> str:
         user = f"{self.username}@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with the password of its userinfo (``USER:PASS@``) replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{hostpart}"
 
 
 def parse_broker_url(url: str) -> BrokerUrl:
@@ -96,19 +86,21 @@ def parse_broker_url(url: str) -> BrokerUrl:
     )
 
 
-def read_password_file(path: Path, *, max_bytes: int = 4096) -> str:
-    """The first line of ``path``, without surrounding white space."""
+def read_password_file(path: Path, *, max_bytes: int = 4096, what: str = "password") -> str:
+    """The first line of ``path``, without surrounding white space (``what``: the secret's
+    name in an error, e.g. ``token``)."""
     try:
-        data = path.read_bytes()[: max_bytes + 1]
+        with path.open("rb") as fh:
+            data = fh.read(max_bytes + 1)
     except OSError as exc:
         raise BrokerUrlError(
-            f"cannot read the password file {path}: {exc.strerror or exc}"
+            f"cannot read the {what} file {path}: {exc.strerror or exc}"
         ) from None
     try:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
-        raise BrokerUrlError(f"password file {path}: not UTF-8 text") from None
-    password = lines[0].strip() if lines else ""
-    if not password or len(data) > max_bytes:
-        raise BrokerUrlError(f"password file {path}: expected one line with the password")
-    return password
+        raise BrokerUrlError(f"{what} file {path}: not UTF-8 text") from None
+    secret = lines[0].strip() if lines else ""
+    if not secret or len(data) > max_bytes:
+        raise BrokerUrlError(f"{what} file {path}: expected one line with the {what}")
+    return secret

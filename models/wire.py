@@ -8,7 +8,7 @@ Seven messages travel over MQTT (topics in :mod:`edgetally.models.topics`):
 - :class:`AudioLevels` (``.../audio``): sound level, speech share and sound-event counts of
   one bucket of one microphone or sound file (numbers only: no samples, no spectra);
 - :class:`ShelfState` (``.../shelf``): shelf events per facing of one bucket of one camera;
-- :class:`Command` (``.../cmd``): fleet to device;
+- :class:`Command` (``.../cmd``): fleet to device, signed (:mod:`edgetally.models.commands`);
 - :class:`UpdateReport` (``.../update``): a device's report on one rollout step (read by the
   fleet's rollouts, not stored by ingest).
 
@@ -312,25 +312,57 @@ class ShelfState(_SourceBucket):
         return self
 
 
-class Command(WireModel):
-    """Fleet to device: an action with a few short parameters (e.g. a rollout step)."""
+SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
+COMMAND_VERSION: Final = 2  # v1 commands carried no signature; a device refuses them
+COMMAND_ID_PATTERN: Final = r"^[0-9a-f]{32}$"  # 128 random bits, never reused
+UPDATE_ACTION: Final = "update"  # Command.action: fetch, verify, install, check, switch
+ROLLBACK_ACTION: Final = "rollback"  # Command.action: go back to the previous slot
+CommandAction = Literal["update", "rollback"]
+BundleVersion = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")]
+Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
 
-    v: Literal[1] = SCHEMA_VERSION
+
+class Command(WireModel):
+    """Fleet to device: one step of a rollout, signed with the fleet's bundle key.
+
+    Says whom it is for (``site``/``device``), what to do (``action`` with the rollout and
+    its bundle), when the fleet issued it (``at``) and a unique ``command_id``. ``sig`` is
+    an Ed25519 signature over every other field (:mod:`edgetally.models.commands` makes and
+    checks it): a broker password lets one publish on a device's ``cmd`` topic, never sign.
+
+    - ``update``: fetch the bundle at ``url`` (``size`` bytes), verify it, check it, switch
+      to it; ``rollback`` asks to take an older version the bundle is signed to roll back.
+    - ``rollback``: go back to the previous model, if ``bundle_sha256`` is the one in use.
+    """
+
+    v: Literal[2] = COMMAND_VERSION
     kind: Literal["cmd"] = "cmd"
     site: SiteField
     device: DeviceField
-    command_id: CommandIdField
+    command_id: Annotated[CommandId, StringConstraints(pattern=COMMAND_ID_PATTERN)]
     at: UtcDatetime
-    action: EventName
-    params: Annotated[
-        dict[EventName, ParamValue | int | float | bool], Field(max_length=MAX_EVENT_KINDS)
-    ] = Field(default_factory=dict)
+    action: CommandAction
+    rollout: CommandIdField
+    bundle_sha256: Sha256
+    version: BundleVersion
+    url: ParamValue | None = None
+    size: Annotated[int, Field(ge=1, le=2**53)] | None = None
+    rollback: bool = False
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    sig: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
+
+    @model_validator(mode="after")
+    def _fields_of_action(self) -> Command:
+        if self.action == UPDATE_ACTION and (self.url is None or self.size is None):
+            raise ValueError("an update command needs url and size")
+        if self.action == ROLLBACK_ACTION and (
+            self.url is not None or self.size is not None or self.rollback
+        ):
+            raise ValueError("a rollback command takes no url, size or rollback flag")
+        return self
 
 
-UPDATE_ACTION: Final = "update"  # Command.action: fetch, verify, install, check, switch
-ROLLBACK_ACTION: Final = "rollback"  # Command.action: go back to the previous slot
 UpdateOutcome = Literal["healthy", "failed", "rolled_back"]
-SHA256_PATTERN: Final = r"^[0-9a-f]{64}$"
 
 
 class UpdateReport(WireModel):
@@ -342,7 +374,7 @@ class UpdateReport(WireModel):
     site: SiteField
     device: DeviceField
     rollout_id: CommandIdField
-    bundle_sha256: Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
+    bundle_sha256: Sha256
     at: UtcDatetime
     outcome: UpdateOutcome
     reason: Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]{0,300}$")] | None = None

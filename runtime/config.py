@@ -51,12 +51,15 @@ the broker's password file and CA) are relative to the config file.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
+from edgetally.models.redact import redact_url
 from edgetally.models.topics import ID_PATTERN
 from edgetally.models.wire import MAX_BUCKET_SECONDS
 from edgetally.models.zoo import DEFAULT_DETECTOR
@@ -205,6 +208,10 @@ class PowerConfig(_Strict):
     serial_port: str | None = Field(default=None, max_length=1024)
     serial_baud: int = Field(default=115200, ge=300, le=4_000_000)
 
+    def __repr_args__(self) -> Any:  # a password in the plug's broker URL stays out
+        for key, value in super().__repr_args__():
+            yield key, redact_url(value) if key == "plug_broker" and value else value
+
 
 class UpdatesConfig(_Strict):
     """Signed model updates from the fleet (``device run`` with an update agent)."""
@@ -213,7 +220,8 @@ class UpdatesConfig(_Strict):
     fleet_pubkey: Path  # the fleet's Ed25519 public key, pinned
     device_class: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")
     fleet_url: str | None = Field(default=None, max_length=1024)  # how to reach the fleet
-    fleet_token: str | None = Field(default=None, max_length=512)  # bundle downloads
+    fleet_token: str | None = Field(default=None, max_length=512, repr=False)  # downloads
+    fleet_token_file: Path | None = None  # or the token in this file's first line
     # The broker password (user: site/device); the device's mqtt_password is used first.
     mqtt_password: str | None = Field(default=None, max_length=512, repr=False)
     confirm_frames: int = Field(default=300, ge=1, le=1_000_000)
@@ -225,6 +233,30 @@ class UpdatesConfig(_Strict):
     reference_frames: int = Field(default=300, ge=1, le=100_000)
     # A bundle announced (or streamed) larger than this is not downloaded.
     max_bundle_mb: int = Field(default=512, ge=1, le=1_000_000)
+    # A fleet command issued longer ago than this (by the device's clock) is refused.
+    max_command_age_s: float = Field(default=600.0, gt=0.0, le=7 * 86_400.0)
+
+    def __repr_args__(self) -> Any:  # a password in the fleet URL stays out
+        for key, value in super().__repr_args__():
+            yield key, redact_url(value) if key == "fleet_url" and value else value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> UpdatesConfig:
+        if self.fleet_token is not None and self.fleet_token_file is not None:
+            raise ValueError("give the fleet token once: fleet_token or fleet_token_file")
+        return self
+
+    def token(self) -> str | None:
+        """The device token for bundle downloads: ``fleet_token``, or the first line of
+        ``fleet_token_file`` (read here), or None."""
+        if self.fleet_token_file is None:
+            return self.fleet_token
+        from edgetally.models.broker_url import BrokerUrlError, read_password_file
+
+        try:
+            return read_password_file(self.fleet_token_file, max_bytes=512, what="token")
+        except BrokerUrlError as exc:
+            raise ConfigError(f"updates.fleet_token_file: {exc}") from None
 
 
 class DeviceConfig(_Strict):
@@ -271,6 +303,10 @@ class DeviceConfig(_Strict):
             password_file=self.mqtt_password_file, ca_file=self.mqtt_ca,
         )
 
+    def __repr_args__(self) -> Any:  # a password in the broker URLs stays out
+        for key, value in super().__repr_args__():
+            yield key, redact_url(value) if key == "broker" and value else value
+
     @model_validator(mode="after")
     def _unique_cameras(self) -> DeviceConfig:
         if not self.cameras and self.audio is None:
@@ -293,24 +329,69 @@ def error_location(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def describe_error(exc: ValidationError) -> str:
-    """The first problem as ``key.path: what is wrong`` (and how many more there are)."""
+def describe_error(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """Every problem as ``key.path: what is wrong``, joined by ``; `` on one line. An unknown
+    key close to one ``model`` has at that place gets ``(did you mean KEY?)``; a required key
+    then missing is not reported twice."""
     errors = deepest_errors(exc.errors(include_url=False, include_input=False))
-    first = errors[0]
-    # Errors of a union/tuple element are reported per branch: keep the path to the key.
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
-    where = error_location(loc) or "(top level)"
-    kind, msg = first["type"], str(first["msg"])
+    unknown: dict[tuple[int | str, ...], str] = {}  # parent location -> the suggested key
+    for e in errors:
+        if e["type"] == "extra_forbidden" and model is not None:
+            loc = _clean(e["loc"])
+            fields = _fields_at(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.6)
+            if close:
+                unknown[loc] = close[0]
+    suggested = {(*loc[:-1], key) for loc, key in unknown.items()}
+    out = []
+    for e in errors:
+        loc = _clean(e["loc"])
+        if e["type"] == "missing" and loc in suggested:
+            continue  # said with the misspelt key
+        out.append(f"{error_location(loc) or '(top level)'}: {_problem(e, unknown.get(loc))}")
+    return "; ".join(out)
+
+
+def _clean(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Errors of a union/tuple element are reported per branch: keep the path to the key."""
+    return tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
+
+
+def _problem(error: Any, suggestion: str | None) -> str:
+    kind, msg = error["type"], str(error["msg"])
     if kind == "extra_forbidden":
-        msg = "unknown key"
-    elif kind == "missing":
-        msg = "missing required key"
-    elif kind == "string_pattern_mismatch":
-        msg = "invalid id: use 1-64 letters, digits, '_', '.', ':' or '-' (no spaces or '/')"
-    elif msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"{where}: {msg}{more}"
+        return "unknown key" + (f" (did you mean {suggestion}?)" if suggestion else "")
+    if kind == "missing":
+        return "missing required key"
+    if kind == "string_pattern_mismatch":
+        return "invalid id: use 1-64 letters, digits, '_', '.', ':' or '-' (no spaces or '/')"
+    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the model nested at ``loc`` (under ``model``) takes; [] when not a model."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a tuple or list: its model is found below
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = _model_in(fields[part].annotation)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (``X``, ``X | None``, ``tuple[X, ...]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_config(data: Any, *, origin: str = "config") -> DeviceConfig:
@@ -319,7 +400,7 @@ def parse_config(data: Any, *, origin: str = "config") -> DeviceConfig:
     try:
         return DeviceConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: {describe_error(exc)}") from None
+        raise ConfigError(f"{origin}: {describe_error(exc, DeviceConfig)}") from None
 
 
 def load_config(path: Path) -> DeviceConfig:

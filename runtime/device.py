@@ -92,6 +92,7 @@ class DeviceReport:
     audio: AudioReport | None = None  # None without an audio source
     broker_problem: str | None = None  # why messages remain, when the broker was the reason
     published: int = 0  # messages the broker acknowledged during this run (older ones too)
+    refused: int = 0  # of ``remaining``: messages the broker refused (PUBACK >= 0x80), kept
 
     @property
     def aggregates(self) -> int:
@@ -278,7 +279,7 @@ class Device:
             self.outbox.close()
         if errors:
             raise errors[0]
-        problem = self.publisher.problem if remaining else None
+        problem = (self.publisher.problem or self.publisher.refused_why) if remaining else None
         if problem is not None and self.publisher.fatal:  # counted, kept, never delivered
             raise PublisherError(
                 f"{problem}; {remaining} messages wait in the outbox {cfg.outbox}, "
@@ -287,7 +288,7 @@ class Device:
         audio = audio_reports[0] if audio_reports else None
         return DeviceReport(
             tuple(reports), self.produced, remaining, next_seq, power, audio, problem,
-            published=self.publisher.acked,
+            published=self.publisher.acked, refused=self.publisher.refused,
         )
 
     def _audio_analyzer(self) -> AudioAnalyzer | None:

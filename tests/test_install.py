@@ -39,7 +39,7 @@ def test_the_fleet_imports_no_inference_runtime() -> None:
     loaded = imported_after(
         "from edgetally.fleet.server import FleetServer\n"
         "from edgetally.fleet.http.app import create_app\n"
-        "from edgetally.fleet.store.base import open_store\n"
+        "from edgetally.fleet.store.connect import open_store\n"
         "open_store(':memory:').close()"
     )
     assert not loaded & set(RUNTIMES), loaded & set(RUNTIMES)

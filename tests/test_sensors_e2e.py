@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.config import FleetConfig
+from edgetally.fleet.server import FleetServer
 from edgetally.models.wire import AudioLevels, ShelfState, from_json
 from edgetally.runtime.audio.pipeline import analyze_file
 from edgetally.runtime.audio.vad import SileroVad

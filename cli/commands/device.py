@@ -19,9 +19,13 @@ device_app = typer.Typer(
 
 EXIT_UNDELIVERED = 3
 
+MQTT_PASSWORD_ENV = "EDGETALLY_MQTT_PASSWORD"
+FLEET_TOKEN_ENV = "EDGETALLY_FLEET_TOKEN"
+
 _MQTT_PASSWORD = typer.Option(
     None, "--mqtt-password", metavar="PASSWORD",
-    help="Broker password of user SITE/DEVICE (publisher and update agent).",
+    help="Broker password of user SITE/DEVICE (publisher and update agent); ps shows it: "
+    f"prefer --mqtt-password-file or {MQTT_PASSWORD_ENV}.",
 )
 _MQTT_PASSWORD_FILE = typer.Option(
     None, "--mqtt-password-file", metavar="FILE",
@@ -39,13 +43,23 @@ _MAX_BUNDLE_MB = typer.Option(
     None, "--max-bundle-mb", min=1, metavar="MIB",
     help="Largest bundle this device downloads, in MiB (512); a larger one is refused.",
 )
+_MAX_COMMAND_AGE = typer.Option(
+    None, "--max-command-age", min=1.0, metavar="SECONDS",
+    help="A fleet command issued longer ago than this is refused as stale (600).",
+)
 _FLEET_TOKEN = typer.Option(
-    None, "--fleet-token", metavar="TOKEN", help="Bearer token (role device) for bundle downloads."
+    None, "--fleet-token", metavar="TOKEN",
+    help="Bearer token (role device) for bundle downloads; ps shows it: prefer "
+    f"--fleet-token-file or {FLEET_TOKEN_ENV}.",
+)
+_FLEET_TOKEN_FILE = typer.Option(
+    None, "--fleet-token-file", metavar="FILE",
+    help="A file whose first line is the device token (role device) for bundle downloads.",
 )
 _SITE = typer.Option(None, "--site", metavar="SITE", help="Site (shop) id.")
 _DEVICE_ID = typer.Option(None, "--device-id", metavar="ID", help="This device's id.")
 _MODELS_DIR_HELP = "Signed bundles installed here (A/B slots, current, previous)."
-_PUBKEY_HELP = "The fleet's public key (fleet.pub) bundles must verify with."
+_PUBKEY_HELP = "The fleet's public key (fleet.pub) bundles and fleet commands must verify with."
 _CLASS_HELP = "This device's class in bundle targets (e.g. rpi5)."
 
 
@@ -208,7 +222,9 @@ def run(
     ),
     fleet_url: str | None = _FLEET_URL,
     fleet_token: str | None = _FLEET_TOKEN,
+    fleet_token_file: Path | None = _FLEET_TOKEN_FILE,
     max_bundle_mb: int | None = _MAX_BUNDLE_MB,
+    max_command_age: float | None = _MAX_COMMAND_AGE,
     confirm_frames: int | None = typer.Option(
         None, "--confirm-frames", metavar="N",
         help="Inferred frames a new model must run without error before it is kept (300).",
@@ -272,6 +288,14 @@ def run(
             "plug_topic": power_plug_topic,
         },
     )
+    env_password = _env_password(
+        cfg.broker,
+        cfg.mqtt_password,
+        cfg.mqtt_password_file,
+        cfg.updates.mqtt_password if cfg.updates is not None else None,
+    )
+    if env_password is not None:
+        cfg = cfg.model_copy(update={"mqtt_password": env_password})
     updates = _update_options(
         cfg,
         config,
@@ -281,7 +305,9 @@ def run(
             "device_class": device_class,
             "fleet_url": fleet_url,
             "fleet_token": fleet_token,
+            "fleet_token_file": fleet_token_file,
             "max_bundle_mb": max_bundle_mb,
+            "max_command_age_s": max_command_age,
             "confirm_frames": confirm_frames,
             "reference_clip": reference_clip,
             "reference_lines": tuple(reference_line) or None,
@@ -303,6 +329,7 @@ def run(
     if as_json:
         out = report.as_json()
         out["published"], out["waiting"] = report.published, report.remaining
+        out["refused"] = report.refused  # of waiting: refused by the broker, kept
         if summary is not None:
             out["updates"] = summary.as_json()
         typer.echo(json.dumps(out))
@@ -326,6 +353,7 @@ def run(
             typer.echo(f"power: {p.source} ({kind}), {p.buckets} buckets, {p.wh:.4f} Wh")
         waiting = (
             f"{report.remaining} still wait in the outbox {cfg.outbox}"
+            + (f", {report.refused} of them refused by the broker" if report.refused else "")
             if report.remaining
             else f"none waits in the outbox {cfg.outbox}"
         )
@@ -345,26 +373,59 @@ def run(
         raise typer.Exit(EXIT_UNDELIVERED)
 
 
+def _env_password(
+    broker: str, password: str | None, password_file: Path | None, *others: str | None
+) -> str | None:
+    """The broker password from EDGETALLY_MQTT_PASSWORD, when nothing else gives one (no
+    flag, no file, no config key, none in the URL): the lowest of its sources."""
+    import os
+
+    from edgetally.models.broker_url import BrokerUrlError, parse_broker_url
+
+    env = os.environ.get(MQTT_PASSWORD_ENV, "").strip()
+    if not env or password is not None or password_file is not None or any(
+        o is not None for o in others
+    ):
+        return None
+    try:
+        in_url = parse_broker_url(broker).password
+    except BrokerUrlError:
+        return None  # the login says what is wrong with the URL
+    return env if in_url is None else None
+
+
 def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -> Any:
-    """The config file's ``updates`` section with the flags given on top, or None (off)."""
+    """The config file's ``updates`` section with the flags given on top, or None (off).
+    The device token: ``--fleet-token``/``--fleet-token-file`` (a flag replaces the file's
+    key), the file's ``fleet_token``/``fleet_token_file``, or EDGETALLY_FLEET_TOKEN."""
+    import os
+
     from edgetally.runtime.config import UpdatesConfig, describe_error
     from edgetally.runtime.updates.device import UpdateOptions
     from pydantic import ValidationError
 
     data = cfg.updates.model_dump() if cfg is not None and cfg.updates is not None else {}
     if config_file is not None:  # paths in a file are relative to the file
-        for key in ("models_dir", "fleet_pubkey", "reference_clip"):
+        for key in ("models_dir", "fleet_pubkey", "reference_clip", "fleet_token_file"):
             if data.get(key) is not None and not Path(data[key]).is_absolute():
                 data[key] = config_file.parent / data[key]
-    data.update({k: v for k, v in flags.items() if v is not None})
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "fleet_token" in given or "fleet_token_file" in given:
+        data.pop("fleet_token", None)
+        data.pop("fleet_token_file", None)
+    data.update(given)
     if not data:
         return None
+    if data.get("fleet_token") is None and data.get("fleet_token_file") is None:
+        env = os.environ.get(FLEET_TOKEN_ENV, "").strip()
+        if env:
+            data["fleet_token"] = env
     if "models_dir" not in data:
         raise ConfigError("update options need --models-dir (or updates.models_dir)")
     try:
         u = UpdatesConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"updates.{describe_error(exc)}") from None
+        raise ConfigError(f"updates.{describe_error(exc, UpdatesConfig)}") from None
     reference = None
     if u.reference_clip is not None or u.reference_lines:
         from edgetally.runtime.updates.model_slot import ReferenceClip
@@ -374,8 +435,9 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
         reference = ReferenceClip(u.reference_clip, u.reference_lines, u.reference_frames)
     return UpdateOptions(
         models_dir=u.models_dir, fleet_pubkey=u.fleet_pubkey, device_class=u.device_class,
-        fleet_url=u.fleet_url, fleet_token=u.fleet_token, confirm_frames=u.confirm_frames,
+        fleet_url=u.fleet_url, fleet_token=u.token(), confirm_frames=u.confirm_frames,
         precision=u.precision, reference=reference, max_bundle_bytes=u.max_bundle_mb << 20,
+        max_command_age_s=u.max_command_age_s,
     )
 
 
@@ -402,7 +464,9 @@ def update_agent(
     ),
     fleet_url: str | None = _FLEET_URL,
     fleet_token: str | None = _FLEET_TOKEN,
+    fleet_token_file: Path | None = _FLEET_TOKEN_FILE,
     max_bundle_mb: int | None = _MAX_BUNDLE_MB,
+    max_command_age: float | None = _MAX_COMMAND_AGE,
 ) -> None:
     """Only the update agent, for a device whose counting runs elsewhere: take part in the
     fleet's rollouts, keeping MODELS_DIR/current on the newest healthy model, until SIGTERM
@@ -416,6 +480,7 @@ def update_agent(
 
     check_id(site, "site")
     check_id(device_id, "device")
+    mqtt_password = mqtt_password or _env_password(broker, mqtt_password, mqtt_password_file)
     login = broker_login(
         broker, site=site, device=device_id, password=mqtt_password,
         password_file=mqtt_password_file, ca_file=ca,
@@ -426,7 +491,9 @@ def update_agent(
         {
             "models_dir": models_dir, "fleet_pubkey": fleet_pubkey,
             "device_class": device_class, "fleet_url": fleet_url, "fleet_token": fleet_token,
-            "precision": precision, "max_bundle_mb": max_bundle_mb,
+            "fleet_token_file": fleet_token_file, "precision": precision,
+            "max_bundle_mb": max_bundle_mb,
+            "max_command_age_s": max_command_age,
         },
     )
     stop = threading.Event()

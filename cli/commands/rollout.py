@@ -23,13 +23,30 @@ _URL = typer.Option(
     help="Fleet API.",
 )
 _TOKEN = typer.Option(
-    ..., "--token", envvar="EDGETALLY_TOKEN", metavar="TOKEN", help="Operator/analyst token."
+    None, "--token", envvar="EDGETALLY_TOKEN", metavar="TOKEN",
+    help="Operator/analyst token; EDGETALLY_TOKEN or --token-file keeps it out of ps.",
+)
+_TOKEN_FILE = typer.Option(
+    None, "--token-file", metavar="FILE", help="A file whose first line is the token."
 )
 _ROLLOUT_ID = typer.Argument(..., metavar="ROLLOUT_ID", help="The rollout.")
 
 
+def _token(token: str | None, token_file: Path | None) -> str:
+    from edgetally.commands.energy import token_from
+
+    found = token_from(token, token_file)
+    if not found:
+        raise CommandError(
+            "the fleet API wants a token: pass --token-file FILE or set EDGETALLY_TOKEN "
+            "(or --token TOKEN, which ps shows)"
+        )
+    return found
+
+
 def _call(method: str, url: str, token: str, path: str, **kw: Any) -> Any:
     import httpx
+    from edgetally.models.redact import redact_url
 
     try:
         resp = httpx.request(
@@ -40,7 +57,7 @@ def _call(method: str, url: str, token: str, path: str, **kw: Any) -> Any:
             **kw,
         )
     except httpx.HTTPError as exc:
-        raise CommandError(f"cannot reach the fleet API at {url}: {exc}") from None
+        raise CommandError(f"cannot reach the fleet API at {redact_url(url)}: {exc}") from None
     if resp.status_code >= 400:
         try:
             detail = resp.json().get("detail", resp.text)
@@ -66,9 +83,11 @@ def create(
         0.0, "--failure-ratio", metavar="SHARE", help="Failed share that halts."
     ),
     url: str = _URL,
-    token: str = _TOKEN,
+    token: str | None = _TOKEN,
+    token_file: Path | None = _TOKEN_FILE,
 ) -> None:
     """Upload BUNDLE (the fleet verifies it) and start a staged rollout."""
+    token = _token(token, token_file)
     try:
         data = bundle.read_bytes()
     except OSError as exc:
@@ -94,10 +113,12 @@ def status(
         None, metavar="ROLLOUT_ID", help="One rollout (default: list all)."
     ),
     url: str = _URL,
-    token: str = _TOKEN,
+    token: str | None = _TOKEN,
+    token_file: Path | None = _TOKEN_FILE,
     as_json: bool = typer.Option(False, "--json", help="Print the full record as JSON."),
 ) -> None:
     """List rollouts, or show one with its stages and history."""
+    token = _token(token, token_file)
     if rollout_id is None:
         for s in _call("GET", url, token, "/rollouts"):
             typer.echo(
@@ -117,9 +138,12 @@ def status(
 def _verb(verb: str) -> None:
     @rollout_app.command(verb)
     def command(
-        rollout_id: str = _ROLLOUT_ID, url: str = _URL, token: str = _TOKEN
+        rollout_id: str = _ROLLOUT_ID,
+        url: str = _URL,
+        token: str | None = _TOKEN,
+        token_file: Path | None = _TOKEN_FILE,
     ) -> None:
-        r = _call("POST", url, token, f"/rollouts/{rollout_id}/{verb}")
+        r = _call("POST", url, _token(token, token_file), f"/rollouts/{rollout_id}/{verb}")
         typer.echo(f"{r['id']}: {r['state']}")
 
     command.__doc__ = f"{verb.capitalize()} a rollout."
@@ -144,12 +168,24 @@ def broker_config(
     run_as: str | None = typer.Option(
         None, "--run-as", metavar="USER", help="Mosquitto's `user` option."
     ),
+    fleet_users: str = typer.Option(
+        "fleet", "--fleet-users", metavar="USER,...",
+        help="The fleet's users, one per fleet host: each gets USER, USER-status, "
+        "USER-rollouts and USER-0 ... (one account per connection, one password).",
+    ),
+    fleet_workers: int = typer.Option(
+        8, "--fleet-workers", metavar="N",
+        help="Ingest worker accounts per fleet user: USER-0 ... USER-(N-1).",
+    ),
 ) -> None:
-    """Mosquitto config for a fleet: per-device passwords, ACL, demo CA and TLS."""
+    """Mosquitto config for a fleet: per-device passwords, ACL, demo CA and TLS; every
+    client's id is its user name."""
     from edgetally.fleet.broker_config import generate_broker_config, parse_devices
 
     cfg = generate_broker_config(
-        out, parse_devices(devices), port=port, bind=bind, hostnames=hostname, run_as=run_as
+        out, parse_devices(devices), port=port, bind=bind, hostnames=hostname, run_as=run_as,
+        fleet_users=[u.strip() for u in fleet_users.split(",") if u.strip()],
+        fleet_workers=fleet_workers,
     )
     typer.echo(f"wrote {cfg.config} ({len(cfg.device_passwords)} devices)")
     typer.echo(f"run: mosquitto -c {cfg.config}")

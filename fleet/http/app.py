@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from edgetally.fleet.errors import FleetError
+from edgetally.fleet.http.bodies import BoundedBodies
 from edgetally.fleet.http.context import RETRY_AFTER_S, Busy, FleetContext
 from edgetally.fleet.store.base import QueryTimeout, StoreError
 from edgetally.fleet.store.queries import QueryTooLarge
@@ -44,6 +45,7 @@ def create_app(ctx: FleetContext, hooks: Sequence[Callable[[FastAPI], None]] = (
         app.include_router(router)
     for hook in hooks:
         hook(app)
+    app.add_middleware(BoundedBodies)  # added last: outermost, before anything reads a body
 
     @app.exception_handler(QueryTooLarge)
     async def _too_large(_r: Request, exc: QueryTooLarge) -> JSONResponse:

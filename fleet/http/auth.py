@@ -190,17 +190,32 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def stored_tokens(app: object) -> Authenticator | None:
+    """The tokens :func:`install_auth` gave ``app`` (a Starlette app), or None."""
+    state = getattr(app, "state", None)
+    return getattr(state, _STATE_KEY, None) if state is not None else None
+
+
+def authenticate_header(
+    header: str, store: Authenticator | None
+) -> tuple[Principal | None, str]:
+    """An ``Authorization`` header's :class:`Principal` (None: refused, with why: no bearer
+    token, or one ``store`` does not know; no store knows none)."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None, "missing bearer token"
+    principal = store.authenticate(token.strip()) if store is not None else None
+    return principal, "invalid token"
+
+
 def authorize(request: Request, role: Role) -> Principal:
     """The request's :class:`Principal` if its role is at least ``role``; else an
     HTTPException: 401 (no or unknown token) or 403 (role too low)."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("missing bearer token")
-    store: Authenticator | None = getattr(request.app.state, _STATE_KEY, None)
-    principal = store.authenticate(token.strip()) if store is not None else None
+    principal, why = authenticate_header(
+        request.headers.get("authorization", ""), stored_tokens(request.app)
+    )
     if principal is None:
-        raise _unauthorized("invalid token")
+        raise _unauthorized(why)
     if not principal.may(role):
         raise HTTPException(
             status_code=403, detail=f"role {principal.role} may not do this ({role} needed)"

@@ -8,7 +8,9 @@
 
 Tokens come from :func:`edgetally.fleet.http.auth.install_auth` on the app. An upload goes to a
 file as it arrives (never whole in memory), and one larger than ``max_bundle_bytes`` is
-refused (413) as soon as it says so or passes it.
+refused (413) as soon as it says so or passes it. The app's
+:class:`~edgetally.fleet.http.bodies.BoundedBodies` refuses a body without a known token
+(401) before it is read, and bounds the other routes' JSON bodies.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetally.fleet.http.auth import Authenticator, install_auth, require_role
+from edgetally.fleet.http.bodies import BUNDLE_UPLOAD_PATH, BoundedBodies
 from edgetally.fleet.rollout.plan import BundleRef, Rollout, RolloutError
 from edgetally.fleet.rollout.records import RolloutRecords
 from edgetally.fleet.rollout.service import RolloutNotFound, RolloutService, load_record
@@ -98,7 +101,7 @@ def build_rollout_router(
     analyst = [Depends(require_role("analyst"))]
 
     @router.put(
-        "/bundles",
+        BUNDLE_UPLOAD_PATH,
         dependencies=operator,
         response_model=BundleRef,
         responses={413: {"description": "larger than the fleet takes"}},
@@ -216,4 +219,5 @@ def create_rollout_app(
     app.include_router(
         build_rollout_router(service, upload_dir=upload_dir, max_bundle_bytes=max_bundle_bytes)
     )
+    app.add_middleware(BoundedBodies)
     return app

@@ -289,7 +289,13 @@ class Ingestor:
             self._wait_connected()
         if not self._connected.is_set():
             reason = self._connect_error or "no answer"
-            if self._gone.is_set() and self._config.share_group is not None:
+            if self._connect_error is not None and b.username:
+                # A closed broker knows each fleet connection as a user of its own.
+                reason += (
+                    f" (the login {b.username}: check the password, and that the broker has "
+                    "this account: fleet broker-config makes one per fleet connection)"
+                )
+            elif self._gone.is_set() and self._config.share_group is not None:
                 reason += " (ingest workers need an MQTT v5 broker: shared subscriptions)"
             self.stop()
             raise FleetError(f"the MQTT broker at {b} did not accept the fleet: {reason}")

@@ -19,8 +19,9 @@ REPORTS = subscription("update")
 
 
 class RolloutMqttLink:
-    """Connects with the fleet's service account; hand :meth:`publish` to the service,
-    then :meth:`attach` it so reports reach it."""
+    """Connects with the fleet's rollouts account (``USER-rollouts``: see
+    :func:`~edgetally.fleet.broker_config.service_login`); hand :meth:`publish` to the
+    service, then :meth:`attach` it so reports reach it."""
 
     def __init__(
         self,
@@ -39,9 +40,12 @@ class RolloutMqttLink:
             self._client.tls_set(ca_certs=str(ca_cert), cert_reqs=ssl.CERT_REQUIRED)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
+        self._client.on_disconnect = self._on_disconnect
+        self._stopping = threading.Event()
         self._service: RolloutService | None = None
         self._connected = threading.Event()
         self._host, self._port = host, port
+        self._who = f"the fleet account {username}" if username else "the fleet"
         self.rejected = 0  # malformed or spoofed reports, counted, never silently dropped
 
     def start(self, timeout: float = 30.0) -> None:
@@ -52,12 +56,13 @@ class RolloutMqttLink:
         self._client.loop_start()
         if not self._connected.wait(timeout):
             self.stop()
-            raise FleetError(f"the broker {self._host}:{self._port} refused the fleet account")
+            raise FleetError(f"the broker {self._host}:{self._port} refused {self._who}")
 
     def attach(self, service: RolloutService) -> None:
         self._service = service
 
     def stop(self) -> None:
+        self._stopping.set()
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -74,6 +79,12 @@ class RolloutMqttLink:
             return
         client.subscribe(REPORTS, qos=1)
         self._connected.set()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object
+    ) -> None:
+        if not self._stopping.is_set():  # paho connects again by itself
+            log.warning("rollouts: disconnected from the broker (%s); reconnecting", rc)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if self._service is None:

@@ -6,7 +6,9 @@ database (:class:`~.records.StoreRecords`) when the fleet serves them, else
 ``rollouts/<id>.json`` files beside the bundles (:class:`~.records.FileRecords`).
 
 :class:`RolloutService` is thread-safe: the HTTP API and the MQTT link call it from their
-own threads. Sending is a ``publish(topic, payload)`` callable (QoS 1 in
+own threads. It holds the fleet's bundle signing key: bundles are verified with its public
+half, and every command it sends is signed with it (:mod:`edgetally.models.commands`), so
+devices obey no one else. Sending is a ``publish(topic, payload)`` callable (QoS 1 in
 :mod:`edgetally.fleet.rollout.mqtt`), the devices a rollout may select come from a
 ``devices()`` callable (the fleet store's device list, or a fixed list).
 """
@@ -22,22 +24,21 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgetally.fleet.rollout import plan as machine
 from edgetally.fleet.rollout.plan import Action, BundleRef, Notify, Rollout, RolloutError
 from edgetally.fleet.rollout.records import FileRecords, RolloutRecords
-from edgetally.models.bundle import BundleError, verify_bundle
-from edgetally.models.errors import WireError
-from edgetally.models.topics import DeviceId, SiteId, parse_topic, topic_for
-from edgetally.models.wire import (
-    ROLLBACK_ACTION,
-    UPDATE_ACTION,
-    Command,
-    CommandId,
-    UpdateReport,
-    parse,
-    to_json,
+from edgetally.models.bundle import (
+    BundleError,
+    key_id,
+    load_private_key,
+    load_public_key,
+    verify_bundle,
 )
+from edgetally.models.commands import sign_command
+from edgetally.models.errors import WireError
+from edgetally.models.topics import parse_topic, topic_for
+from edgetally.models.wire import ROLLBACK_ACTION, UPDATE_ACTION, UpdateReport, parse, to_json
 from pydantic import ValidationError
 
 Publish = Callable[[str, bytes], None]
@@ -51,7 +52,7 @@ class RolloutService:
     def __init__(
         self,
         state_dir: Path,
-        public_key: Ed25519PublicKey,
+        signing_key: Ed25519PrivateKey,
         *,
         publish: Publish,
         devices: Callable[[], Iterable[str]],
@@ -66,7 +67,8 @@ class RolloutService:
             self._rollouts.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RolloutError(f"cannot use rollout state directory {state_dir}: {exc}") from None
-        self._key = public_key
+        self._signing_key = signing_key  # signs every command; bundles verify with its half
+        self._key = signing_key.public_key()
         self._publish = publish
         self._devices = devices
         self._bundle_url = bundle_url
@@ -198,29 +200,26 @@ class RolloutService:
             return rollout.model_copy(deep=True)
 
     def _send(self, rollout: Rollout, actions: list[Action]) -> None:
+        """One command per action, signed with the fleet's key (devices obey no other)."""
         now = datetime.now(UTC)
+        bundle = rollout.bundle
         for action in actions:
             site, device = action.device.split("/", 1)
-            params: dict[str, str | int | float | bool] = {"rollout": rollout.id}
             if isinstance(action, Notify):
-                params |= {
-                    "url": self._bundle_url(rollout.bundle.sha256),
-                    "sha256": rollout.bundle.sha256,
-                    "size": rollout.bundle.size,
-                    "version": rollout.bundle.version,
-                }
-                if rollout.bundle.rollback_of is not None:
+                cmd = sign_command(
+                    self._signing_key, site=site, device=device, action=UPDATE_ACTION,
+                    rollout=rollout.id, bundle_sha256=bundle.sha256, version=bundle.version,
+                    url=self._bundle_url(bundle.sha256), size=bundle.size,
                     # devices take an older version only when the bundle is signed as a
                     # rollback too: this flag alone downgrades nothing
-                    params["rollback"] = True
-            cmd = Command(
-                site=SiteId(site),
-                device=DeviceId(device),
-                command_id=CommandId(secrets.token_hex(8)),
-                at=now,
-                action=UPDATE_ACTION if isinstance(action, Notify) else ROLLBACK_ACTION,
-                params=params,
-            )
+                    rollback=bundle.rollback_of is not None, at=now,
+                )
+            else:  # roll back this rollout's bundle, on a device where it is the one in use
+                cmd = sign_command(
+                    self._signing_key, site=site, device=device, action=ROLLBACK_ACTION,
+                    rollout=rollout.id, bundle_sha256=bundle.sha256, version=bundle.version,
+                    at=now,
+                )
             self._publish(topic_for(site, device, "cmd"), to_json(cmd))
 
     def _load(self, rollout_id: str) -> Rollout:
@@ -235,6 +234,22 @@ class RolloutService:
         check_rollout_id(rollout.id)
         self.records.put(rollout)
         self._cache[rollout.id] = rollout
+
+
+def load_signing_key(path: Path, pubkey: Path | None = None) -> Ed25519PrivateKey:
+    """The fleet's bundle signing key (``bundle keygen``'s ``fleet.key``); ``pubkey``, when
+    given, must be its public half (what the devices pin). RolloutError if not."""
+    try:
+        key = load_private_key(path)
+        pinned = load_public_key(pubkey) if pubkey is not None else None
+    except BundleError as exc:
+        raise RolloutError(str(exc)) from None
+    if pinned is not None and key_id(pinned) != key_id(key.public_key()):
+        raise RolloutError(
+            f"{pubkey} (key {key_id(pinned)}) is not the public half of the signing key {path} "
+            f"(key {key_id(key.public_key())}): devices pinning it would refuse every command"
+        )
+    return key
 
 
 def check_rollout_id(rollout_id: str) -> str:

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -34,8 +33,9 @@ from edgetally.fleet.store.columns import (
     merge_columns,
     stage,
 )
-from edgetally.fleet.store.records import IngestBatch, IngestResult, Table
+from edgetally.fleet.store.records import KEY, IngestBatch, IngestResult, Table
 from edgetally.fleet.store.sql import Dialect
+from edgetally.models.redact import redact_url, scrub, url_secrets
 
 try:
     import psycopg
@@ -52,7 +52,7 @@ _STAGES: tuple[tuple[str, str], ...] = (
     ("stage_counts", "SELECT site, device, messages AS n FROM devices"),
     ("stage_dead", f"SELECT {', '.join(sql.DEAD_COLUMNS)} FROM dead_letters"),
     *(
-        (found, f"SELECT {', '.join(sql.KEY)}, digest FROM {table}")
+        (found, f"SELECT {', '.join(KEY)}, digest FROM {table}")
         for table, found in partitions.FOUND.items()
     ),
 )
@@ -83,13 +83,8 @@ _CSV_TYPES: dict[int, pa.DataType] = {
 
 
 def redact(url: str) -> str:
-    """The URL without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """The URL without its password (in the userinfo or a ``password=`` parameter)."""
+    return redact_url(url)
 
 
 def _query_error(exc: Exception, limit: float | None) -> StoreError:
@@ -184,9 +179,8 @@ class PostgresStore:
                 if self._read_only:
                     conn.execute("SET default_transaction_read_only = on")
             except psycopg.Error as exc:
-                raise StoreError(
-                    f"cannot connect to {self.description}: {_first_line(exc)}"
-                ) from None
+                said = scrub(_first_line(exc), url_secrets(self._url))  # libpq may quote it
+                raise StoreError(f"cannot connect to {self.description}: {said}") from None
             with self._lock:
                 self._conns.append(conn)
             self._local.conn = conn

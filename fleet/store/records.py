@@ -13,6 +13,9 @@ from typing import Any, Literal, get_args
 import pyarrow as pa
 from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading
 
+# A message's identity: its device, the device outbox's random epoch and its sequence.
+KEY: tuple[str, ...] = ("site", "device", "epoch", "seq")
+
 Interval = Literal["minute", "15min", "hour", "day"]
 INTERVALS: tuple[str, ...] = get_args(Interval)
 

@@ -19,8 +19,8 @@ from edgetally.fleet.store.base import (
     Store,
     StoreError,
     is_postgres_url,
-    open_store,
 )
+from edgetally.fleet.store.connect import open_store
 from edgetally.models.broker_url import redact_url
 
 DEFAULT_SCHEMA_WAIT_S = 30.0  # how long a replica may take to replay a schema just made

@@ -24,8 +24,8 @@ from edgetally.fleet.store import partitions
 from edgetally.fleet.store.base import Store, StoreError
 from edgetally.fleet.store.columns import FirstOfKey, Key, conflict_letter, naive_utc
 from edgetally.fleet.store.queries import DEFAULT_MAX_ROWS, QueryTooLarge, where
-from edgetally.fleet.store.records import DeadLetter, Filters, Table
-from edgetally.fleet.store.sql import DEAD_COLUMNS, EVENT_COLUMNS, KEY, UNKNOWN_DIGEST
+from edgetally.fleet.store.records import KEY, DeadLetter, Filters, Table
+from edgetally.fleet.store.sql import DEAD_COLUMNS, EVENT_COLUMNS, UNKNOWN_DIGEST
 from edgetally.models.wire import AudioLevels, ShelfState
 
 AUDIO_COLUMNS: tuple[str, ...] = (

@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from edgetally.fleet.errors import FleetError
-from edgetally.fleet.store.records import Interval
+from edgetally.fleet.store.records import KEY, Interval
 
 DialectName = Literal["duckdb", "postgres"]
 
 # A message's identity in every message table.
-KEY: tuple[str, ...] = ("site", "device", "epoch", "seq")
 UNKNOWN_DIGEST = 0  # rows migrated from schema version 1: their content was not hashed
 SCHEMA_VERSION = 2  # 2: keys on (site, device, epoch, seq); 1: on (device, seq)
 

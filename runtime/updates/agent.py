@@ -1,34 +1,50 @@
 """The device's MQTT side of updates: listens on its own cmd topic, runs the
 :class:`~edgetally.runtime.updates.updater.Updater` in a worker thread, reports on its update topic.
 
-No command stops it: a payload that does not parse, or whose handling raises anything, is
-counted in :attr:`UpdateAgent.rejected`, logged, reported as a failure when it names a
-rollout and a bundle, and the agent goes on with the next one.
+A command is obeyed only when the fleet signed it with its bundle key (the device's pinned
+key), it is addressed to this device, it was issued at most ``max_command_age_s`` ago (and
+not ahead of the device's clock by more than a small skew), and its id was never seen here
+before (:class:`SeenCommands`, kept beside the model slots across restarts). Anything else
+(unsigned, wrong key, bad signature, malformed, mis-addressed, stale, from the future,
+replayed) is logged in one line, counted in :attr:`UpdateAgent.rejected` and otherwise
+ignored: no report, nothing installed or rolled back.
+
+No command stops it: a signed command whose handling raises anything is logged and reported
+as a failure of its rollout, and the agent goes on with the next one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import re
 import threading
 import time
-from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from edgetally.models.broker_url import DEFAULT_PORT
+from edgetally.models.commands import (
+    DEFAULT_MAX_AGE_S,
+    FUTURE_SKEW_S,
+    CommandRefused,
+    check_command,
+    open_command,
+)
 from edgetally.models.topics import ID_PATTERN, DeviceId, SiteId, topic_for
 from edgetally.models.wire import (
-    ROLLBACK_ACTION,
     SHA256_PATTERN,
     UPDATE_ACTION,
     Command,
     CommandId,
     UpdateOutcome,
     UpdateReport,
-    from_json,
     to_json,
 )
 from edgetally.runtime.errors import EdgeRuntimeError
@@ -43,6 +59,88 @@ from edgetally.runtime.uplink.broker import (
 log = logging.getLogger(__name__)
 _ID = re.compile(ID_PATTERN)
 _SHA256 = re.compile(SHA256_PATTERN)
+SEEN_FILE = "commands-seen.json"  # beside the model slots (the updater's root)
+MAX_SEEN = 10_000  # ids kept at most (the newest), whatever the max age
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SeenCommands:
+    """The ids of the signed commands this device took (obeyed, or refused while handling),
+    with when the fleet issued them, in ``path`` (JSON, replaced atomically): a command whose
+    id is here is a replay. An id is kept while a command issued then could still pass the
+    age check (``keep_s``: the max age plus the skew allowed into the future), at most
+    :data:`MAX_SEEN` of them.
+
+    A file that cannot be read loses what it held: then no command issued before this start
+    is taken (one published again could be a replay), and the log says so.
+    """
+
+    def __init__(self, path: Path, keep_s: float, now: datetime) -> None:
+        self.path = path
+        self._keep = timedelta(seconds=keep_s)
+        self._lock = threading.Lock()
+        self.floor: datetime | None = None  # commands issued before it are refused
+        self._ids = self._load(now)
+
+    def _load(self, now: datetime) -> dict[str, datetime]:
+        try:
+            data = json.loads(self.path.read_text())
+            ids = {str(k): datetime.fromisoformat(v) for k, v in data["ids"].items()}
+            if any(at.tzinfo is None for at in ids.values()):
+                raise ValueError("a time without its UTC offset")
+            return ids
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:  # damaged: what it held is lost
+            self.floor = now
+            log.warning(
+                "the command ids in %s cannot be read (%s): commands issued before %s are "
+                "refused", self.path, _one_line(f"{type(exc).__name__}: {exc}"), _iso(now),
+            )
+            return {}
+
+    def remember(self, command: Command, now: datetime) -> None:
+        """Record ``command``'s id, or :class:`CommandRefused` (replayed) when it was seen
+        before; OSError when the file cannot be written (the id is then not taken)."""
+        cid = command.command_id
+        with self._lock:
+            if self.floor is not None and command.at < self.floor:
+                raise CommandRefused(
+                    "replayed",
+                    f"command {cid} was issued {_iso(command.at)}, before the ids seen on this "
+                    f"device were lost ({_iso(self.floor)}): it may be a replay, not obeyed",
+                )
+            seen = self._ids.get(cid)
+            if seen is not None:
+                raise CommandRefused(
+                    "replayed",
+                    f"command {cid} (issued {_iso(seen)}) was taken before on this device: "
+                    "a replay, not obeyed",
+                )
+            horizon = now - self._keep
+            kept = {i: at for i, at in self._ids.items() if at >= horizon}
+            kept[cid] = command.at
+            if len(kept) > MAX_SEEN:
+                kept = dict(sorted(kept.items(), key=lambda item: item[1])[-MAX_SEEN:])
+            self._write(kept)
+            self._ids = kept
+
+    def __contains__(self, command_id: object) -> bool:
+        return command_id in self._ids
+
+    def _write(self, ids: dict[str, datetime]) -> None:
+        data = {"v": 1, "ids": {i: at.isoformat() for i, at in ids.items()}}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
 
 
 class UpdateAgent:
@@ -57,18 +155,34 @@ class UpdateAgent:
         port: int = DEFAULT_PORT,
         password: str = "",
         ca_cert: Path | None = None,
+        max_command_age_s: float = DEFAULT_MAX_AGE_S,
+        clock: Clock = _utc_now,
     ) -> None:
         """``login`` (the device's, shared with its publisher), or ``host``, ``port``,
-        ``password`` (user ``site/device``) and ``ca_cert`` (TLS when given)."""
+        ``password`` (user ``site/device``) and ``ca_cert`` (TLS when given). The agent logs
+        in as ``site/device/updater`` with that password: a closed fleet's broker makes a
+        client's id its user name, so the agent needs an account apart from the publisher's
+        (``fleet broker-config`` makes it). ``max_command_age_s``: a command issued longer
+        ago than this is refused as stale (by ``clock``, the device's UTC clock)."""
+        if not max_command_age_s > 0:
+            raise ValueError("max_command_age_s must be positive")
         self.updater = updater
+        self.max_command_age_s = max_command_age_s
+        self._clock = clock
+        self.seen = SeenCommands(
+            updater.root / SEEN_FILE, max_command_age_s + FUTURE_SKEW_S, clock()
+        )
         self.site, self.device = site, device
         self._cmd_topic = topic_for(site, device, "cmd")
         self._report_topic = topic_for(site, device, "update")
         if login is None:
             address = BrokerAddress(host, port, tls=ca_cert is not None)
             login = BrokerLogin(address, f"{site}/{device}", password, ca_cert)
+        client_id = f"{site}/{device}/updater"
+        if login.username is not None:
+            login = replace(login, username=client_id)
         self.login = login
-        self._client = make_client(login, f"{site}/{device}/updater")
+        self._client = make_client(login, client_id)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -78,7 +192,8 @@ class UpdateAgent:
         self._jobs: queue.Queue[Command | None] = queue.Queue()
         self._worker = threading.Thread(target=self._work, name=f"updater-{device}", daemon=True)
         self._subscribed = threading.Event()
-        self.rejected = 0  # commands refused (malformed, not for us) or that failed to run
+        self.rejected = 0  # commands refused (forged, stale, replayed...) or that failed to run
+        self.refusals: Counter[str] = Counter()  # refused commands by check (CommandRefused.kind)
         self.last_rollout: str | None = None
         self.last_sha256: str | None = None
 
@@ -151,36 +266,41 @@ class UpdateAgent:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         payload = bytes(msg.payload)
         try:
-            cmd = from_json(Command, payload)
-        except Exception as exc:  # WireError, or anything a hostile payload provokes
-            self._refuse(payload, f"{type(exc).__name__}: {exc}")
+            cmd = self._admit(payload)
+        except CommandRefused as exc:
+            self._refuse(exc)
             return
-        if (cmd.site, cmd.device) != (self.site, self.device):
-            self.rejected += 1
+        except Exception as exc:  # anything a hostile payload provokes: refused, never obeyed
+            self._refuse(CommandRefused("malformed", f"{type(exc).__name__}: {exc}"))
             return
-        self._jobs.put(cmd)
+        if cmd is not None:
+            self._jobs.put(cmd)
 
-    def _refuse(self, payload: bytes, why: str) -> None:
-        """A command that does not parse: counted, logged, and reported as a failure of its
-        rollout when it names one (and a bundle) for this device."""
-        self.rejected += 1
-        why = " ".join(why.split())[:200]
-        log.warning("command refused: %s", why)
-        if len(payload) > 65536:
-            return
+    def _admit(self, payload: bytes) -> Command | None:
+        """The command in ``payload`` if this device may obey it (signed with the pinned key,
+        for this device, fresh, never seen), its id then remembered; else CommandRefused, or
+        None when its id could not be remembered (reported to the fleet)."""
+        cmd = open_command(payload, self.updater.public_key)
+        now = self._clock()
+        check_command(
+            cmd, site=self.site, device=self.device, now=now, max_age_s=self.max_command_age_s
+        )
         try:
-            data = json.loads(payload)
-            params = data.get("params") if isinstance(data, dict) else None
-            if not isinstance(params, dict) or (data.get("site"), data.get("device")) != (
-                self.site,
-                self.device,
-            ):
-                return
-            rollout, sha = params.get("rollout"), params.get("sha256")
-        except Exception:  # not even JSON: nothing to report it under
-            return
-        if isinstance(rollout, str) and isinstance(sha, str):
-            self._report(rollout, sha, "failed", f"command refused: {why}")
+            self.seen.remember(cmd, now)
+        except OSError as exc:  # a genuine command: the fleet hears why it was not obeyed
+            why = f"cannot record command id {cmd.command_id} in {self.seen.path}: {exc}"
+            self.rejected += 1
+            log.error("command not obeyed: %s", _one_line(why))
+            self._report(cmd.rollout, cmd.bundle_sha256, "failed", f"{why}; not obeyed")
+            return None
+        return cmd
+
+    def _refuse(self, exc: CommandRefused) -> None:
+        """A command not to obey: one log line and a count, nothing else (no report: what is
+        unsigned, stale or replayed may not move a rollout)."""
+        self.rejected += 1
+        self.refusals[exc.kind] += 1
+        log.warning("command refused (%s): %s", exc.kind, _one_line(str(exc)))
 
     def _work(self) -> None:
         while (cmd := self._jobs.get()) is not None:
@@ -189,32 +309,33 @@ class UpdateAgent:
             except Exception as exc:  # never let the worker die: report and go on
                 self.rejected += 1
                 log.exception("update command failed")
-                rollout = str(cmd.params.get("rollout", ""))
-                sha = str(cmd.params.get("sha256", self.last_sha256 or ""))
-                self._report(rollout, sha, "failed", f"updater error: {exc}")
+                self._report(cmd.rollout, cmd.bundle_sha256, "failed", f"updater error: {exc}")
 
     def _handle(self, cmd: Command) -> None:
-        rollout = str(cmd.params.get("rollout", ""))
         if cmd.action == UPDATE_ACTION:
-            size = cmd.params.get("size")
-            version = cmd.params.get("version")
             req = UpdateRequest(
-                rollout_id=rollout,
-                url=str(cmd.params.get("url", "")),
-                sha256=str(cmd.params.get("sha256", "")),
-                size=size if isinstance(size, int) and not isinstance(size, bool) else -1,
-                version=str(version) if version is not None else None,
-                rollback=cmd.params.get("rollback") is True,
+                rollout_id=cmd.rollout,
+                url=cmd.url or "",
+                sha256=cmd.bundle_sha256,
+                size=cmd.size or -1,
+                version=cmd.version,
+                rollback=cmd.rollback,
             )
-            self.last_rollout, self.last_sha256 = rollout, req.sha256
+            self.last_rollout, self.last_sha256 = cmd.rollout, req.sha256
             result = self.updater.apply(req)
-            self._report(rollout, req.sha256, "healthy" if result.ok else "failed", result.reason)
-        elif cmd.action == ROLLBACK_ACTION and self.last_sha256:
-            current = self.updater.current
-            if current is None or current.name != self.last_sha256:
-                return  # the bundle never became current here: nothing to roll back
-            self.updater.rollback()
-            self._report(rollout, self.last_sha256, "rolled_back", "rolled back on command")
+            self._report(
+                cmd.rollout, req.sha256, "healthy" if result.ok else "failed", result.reason
+            )
+            return
+        current = self.updater.current  # a rollback: of the bundle it names, if in use here
+        if current is None or current.name != cmd.bundle_sha256:
+            log.info(
+                "rollback of bundle %s... (rollout %s): not the model in use here, nothing to "
+                "roll back", cmd.bundle_sha256[:16], cmd.rollout,
+            )
+            return
+        self.updater.rollback()
+        self._report(cmd.rollout, cmd.bundle_sha256, "rolled_back", "rolled back on command")
 
     def _report(
         self, rollout: str, sha256: str, outcome: UpdateOutcome, reason: str | None
@@ -238,6 +359,10 @@ class UpdateAgent:
             self._client.publish(self._report_topic, to_json(report), qos=1)
         except Exception:
             log.exception("update report for rollout %s could not be sent", rollout)
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _one_line(text: str) -> str:

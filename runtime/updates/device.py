@@ -17,12 +17,13 @@ from __future__ import annotations
 import tarfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from edgetally.models.bundle import BundleManifest, BundleTarget, load_public_key
+from edgetally.models.commands import DEFAULT_MAX_AGE_S
 from edgetally.runtime.config import DeviceConfig
 from edgetally.runtime.device import Device, DeviceReport, default_pipeline
 from edgetally.runtime.errors import ConfigError, EdgeRuntimeError
@@ -45,11 +46,12 @@ class UpdateOptions:
     fleet_pubkey: Path
     device_class: str
     fleet_url: str | None = None
-    fleet_token: str | None = None
+    fleet_token: str | None = field(default=None, repr=False)
     confirm_frames: int = 300
     precision: str | None = None
     reference: ReferenceClip | None = None
     max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES
+    max_command_age_s: float = DEFAULT_MAX_AGE_S  # older fleet commands are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ def run_with_updates(
         fleet_url=options.fleet_url,
         fleet_host=login.address.host,
         max_bundle_bytes=options.max_bundle_bytes,
+        https_only=login.address.tls,  # the token never in clear beside a TLS broker
     )
     recovered = updater.recover()
     if updater.current is None and _is_bundle(config.model):
@@ -126,7 +129,10 @@ def run_with_updates(
         slot.label = f"{manifest.name}@{manifest.version}"
     elif _is_bundle(config.model):
         raise ConfigError(f"model {config.model}: a bundle, but it could not be installed")
-    agent = UpdateAgent(updater, config.site, config.device, login=login)
+    agent = UpdateAgent(
+        updater, config.site, config.device, login=login,
+        max_command_age_s=options.max_command_age_s,
+    )
     device = Device(
         config, pipeline_factory=slot.wrap(default_pipeline), stop=stop, progress=progress
     )
@@ -196,8 +202,11 @@ def run_agent(
         fleet_url=options.fleet_url,
         fleet_host=login.address.host,
         max_bundle_bytes=options.max_bundle_bytes,
+        https_only=login.address.tls,  # the token never in clear beside a TLS broker
     )
-    agent = UpdateAgent(updater, site, device, login=login)
+    agent = UpdateAgent(
+        updater, site, device, login=login, max_command_age_s=options.max_command_age_s
+    )
     agent.start(wait=False)
     ready = False
     try:

@@ -23,13 +23,16 @@ the installed version. A flag in the command alone downgrades nothing.
 Bundles come only from the fleet: with a fleet URL every announced URL is rebased onto it;
 without one, an announced URL must name the broker's host (how this device reaches the
 fleet). Any other host is refused before a request is made, so the device token goes nowhere
-else.
+else. With a TLS broker (``mqtts://``) the token never travels in clear either: bundles come
+over https only, and an http URL is refused before any request (loopback excepted: a fleet
+on the device itself, as in tests and the demo, never puts the token on a network).
 
 Aggregates never depend on the slots: they sit in the outbox, whichever model counted them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -52,6 +55,7 @@ from edgetally.models.bundle import (
     extract_bundle,
     sha256_file,
 )
+from edgetally.models.redact import redact_url
 from edgetally.runtime.errors import EdgeRuntimeError
 from edgetally.runtime.updates.health import HealthCheck, HealthResult
 
@@ -70,7 +74,7 @@ class UpdateRequest:
     url: str
     sha256: str
     size: int  # of the bundle file, as the command announces it
-    version: str | None = None  # the bundle's version as the command says (unsigned: a hint)
+    version: str | None = None  # the bundle's version as the command says (a hint)
     rollback: bool = False  # the command asks for a rollback (needs a bundle signed as one)
 
 
@@ -97,6 +101,16 @@ def rebase_url(url: str, base: str | None) -> str:
     return urlunsplit((b.scheme, b.netloc, b.path.rstrip("/") + u.path, u.query, ""))
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (as a URL names it) is this machine's loopback."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name may resolve to any address
+
+
 def _check_sha256(sha256: str) -> None:
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise UpdateError(f"bad bundle sha256 {sha256[:70]!r}")
@@ -116,13 +130,19 @@ class Updater:
         fleet_url: str | None = None,
         fleet_host: str | None = None,
         max_bundle_bytes: int = DEFAULT_MAX_BUNDLE_BYTES,
+        https_only: bool = False,
     ) -> None:
         """``fleet_url``: every bundle is fetched from there (the announced URL's path and
         query rebased onto it). Without it, ``fleet_host`` (the broker's host): an announced
         URL must name that host. With neither, no bundle is downloaded. ``max_bundle_bytes``:
-        a larger announced bundle is refused before its download starts."""
+        a larger announced bundle is refused before its download starts. ``https_only`` (the
+        broker is reached over TLS): bundles only over https, except from loopback; an http
+        ``fleet_url`` is refused here."""
         if max_bundle_bytes <= 0:
             raise ValueError("max_bundle_bytes must be positive")
+        self.https_only = https_only
+        if fleet_url:
+            self._check_https(fleet_url, "--fleet-url")
         self.root = root
         self._key = public_key
         self._target = target
@@ -228,6 +248,11 @@ class Updater:
         return self.current
 
     @property
+    def public_key(self) -> Ed25519PublicKey:
+        """The pinned fleet key: bundles and the fleet's commands are signed with its half."""
+        return self._key
+
+    @property
     def target(self) -> BundleTarget:
         return self._target if isinstance(self._target, BundleTarget) else self._target()
 
@@ -235,8 +260,8 @@ class Updater:
         """Where the bundle announced at ``url`` is fetched from: on the fleet's origin, or
         :class:`UpdateError` (before any request, so the token never leaves for another host)."""
         if self._fleet_url:
-            return rebase_url(url, self._fleet_url)
-        shown = url[:120]
+            return self._check_https(rebase_url(url, self._fleet_url), "bundle URL")
+        shown = redact_url(url)[:120]
         try:
             parts = urlsplit(url)
             host = parts.hostname
@@ -255,7 +280,25 @@ class Updater:
                 "(the broker's): refused, no token sent (--fleet-url names the fleet when it "
                 "is elsewhere)"
             )
-        return url
+        return self._check_https(url, "bundle URL")
+
+    def _check_https(self, url: str, what: str) -> str:
+        """``url``, or :class:`UpdateError` when the token would cross a network in clear:
+        an http URL to anything but loopback while the broker is reached over TLS."""
+        if not self.https_only:
+            return url
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+        except ValueError:
+            raise UpdateError(f"{what} {redact_url(url)[:120]!r} is not a URL") from None
+        if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host)):
+            return url
+        raise UpdateError(
+            f"{what} {redact_url(url)[:120]} refused: the broker is reached over TLS, so "
+            "bundles come over https only (serve the fleet API over https, or give "
+            "--fleet-url https://...); no token sent"
+        )
 
     def download(self, request: UpdateRequest) -> Path:
         """Fetch the bundle into downloads/, resuming a partial file with HTTP Range. The
@@ -285,6 +328,7 @@ class Updater:
 
     def _fetch(self, url: str, part: Path, have: int, size: int) -> None:
         headers = dict(self._headers) | {"Accept-Encoding": "identity"}
+        shown = redact_url(url)
         got = have
         if have:
             headers["Range"] = f"bytes={have}-"
@@ -293,13 +337,13 @@ class Updater:
                 if resp.status_code == 200 and have:
                     have = 0  # the server ignored Range: start over
                 elif resp.status_code not in (200, 206):
-                    raise UpdateError(f"download of {url} failed: HTTP {resp.status_code}")
+                    raise UpdateError(f"download of {shown} failed: HTTP {resp.status_code}")
                 expected = size - have
                 length = resp.headers.get("content-length")
                 if length is not None and (not length.isdigit() or int(length) != expected):
                     part.unlink(missing_ok=True)
                     raise UpdateError(
-                        f"download of {url} refused: the server announces {length[:20]} bytes, "
+                        f"download of {shown} refused: the server announces {length[:20]} bytes, "
                         f"the update command {expected}; the partial file is deleted"
                     )
                 with part.open("r+b" if have else "wb") as fh:
@@ -314,11 +358,11 @@ class Updater:
                     fh.flush()
                     os.fsync(fh.fileno())
         except httpx.HTTPError as exc:
-            raise UpdateError(f"download of {url} interrupted: {exc}") from None
+            raise UpdateError(f"download of {shown} interrupted: {exc}") from None
         if got > size:
             part.unlink(missing_ok=True)
             raise UpdateError(
-                f"download of {url} stopped: the server sent more than the announced {size} "
+                f"download of {shown} stopped: the server sent more than the announced {size} "
                 "bytes; the partial file is deleted"
             )
 
@@ -335,8 +379,8 @@ class Updater:
 
     def _order_check(self, request: UpdateRequest, old: Path | None) -> Accept | None:
         """What a bundle's signed manifest must allow to replace the model in ``old``: a newer
-        version, or a signed rollback the command asks for. The command's own version (a hint,
-        unsigned) already refuses an older bundle before it is downloaded."""
+        version, or a signed rollback the command asks for. The command's own version (a hint:
+        the manifest decides) already refuses an older bundle before it is downloaded."""
         if old is None or old.name == request.sha256:
             return None  # the configured model (no version), or this very bundle again
         try:

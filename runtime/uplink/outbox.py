@@ -1,4 +1,6 @@
-"""The device's outbox: every message is written here first, and leaves only on PUBACK.
+"""The device's outbox: every message is written here first, and leaves only on a PUBACK
+that takes it (an MQTT v5 PUBACK with a reason code of 0x80 or above, such as "not
+authorized" from the broker's ACL, leaves the row where it is: see ``publisher.py``).
 
 One SQLite file in WAL mode with ``synchronous=FULL``. FULL rather than NORMAL because, in
 WAL mode, NORMAL may roll back the last committed transactions on power loss: the
@@ -227,8 +229,26 @@ class Outbox:
                 raise OutboxError(f"cannot read outbox {self.path}: {exc}") from None
         return [OutboxRow(int(r[0]), r[1], str(r[2]), bytes(r[3])) for r in rows]
 
+    def rows(self, ids: Sequence[int]) -> list[OutboxRow]:
+        """The rows of ``ids`` still waiting, in the order they were written."""
+        out: list[OutboxRow] = []
+        ids = list(ids)
+        for start in range(0, len(ids), 500):  # SQLite's limit on parameters
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                try:
+                    found = self._db.execute(
+                        f"SELECT id, seq, topic, payload FROM outbox WHERE id IN ({marks})",
+                        chunk,
+                    ).fetchall()
+                except sqlite3.Error as exc:
+                    raise OutboxError(f"cannot read outbox {self.path}: {exc}") from None
+            out += [OutboxRow(int(r[0]), r[1], str(r[2]), bytes(r[3])) for r in found]
+        return sorted(out, key=lambda r: r.row_id)
+
     def delete(self, row_id: int) -> None:
-        """Forget a row: call only once the broker acknowledged it."""
+        """Forget a row: call only once the broker took it (a PUBACK that refuses does not)."""
         with self._lock:
             try:
                 self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -156,16 +157,54 @@ def test_generated_files(tmp_path: Path) -> None:
     assert "user s/d1\ntopic write edgetally/v1/s/d1/agg\n" in acl
     assert "topic read edgetally/v1/s/d1/cmd\n" in acl
     assert "edgetally/v1/s/d1/cmd" not in acl.replace("topic read edgetally/v1/s/d1/cmd", "")
+    # The update agent's account reads the cmd topic and writes update reports, no more.
+    assert (
+        "user s/d1/updater\ntopic read edgetally/v1/s/d1/cmd\n"
+        "topic write edgetally/v1/s/d1/update\n\n"
+    ) in acl
+    # One account per fleet connection, one password for them all.
+    assert cfg.fleet_accounts == ("fleet", "fleet-status", "fleet-rollouts", *(
+        f"fleet-{i}" for i in range(8)))
+    users = [line.split(":")[0] for line in (cfg.directory / "passwords").read_text().split()]
+    assert users == [*cfg.fleet_accounts, "s/d1", "s/d1/updater", "s/d2", "s/d2/updater"]
+    creds = json.loads((cfg.directory / "credentials.json").read_text())
+    assert creds["fleet"]["accounts"] == list(cfg.fleet_accounts)
+    assert all(f"user {u}\ntopic readwrite edgetally/v1/#\n" in acl for u in cfg.fleet_accounts)
     conf = cfg.config.read_text()
     assert "allow_anonymous false" in conf and "listener 8883 0.0.0.0" in conf
+    # A client's id is its user name: on the listener (a listener's option; given before
+    # it, Mosquitto would open a second listener on 1883 for it).
+    assert conf.index("use_username_as_clientid true\n") > conf.index("listener 8883")
     # Persistence on: the fleet's session and what is queued for it survive a restart.
     data = cfg.directory / "data"
     assert "persistence true\n" in conf and f"persistence_location {data}/\n" in conf
     assert data.is_dir() and data.stat().st_mode & 0o077 == 0
 
 
+def test_fleet_accounts_per_host_and_worker_slot(tmp_path: Path) -> None:
+    cfg = generate_broker_config(
+        tmp_path / "b", parse_devices("s/d"), fleet_users=["fleet", "fleet-b"], fleet_workers=2
+    )
+    assert cfg.fleet_accounts == (
+        "fleet", "fleet-status", "fleet-rollouts", "fleet-0", "fleet-1",
+        "fleet-b", "fleet-b-status", "fleet-b-rollouts", "fleet-b-0", "fleet-b-1",
+    )
+    for bad in (-1, 257):
+        with pytest.raises(BrokerConfigError, match="--fleet-workers"):
+            generate_broker_config(tmp_path / "c", parse_devices("s/d"), fleet_workers=bad)
+    for users, why in [
+        ([], "--fleet-users is empty"),
+        (["fleet", "fleet-1"], "its account fleet-1 is another fleet user's"),
+        (["fleet", "fleet"], "its account fleet is another fleet user's"),
+        (["a/b"], "invalid fleet user id"),
+        (["a:b"], "cannot hold ':'"),
+    ]:
+        with pytest.raises(BrokerConfigError, match=why):
+            generate_broker_config(tmp_path / "c", parse_devices("s/d"), fleet_users=users)
+
+
 @pytest.mark.parametrize(
-    "devices", ["", "shop1", "shop1/a/b", "shop 1/a", "s/+", "s/#", "s/a,s/a", "s/ä"]
+    "devices", ["", "shop1", "shop1/a/b", "shop 1/a", "s/+", "s/#", "s/a,s/a", "s/ä", "s/a:b"]
 )
 def test_bad_device_lists(devices: str) -> None:
     with pytest.raises(BrokerConfigError):

@@ -29,16 +29,21 @@ class SecureBroker:
         return self.broker.port
 
     def creds(self, who: str) -> tuple[str, str]:
-        if who == self.cfg.fleet_user:
+        """(user, password) of any generated account: the fleet's, a device's, an updater's
+        (``site/device/updater``: the device's password)."""
+        if who == self.cfg.fleet_user or who in self.cfg.fleet_accounts:
             return who, self.cfg.fleet_password
-        return who, self.cfg.device_passwords[who]
+        return who, self.cfg.device_passwords[who.removesuffix("/updater")]
 
 
-def start_secure_broker(tmp_path: Path, devices: str) -> SecureBroker:
+def start_secure_broker(
+    tmp_path: Path, devices: str, fleet_workers: int = 8, fleet_users: tuple[str, ...] = ("fleet",)
+) -> SecureBroker:
     port = free_port()
     run_as = getpass.getuser() if os.geteuid() == 0 else None
     cfg = generate_broker_config(
-        tmp_path / "broker", parse_devices(devices), port=port, bind="127.0.0.1", run_as=run_as
+        tmp_path / "broker", parse_devices(devices), port=port, bind="127.0.0.1", run_as=run_as,
+        fleet_users=fleet_users, fleet_workers=fleet_workers,
     )
     broker = Broker(port=port, config=cfg.config)
     broker.start()
@@ -52,6 +57,8 @@ class Client:
     client: mqtt.Client
     rc: object
     received: queue.Queue[tuple[str, bytes]] = field(default_factory=queue.Queue)
+    dropped: threading.Event = field(default_factory=threading.Event)  # lost once connected
+    closing: threading.Event = field(default_factory=threading.Event)
 
     def messages(self) -> list[tuple[str, bytes]]:
         out = []
@@ -60,6 +67,7 @@ class Client:
         return out
 
     def close(self) -> None:
+        self.closing.set()
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -93,6 +101,8 @@ def connect(
         if not done.is_set():
             holder.rc = rc
             done.set()
+        elif not holder.closing.is_set():
+            holder.dropped.set()
 
     c.on_connect = on_connect
     c.on_message = on_message

@@ -10,9 +10,10 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.http.auth import add_token
-from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.server import FleetServer
 from edgetally.models.bundle import generate_keypair
 from edgetally.models.topics import DeviceId, SiteId, topic_for
 from edgetally.models.wire import DeviceStatus, to_json
@@ -53,7 +54,7 @@ def test_tokens_guard_the_api_and_rollouts_tick_by_themselves(
     config = FleetConfig.of(
         mosquitto.url, str(tmp_path / "fleet.duckdb"), "127.0.0.1:0",
         tokens_file=str(tokens), rollouts_dir=str(tmp_path / "rollouts"),
-        fleet_pubkey=str(public), rollout_tick_s=0.2,
+        fleet_key=str(private), fleet_pubkey=str(public), rollout_tick_s=0.2,
     )
     with FleetServer(config) as fleet:
         api = fleet.http_url
@@ -101,7 +102,7 @@ def test_tokens_guard_the_api_and_rollouts_tick_by_themselves(
 def test_rollouts_without_tokens_are_refused(tmp_path: Path, mosquitto: Broker) -> None:
     config = FleetConfig.of(
         mosquitto.url, str(tmp_path / "f.duckdb"), "127.0.0.1:0",
-        rollouts_dir=str(tmp_path / "r"), fleet_pubkey=str(tmp_path / "k.pub"),
+        rollouts_dir=str(tmp_path / "r"), fleet_key=str(tmp_path / "k.key"),
     )
     with pytest.raises(FleetError, match="--tokens"):
         FleetServer(config).start()

@@ -19,8 +19,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from edgetally.fleet.server import FleetConfig, FleetServer
-from edgetally.fleet.store.base import SchemaMissing, StoreError, open_store
+from edgetally.fleet.config import FleetConfig
+from edgetally.fleet.server import FleetServer
+from edgetally.fleet.store.base import SchemaMissing, StoreError
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.queries import counts
 from edgetally.fleet.store.records import IngestBatch, Seen
 from edgetally.fleet.store.replica import open_replica

@@ -18,7 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.config import FleetConfig
+from edgetally.fleet.server import FleetServer
 from edgetally.fleet.workers import IngestWorker, WorkerPool
 from edgetally.models.topics import DeviceId, SiteId, topic_for
 from edgetally.models.wire import DeviceStatus, to_json
@@ -217,7 +218,7 @@ def _worker_process(
 ) -> subprocess.Popen[bytes]:
     code = (
         "import sys, threading\n"
-        "from edgetally.fleet.server import FleetConfig\n"
+        "from edgetally.fleet.config import FleetConfig\n"
         "from edgetally.fleet.workers import IngestWorker\n"
         f"c = FleetConfig.of({broker.url!r}, {pg_url!r}, '127.0.0.1:0', role='ingest', "
         f"session_expiry_s={expiry})\n"

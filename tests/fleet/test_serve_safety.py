@@ -14,10 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 from edgetally.fleet.addresses import BrokerAddress, parse_broker_url
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.errors import FleetError
 from edgetally.fleet.http.auth import add_token
-from edgetally.fleet.server import FleetConfig, FleetServer, delete_old_dead_letters
-from edgetally.fleet.store.base import Store, open_store
+from edgetally.fleet.server import FleetServer, delete_old_dead_letters
+from edgetally.fleet.store.base import Store
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.records import DeadLetter, IngestBatch
 from edgetally.models.broker_url import redact_url
 

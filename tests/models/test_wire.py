@@ -145,10 +145,16 @@ def test_all_messages_round_trip() -> None:
         Command(
             site=SiteId("shop-1"),
             device=DeviceId("dev-1"),
-            command_id=CommandId("c-1"),
+            command_id=CommandId("0" * 32),
             at=T0,
-            action="rollout",
-            params={"bundle": "https://x/y.tar", "stage": 2, "dry": False},
+            action="update",
+            rollout=CommandId("ro-1"),
+            bundle_sha256="a" * 64,
+            version="2",
+            url="https://x/bundles/" + "a" * 64,
+            size=1234,
+            key_id="b" * 16,
+            sig="c" * 128,
         ),
     ]
     for m in msgs:

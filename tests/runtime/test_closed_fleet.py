@@ -23,8 +23,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from edgetally.fleet.broker_config import generate_broker_config, parse_devices
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.http.auth import add_token
-from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.server import FleetServer
 from edgetally.models.bundle import generate_keypair
 from edgetally.models.topics import topic_for
 from edgetally.models.wire import DeviceStatus, to_json
@@ -97,7 +98,7 @@ def closed(tmp_path: Path) -> Iterator[ClosedFleet]:
     config = FleetConfig.of(
         f"mqtts://fleet:{fleet_pw}@127.0.0.1:{port}", str(tmp_path / "fleet.duckdb"),
         "127.0.0.1:0", ca_file=str(out / "ca.crt"), tokens_file=str(tokens),
-        rollouts_dir=str(tmp_path / "rollouts"), fleet_pubkey=str(pub), rollout_tick_s=0.5,
+        rollouts_dir=str(tmp_path / "rollouts"), fleet_key=str(key), rollout_tick_s=0.5,
     )
     try:
         with FleetServer(config) as fleet:
@@ -259,4 +260,5 @@ def test_update_agent_with_a_wrong_password_stops_with_one_line(
         capture_output=True, text=True, check=False, timeout=120,
     )
     assert done.returncode == 1
-    assert "refused shop1/cam3: not authorised" in _error_line(done.stderr)
+    # The agent's own account (the device's password; its client id is its user name).
+    assert "refused shop1/cam3/updater: not authorised" in _error_line(done.stderr)

@@ -106,3 +106,28 @@ def test_not_a_mapping_and_missing_file(tmp_path: Path) -> None:
 def test_a_camera_without_lines_or_zones() -> None:
     with pytest.raises(ConfigError, match=r"cameras\[0\]: a camera needs at least one line"):
         parse_config({"site": "s", "device": "d", "cameras": [{"id": "c", "source": "x"}]})
+
+
+def test_a_misspelt_key_is_named_with_the_key_it_meant(tmp_path: Path) -> None:
+    # A required key misspelt: the misspelling is the problem, not a "missing" site.
+    text = GOOD.replace("site: shop-1", "sitee: shop-1").replace("source: rtsp", "sorce: rtsp")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    message = str(info.value)
+    assert "sitee: unknown key (did you mean site?)" in message
+    assert "cameras[1].sorce: unknown key (did you mean source?)" in message
+    assert "missing required key" not in message  # said once, with the misspelt key
+    assert "\n" not in message
+
+
+def test_every_problem_is_listed_on_one_line(tmp_path: Path) -> None:
+    text = GOOD.replace("bucket_seconds: 30", "bucket_seconds: 0").replace(
+        "points: [1, 2, 3, 4]", "points: [1, 2, 3]"
+    ) + "colour: red\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    problems = str(info.value).split(": ", 1)[1].split("; ")
+    assert len(problems) == 3
+    assert any(p.startswith("bucket_seconds: Input should be greater") for p in problems)
+    assert any(p.startswith("cameras[1].lines[0].points: expected 4 numbers") for p in problems)
+    assert "colour: unknown key" in problems  # nothing close to suggest

@@ -20,7 +20,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.config import FleetConfig
+from edgetally.fleet.server import FleetServer
 from edgetally.ports import free_port
 
 from tests.conftest import Broker

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from edgetally.firmware_bridge.errors import BridgeError
 from edgetally.firmware_bridge.power import PowerReading
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.energy.assumptions import EnergyConfig
 from edgetally.fleet.energy.report import report_from_store
-from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.server import FleetServer
 from edgetally.fleet.store.records import Filters
 from edgetally.runtime.config import PowerConfig
 from edgetally.runtime.power import PowerSampler, open_meter

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from edgetally.fleet.http.app import create_app
 from edgetally.fleet.http.context import FleetContext
-from edgetally.fleet.store.base import open_store
+from edgetally.fleet.store.connect import open_store
 from edgetally.models.wire import Aggregate
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings

@@ -22,7 +22,6 @@ from edgetally.models.bundle import (
     create_bundle,
     generate_keypair,
     load_private_key,
-    load_public_key,
 )
 from edgetally.ports import free_port
 
@@ -43,7 +42,7 @@ class Fleet:
         self.headers = {"Authorization": f"Bearer {add_token(tokens, 'otto', 'operator')}"}
         self.service = RolloutService(
             self.state,
-            load_public_key(self.keys[1]),
+            load_private_key(self.keys[0]),
             publish=lambda _t, _p: None,
             devices=lambda: [],
             bundle_url=lambda sha: f"http://fleet/bundles/{sha}",

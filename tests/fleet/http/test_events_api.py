@@ -9,7 +9,7 @@ from datetime import timedelta
 from edgetally.fleet.http.app import create_app
 from edgetally.fleet.http.context import FleetContext
 from edgetally.fleet.store import queries
-from edgetally.fleet.store.base import open_store
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.records import Filters
 from edgetally.models.wire import Aggregate
 from fastapi.testclient import TestClient

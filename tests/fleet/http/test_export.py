@@ -12,7 +12,7 @@ import pytest
 from edgetally.fleet.http.app import create_app
 from edgetally.fleet.http.context import FleetContext
 from edgetally.fleet.http.export import to_csv
-from edgetally.fleet.store.base import open_store
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.records import IngestBatch, Seen, Table
 from edgetally.models.topics import DeviceId, SiteId
 from edgetally.models.wire import DeviceStatus

@@ -21,7 +21,8 @@ import uvicorn
 from edgetally.fleet.http.app import create_app
 from edgetally.fleet.http.auth import TokenStore, add_token, guard_prefix, install_auth
 from edgetally.fleet.http.context import FleetContext
-from edgetally.fleet.store.base import Store, is_postgres_url, open_store
+from edgetally.fleet.store.base import Store, is_postgres_url
+from edgetally.fleet.store.connect import open_store
 from edgetally.models.wire import Aggregate
 from edgetally.ports import free_port
 from fastapi import FastAPI

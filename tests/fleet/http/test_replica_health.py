@@ -9,7 +9,8 @@ from typing import Any
 
 from edgetally.fleet.http.app import create_app
 from edgetally.fleet.http.context import FleetContext
-from edgetally.fleet.store.base import StoreError, open_store
+from edgetally.fleet.store.base import StoreError
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.records import Table
 from edgetally.fleet.store.sql import Dialect
 from fastapi.testclient import TestClient

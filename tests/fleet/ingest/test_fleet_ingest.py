@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.http.export import to_records
-from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.server import FleetServer
 from edgetally.fleet.store import queries
-from edgetally.fleet.store.base import open_store
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.records import Filters
 from edgetally.models.topics import DeviceId, SiteId, topic_for
 from edgetally.models.wire import Aggregate, CounterId, DeviceStatus, Seq, SourceId, to_json

@@ -22,10 +22,12 @@ import duckdb
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.http.export import to_records
-from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.server import FleetServer
 from edgetally.fleet.store import queries
-from edgetally.fleet.store.base import Store, open_store
+from edgetally.fleet.store.base import Store
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.records import Filters, IngestBatch, Seen
 from edgetally.fleet.store.sensors import SensorBatch, write_sensors
 from edgetally.models.topics import DeviceId, SiteId, topic_for

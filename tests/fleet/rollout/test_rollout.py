@@ -151,15 +151,15 @@ def test_a_rollback_bundle_is_announced_as_one(tmp_path: Path) -> None:
     """The command says rollback only for a bundle whose signed manifest is a rollback (the
     device needs both)."""
     from edgetally.fleet.rollout.service import RolloutService
-    from edgetally.models.bundle import generate_keypair, load_public_key
-    from edgetally.models.wire import Command, from_json
+    from edgetally.models.bundle import generate_keypair, load_private_key, load_public_key
+    from edgetally.models.commands import open_command
 
     from tests.runtime.updates.updater_support import make_bundle
 
     keys = generate_keypair(tmp_path / "keys")
     sent: list[bytes] = []
     service = RolloutService(
-        tmp_path / "fleet", load_public_key(keys[1]), publish=lambda t, p: sent.append(p),
+        tmp_path / "fleet", load_private_key(keys[0]), publish=lambda t, p: sent.append(p),
         devices=lambda: ["s/d"], bundle_url=lambda sha: f"http://fleet/bundles/{sha}",
     )
     plain = service.add_bundle(make_bundle(tmp_path, keys[0], "v5", version="5"))
@@ -167,6 +167,6 @@ def test_a_rollback_bundle_is_announced_as_one(tmp_path: Path) -> None:
     assert (plain.rollback_of, back.rollback_of) == (None, "5")
     service.create(plain.sha256, "*", "100%")
     service.create(back.sha256, "*", "100%")
-    first, second = (from_json(Command, p).params for p in sent)
-    assert "rollback" not in first and first["version"] == "5"
-    assert second["rollback"] is True and second["version"] == "4"
+    first, second = (open_command(p, load_public_key(keys[1])) for p in sent)
+    assert first.rollback is False and first.version == "5"
+    assert second.rollback is True and second.version == "4"

@@ -10,7 +10,7 @@ from pathlib import Path
 from edgetally.fleet.http.auth import TokenStore, add_token
 from edgetally.fleet.http.rollout import create_rollout_app
 from edgetally.fleet.rollout.service import RolloutService
-from edgetally.models.bundle import generate_keypair, load_public_key
+from edgetally.models.bundle import generate_keypair, load_private_key
 
 from tests.runtime.updates.updater_support import make_bundle, serve
 
@@ -38,7 +38,7 @@ def test_rollout_commands(tmp_path: Path) -> None:
     sent: list[str] = []
     service = RolloutService(
         tmp_path / "fleet",
-        load_public_key(keys[1]),
+        load_private_key(keys[0]),
         publish=lambda t, p: sent.append(t),
         devices=lambda: [f"s/d{i}" for i in range(20)],
         bundle_url=lambda sha: f"x/{sha}",

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.http.auth import add_token
 from edgetally.fleet.rollout.plan import RolloutError, new_rollout
 from edgetally.fleet.rollout.records import FileRecords, StoreRecords
-from edgetally.fleet.server import FleetConfig, FleetServer
-from edgetally.fleet.store.base import open_store
+from edgetally.fleet.server import FleetServer
+from edgetally.fleet.store.connect import open_store
 from edgetally.models.bundle import generate_keypair
 
 from tests.conftest import Broker
@@ -29,12 +30,12 @@ def test_one_process_runs_rollouts_and_every_api_process_reads_them(
     tokens = tmp_path / "tokens.json"
     analyst = {"Authorization": f"Bearer {add_token(tokens, 'ann', 'analyst')}"}
     operator = {"Authorization": f"Bearer {add_token(tokens, 'otto', 'operator')}"}
-    private, public = generate_keypair(tmp_path / "keys")
+    private, _ = generate_keypair(tmp_path / "keys")
 
     def config(client: str, rollouts: bool) -> FleetConfig:
         return FleetConfig.of(
             mosquitto.url, pg_url, "127.0.0.1:0", role="api", client_id=client,
-            tokens_file=str(tokens), fleet_pubkey=str(public),
+            tokens_file=str(tokens), fleet_key=str(private),
             rollouts_dir=str(tmp_path / client) if rollouts else None, rollout_tick_s=0.2,
         )
 

@@ -13,7 +13,7 @@ from edgetally.fleet.http.rollout import create_rollout_app
 from edgetally.fleet.rollout.mqtt import RolloutMqttLink
 from edgetally.fleet.rollout.plan import Rollout
 from edgetally.fleet.rollout.service import RolloutService
-from edgetally.models.bundle import generate_keypair, load_public_key
+from edgetally.models.bundle import generate_keypair, load_private_key, load_public_key
 from edgetally.runtime.updates.agent import UpdateAgent
 from edgetally.runtime.updates.health import OnnxHealthCheck
 from edgetally.runtime.updates.updater import Updater
@@ -56,7 +56,7 @@ def test_fifty_devices_stage_by_stage_and_a_bad_bundle_stops_at_stage_one(
         link.start()
         service = RolloutService(
             tmp_path / "fleet",
-            pub,
+            load_private_key(keys[0]),
             publish=link.publish,
             devices=lambda: devices,
             bundle_url=lambda sha: f"{url['base']}/bundles/{sha}",

@@ -17,7 +17,8 @@ import pytest
 from edgetally.fleet.http.export import to_json, to_parquet, to_records
 from edgetally.fleet.ingest.mqtt import dead_letter
 from edgetally.fleet.store import queries, sql
-from edgetally.fleet.store.base import Store, StoreError, open_store
+from edgetally.fleet.store.base import Store, StoreError
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.records import Filters, IngestBatch, Interval, Seen, Table
 from edgetally.models.topics import DeviceId, SiteId
 from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading, Seq

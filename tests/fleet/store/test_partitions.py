@@ -13,10 +13,12 @@ import psycopg
 import pytest
 from edgetally.fleet.http.export import to_records
 from edgetally.fleet.store import queries, sql
-from edgetally.fleet.store.base import Store, open_store
+from edgetally.fleet.store.base import Store
 from edgetally.fleet.store.columns import stage
-from edgetally.fleet.store.partitions import drop_old_raw, lock_devices, partitions, raw_cutoff
+from edgetally.fleet.store.connect import open_store
+from edgetally.fleet.store.partitions import lock_devices, raw_cutoff
 from edgetally.fleet.store.records import Filters, IngestBatch, Seen
+from edgetally.fleet.store.retention import drop_old_raw, partitions
 from edgetally.fleet.store.sensors import SensorBatch, write_sensors
 from edgetally.models.topics import DeviceId, SiteId
 from edgetally.models.wire import (

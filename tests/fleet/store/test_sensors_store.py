@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from edgetally.fleet.addresses import BrokerAddress
 from edgetally.fleet.ingest.mqtt import IngestConfig, Ingestor
-from edgetally.fleet.store.base import open_store
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.records import Filters
 from edgetally.fleet.store.sensors import SensorBatch, audio, shelf, write_sensors
 from edgetally.models.topics import DeviceId, SiteId, topic_for

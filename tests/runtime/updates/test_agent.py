@@ -1,6 +1,6 @@
 """The update agent against a real Mosquitto on loopback: no command payload, retained or
-not, stops it from handling the next one; a refused update reaches the fleet's rollout
-record with its reason; the agent alone downloads only from the broker's host."""
+not, stops it from handling the next (signed) one; a refused update reaches the fleet's
+rollout record with its reason; the agent alone downloads only from the broker's host."""
 
 from __future__ import annotations
 
@@ -11,19 +11,20 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgetally.fleet.http.auth import TokenStore, add_token
 from edgetally.fleet.http.rollout import create_rollout_app
 from edgetally.fleet.rollout.mqtt import RolloutMqttLink
 from edgetally.fleet.rollout.service import RolloutService
-from edgetally.models.bundle import generate_keypair, load_public_key
-from edgetally.models.topics import DeviceId, SiteId, topic_for
-from edgetally.models.wire import Command, CommandId, UpdateReport, to_json
+from edgetally.models.bundle import generate_keypair, load_private_key, load_public_key
+from edgetally.models.commands import sign_command
+from edgetally.models.topics import topic_for
+from edgetally.models.wire import UpdateReport, to_json
 from edgetally.runtime.updates.agent import UpdateAgent
 from edgetally.runtime.updates.device import UpdateOptions, run_agent
 from edgetally.runtime.updates.health import OnnxHealthCheck
@@ -44,9 +45,11 @@ ELSEWHERE = "http://192.0.2.1"  # TEST-NET-1: never the fleet's host
 
 
 class Sender:
-    """Publishes on the device's cmd topic (QoS 1, waits for the broker's PUBACK)."""
+    """Publishes on the device's cmd topic (QoS 1, waits for the broker's PUBACK); ``key``:
+    the fleet's signing key, for the valid commands it sends."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, key: Ed25519PrivateKey) -> None:
+        self.key = key
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sender")
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -67,25 +70,20 @@ def _report(rec: Recorder, rollout: str) -> UpdateReport | None:
     return None
 
 
-def _valid_update(rollout: str) -> bytes:
-    """An update command the agent handles without the network: its URL is refused."""
+def _valid_update(key: Ed25519PrivateKey, rollout: str) -> bytes:
+    """A signed update command the agent handles without the network: its URL is refused."""
     sha = secrets.token_hex(32)
     return to_json(
-        Command(
-            site=SiteId(SITE),
-            device=DeviceId(DEVICE),
-            command_id=CommandId(secrets.token_hex(8)),
-            at=datetime.now(UTC),
-            action="update",
-            params={"rollout": rollout, "url": f"{ELSEWHERE}/bundles/{sha}", "sha256": sha,
-                    "size": 100},
+        sign_command(
+            key, site=SITE, device=DEVICE, action="update", rollout=rollout,
+            bundle_sha256=sha, version="9", url=f"{ELSEWHERE}/bundles/{sha}", size=100,
         )
     )
 
 
 def _still_handles(sender: Sender, rec: Recorder) -> None:
     rollout = f"ok-{secrets.token_hex(6)}"
-    sender.send(_valid_update(rollout))
+    sender.send(_valid_update(sender.key, rollout))
     assert wait_until(lambda: _report(rec, rollout) is not None, 30), "the agent stopped"
     report = _report(rec, rollout)
     assert report is not None and report.outcome == "failed"
@@ -107,7 +105,7 @@ def agent(tmp_path: Path, mosquitto: Broker) -> Iterator[tuple[UpdateAgent, Send
         fleet_host="127.0.0.1",
     )
     rec = Recorder(mosquitto.port, REPORTS)
-    sender = Sender(mosquitto.port)
+    sender = Sender(mosquitto.port, load_private_key(keys[0]))
     agent = UpdateAgent(up, SITE, DEVICE, port=mosquitto.port)
     agent.start()
     try:
@@ -192,7 +190,7 @@ def test_a_retained_junk_command_waiting_at_subscribe_does_not_stop_a_new_agent(
     tmp_path: Path, mosquitto: Broker
 ) -> None:
     keys = generate_keypair(tmp_path / "keys")
-    sender = Sender(mosquitto.port)
+    sender = Sender(mosquitto.port, load_private_key(keys[0]))
     rec = Recorder(mosquitto.port, REPORTS)
     for at in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-05:00"):
         sender.send(_command(at), retain=True)
@@ -230,7 +228,8 @@ def test_an_older_bundle_fails_its_rollout_with_the_reason_a_signed_rollback_goe
     link.start()
     base: dict[str, str] = {}
     service = RolloutService(
-        tmp_path / "fleet", pub, publish=link.publish, devices=lambda: [f"{SITE}/{DEVICE}"],
+        tmp_path / "fleet", load_private_key(keys[0]), publish=link.publish,
+        devices=lambda: [f"{SITE}/{DEVICE}"],
         bundle_url=lambda sha: f"{base['url']}/bundles/{sha}",
     )
     link.attach(service)
@@ -274,7 +273,7 @@ def test_the_agent_alone_downloads_only_from_the_broker_host(
 ) -> None:
     keys = generate_keypair(tmp_path / "keys")
     rec = Recorder(mosquitto.port, REPORTS)
-    sender = Sender(mosquitto.port)
+    sender = Sender(mosquitto.port, load_private_key(keys[0]))
     login = broker_login(f"mqtt://127.0.0.1:{mosquitto.port}", site=SITE, device=DEVICE)
     options = UpdateOptions(tmp_path / "models", keys[1], "sim", fleet_token="secret-token")
     stop, ready = threading.Event(), threading.Event()
@@ -297,7 +296,7 @@ def test_update_agent_command_takes_the_bundle_size_limit(
 ) -> None:
     keys = generate_keypair(tmp_path / "keys")
     rec = Recorder(mosquitto.port, REPORTS)
-    sender = Sender(mosquitto.port)
+    sender = Sender(mosquitto.port, load_private_key(keys[0]))
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "edgetally", "device", "update-agent", "--site", SITE,
@@ -311,11 +310,10 @@ def test_update_agent_command_takes_the_bundle_size_limit(
         assert proc.stdout is not None
         assert "listening for rollouts" in proc.stdout.readline()
         sha = secrets.token_hex(32)
-        command = Command(
-            site=SiteId(SITE), device=DeviceId(DEVICE), command_id=CommandId("c2"),
-            at=datetime.now(UTC), action="update",
-            params={"rollout": "ro-big", "url": f"http://127.0.0.1:9/bundles/{sha}",
-                    "sha256": sha, "size": 2 << 20},
+        command = sign_command(
+            sender.key, site=SITE, device=DEVICE, action="update", rollout="ro-big",
+            bundle_sha256=sha, version="2", url=f"http://127.0.0.1:9/bundles/{sha}",
+            size=2 << 20,
         )
         sender.send(to_json(command))
         assert wait_until(lambda: _report(rec, "ro-big") is not None, 60)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.http.auth import add_token
 from edgetally.fleet.rollout.service import RolloutService
-from edgetally.fleet.server import FleetConfig, FleetServer
+from edgetally.fleet.server import FleetServer
 from edgetally.models.bundle import (
     BundleTarget,
     create_bundle,
@@ -86,7 +87,7 @@ def setup(tmp_path: Path, mosquitto: Broker) -> Iterator[Setup]:
     config = FleetConfig.of(
         mosquitto.url, str(tmp_path / "fleet.duckdb"), "127.0.0.1:0",
         tokens_file=str(tokens), rollouts_dir=str(tmp_path / "rollouts"),
-        fleet_pubkey=str(pub), rollout_tick_s=0.5,
+        fleet_key=str(key), rollout_tick_s=0.5,
     )
     with FleetServer(config) as fleet:
         assert fleet.rollouts is not None

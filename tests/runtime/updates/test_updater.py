@@ -15,7 +15,12 @@ import pytest
 from edgetally.fleet.http.auth import TokenStore, add_token
 from edgetally.fleet.http.rollout import create_rollout_app
 from edgetally.fleet.rollout.service import RolloutService
-from edgetally.models.bundle import generate_keypair, load_public_key, sha256_file
+from edgetally.models.bundle import (
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    sha256_file,
+)
 from edgetally.runtime.updates.health import OnnxHealthCheck
 from edgetally.runtime.updates.updater import Updater, UpdateRequest
 from edgetally.runtime.uplink.outbox import Outbox
@@ -56,7 +61,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     holder: dict[str, str] = {}
     service = RolloutService(
         tmp_path / "fleet",
-        load_public_key(keys[1]),
+        load_private_key(keys[0]),
         publish=lambda t, p: None,
         devices=lambda: ["s/d"],
         bundle_url=lambda sha: f"{holder['url']}/bundles/{sha}",
@@ -251,7 +256,7 @@ def test_interrupted_download_resumes_with_range(
     src.mkdir()
     big = src / "weights.bin"
     big.write_bytes(bytes(range(256)) * 4096)  # 1 MiB next to the model
-    from edgetally.models.bundle import create_bundle, load_private_key
+    from edgetally.models.bundle import create_bundle
 
     from tests.runtime.updates.updater_support import write_model
 
