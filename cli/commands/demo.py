@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgetally.commands.energy import (
+    ACCOUNTING,
+    BITRATE,
+    CLOUD_REGION,
+    ENERGY_CONFIG_FILE,
+    HOURS_PER_DAY,
+    STORE_REGION,
+)
 from edgetally.models.errors import EdgetallyError
 from edgetally.progress import progress
 
@@ -37,35 +45,32 @@ def _per_site(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _energy_config(stores: list[str], device_hours: float) -> Any:
-    """The ledger's setup: the stores replay whole days (24 h of camera each); the real
-    device streamed only as long as the demo ran. Everything else: the central defaults."""
-    from edgetally.fleet.energy.assumptions import DeviceEnergyConfig, EnergyConfig
+def _energy_config(plans: list[Any], path: Path | None, flags: tuple[Any, ...]) -> Any:
+    """The energy config the demo's fleet computes its ledger with: ``--energy-config`` and
+    the flags (as ``fleet serve`` and ``energy report`` take them); without a file or a
+    ``--store-region``, the simulated stores' sites on New Zealand's grid (they replay
+    Auckland). Everything else: the central defaults."""
+    from edgetally.commands.energy import config_from
+    from edgetally.fleet.energy.assumptions import DeviceEnergyConfig
 
-    day = DeviceEnergyConfig(hours=24.0)
-    hours = min(24.0, max(device_hours, 1.0 / 3600))
-    devices = {name: day for name in stores} | {DEMO_DEVICE: DeviceEnergyConfig(hours=hours)}
-    return EnergyConfig(devices=devices)
+    config = config_from(path, *flags)
+    store_region = flags[2]
+    if path is None and store_region is None:
+        auckland = {p.site: DeviceEnergyConfig(store_region="NZ") for p in plans}
+        config = config.model_copy(update={"sites": auckland})
+    return config
 
 
-def _print_energy(energy: dict[str, Any]) -> None:
+def _print_energy(energy: dict[str, Any], db: Path, config: Path) -> None:
+    """The ledger per device, printed as ``energy report`` prints it (the same lines)."""
+    from edgetally.commands.energy import print_ledger
+
+    print_ledger(energy, typer.echo, scopes=("devices",))
     typer.echo(
-        f"{'energy per device':<18} {'edge':<9} {'days':>4} {'edge Wh':>10} {'edge gCO2e':>11} "
-        f"{'cloud Wh attr/marg':>21} {'cloud gCO2e attr/marg':>22} {'ratio attr/marg':>16}"
+        "  (estimated = from a device profile and CPU load, never shown as measured; every "
+        "assumption: GET /api/v1/energy; the same figures: edgetally energy report --db "
+        f"{db} --energy-config {config})"
     )
-    for d in energy["devices"]:
-        e, c, r = d["edge"], d["cloud"], d["ratio"]
-        ratio = "/".join("-" if v is None else f"{v:.1f}" for v in (
-            r["energy_attributional"], r["energy_marginal"]))
-        typer.echo(
-            f"{d['device']:<18} {e['label']:<9} {d['days']:>4} {e['wh']:>10.2f} "
-            f"{e['gco2e']:>11.2f} "
-            f"{c['cloud_wh_attributional']:>10.1f}/{c['cloud_wh_marginal']:<10.1f} "
-            f"{c['cloud_gco2e_attributional']:>11.1f}/{c['cloud_gco2e_marginal']:<10.1f} "
-            f"{ratio:>16}"
-        )
-    typer.echo("  (ratio = cloud / edge energy; estimated = from a device profile and CPU load, "
-               "never shown as measured; assumptions: GET /api/v1/energy)")
 
 
 def demo(
@@ -104,6 +109,12 @@ def demo(
         False, "--embedded-broker",
         help="Use the embedded Python broker (amqtt) even when Mosquitto is installed.",
     ),
+    energy_config: Path | None = ENERGY_CONFIG_FILE,
+    hours_per_day: float | None = HOURS_PER_DAY,
+    bitrate_mbps: float | None = BITRATE,
+    store_region: str | None = STORE_REGION,
+    cloud_region: str | None = CLOUD_REGION,
+    accounting: str | None = ACCOUNTING,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary."),
 ) -> None:
     """Start a broker and the fleet, count a real clip on a device, replay stores; report."""
@@ -116,8 +127,9 @@ def demo(
         start_broker,
         unsent,
     )
+    from edgetally.fleet.config import FleetConfig
     from edgetally.fleet.http.energy import energy_config_hook
-    from edgetally.fleet.server import FleetConfig, FleetServer
+    from edgetally.fleet.server import FleetServer
     from edgetally.runtime.config import parse_config
     from edgetally.runtime.device import Device
     from edgetally.runtime.uplink.outbox import Outbox
@@ -136,6 +148,15 @@ def demo(
         points = [float(v) for v in numbers.split(",")]
     except ValueError:
         points = []
+    plans = plan_stores(stores, days)
+    # One energy config for the demo's fleet, written beside its database: energy report
+    # and fleet serve given the same file give the same figures.
+    from edgetally.fleet.energy.assumptions import dump_config
+
+    ledger_config = _energy_config(
+        plans, energy_config,
+        (hours_per_day, bitrate_mbps, store_region, cloud_region, accounting),
+    )
     work = data_dir or Path(tempfile.mkdtemp(prefix="edgetally-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     db = work / "fleet.duckdb"
@@ -144,6 +165,9 @@ def demo(
         serve = sys.stdin.isatty() and sys.stdout.isatty()
     t0 = time.monotonic()
 
+    energy_file = work / "energy.yaml"
+    energy_file.write_text(dump_config(ledger_config))
+
     broker = start_broker(work, embedded=embedded_broker)
     say(f"broker: {broker.kind} at {broker.url}")
     fleet = FleetServer(
@@ -151,7 +175,7 @@ def demo(
             broker.url, str(db), http, client_id="edgetally-demo-fleet",
             mqtt_v5=broker.kind != "amqtt",  # the embedded broker speaks MQTT 3.1.1 only
         ),
-        app_hooks=[energy_config_hook(_energy_config([], 0.0))],
+        app_hooks=[energy_config_hook(ledger_config)],
     )
     stop = threading.Event()
     device_thread: threading.Thread | None = None
@@ -192,7 +216,6 @@ def demo(
         say(f"device {DEMO_DEVICE}: counting {video.name} on line {line}, "
             f"power source {power_source}")
 
-        plans = plan_stores(stores, days)
         replayed = [replay_store(p, work / f"{p.device}-outbox.db", broker.url) for p in plans]
         say(f"stores: {len(plans)} replayed {days} days of hourly Auckland counts "
             "(Heart of the City Auckland, CC BY 4.0), with estimated power per hour")
@@ -223,12 +246,11 @@ def demo(
         since = (datetime.now(UTC) - timedelta(days=days + 1)).replace(microsecond=0)
         traffic = api_get(api, "/api/v1/traffic", {"interval": "day", "from": since.isoformat()})
         rows = _per_site(traffic["rows"])
-        if fleet.app is not None:  # the API's ledger now knows how long each device ran
-            fleet.app.state.energy = _energy_config(
-                [p.device for p in plans], float(outcome.get("seconds", 0.0)) / 3600
-            )
         ledger = api_get(api, "/api/v1/energy")
-        energy = {k: ledger[k] for k in ("label", "measured", "devices", "sites", "note")}
+        energy = {k: ledger[k] for k in ("label", "measured", "accounting", "camera_hours",
+                                         "compared_from", "compared_to", "devices", "sites",
+                                         "config", "note")}
+        energy["config_file"] = str(energy_file)
         frames = sum(c.frames for c in report.cameras) if report else 0
         summary: dict[str, Any] = {
             "broker": {"kind": broker.kind, "url": broker.url},
@@ -268,7 +290,7 @@ def demo(
             for item in rows:
                 typer.echo(f"{item['site']:<44} {item['days']:>4} {item['in']:>8} "
                            f"{item['out']:>8}")
-            _print_energy(energy)
+            _print_energy(energy, db, energy_file)
         if serve:
             typer.echo(f"serving the dashboard at {api}/dashboard/; Ctrl-C ends", err=as_json)
             try:

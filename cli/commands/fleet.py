@@ -14,6 +14,17 @@ from typing import Any
 
 import typer
 from edgetally.commands import CommandError
+from edgetally.commands.energy import (
+    ACCOUNTING,
+    BITRATE,
+    CLOUD_REGION,
+    ENERGY_CONFIG_FILE,
+    HOURS_PER_DAY,
+    STORE_REGION,
+    token_from,
+)
+
+BROKER_PASSWORD_ENV = "EDGETALLY_BROKER_PASSWORD"
 
 fleet_app = typer.Typer(help="The fleet manager: ingest, store, analyst API.", no_args_is_help=True)
 query_app = typer.Typer(
@@ -30,11 +41,13 @@ def serve(
     ),
     broker_password_file: Path | None = typer.Option(
         None, "--broker-password-file", metavar="FILE",
-        help="The broker password, first line of this file (the user stays in --broker).",
+        help="The broker password, first line of this file (the user stays in --broker); "
+        f"or in {BROKER_PASSWORD_ENV}.",
     ),
     db: str = typer.Option(
         "fleet.duckdb", "--db", metavar="DB",
-        help="A DuckDB file, or postgresql://USER@HOST:PORT/DB.",
+        help="A DuckDB file, or postgresql://USER@HOST:PORT/DB (its password from "
+        "PGPASSFILE or PGPASSWORD: ps shows one in the URL).",
     ),
     http: str = typer.Option(
         "127.0.0.1:8080", "--http", metavar="HOST:PORT", help="Where the analyst API listens."
@@ -46,7 +59,9 @@ def serve(
     ),
     client_id: str = typer.Option(
         "edgetally-fleet", "--client-id", metavar="ID",
-        help="MQTT client id (ingest workers add -0, -1, ...; unique per machine).",
+        help="MQTT client id (ingest workers add -0, -1, ..., the api process -status and "
+        "-rollouts; unique per host). A closed broker makes the user in --broker the client "
+        "id (USER, USER-0, ...): there, give each host a user of its own.",
     ),
     role: str = typer.Option(
         "all", "--role", metavar="ROLE",
@@ -81,9 +96,14 @@ def serve(
         Path("fleet-rollouts"), "--bundles", metavar="DIR",
         help="Where bundles and rollout records are kept.",
     ),
+    fleet_key: Path | None = typer.Option(
+        None, "--fleet-key", metavar="FILE",
+        help="The bundle signing key (bundle keygen's fleet.key): bundles must be signed "
+        "with it, and it signs every command devices obey (--rollouts).",
+    ),
     fleet_pubkey: Path | None = typer.Option(
         None, "--fleet-pubkey", metavar="FILE",
-        help="Public key that bundles must be signed with (--rollouts).",
+        help="Optional: the public key devices pin; must be --fleet-key's public half.",
     ),
     public_url: str | None = typer.Option(
         None, "--public-url", metavar="URL",
@@ -123,11 +143,18 @@ def serve(
         86_400.0, "--max-ahead", min=0.0, metavar="SECONDS",
         help="Messages more than this ahead of the fleet's clock are dead letters.",
     ),
+    energy_config: Path | None = ENERGY_CONFIG_FILE,
+    hours_per_day: float | None = HOURS_PER_DAY,
+    bitrate_mbps: float | None = BITRATE,
+    store_region: str | None = STORE_REGION,
+    cloud_region: str | None = CLOUD_REGION,
+    accounting: str | None = ACCOUNTING,
 ) -> None:
     """Subscribe to the broker, store every valid message, serve the analyst API; with
     --tokens the API needs bearer tokens, with --rollouts it also runs staged rollouts."""
+    from edgetally.fleet.config import ROLES, FleetConfig
     from edgetally.fleet.errors import FleetError
-    from edgetally.fleet.server import ROLES, FleetConfig, FleetServer
+    from edgetally.fleet.server import FleetServer
     from edgetally.models.topics import check_id
     from edgetally.models.wire import TimeWindow
 
@@ -138,8 +165,11 @@ def serve(
     if rollouts and role == "ingest":
         raise CommandError("--rollouts runs in the api (or all) role, not in ingest workers")
     check_id(share_group, "--share-group")
-    if rollouts and (tokens is None or fleet_pubkey is None):
-        raise CommandError("--rollouts needs --tokens FILE and --fleet-pubkey KEY")
+    if rollouts and (tokens is None or fleet_key is None):
+        raise CommandError(
+            "--rollouts needs --tokens FILE and --fleet-key KEY (the bundle signing key: it "
+            "signs every command devices obey)"
+        )
     config = FleetConfig.of(
         broker,
         db,
@@ -150,6 +180,7 @@ def serve(
         offline_after_s=offline_after,
         tokens_file=str(tokens) if tokens else None,
         rollouts_dir=str(bundles) if rollouts else None,
+        fleet_key=str(fleet_key) if fleet_key else None,
         fleet_pubkey=str(fleet_pubkey) if fleet_pubkey else None,
         public_url=public_url,
         max_bundle_bytes=max_bundle_mb << 20,
@@ -168,6 +199,8 @@ def serve(
             max_ahead_s=max_ahead,
         ),
     )
+    config = _broker_password_from_env(config, broker_password_file)
+    _warn_secrets_in_argv(broker, db, read_url)
     try:
         config.check_scale_out()
     except FleetError as exc:
@@ -176,6 +209,12 @@ def serve(
         _serve_ingest(config)
         return
     config.check_exposure()
+    from edgetally.commands.energy import config_from
+    from edgetally.fleet.http.energy import energy_config_hook
+
+    energy = config_from(
+        energy_config, hours_per_day, bitrate_mbps, store_region, cloud_region, accounting
+    )
     if insecure and tokens is None:
         typer.echo(
             f"edgetally: warning: --insecure: the API on {http} needs no token; whoever "
@@ -188,7 +227,7 @@ def serve(
         done.set()
 
     signal.signal(signal.SIGTERM, _stop)
-    with FleetServer(config) as fleet:
+    with FleetServer(config, app_hooks=[energy_config_hook(energy)]) as fleet:
         access = "tokens required" if tokens else "open, no tokens"
         extra = f", rollouts in {bundles}" if rollouts else ""
         if read_url is not None:
@@ -211,9 +250,46 @@ def serve(
     )
 
 
+def _broker_password_from_env(config: Any, password_file: Path | None) -> Any:
+    """``config`` logging in with EDGETALLY_BROKER_PASSWORD when neither the URL nor
+    ``--broker-password-file`` gives the password (the user must be in ``--broker``)."""
+    import dataclasses
+    import os
+
+    password = os.environ.get(BROKER_PASSWORD_ENV, "").strip()
+    if not password or password_file is not None or config.broker.password is not None:
+        return config
+    if config.broker.username is None:
+        raise CommandError(
+            f"{BROKER_PASSWORD_ENV} is set: give the broker user in --broker "
+            "(mqtts://USER@HOST:PORT), or unset it"
+        )
+    return dataclasses.replace(config, broker=config.broker.with_password(password))
+
+
+def _warn_secrets_in_argv(broker: str, db: str, read_url: str | None) -> None:
+    """One warning per option whose URL holds a password: ``ps`` shows it to every user of
+    the machine, and there is a way to keep it out."""
+    from edgetally.models.redact import url_secrets
+
+    pg = "PGPASSFILE (a ~/.pgpass file) or PGPASSWORD"
+    ways = {
+        "--broker": f"--broker-password-file FILE or {BROKER_PASSWORD_ENV}",
+        "--db": pg,
+        "--read-url": pg,
+    }
+    for flag, url in (("--broker", broker), ("--db", db), ("--read-url", read_url)):
+        if url and url_secrets(url):
+            typer.echo(
+                f"edgetally: warning: the {flag} URL holds a password, which ps shows to every "
+                f"user of this machine: give it with {ways[flag]} instead",
+                err=True,
+            )
+
+
 def _serve_ingest(config: Any) -> None:
     """``--role ingest``: one worker in this process, or a pool of worker processes."""
-    from edgetally.fleet.workers import IngestWorker, WorkerPool, worker_client_id
+    from edgetally.fleet.workers import IngestWorker, WorkerPool
 
     done = threading.Event()
 
@@ -235,7 +311,7 @@ def _serve_ingest(config: Any) -> None:
             _wait(done)
         typer.echo("fleet: ingest workers stopped", err=True)
         return
-    with IngestWorker(config, worker_client_id(config, 0)) as worker:
+    with IngestWorker(config, 0) as worker:
         _wait(done)
         c = worker.counters()
     typer.echo(
@@ -311,10 +387,9 @@ def _run_query(
     else:
         table = _from_db(db or "", name, params)
         records = to_records(table)
-        if fmt == "csv":
-            body = to_csv(table)
-        elif fmt == "parquet":
-            body = to_parquet(table)
+        if fmt in ("csv", "parquet"):
+            table = _json_cells(table)  # audio's events (name -> count), as the API writes them
+            body = to_csv(table) if fmt == "csv" else to_parquet(table)
     if body is not None:
         if output is None:
             typer.echo(body.decode(), nl=False)
@@ -328,9 +403,21 @@ def _run_query(
         _print_table(records)
 
 
+def _json_cells(table: Any) -> Any:
+    from edgetally.fleet.store.records import Table
+
+    if not any(isinstance(v, dict) for row in table.rows for v in row):
+        return table
+    return Table(
+        table.columns,
+        [tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in row)
+         for row in table.rows],
+    )
+
+
 def _from_db(db: str, name: str, params: dict[str, str]) -> Any:
-    from edgetally.fleet.store import queries
-    from edgetally.fleet.store.base import open_store
+    from edgetally.fleet.store import queries, sensors
+    from edgetally.fleet.store.connect import open_store
     from edgetally.fleet.store.records import Filters
 
     # Read-only: a query makes or migrates nothing, so a PostgreSQL read replica serves too.
@@ -348,6 +435,12 @@ def _from_db(db: str, name: str, params: dict[str, str]) -> Any:
             end=_when(params.get("to"), "--to"),
             interval=params.get("interval", "hour"),  # type: ignore[arg-type]  # the store refuses an unknown one
         )
+        if name == "events":
+            return queries.events(store, f)
+        if name == "shelf":
+            return sensors.shelf(store, f, region=params.get("region"), facing=params.get("facing"))
+        if name == "audio":
+            return sensors.audio(store, f, source=params.get("source"))
         group = params.get("group", "device")
         return queries.run_named(store, name, f, group=group)  # type: ignore[arg-type]  # run_named refuses an unknown group
     finally:
@@ -358,7 +451,9 @@ def _from_api(
     api: str, name: str, params: dict[str, str], fmt: str, token: str | None = None
 ) -> tuple[list[dict[str, Any]], bytes | None]:
     import httpx
+    from edgetally.models.redact import redact_url
 
+    shown = redact_url(api)
     query = dict(params)
     if fmt in ("csv", "parquet"):
         query["format"] = fmt
@@ -367,16 +462,16 @@ def _from_api(
     try:
         resp = httpx.get(url, params=query, headers=headers, timeout=120.0)
     except httpx.HTTPError as exc:
-        raise CommandError(f"cannot reach the fleet API at {api}: {exc}") from None
+        raise CommandError(f"cannot reach the fleet API at {shown}: {exc}") from None
     if resp.status_code == 401:
         if not headers:
             raise CommandError(
-                f"the fleet API at {api} wants a token: pass --token TOKEN (or set "
-                "EDGETALLY_TOKEN)"
+                f"the fleet API at {shown} wants a token: pass --token-file FILE or set "
+                "EDGETALLY_TOKEN (or --token TOKEN, which ps shows)"
             )
         raise CommandError(
-            f"the fleet API at {api} refused the token (unknown or revoked): check --token "
-            "or EDGETALLY_TOKEN"
+            f"the fleet API at {shown} refused the token (unknown or revoked): check --token, "
+            "--token-file or EDGETALLY_TOKEN"
         )
     if resp.status_code >= 400:
         try:
@@ -449,7 +544,12 @@ _GROUP = typer.Option(
 )
 _TOKEN = typer.Option(
     None, "--token", envvar="EDGETALLY_TOKEN", metavar="TOKEN",
-    help="Bearer token for --api (analyst or more); EDGETALLY_TOKEN keeps it out of ps.",
+    help="Bearer token for --api (analyst or more); EDGETALLY_TOKEN or --token-file keeps "
+    "it out of ps.",
+)
+_TOKEN_FILE = typer.Option(
+    None, "--token-file", metavar="FILE",
+    help="A file whose first line is the bearer token for --api (instead of --token).",
 )
 _JSON = typer.Option(False, "--json", help="The API's JSON: {'rows': [...]}.")
 _FORMAT = typer.Option("table", "--format", metavar="FORMAT", help="table, csv or parquet.")
@@ -471,11 +571,12 @@ def _analytic(name: str, doc: str) -> None:
         fmt: str = _FORMAT,
         output: Path | None = _OUTPUT,
         token: str | None = _TOKEN,
+        token_file: Path | None = _TOKEN_FILE,
     ) -> None:
         params = _filter_params(site, device, line, start, end, interval, group)
         _run_query(
             name, db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
-            token=token,
+            token=token_from(token, token_file),
         )
 
     command.__doc__ = doc
@@ -496,6 +597,7 @@ def query_devices(
     fmt: str = _FORMAT,
     output: Path | None = _OUTPUT,
     token: str | None = _TOKEN,
+    token_file: Path | None = _TOKEN_FILE,
 ) -> None:
     """Known devices: last seen, online, model, backend, fps, errors."""
     from edgetally.models.topics import check_id
@@ -503,7 +605,7 @@ def query_devices(
     params = {"site": check_id(site, "site")} if site is not None else {}
     _run_query(
         "devices", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
-        token=token,
+        token=token_from(token, token_file),
     )
 
 
@@ -516,13 +618,143 @@ def query_dead_letters(
     ),
     as_json: bool = _JSON,
     token: str | None = _TOKEN,
+    token_file: Path | None = _TOKEN_FILE,
 ) -> None:
     """The latest messages that did not validate, and why."""
     params = {"limit": str(limit)}
     _run_query(
         "dead-letters", db=db, api=api, params=params, fmt="table", output=None,
-        as_json=as_json, token=token,
+        as_json=as_json, token=token_from(token, token_file),
     )
+
+
+@query_app.command("events")
+def query_events(
+    db: str | None = _DB,
+    api: str | None = _API,
+    site: str | None = _SITE,
+    device: str | None = _DEVICE,
+    line: str | None = typer.Option(
+        None, "--line", metavar="ID", help="The line or zone the events were counted on."
+    ),
+    start: str | None = _FROM,
+    end: str | None = _TO,
+    interval: str = _INTERVAL,
+    as_json: bool = _JSON,
+    fmt: str = _FORMAT,
+    output: Path | None = _OUTPUT,
+    token: str | None = _TOKEN,
+    token_file: Path | None = _TOKEN_FILE,
+) -> None:
+    """Shelf and audio event counts per bucket, site, device and kind."""
+    params = _filter_params(site, device, line, start, end, interval)
+    _run_query(
+        "events", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
+        token=token_from(token, token_file),
+    )
+
+
+def _with_ids(params: dict[str, str], **ids: str | None) -> dict[str, str]:
+    from edgetally.models.topics import check_id
+
+    for key, value in ids.items():
+        if value is not None:
+            params[key] = check_id(value, key)
+    return params
+
+
+@query_app.command("shelf")
+def query_shelf(
+    db: str | None = _DB,
+    api: str | None = _API,
+    site: str | None = _SITE,
+    device: str | None = _DEVICE,
+    region: str | None = typer.Option(None, "--region", metavar="ID", help="Only this region."),
+    facing: str | None = typer.Option(None, "--facing", metavar="ID", help="Only this facing."),
+    start: str | None = _FROM,
+    end: str | None = _TO,
+    interval: str = _INTERVAL,
+    as_json: bool = _JSON,
+    fmt: str = _FORMAT,
+    output: Path | None = _OUTPUT,
+    token: str | None = _TOKEN,
+    token_file: Path | None = _TOKEN_FILE,
+) -> None:
+    """Shelf events per bucket and facing, and whether it was empty at the bucket's end."""
+    params = _with_ids(
+        _filter_params(site, device, None, start, end, interval), region=region, facing=facing
+    )
+    _run_query(
+        "shelf", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
+        token=token_from(token, token_file),
+    )
+
+
+@query_app.command("audio")
+def query_audio(
+    db: str | None = _DB,
+    api: str | None = _API,
+    site: str | None = _SITE,
+    device: str | None = _DEVICE,
+    source: str | None = typer.Option(
+        None, "--source", metavar="ID", help="Only this microphone or sound file."
+    ),
+    start: str | None = _FROM,
+    end: str | None = _TO,
+    interval: str = _INTERVAL,
+    as_json: bool = _JSON,
+    fmt: str = _FORMAT,
+    output: Path | None = _OUTPUT,
+    token: str | None = _TOKEN,
+    token_file: Path | None = _TOKEN_FILE,
+) -> None:
+    """Sound level (Leq, LAeq), speech share and sound events per bucket and source."""
+    params = _with_ids(_filter_params(site, device, None, start, end, interval), source=source)
+    _run_query(
+        "audio", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
+        token=token_from(token, token_file),
+    )
+
+
+@query_app.command("energy")
+def query_energy(
+    db: str | None = _DB,
+    api: str | None = _API,
+    site: str | None = _SITE,
+    device: str | None = _DEVICE,
+    start: str | None = _FROM,
+    end: str | None = _TO,
+    energy_config: Path | None = ENERGY_CONFIG_FILE,
+    hours_per_day: float | None = HOURS_PER_DAY,
+    bitrate_mbps: float | None = BITRATE,
+    store_region: str | None = STORE_REGION,
+    cloud_region: str | None = CLOUD_REGION,
+    accounting: str | None = ACCOUNTING,
+    as_json: bool = typer.Option(False, "--json", help="The API's JSON: the whole ledger."),
+    token: str | None = _TOKEN,
+    token_file: Path | None = _TOKEN_FILE,
+) -> None:
+    """The energy ledger per site and device (as edgetally energy report): edge Wh and
+    gCO2e beside the cloud baseline of the camera hours they counted."""
+    from edgetally.commands.energy import config_from, config_given, ledger, print_ledger
+    from edgetally.models.topics import check_id
+
+    for key, value in (("site", site), ("device", device)):
+        if value is not None:
+            check_id(value, key)
+    flags = (hours_per_day, bitrate_mbps, store_region, cloud_region, accounting)
+    given = api is None or config_given(energy_config, *flags)
+    result = ledger(
+        db=db, api=api, site=site, device=device, start=start, end=end,
+        config=config_from(energy_config, *flags) if given else None,
+        token=token_from(token, token_file),
+    )
+    if as_json:
+        typer.echo(json.dumps(result, default=str))
+    elif not result["days"]:
+        typer.echo("(no power readings match)")
+    else:
+        print_ledger(result, typer.echo, scopes=("sites", "devices"))
 
 
 fleet_app.add_typer(query_app, name="query")

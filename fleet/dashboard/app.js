@@ -412,55 +412,160 @@ function labelled(value, label) {
   return s;
 }
 
-function energyRows(items, key) {
-  return items.map((x) => {
-    const c = x.cloud;
-    return [x[key], x.days, labelled(x.edge.wh, x.edge.label), labelled(x.edge.gco2e, x.edge.label),
-      c.cloud_wh_attributional, c.cloud_wh_marginal, c.cloud_gco2e_attributional,
-      c.cloud_gco2e_marginal,
-      savingCell(c.cloud_wh_attributional - x.edge.wh), savingCell(c.cloud_wh_marginal - x.edge.wh),
-      savingCell(c.cloud_gco2e_attributional - x.edge.gco2e),
-      savingCell(c.cloud_gco2e_marginal - x.edge.gco2e)];
-  });
+// Camera time for people: seconds, minutes or hours.
+function duration(hours) {
+  if (hours === null || hours === undefined) return "–";
+  if (hours < 1 / 60) return `${Math.round(hours * 3600)} s`;
+  if (hours < 1) return `${(hours * 60).toFixed(1)} min`;
+  return `${Charts.fmt(hours)} h`;
 }
 
-const ENERGY_HEAD = ["", "days", "edge Wh", "edge g CO2e", "cloud Wh attrib.", "cloud Wh marg.",
-  "cloud g attrib.", "cloud g marg.", "saved Wh attrib.", "saved Wh marg.", "saved g attrib.",
-  "saved g marg."];
+// The columns of the ledger tables: [header, cell(row)], only the accounting(s) shown.
+function energyColumns(accounting) {
+  const both = accounting !== "attributional" && accounting !== "marginal";
+  const cols = [
+    ["days", (x) => x.days],
+    ["camera time", (x) => duration(x.camera_hours)],
+    ["edge Wh", (x) => labelled(x.edge.wh, x.edge.label)],
+    ["edge g CO2e", (x) => labelled(x.edge.gco2e, x.edge.label)],
+  ];
+  for (const [acc, short] of [["attributional", "attrib."], ["marginal", "marg."]]) {
+    if (!both && acc !== accounting) continue;
+    const wh = acc === "attributional" ? "cloud_wh_attributional" : "cloud_wh_marginal";
+    const g = acc === "attributional" ? "cloud_gco2e_attributional" : "cloud_gco2e_marginal";
+    const edgeG = (x) => (acc === "marginal" ? x.edge.gco2e_marginal ?? x.edge.gco2e : x.edge.gco2e);
+    cols.push([`cloud Wh ${short}`, (x) => x.cloud[wh]]);
+    cols.push([`cloud g ${short}`, (x) => x.cloud[g]]);
+    cols.push([`saved Wh ${short}`, (x) => savingCell(x.cloud[wh] - x.edge.wh)]);
+    cols.push([`saved g ${short}`, (x) => savingCell(x.cloud[g] - edgeG(x))]);
+  }
+  return cols;
+}
+
+function energyTable(node, items, key, accounting) {
+  const cols = energyColumns(accounting);
+  const first = key === "device" ? [["device", (x) => x.device], ["site", (x) => x.site]]
+    : [["site", (x) => x.site]];
+  const all = [...first, ...cols];
+  table(node, all.map((c) => c[0]), items.map((x) => all.map((c) => c[1](x))));
+}
+
+// Watts per bucket from /api/v1/power rows: measured and estimated drawn apart.
+function powerSeries(rows) {
+  const pick = (key) => rows.filter((r) => r[key] > 0).map((r) => [r.bucket, r[key]]);
+  return [
+    { name: "measured W", cls: "meas", points: pick("measured_w") },
+    { name: "estimated W", cls: "est", dashed: true, points: pick("estimated_w") },
+  ];
+}
+
+const MAX_DEVICE_LINES = 6;
+
+// One colour per device (the ones with the most energy), its measured and estimated watts
+// as two series: solid where measured, dashed where estimated.
+function deviceSeries(rows) {
+  const energy = new Map();
+  for (const r of rows) {
+    const key = `${r.site}/${r.device}`;
+    energy.set(key, (energy.get(key) || 0) + r.measured_wh + r.estimated_wh);
+  }
+  const devices = [...energy.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .map(([k]) => k);
+  const shown = devices.slice(0, MAX_DEVICE_LINES);
+  const series = [];
+  shown.forEach((key, i) => {
+    const mine = rows.filter((r) => `${r.site}/${r.device}` === key);
+    const name = key.split("/").slice(1).join("/");
+    for (const [part, cls, dashed] of [["measured_w", "", false], ["estimated_w", "", true]]) {
+      const points = mine.filter((r) => r[part] > 0).map((r) => [r.bucket, r[part]]);
+      if (points.length) {
+        series.push({ name: `${name} ${part === "measured_w" ? "measured" : "estimated"}`,
+          cls: `c${i}${cls}`, dashed, points });
+      }
+    }
+  });
+  return { series, hidden: devices.length - shown.length };
+}
 
 async function renderEnergy(params, alive) {
   const form = $("#energy-controls");
   const r = rangeOf(params);
-  setControls(form, { range: String(r.days), end: r.end });
-  const [devices, report] = await Promise.all([
-    api("devices"),
-    api("energy", { site: params.site, from: iso(r.from), to: iso(r.to) }),
-  ]);
-  if (!alive()) return;
-  fillSelect(form.elements.namedItem("site"), [...new Set(devices.rows.map((d) => d.site))].sort(),
-    "all sites", params.site);
-  const label = report.label || "no power readings";
-  $("#energy-caption").textContent = `${iso(r.from).slice(0, 10)} to ${r.end} (UTC). Edge: ` +
-    `${label}. Cloud baseline: streaming every camera to the cloud, in the attributional and ` +
-    "the marginal accounting. Faded bars and yellow badges are estimated, not measured.";
-  const sites = report.sites;
-  Charts.bars($("#chart-energy"), {
-    label: "g CO2e per site",
-    groups: sites.map((s) => s.site),
-    series: [
-      { name: "edge (faded: estimated)", cls: "edge", values: sites.map((s) => s.edge.gco2e),
-        hatch: sites.map((s) => s.edge.label !== "measured") },
-      { name: "cloud (attributional)", cls: "attr",
-        values: sites.map((s) => s.cloud.cloud_gco2e_attributional) },
-      { name: "cloud (marginal)", cls: "marg",
-        values: sites.map((s) => s.cloud.cloud_gco2e_marginal) },
-    ],
-    empty: "no power readings in this range",
+  setControls(form, { range: String(r.days), interval: r.interval, end: r.end });
+  form.elements.namedItem("interval").querySelector("[value=hour]").disabled = r.days > 7;
+  const step = r.interval === "hour" ? 3600e3 : DAY_MS;
+  const domain = [r.from, r.to - step];
+  const span = { site: params.site, device: params.device, from: iso(r.from), to: iso(r.to) };
+  const scope = params.device ? `device ${params.device}` : params.site ? `site ${params.site}`
+    : "the whole fleet";
+  $("#power-scope").textContent = `${scope}: watts while reporting, measured solid, ` +
+    "estimated dashed";
+
+  const pickers = api("devices").then((devices) => {
+    if (!alive()) return;
+    fillSelect(form.elements.namedItem("site"),
+      [...new Set(devices.rows.map((d) => d.site))].sort(), "all sites", params.site);
+    const onSite = devices.rows.filter((d) => !params.site || d.site === params.site);
+    fillSelect(form.elements.namedItem("device"), onSite.map((d) => d.device), "all devices",
+      params.device);
   });
-  table($("#table-energy-sites"), ["site", ...ENERGY_HEAD.slice(1)], energyRows(sites, "site"));
-  table($("#table-energy-devices"), ["device", ...ENERGY_HEAD.slice(1)],
-    energyRows(report.devices, "device"));
-  $("#energy-note").textContent = report.note || "";
+
+  const ledger = api("energy", span).then((report) => {
+    if (!alive()) return;
+    const label = report.label || "no power readings";
+    $("#energy-caption").textContent = `${scope}, ${iso(r.from).slice(0, 10)} to ${r.end} ` +
+      `(UTC). Edge: ${label}. Cloud baseline: streaming the same cameras to the cloud for ` +
+      "exactly the camera time the devices counted, in the attributional and the marginal " +
+      "accounting. Faded bars, dashed lines and yellow badges are estimated, not measured.";
+    const from = report.compared_from ? report.compared_from.replace("T", " ").slice(0, 16) : "–";
+    const to = report.compared_to ? report.compared_to.replace("T", " ").slice(0, 16) : "–";
+    $("#energy-compared").textContent = `Compared: ${duration(report.camera_hours)} of camera ` +
+      `time, ${from} to ${to} (UTC); accounting shown: ${report.accounting || "both"}.`;
+    const sites = report.sites;
+    const estimated = sites.map((s) => s.edge.label !== "measured");
+    const bars = (id, label, edge, attr, marg) => Charts.bars($(id), {
+      label,
+      groups: sites.map((s) => s.site),
+      series: [
+        { name: "edge (faded: estimated)", cls: "edge", values: sites.map(edge), hatch: estimated },
+        { name: "cloud (attributional)", cls: "attr", values: sites.map(attr) },
+        { name: "cloud (marginal)", cls: "marg", values: sites.map(marg) },
+      ],
+      empty: "no power readings in this range",
+    });
+    bars("#chart-energy-wh", "Wh per site", (s) => s.edge.wh,
+      (s) => s.cloud.cloud_wh_attributional, (s) => s.cloud.cloud_wh_marginal);
+    bars("#chart-energy", "g CO2e per site", (s) => s.edge.gco2e,
+      (s) => s.cloud.cloud_gco2e_attributional, (s) => s.cloud.cloud_gco2e_marginal);
+    energyTable($("#table-energy-sites"), sites, "site", report.accounting);
+    energyTable($("#table-energy-devices"), report.devices, "device", report.accounting);
+    $("#energy-note").textContent = report.note || "";
+  });
+
+  const group = params.device ? "device" : (params.site ? "site" : "fleet");
+  const total = api("power", { ...span, interval: r.interval, group }).then((answer) => {
+    if (!alive()) return;
+    const series = powerSeries(answer.rows);
+    Charts.line($("#chart-power"), { label: "watts", series, domain, step,
+      empty: "no power readings in this range" });
+    seriesTable($("#table-power"), series);
+  });
+
+  const perDevice = api("power", { ...span, interval: r.interval, group: "device" })
+    .then((answer) => {
+      if (!alive()) return;
+      const { series, hidden } = deviceSeries(answer.rows);
+      Charts.line($("#chart-power-devices"), { label: "watts per device", series, domain, step,
+        empty: "no power readings in this range" });
+      if (hidden > 0) {
+        const note = document.createElement("p");
+        note.className = "muted";
+        note.textContent = `${hidden} more device(s) not drawn: pick a site or a device.`;
+        $("#chart-power-devices").appendChild(note);
+      }
+      seriesTable($("#table-power-devices"), series);
+    });
+
+  await Promise.all([pickers, ledger, total, perDevice]);
 }
 
 // ------------------------------------------------------------------ routing
@@ -510,6 +615,10 @@ function onControls(view, form) {
   form.addEventListener("change", () => {
     const params = Object.fromEntries(new FormData(form));
     const was = readHash().params;
+    if (view === "energy") {
+      if (Number(params.range) > 7) params.interval = "day";
+      if ((params.site || "") !== (was.site || "")) params.device = "";
+    }
     if (view === "traffic") {
       if (Number(params.range) > 7) params.interval = "day";
       if ((params.site || "") !== (was.site || "")) { params.device = ""; params.line = ""; }

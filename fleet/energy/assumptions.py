@@ -1,9 +1,12 @@
-"""Every assumed figure of the energy ledger, with its source; and the grid intensities.
+"""Every assumed figure of the energy ledger, with its source; the grid intensities; and
+the one energy config that ``fleet serve``, ``energy report`` and the demo all take.
 
-Central values and sources come from the project's energy notes (ENERGY.md). They can be
-overridden from a YAML/JSON config (:func:`load_config`, unknown keys are errors), and
-every result lists the assumptions it used (:class:`Assumption`: name, value, unit,
-source), overridden ones marked as such.
+The formulas, every central value and its source, and both accountings are written up in
+docs/energy.md (the project's methodology page); the source texts below are its short
+form. Any figure can be overridden from a YAML/JSON config (:func:`load_config`, unknown
+keys are errors) and the common ones from command-line flags (:func:`with_flags`); every
+result lists the assumptions it used (:class:`Assumption`: name, value, unit, source),
+overridden ones marked as such.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from edgetally.fleet.errors import FleetError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+
+METHODOLOGY = "docs/energy.md"
 
 
 class EnergyError(FleetError):
@@ -40,16 +45,22 @@ class _Config(BaseModel):
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
+Accounting = Literal["both", "attributional", "marginal"]
+ACCOUNTINGS: tuple[str, ...] = get_args(Accounting)
 
 
 class GridRegion(_Config):
     code: str
     name: str
-    gco2e_per_kwh: NonNegative
+    gco2e_per_kwh: NonNegative  # the yearly average (location-based): the attributional figure
     low: NonNegative | None = None
     high: NonNegative | None = None
     source: str
     year: int
+    # The intensity of the generation that follows a change in demand, where a source
+    # gives one; None: the average stands in for it, and the answer says so.
+    marginal_gco2e_per_kwh: NonNegative | None = None
+    marginal_source: str | None = None
     aliases: tuple[str, ...] = ()
 
 
@@ -110,32 +121,73 @@ class GridOverride(_Config):
     source: str = "configured"
     year: int | None = None
     name: str | None = None
+    marginal_gco2e_per_kwh: NonNegative | None = None
+    marginal_source: str | None = None
+
+
+Bitrate = Annotated[float, Field(gt=0, le=1000)]
+HoursPerDay = Annotated[float, Field(gt=0, le=24)]
 
 
 class CameraConfig(_Config):
-    bitrate_mbps: Annotated[float, Field(gt=0, le=1000)] = 3.0
+    """One camera the device counts on, as a stream to the cloud would carry it. ``id``: the
+    camera's id in the device config (the ``source`` of its aggregates); a camera without
+    one stands for every camera of the device that no other entry names."""
+
+    id: str | None = None
+    bitrate_mbps: Bitrate = 3.0
     fps: Annotated[float, Field(gt=0, le=240)] = 15.0
     audio: bool = True
 
 
 class DeviceEnergyConfig(_Config):
-    cameras: tuple[CameraConfig, ...] = (CameraConfig(),)
-    hours: Annotated[float, Field(gt=0, le=24)] = 12.0
+    """What a device (or every device of a site, or every device) replaces, and where.
+
+    ``hours_per_day``: the most hours a day its cameras would stream to the cloud (a
+    store's opening hours, say). The ledger compares the hours the device's cameras
+    actually counted, never more than this a day; 24 (the default) caps nothing."""
+
+    cameras: tuple[CameraConfig, ...] = Field(default=(CameraConfig(),), min_length=1)
+    hours_per_day: HoursPerDay = Field(
+        default=24.0, validation_alias=AliasChoices("hours_per_day", "hours")
+    )
     store_region: str = "WORLD"
     cloud_region: str = "WORLD"
     embodied_kg_co2e: NonNegative | None = None
 
+    def over(self, base: DeviceEnergyConfig) -> DeviceEnergyConfig:
+        """``base`` with the fields this entry sets (the others come from ``base``)."""
+        return base.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
+
 
 class EnergyConfig(_Config):
-    """The ``energy`` config: assumptions, grid overrides, and what each device replaces."""
+    """The ``energy`` config: the accounting shown, assumptions, grid overrides, and what
+    the devices replace: ``defaults``, then ``sites`` (by site id), then ``devices`` (by
+    ``DEVICE`` or ``SITE/DEVICE``), each entry setting only the fields it names."""
 
+    accounting: Accounting = "both"
     assumptions: EnergyAssumptions = EnergyAssumptions()
     grid: dict[str, GridOverride] = Field(default_factory=dict)
     defaults: DeviceEnergyConfig = DeviceEnergyConfig()
+    sites: dict[str, DeviceEnergyConfig] = Field(default_factory=dict)
     devices: dict[str, DeviceEnergyConfig] = Field(default_factory=dict)
 
-    def device(self, device_id: str) -> DeviceEnergyConfig:
-        return self.devices.get(device_id, self.defaults)
+    def device(self, device_id: str, site: str | None = None) -> DeviceEnergyConfig:
+        out = self.defaults
+        keys = [(self.sites, site), (self.devices, device_id)]
+        if site is not None:
+            keys.append((self.devices, f"{site}/{device_id}"))
+        for table, key in keys:
+            if key is not None and key in table:
+                out = table[key].over(out)
+        return out
+
+    def entries(self) -> list[tuple[str, DeviceEnergyConfig]]:
+        """Every device entry with where it stands in the config (for error messages)."""
+        out = [("defaults", self.defaults)]
+        out += [(f"sites.{k}", v) for k, v in self.sites.items()]
+        out += [(f"devices.{k}", v) for k, v in self.devices.items()]
+        return out
 
 
 def _where(exc: ValidationError) -> str:
@@ -145,7 +197,8 @@ def _where(exc: ValidationError) -> str:
 
 
 def load_config(path: Path | None) -> EnergyConfig:
-    """The energy config from a YAML or JSON file (None: the central defaults)."""
+    """The energy config from a YAML or JSON file (None: the central defaults); every grid
+    region it names must be known (bundled or under ``grid:``)."""
     if path is None:
         return EnergyConfig()
     try:
@@ -157,9 +210,65 @@ def load_config(path: Path | None) -> EnergyConfig:
     if isinstance(data, dict) and set(data) == {"energy"}:
         data = data["energy"]
     try:
-        return EnergyConfig.model_validate(data or {})
+        config = EnergyConfig.model_validate(data or {})
     except ValidationError as exc:
         raise EnergyError(f"energy config {path}: {_where(exc)}") from exc
+    check_regions(config, f"energy config {path}")
+    return config
+
+
+def with_flags(
+    config: EnergyConfig,
+    *,
+    hours_per_day: float | None = None,
+    bitrate_mbps: float | None = None,
+    store_region: str | None = None,
+    cloud_region: str | None = None,
+    accounting: str | None = None,
+) -> EnergyConfig:
+    """``config`` with the command line's flags: they set the defaults (every device that
+    no ``sites``/``devices`` entry of the file sets otherwise) and the accounting shown."""
+    update: dict[str, Any] = {}
+    if hours_per_day is not None:
+        if not 0 < hours_per_day <= 24:
+            raise EnergyError(f"--hours-per-day must be in (0, 24], got {hours_per_day:g}")
+        update["hours_per_day"] = hours_per_day
+    if bitrate_mbps is not None:
+        if not 0 < bitrate_mbps <= 1000:
+            raise EnergyError(f"--bitrate-mbps must be in (0, 1000], got {bitrate_mbps:g}")
+        update["cameras"] = tuple(
+            c.model_copy(update={"bitrate_mbps": bitrate_mbps}) for c in config.defaults.cameras
+        )
+    grid = GridTable(config.grid)
+    for flag, key, value in (
+        ("--store-region", "store_region", store_region),
+        ("--cloud-region", "cloud_region", cloud_region),
+    ):
+        if value is not None:
+            update[key] = grid.get(value, where=flag).code
+    top: dict[str, Any] = {}
+    if update:
+        top["defaults"] = config.defaults.model_copy(update=update)
+    if accounting is not None:
+        if accounting not in ACCOUNTINGS:
+            raise EnergyError(f"--accounting {accounting!r}: use {', '.join(ACCOUNTINGS)}")
+        top["accounting"] = accounting
+    return config.model_copy(update=top) if top else config
+
+
+def check_regions(config: EnergyConfig, what: str = "energy config") -> None:
+    """Every region the config names is known (an error naming the key otherwise)."""
+    grid = GridTable(config.grid)
+    for where, entry in config.entries():
+        for key in ("store_region", "cloud_region"):
+            if key in entry.model_fields_set or where == "defaults":
+                grid.get(getattr(entry, key), where=f"{what}: {where}.{key}")
+
+
+def dump_config(config: EnergyConfig) -> str:
+    """The config as YAML that :func:`load_config` reads back to the same config."""
+    data = config.model_dump(mode="json", exclude_unset=True)
+    return yaml.safe_dump(data, sort_keys=False) if data else "{}\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,12 +277,31 @@ class Intensity:
     gco2e_per_kwh: float
     source: str
     year: int | None
+    marginal_gco2e_per_kwh: float | None = None
+    marginal_source: str | None = None
+
+    @property
+    def marginal(self) -> float:
+        """The marginal intensity, or the average where no source gives one."""
+        m = self.marginal_gco2e_per_kwh
+        return self.gco2e_per_kwh if m is None else m
 
     def assumption(self, role: str) -> Assumption:
         year = f", {self.year}" if self.year else ""
         return Assumption(
-            f"grid_{role}", self.gco2e_per_kwh, "gCO2e/kWh", f"{self.code}: {self.source}{year}"
+            f"grid_{role}", self.gco2e_per_kwh, "gCO2e/kWh (average)",
+            f"{self.code}: {self.source}{year}",
         )
+
+    def marginal_assumption(self, role: str) -> Assumption:
+        if self.marginal_gco2e_per_kwh is None:
+            source = (
+                f"{self.code}: no sourced marginal figure, the yearly average stands in for "
+                f"it (an assumption; {METHODOLOGY})"
+            )
+        else:
+            source = f"{self.code}: {self.marginal_source or 'configured'}"
+        return Assumption(f"grid_{role}_marginal", self.marginal, "gCO2e/kWh (marginal)", source)
 
 
 class GridTable:
@@ -184,21 +312,28 @@ class GridTable:
         self.file = GridFile.model_validate(json.loads(raw))
         self._by_key: dict[str, Intensity] = {}
         for r in self.file.regions:
-            value = Intensity(r.code, r.gco2e_per_kwh, r.source, r.year)
+            value = Intensity(
+                r.code, r.gco2e_per_kwh, r.source, r.year, r.marginal_gco2e_per_kwh,
+                r.marginal_source,
+            )
             for key in (r.code, r.name, *r.aliases):
                 self._by_key[key.lower()] = value
         for code, o in (overrides or {}).items():
-            self._by_key[code.lower()] = Intensity(code.upper(), o.gco2e_per_kwh, o.source, o.year)
+            self._by_key[code.lower()] = Intensity(
+                code.upper(), o.gco2e_per_kwh, o.source, o.year, o.marginal_gco2e_per_kwh,
+                o.marginal_source,
+            )
 
     @property
     def codes(self) -> list[str]:
         return sorted({v.code for v in self._by_key.values()})
 
-    def get(self, region: str) -> Intensity:
+    def get(self, region: str, *, where: str | None = None) -> Intensity:
         found = self._by_key.get(region.strip().lower())
         if found is None:
+            at = f"{where}: " if where else ""
             raise EnergyError(
-                f"unknown grid region {region!r} (known: {', '.join(self.codes)}; "
+                f"{at}unknown grid region {region!r} (known: {', '.join(self.codes)}; "
                 "add it under grid: in the energy config)"
             )
         return found

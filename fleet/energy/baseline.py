@@ -1,13 +1,16 @@
-"""The cloud baseline: what streaming one camera to a data center would cost per day.
+"""The cloud baseline: what streaming cameras to a data center would cost, for the hours
+they stream (formulas, figures and sources: docs/energy.md).
 
-Per camera per day, h = hours the store streams (formulas and figures in ENERGY.md):
+For one camera over h hours:
 
 - data uploaded V [GB] = (video + audio Mb/s) x h x 3600 / 8000;
 - network, attributional: V x I_net [kWh/GB]; marginal: k [W per Mb/s] x Mb/s x h;
 - cloud inference: fps x h x 3600 x J/frame x PUE;
 - optional storage: V x retention days x 24 h x W/TB x replication x PUE;
 - CO2e: network at a mix of the store's and the data center's grids (share configurable),
-  inference and storage at the data center's grid.
+  inference and storage at the data center's grid; the attributional accounting at the
+  grids' yearly averages, the marginal one at their marginal intensities where a source
+  gives them (else the average, said so in the assumptions).
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ J_PER_WH = 3600.0
 
 @dataclass(frozen=True, slots=True)
 class CameraSpec:
-    """One camera the edge device replaces: its stream if it went to the cloud."""
+    """One camera the edge device replaces: its stream if it went to the cloud. ``id``: the
+    source name of its aggregates, when the config names it."""
 
     bitrate_mbps: float
     fps: float = 15.0
     audio: bool = True
+    id: str | None = None
 
     def __post_init__(self) -> None:
         if not self.bitrate_mbps > 0:
@@ -42,7 +47,7 @@ class CameraSpec:
 
 @dataclass(frozen=True, slots=True)
 class Baseline:
-    """Cloud figures for one camera-day (or a sum of them)."""
+    """Cloud figures for some camera-hours (or a sum of them)."""
 
     data_gb: float
     network_wh_attributional: float
@@ -53,6 +58,8 @@ class Baseline:
     network_gco2e_marginal: float
     cloud_inference_gco2e: float
     storage_gco2e: float
+    cloud_inference_gco2e_marginal: float
+    storage_gco2e_marginal: float
 
     @property
     def cloud_wh_attributional(self) -> float:
@@ -68,7 +75,11 @@ class Baseline:
 
     @property
     def cloud_gco2e_marginal(self) -> float:
-        return self.network_gco2e_marginal + self.cloud_inference_gco2e + self.storage_gco2e
+        return (
+            self.network_gco2e_marginal
+            + self.cloud_inference_gco2e_marginal
+            + self.storage_gco2e_marginal
+        )
 
     def __add__(self, other: Baseline) -> Baseline:
         return Baseline(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
@@ -91,12 +102,16 @@ def _values(b: Baseline) -> tuple[float, ...]:
     return tuple(getattr(b, f) for f in Baseline.__dataclass_fields__)
 
 
-ZERO = Baseline(0, 0, 0, 0, 0, 0, 0, 0, 0)
+ZERO = Baseline(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
-def network_mix(a: EnergyAssumptions, store: Intensity, cloud: Intensity) -> float:
+def network_mix(
+    a: EnergyAssumptions, store: Intensity, cloud: Intensity, *, marginal: bool = False
+) -> float:
     """gCO2e/kWh charged for network energy: a share at the store, the rest at the cloud."""
     share = a.network_store_share
+    if marginal:
+        return share * store.marginal + (1 - share) * cloud.marginal
     return share * store.gco2e_per_kwh + (1 - share) * cloud.gco2e_per_kwh
 
 
@@ -104,12 +119,12 @@ def stream_mbps(camera: CameraSpec, a: EnergyAssumptions) -> float:
     return camera.bitrate_mbps + (a.audio_mbps if camera.audio else 0.0)
 
 
-def camera_day(
+def camera_hours(
     camera: CameraSpec, hours: float, store: Intensity, cloud: Intensity, a: EnergyAssumptions
 ) -> Baseline:
-    """The cloud baseline of one camera streaming ``hours`` a day."""
-    if not 0 < hours <= 24:
-        raise EnergyError(f"hours per day must be in (0, 24], got {hours}")
+    """The cloud baseline of one camera streaming for ``hours`` (any length, >= 0)."""
+    if not hours >= 0:
+        raise EnergyError(f"camera hours must not be negative, got {hours}")
     mbps = stream_mbps(camera, a)
     data_gb = mbps * hours * 3600 / 8000
     net_attr = data_gb * a.network_kwh_per_gb * 1000
@@ -118,7 +133,8 @@ def camera_day(
     stored_tb = data_gb * a.storage_retention_days / 1000
     storage = stored_tb * 24 * a.storage_wh_per_tb_hour * a.storage_replication * a.pue
     mix = network_mix(a, store, cloud) / 1000  # g per Wh
-    dc = cloud.gco2e_per_kwh / 1000
+    mix_marginal = network_mix(a, store, cloud, marginal=True) / 1000
+    dc, dc_marginal = cloud.gco2e_per_kwh / 1000, cloud.marginal / 1000
     return Baseline(
         data_gb=data_gb,
         network_wh_attributional=net_attr,
@@ -126,10 +142,21 @@ def camera_day(
         cloud_inference_wh=inference,
         storage_wh=storage,
         network_gco2e_attributional=net_attr * mix,
-        network_gco2e_marginal=net_marg * mix,
+        network_gco2e_marginal=net_marg * mix_marginal,
         cloud_inference_gco2e=inference * dc,
         storage_gco2e=storage * dc,
+        cloud_inference_gco2e_marginal=inference * dc_marginal,
+        storage_gco2e_marginal=storage * dc_marginal,
     )
+
+
+def camera_day(
+    camera: CameraSpec, hours: float, store: Intensity, cloud: Intensity, a: EnergyAssumptions
+) -> Baseline:
+    """The cloud baseline of one camera streaming ``hours`` a day, for one day."""
+    if not 0 < hours <= 24:
+        raise EnergyError(f"hours per day must be in (0, 24], got {hours}")
+    return camera_hours(camera, hours, store, cloud, a)
 
 
 def baseline_assumptions(
@@ -145,6 +172,8 @@ def baseline_assumptions(
         a.assumption("pue", "data-center PUE"),
         store.assumption("store"),
         cloud.assumption("cloud"),
+        store.marginal_assumption("store"),
+        cloud.marginal_assumption("cloud"),
     ]
     if a.storage_retention_days > 0:
         out += [

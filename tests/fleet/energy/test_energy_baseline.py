@@ -1,4 +1,5 @@
-"""The cloud baseline formulas against ENERGY.md's worked example, and the CLI."""
+"""The cloud baseline formulas against the worked example of docs/energy.md (from the
+project's energy notes), the grid regions and the marginal assumption, and the CLI."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from edgetally.fleet.energy.assumptions import (
+    METHODOLOGY,
     EnergyAssumptions,
     EnergyError,
+    GridOverride,
     GridTable,
     load_config,
 )
@@ -18,7 +21,7 @@ from edgetally.fleet.energy.baseline import CameraSpec, baseline_report, camera_
 
 from tests.json_support import objs
 
-# ENERGY.md, "Worked example (central values)": 1080p15, 12 h, France store, US-Virginia cloud.
+# docs/energy.md, "Worked examples": 1080p15, 12 h, France store, US-Virginia cloud.
 EXAMPLE = {
     "data_gb": 16.4,
     "network_wh_attributional": 491,
@@ -116,10 +119,52 @@ def test_bad_config_and_regions_are_clear_errors(tmp_path: Path) -> None:
 
 def test_bundled_grid_file_has_source_and_year_for_every_region() -> None:
     grid = GridTable()
-    assert {"FR", "DE", "GB", "US", "US-VA", "US-OR", "IN", "CN", "WORLD"} <= set(grid.codes)
+    assert {"FR", "DE", "GB", "US", "US-VA", "US-OR", "IN", "CN", "NZ", "WORLD"} <= set(grid.codes)
     for region in grid.file.regions:
         assert region.source and 2015 <= region.year <= 2030
         assert region.low is None or region.low <= region.gco2e_per_kwh <= (region.high or 1e9)
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_new_zealand_for_the_demo_stores_and_the_marginal_assumption() -> None:
+    nz = GridTable().get("Auckland")
+    assert (nz.code, nz.gco2e_per_kwh, nz.year) == ("NZ", 101.1, 2024)
+    assert "Ministry for the Environment" in nz.source
+    r = baseline_report(CameraSpec(3.0), 12, "NZ", "NZ")
+    used = {a["name"]: a for a in objs(r["assumptions"])}
+    # no sourced marginal intensity: the average stands in for it, and the answer says so
+    assert used["grid_store_marginal"]["value"] == 101.1
+    assert "an assumption" in used["grid_store_marginal"]["source"]
+    assert r["cloud_gco2e_marginal"] == pytest.approx(
+        (float(r["network_wh_marginal"]) + float(r["cloud_inference_wh"])) * 101.1 / 1000  # type: ignore[arg-type]  # JSON numbers
+    )
+    # a configured marginal intensity drives the marginal accounting only
+    grid = GridTable({"NZ": GridOverride(gco2e_per_kwh=101.1, source="MfE",
+                                         marginal_gco2e_per_kwh=500, marginal_source="mine")})
+    m = baseline_report(CameraSpec(3.0), 12, "NZ", "NZ", grid=grid)
+    assert m["cloud_gco2e_attributional"] == pytest.approx(r["cloud_gco2e_attributional"])
+    assert m["cloud_gco2e_marginal"] == pytest.approx(
+        float(r["cloud_gco2e_marginal"]) * 500 / 101.1  # type: ignore[arg-type]  # JSON numbers
+    )
+    marginal = {a["name"]: a for a in objs(m["assumptions"])}["grid_cloud_marginal"]
+    assert marginal["value"] == 500 and marginal["source"] == "NZ: mine"
+
+
+def test_the_methodology_page_has_every_region_and_the_code_cites_it() -> None:
+    page = (REPO / METHODOLOGY).read_text()
+    for region in GridTable().file.regions:
+        row = next(x for x in page.splitlines() if x.startswith(f"| {region.code} "))
+        assert f"| {region.gco2e_per_kwh:g} |" in row, row
+    for key in EnergyAssumptions.model_fields:
+        if key != "sources":
+            assert f"`{key}`" in page, key
+    for module in ("assumptions", "baseline", "ledger", "report", "series"):
+        assert METHODOLOGY in (REPO / "fleet" / "energy" / f"{module}.py").read_text(), module
+    assert "ENERGY.md" not in "".join(
+        p.read_text() for p in (REPO / "fleet" / "energy").glob("*.py")
+    )
 
 
 def edgetally(*args: str) -> subprocess.CompletedProcess[str]:

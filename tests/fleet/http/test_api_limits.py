@@ -16,7 +16,8 @@ import pytest
 from edgetally.fleet.http.app import create_app
 from edgetally.fleet.http.context import FleetContext, HeavyQueries
 from edgetally.fleet.ingest.mqtt import IngestCounters
-from edgetally.fleet.store.base import Store, open_store
+from edgetally.fleet.store.base import Store
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.records import Table
 from edgetally.models.wire import Aggregate
 from fastapi.testclient import TestClient
@@ -29,6 +30,7 @@ HEAVY = [
     "/api/v1/audio",
     "/api/v1/shelf",
     "/api/v1/energy",
+    "/api/v1/power",
     "/api/v1/traffic?format=csv",
     "/api/v1/dwell?format=parquet",
 ]

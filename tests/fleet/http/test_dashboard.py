@@ -32,11 +32,13 @@ import httpx
 import paho.mqtt.client as mqtt
 import pytest
 import uvicorn
+from edgetally.fleet.config import FleetConfig
 from edgetally.fleet.http.app import create_app
 from edgetally.fleet.http.auth import TokenStore, add_token, guard_prefix, install_auth
 from edgetally.fleet.http.context import FleetContext
-from edgetally.fleet.server import FleetConfig, FleetServer
-from edgetally.fleet.store.base import Store, open_store
+from edgetally.fleet.server import FleetServer
+from edgetally.fleet.store.base import Store
+from edgetally.fleet.store.connect import open_store
 from edgetally.fleet.store.records import IngestBatch, Seen
 from edgetally.models.bundle import generate_keypair
 from edgetally.models.topics import DeviceId, SiteId, topic_for
@@ -663,7 +665,8 @@ def test_fleet_view_lists_devices_and_rollout_stages(fleet: Fleet, browser: Brow
 def test_energy_view_matches_the_api_and_marks_estimates(fleet: Fleet, browser: Browser) -> None:
     browser.goto(f"{fleet.open.url}/dashboard/#energy?range=7&end={END_DAY.isoformat()}")
     start, end = _range(7)
-    report = fleet.get("/api/v1/energy", **{"from": _iso(start), "to": _iso(end)})
+    span = {"from": _iso(start), "to": _iso(end)}
+    report = fleet.get("/api/v1/energy", **span)
     sites = report["sites"]
     assert {s["edge"]["label"] for s in sites} == {"measured", "estimated"}
     edge, attr, marg = browser.series("energy")
@@ -671,18 +674,64 @@ def test_energy_view_matches_the_api_and_marks_estimates(fleet: Fleet, browser: 
     assert edge["values"] == pytest.approx([s["edge"]["gco2e"] for s in sites])
     assert attr["values"] == pytest.approx([s["cloud"]["cloud_gco2e_attributional"] for s in sites])
     assert marg["values"] == pytest.approx([s["cloud"]["cloud_gco2e_marginal"] for s in sites])
-    badges = browser.eval(
+    # the edge-vs-cloud energy over the range: the same camera time on both sides
+    edge_wh, attr_wh, marg_wh = browser.series("energy-wh")
+    assert edge_wh["values"] == pytest.approx([s["edge"]["wh"] for s in sites])
+    assert attr_wh["values"] == pytest.approx([s["cloud"]["cloud_wh_attributional"] for s in sites])
+    assert marg_wh["values"] == pytest.approx([s["cloud"]["cloud_wh_marginal"] for s in sites])
+    rows = browser.eval(
         "[...document.querySelectorAll('#table-energy-devices tbody tr')].map(tr => "
-        "[tr.cells[0].textContent, tr.cells[2].querySelector('.badge').textContent])"
+        "[tr.cells[0].textContent, tr.cells[3].textContent, "
+        "tr.cells[4].querySelector('.badge').textContent])"
     )
-    assert badges == [
-        [d["device"], "measured" if d["edge"]["label"] == "measured" else "estimated"]
+    assert rows == [
+        [d["device"], "72 h", "measured" if d["edge"]["label"] == "measured" else "estimated"]
         for d in report["devices"]
-    ]
+    ]  # 72 hours of power, each hour counted by the store's door camera
+    assert "Compared: 144 h of camera time" in browser.eval(
+        "document.querySelector('#energy-compared').textContent"
+    )
     faded = browser.eval("document.querySelectorAll('#chart-energy rect.edge.est').length")
     assert faded == sum(1 for s in sites if s["edge"]["label"] != "measured")
+    # watts over time, the whole fleet: measured and estimated drawn apart (the estimate dashed)
+    fleet_rows = fleet.get("/api/v1/power", interval="hour", group="fleet", **span)["rows"]
+    measured, estimated = browser.series("power")
+    assert measured["name"] == "measured W" and estimated["name"] == "estimated W"
+    _same(measured["points"], _watts(fleet_rows, "measured_w"))
+    _same(estimated["points"], _watts(fleet_rows, "estimated_w"))
+    assert browser.eval("document.querySelector('#chart-power path.series.est.dashed') !== null")
+    # and per device: one colour each, solid where measured, dashed where estimated
+    device_rows = fleet.get("/api/v1/power", interval="hour", group="device", **span)["rows"]
+    shown = {s["name"]: s["points"] for s in browser.series("power-devices")}
+    plans = fleet.made["plans"]
+    assert set(shown) == {f"{plans[0].device} measured", f"{plans[1].device} estimated"}
+    for name, points in shown.items():
+        device, part = name.split(" ")
+        mine = [r for r in device_rows if r["device"] == device]
+        _same(points, _watts(mine, "measured_w" if part == "measured" else "estimated_w"))
     assert browser.errors() == []
     browser.screenshot("energy")
+
+    # one device picked: its own watts, and the ledger of that device alone
+    one = plans[1]
+    browser.goto(f"{fleet.open.url}/dashboard/#energy?site={one.site}&device={one.device}"
+                 f"&range=7&end={END_DAY.isoformat()}")
+    mine = fleet.get("/api/v1/power", interval="hour", group="device", device=one.device,
+                     site=one.site, **span)["rows"]
+    measured, estimated = browser.series("power")
+    assert measured["points"] == [] and estimated["points"]
+    _same(estimated["points"], _watts(mine, "estimated_w"))
+    shown_devices = browser.eval(
+        "[...document.querySelectorAll('#table-energy-devices tbody tr')].map(tr => "
+        "tr.cells[0].textContent)"
+    )
+    assert shown_devices == [one.device]
+    assert browser.errors() == []
+    browser.screenshot("energy-device")
+
+
+def _watts(rows: list[dict[str, Any]], key: str) -> list[list[Any]]:
+    return [[r["bucket"], r[key]] for r in rows if r[key] > 0]
 
 
 def test_a_401_asks_for_a_token_and_uses_it(fleet: Fleet, browser: Browser) -> None:
@@ -729,14 +778,14 @@ def test_on_fleet_serve_with_tokens_and_a_real_rollout(
     tokens = tmp_path / "tokens.json"
     analyst = add_token(tokens, "ann", "analyst")
     operator = add_token(tokens, "otto", "operator")
-    private, public = generate_keypair(tmp_path / "keys")
+    private, _ = generate_keypair(tmp_path / "keys")
     config = FleetConfig.of(
         mosquitto.url,
         str(tmp_path / "fleet.duckdb"),
         "127.0.0.1:0",
         tokens_file=str(tokens),
         rollouts_dir=str(tmp_path / "rollouts"),
-        fleet_pubkey=str(public),
+        fleet_key=str(private),
     )
     devices = [f"d{i}" for i in range(4)]
     with FleetServer(config) as fleet:
