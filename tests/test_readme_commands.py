@@ -115,8 +115,9 @@ class Workdir:
         wrote, its operator and analyst tokens in :attr:`values`."""
         if name in self.fleets:
             return self.fleets[name]
+        from edgetally.fleet.config import FleetConfig
         from edgetally.fleet.http.auth import add_token
-        from edgetally.fleet.server import FleetConfig, FleetServer
+        from edgetally.fleet.server import FleetServer
 
         db = self.aux / f"{name}.duckdb"
         fill_fleet(db)
@@ -125,12 +126,12 @@ class Workdir:
             tokens = self.aux / "rollout-tokens.json"
             self.values["operator"] = add_token(tokens, "ops", "operator")
             self.values["analyst"] = add_token(tokens, "ana", "analyst")
-            pubkey = self.work / "keys" / "fleet.pub"
-            assert pubkey.is_file(), "the README's `bundle keygen` should have written it"
+            key = self.work / "keys" / "fleet.key"
+            assert key.is_file(), "the README's `bundle keygen` should have written it"
             options = {
                 "tokens_file": str(tokens),
                 "rollouts_dir": str(self.aux / "rollouts"),
-                "fleet_pubkey": str(pubkey),
+                "fleet_key": str(key),
             }
         config = FleetConfig.of(self.broker.url, str(db), "127.0.0.1:0",
                                 client_id=f"readme-{name}", **options)
@@ -147,7 +148,7 @@ def fill_fleet(db: Path) -> None:
     """A small fleet in a DuckDB store: site shop-1, device box-1 (line door, zone till,
     power) hourly over 2025-03-16..18 and 2026-11-01..03, the days the README asks about,
     plus shop1/cam1 and shop1/cam2 for the rollouts, and one dead letter."""
-    from edgetally.fleet.store.base import open_store
+    from edgetally.fleet.store.connect import open_store
     from edgetally.fleet.store.records import DeadLetter, IngestBatch, Seen
     from edgetally.models.wire import Aggregate, DeviceStatus, PowerReading
 
@@ -312,6 +313,23 @@ def rollout_actions(cmd: str, wd: Workdir) -> list[str]:
     head, actions, _id = cmd.rsplit(" ", 2)
     return [rollout_env(wd, f"{head} {action} {wd.values['rollout']}")
             for action in actions.split("|")]
+
+
+def energy_yaml(cmd: str, wd: Workdir) -> list[str]:
+    """``cmd`` with an energy.yaml in the working directory."""
+    (wd.work / "energy.yaml").write_text(
+        "accounting: both\n"
+        "defaults:\n  hours_per_day: 12\n"
+        "  cameras: [{id: door, bitrate_mbps: 4.0}, {bitrate_mbps: 2.0}]\n"
+    )
+    return [cmd]
+
+
+def analyst_token_file(cmd: str, wd: Workdir) -> list[str]:
+    """``cmd`` against the fleet with tokens, its analyst token in analyst.token."""
+    url = wd.fleet("rollouts").http_url
+    (wd.work / "analyst.token").write_text(wd.values["analyst"] + "\n")
+    return [cmd.replace("http://127.0.0.1:8080", str(url))]
 
 
 def file_form(placeholder: str, make: Callable[[Workdir], str]) -> Forms:
@@ -512,7 +530,8 @@ RULES: list[Rule] = [
         "broker/credentials.json as the README's jq line makes it; the broker URL gains the "
         "user fleet@, which --broker-password-file needs); started, seen listening, stopped "
         "with SIGTERM", serve=True, forms=serve_forms),
-    run(r"edgetally fleet query (traffic|dead-letters) --db fleet\.duckdb ",
+    run(r"edgetally fleet query (traffic|dead-letters|events|shelf|audio|energy) --db "
+        r"fleet\.duckdb ",
         "fleet.duckdb: site shop-1, device box-1 on the README's days"),
     run(r"edgetally fleet query dwell --db fleet\.duckdb --format parquet --output dwell\.parquet$",
         after=exists("dwell.parquet")),
@@ -538,6 +557,17 @@ RULES: list[Rule] = [
     run(r"edgetally energy (baseline|regions)( |$)"),
     run(r"edgetally energy report --db fleet\.duckdb --site shop-1 ",
         "fleet.duckdb: box-1's estimated power in November 2026"),
+    run(r"edgetally energy report --db fleet\.duckdb --energy-config energy\.yaml ",
+        "energy.yaml: an energy config (12 h a day, two cameras, one of them named)",
+        forms=energy_yaml),
+    run(r"EDGETALLY_TOKEN=\.\.\. edgetally energy report --api http://127\.0\.0\.1:8080 ",
+        "the fleet: the test's fleet with tokens on a free port; ...: an analyst token",
+        forms=sub(("http://127.0.0.1:8080", fleet_url("rollouts")),
+                  ("EDGETALLY_TOKEN=...", lambda wd: f"EDGETALLY_TOKEN={wd.values['analyst']}"))),
+    run(r"edgetally fleet query energy --api http://127\.0\.0\.1:8080 --token-file "
+        r"analyst\.token$",
+        "the fleet: the test's fleet with tokens on a free port; analyst.token: its analyst "
+        "token", forms=analyst_token_file),
     # ---- ARM boards
     skip(r"edgetally quantize yolox-nano --calib images/ --format tflite --out int8/$",
          "needs TensorFlow and onnx2tf (edgetally[tflite], about 2 GB), not installed here; "
