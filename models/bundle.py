@@ -44,7 +44,6 @@ from pydantic import (
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
 FILES_PREFIX = "files/"
-BUNDLE_SCHEMA_VERSION = 1
 MAX_MANIFEST_BYTES = 1 << 20
 PRIVATE_KEY_NAME = "fleet.key"
 PUBLIC_KEY_NAME = "fleet.pub"

@@ -257,6 +257,5 @@ def require_role(role: Role) -> Callable[[Request], Principal]:
     return dependency
 
 
-require_device = require_role("device")
 require_analyst = require_role("analyst")
 require_operator = require_role("operator")
