@@ -492,14 +492,19 @@ def _safe_name(value: object) -> str | None:
     return text[:64] if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:@+/-]{0,63}", text) else None
 
 
-def install_stop_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGTERM (and SIGINT) set ``stop``; returns a function that restores the handlers."""
+def install_stop_signals(
+    stop: threading.Event, came: list[int] | None = None
+) -> Callable[[], None]:
+    """SIGTERM (and SIGINT) set ``stop`` (and are added to ``came``); returns a function
+    that restores the handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def handler(signum: int, frame: Any) -> None:
         log.warning("signal %d: stopping after the current frame", signum)
+        if came is not None:
+            came.append(signum)
         stop.set()
 
     for s in previous:

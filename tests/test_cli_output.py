@@ -9,9 +9,11 @@ import logging
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -349,6 +351,37 @@ def test_device_run_counts_what_the_broker_took(
     code, out, err = _device_run(clip, tmp_path / "outbox.db", mosquitto.url)
     assert code == 0, err
     assert re.search(r"^\d+ messages published to .*, none waits in the outbox", out, re.M)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_device_run_stopped_by_a_signal_says_so_in_its_exit_code(
+    clip: Path, tmp_path: Path, mosquitto: Broker, sig: int, code: int
+) -> None:
+    """SIGTERM (systemd) or Ctrl-C stops a device run after its current frame: the open
+    bucket is sent, the summary printed, and the exit code is the signal's, as a shell
+    reports it (not 0, which would say the file was read to its end)."""
+    images = tmp_path / "frames"
+    images.mkdir()
+    for i in range(600):  # a minute at --realtime's 10 fps: time to stop it midway
+        cv2.imwrite(str(images / f"{i:04d}.png"), np.zeros((120, 160, 3), np.uint8))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgetally", "device", "run", str(images), "--line", LINE,
+         "--site", "s1", "--device-id", "d1", "--broker", mosquitto.url, "--outbox",
+         str(tmp_path / "outbox.db"), "--bucket-seconds", "1", "--realtime", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    outbox = tmp_path / "outbox.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not outbox.exists():
+        time.sleep(0.2)
+    time.sleep(3)  # a few buckets in
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    report = json.loads(out)
+    assert 0 < report["aggregates"] < 60  # some buckets of the minute, not all of them
+    assert report["waiting"] == 0  # the open bucket went out before the exit
 
 
 def test_version_prints_the_installed_version(run_cli: Any) -> None:

@@ -10,10 +10,12 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 
 import httpx
@@ -196,3 +198,50 @@ def test_demo_bad_source_is_one_line(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert out.stderr.startswith("edgetally: error: demo video")
     assert "Traceback" not in out.stderr
+
+
+def test_sigterm_ends_the_demo_and_its_broker(tmp_path: Path, vtest_avi: Path) -> None:
+    """What systemd or a container runtime sends: the demo stops as on Ctrl-C, and the
+    Mosquitto it started does not outlive it."""
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        pytest.skip("needs Debian's mosquitto (the demo's own broker)")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgetally", "demo", "--stores", "1", "--days", "1",
+         "--max-frames", "20", "--data-dir", str(tmp_path),
+         "--power-source", "estimate", "--json", "--keep-serving"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        summary = json.loads(proc.stdout.readline())
+        assert summary["broker"]["kind"] == "mosquitto"
+        brokers = [pid for pid in children(proc.pid) if "mosquitto" in cmdline(pid)]
+        assert brokers, "the demo's Mosquitto is not its child"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        time.sleep(0.5)
+        assert [pid for pid in brokers if Path(f"/proc/{pid}").exists()
+                and "mosquitto" in cmdline(pid)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

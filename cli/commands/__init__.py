@@ -7,6 +7,10 @@ device on a fleet server.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 from edgetally.models.errors import EdgetallyError
 
 
@@ -17,3 +21,26 @@ class CommandError(EdgetallyError):
 class UsageError(CommandError):
     """A command called the wrong way (a required option missing): one line naming what to
     pass, exit 2 like the command line's own usage errors."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt(came: list[str] | None) -> Iterator[None]:
+    """SIGTERM (what systemd and container runtimes send) ends a run as Ctrl-C does;
+    ``came`` gets "SIGTERM" when it came."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        if came is not None:
+            came.append("SIGTERM")
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from edgetally.commands import sigterm_as_interrupt
 from edgetally.models.zoo import DEFAULT_DETECTOR
 from edgetally.progress import progress
 from edgetally.runtime.errors import ConfigError, SourceError
@@ -139,7 +138,7 @@ def _run(
         writer[0].write(draw_result(frame.image, result, pipeline.lines, zones_))
 
     try:
-        with progress("frames", quiet=quiet) as told, _sigterm_as_interrupt(signals):
+        with progress("frames", quiet=quiet) as told, sigterm_as_interrupt(signals):
             report = run_count(source, pipeline, on_result, progress=told, interruptible=True)
     finally:
         for w in writer:
@@ -150,29 +149,6 @@ def _run(
         if report.partial:
             events.append({"partial": True, "frames": report.frames})
     return report
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt(came: list[str] | None) -> Iterator[None]:
-    """SIGTERM (what systemd and container runtimes send) ends a run as Ctrl-C does;
-    ``came`` gets "SIGTERM" when it came."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(_signum: int, _frame: Any) -> None:
-        if came is not None:
-            came.append("SIGTERM")
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _stopped(report: Any, signals: list[str]) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgetally.commands import sigterm_as_interrupt
 from edgetally.commands.energy import (
     ACCOUNTING,
     BITRATE,
@@ -168,6 +169,11 @@ def demo(
     energy_file = work / "energy.yaml"
     energy_file.write_text(dump_config(ledger_config))
 
+    # SIGTERM (systemd, a container runtime, kill) ends the demo as Ctrl-C does: the device
+    # stops, the fleet and the broker (a Mosquitto child process) are stopped too.
+    came: list[str] = []
+    guard = contextlib.ExitStack()
+    guard.enter_context(sigterm_as_interrupt(came))
     broker = start_broker(work, embedded=embedded_broker)
     say(f"broker: {broker.kind} at {broker.url}")
     fleet = FleetServer(
@@ -297,13 +303,19 @@ def demo(
                 while True:
                     time.sleep(1)
             except KeyboardInterrupt:
-                pass
+                if came:
+                    raise  # SIGTERM: the exit code says so
+    except KeyboardInterrupt:
+        if came:  # stopped by SIGTERM, cleaned up below: exit 143 as a shell reports it
+            raise typer.Exit(143) from None
+        raise
     finally:
         stop.set()  # an interrupted run: the device stops after its current frame
         if device_thread is not None:
             device_thread.join(timeout=30)
         fleet.stop()
         broker.stop()
+        guard.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -314,7 +314,8 @@ def run(
         },
     )
     stop = threading.Event()
-    restore = install_stop_signals(stop)
+    came: list[int] = []
+    restore = install_stop_signals(stop, came)
     summary = None
     try:
         with progress("frames", quiet=as_json) as told:
@@ -370,6 +371,9 @@ def run(
             f"{cfg.outbox} ({why}); the next run sends them",
             file=sys.stderr,
         )
+    if came:  # stopped by a signal: 130 for Ctrl-C, 143 for SIGTERM, as a shell says
+        raise typer.Exit(128 + came[0])
+    if report.remaining:
         raise typer.Exit(EXIT_UNDELIVERED)
 
 
