@@ -89,10 +89,26 @@ def sequences(with_vtest: bool = True) -> list[Sequence]:
     found = []
     footfall = SHARED / "data" / "footfall"
     for name, lines in (
-        ("tud_campus", ["320,250,320,480", "120,200,120,480", "220,200,220,480",
-                        "420,200,420,480", "520,200,520,480"]),
-        ("tud_stadtmitte", ["450,200,450,480", "320,200,320,480", "100,200,100,480",
-                            "200,200,200,480", "550,200,550,480"]),
+        (
+            "tud_campus",
+            [
+                "320,250,320,480",
+                "120,200,120,480",
+                "220,200,220,480",
+                "420,200,420,480",
+                "520,200,520,480",
+            ],
+        ),
+        (
+            "tud_stadtmitte",
+            [
+                "450,200,450,480",
+                "320,200,320,480",
+                "100,200,100,480",
+                "200,200,200,480",
+                "550,200,550,480",
+            ],
+        ),
     ):
         seq = footfall / name
         if not seq.is_dir():
@@ -128,9 +144,7 @@ def detect_all(model: str, backend: str, seq: Sequence, cache: Path) -> Cached:
     if path.is_file():
         data = np.load(path)
         n = int(data["n"])
-        return Cached(
-            [data[f"b{i}"] for i in range(n)], [data[f"s{i}"] for i in range(n)]
-        )
+        return Cached([data[f"b{i}"] for i in range(n)], [data[f"s{i}"] for i in range(n)])
     from edgetally.runtime.counting.detectors import load_detector
 
     precise = None
@@ -138,8 +152,9 @@ def detect_all(model: str, backend: str, seq: Sequence, cache: Path) -> Cached:
         from edgetally.runtime.backends.openvino_backend import OpenVinoConfig
 
         precise = OpenVinoConfig(properties={"INFERENCE_PRECISION_HINT": "f32"})
-    detector = load_detector(model, backend, score_threshold=CACHE_THRESHOLD,
-                             backend_config=precise)
+    detector = load_detector(
+        model, backend, score_threshold=CACHE_THRESHOLD, backend_config=precise
+    )
     out = Cached()
     for frame in frames(seq.source):
         det = detector.detect(frame.image)
@@ -171,8 +186,9 @@ class ReplayDetector:
 
         keep = self.cached.scores[self.index] >= self.score_threshold
         boxes = self.cached.boxes[self.index][keep]
-        self.handed = Detections(boxes, self.cached.scores[self.index][keep],
-                                 np.zeros(len(boxes), np.int32))
+        self.handed = Detections(
+            boxes, self.cached.scores[self.index][keep], np.zeros(len(boxes), np.int32)
+        )
         return self.handed
 
 
@@ -186,8 +202,12 @@ def default_pipeline(detector: Any, lines: list[str], gate: bool) -> Any:
 
 
 def replay(
-    cached: Cached, seq: Sequence, model: str, backend: str,
-    make: PipelineFactory = default_pipeline, peers: list[Any] | None = None,
+    cached: Cached,
+    seq: Sequence,
+    model: str,
+    backend: str,
+    make: PipelineFactory = default_pipeline,
+    peers: list[Any] | None = None,
     timing: dict[str, list[float]] | None = None,
 ) -> list[list[Any]]:
     """The crossings (as events) of each line of ``seq`` from the cached detections.
@@ -264,8 +284,12 @@ def score(seq: Sequence, events: list[list[Any]], tolerance_s: float) -> dict[st
 
 
 def evaluate(
-    configs: list[tuple[str, str]], seqs: list[Sequence], cache: Path, tolerance_s: float,
-    make: PipelineFactory = default_pipeline, log: Callable[[str], None] | None = None,
+    configs: list[tuple[str, str]],
+    seqs: list[Sequence],
+    cache: Path,
+    tolerance_s: float,
+    make: PipelineFactory = default_pipeline,
+    log: Callable[[str], None] | None = None,
     peers: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per model x backend x tracker: ours (``tracker`` "edgetally", ``threshold``
@@ -273,14 +297,24 @@ def evaluate(
     module = load_peers() if peers else None
     rows = []
     for model, backend in configs:
-        ours: dict[str, Any] = {"model": model, "backend": backend, "tracker": "edgetally",
-                                "threshold": None, "sequences": {}}
+        ours: dict[str, Any] = {
+            "model": model,
+            "backend": backend,
+            "tracker": "edgetally",
+            "threshold": None,
+            "sequences": {},
+        }
         theirs: dict[tuple[str, int], dict[str, Any]] = {}
         if module is not None:
             for name in module.TRACKERS:
                 for th in module.THRESHOLDS:
-                    theirs[(name, th)] = {"model": model, "backend": backend, "tracker": name,
-                                          "threshold": th, "sequences": {}}
+                    theirs[(name, th)] = {
+                        "model": model,
+                        "backend": backend,
+                        "tracker": name,
+                        "threshold": th,
+                        "sequences": {},
+                    }
         timing: dict[str, list[float]] = {}
         for seq in seqs:
             if log:
@@ -297,11 +331,13 @@ def evaluate(
             for counter in counters:
                 for th, events in counter.events.items():
                     theirs[(counter.name, th)]["sequences"][seq.name] = score(
-                        seq, events, tolerance_s)
+                        seq, events, tolerance_s
+                    )
         if log and timing:
-            log(f"{model} on {backend}: tracking + line checks, ms per inferred frame: "
-                + ", ".join(f"{name} {1000 * s / max(n, 1):.2f}"
-                            for name, (s, n) in timing.items()))
+            log(
+                f"{model} on {backend}: tracking + line checks, ms per inferred frame: "
+                + ", ".join(f"{name} {1000 * s / max(n, 1):.2f}" for name, (s, n) in timing.items())
+            )
         rows.append(ours)
         rows.extend(theirs.values())
     return rows
@@ -323,13 +359,17 @@ def _available(model: str, backend: str) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="model or model:backend (default: all)")
-    parser.add_argument("--cache", type=Path,
-                        default=Path.home() / ".cache" / "edgetally" / "accuracy")
+    parser.add_argument(
+        "--cache", type=Path, default=Path.home() / ".cache" / "edgetally" / "accuracy"
+    )
     parser.add_argument("--tolerance-s", type=float, default=1.0)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
-                        help="peer trackers beside ours (default: when boxmot and "
-                             "supervision import)")
+    parser.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="peer trackers beside ours (default: when boxmot and supervision import)",
+    )
     args = parser.parse_args()
     # Models not shipped in the package come from ../shared/models when it is there.
     if "EDGETALLY_MODEL_DIRS" not in os.environ and (SHARED / "models").is_dir():
@@ -361,8 +401,14 @@ def main() -> None:
         if why:
             print(f"peer trackers skipped: {why}", file=sys.stderr)
         peers = why is None
-    rows = evaluate(runnable, seqs, args.cache, args.tolerance_s,
-                    log=lambda m: print(m, file=sys.stderr), peers=peers)
+    rows = evaluate(
+        runnable,
+        seqs,
+        args.cache,
+        args.tolerance_s,
+        log=lambda m: print(m, file=sys.stderr),
+        peers=peers,
+    )
     if args.json:
         print(json.dumps({"tolerance_s": args.tolerance_s, "rows": rows}))
         return
@@ -370,8 +416,7 @@ def main() -> None:
 
 
 def table(rows: list[dict[str, Any]], names: list[str]) -> str:
-    head = ("| model | backend | tracker | " + " | ".join(f"{n} acc / F1" for n in names)
-            + " |")
+    head = "| model | backend | tracker | " + " | ".join(f"{n} acc / F1" for n in names) + " |"
     out = [head, "|" + "---|" * (len(names) + 3)]
     for row in rows:
         cells = [
@@ -381,8 +426,7 @@ def table(rows: list[dict[str, Any]], names: list[str]) -> str:
         tracker = row.get("tracker", "edgetally")
         if row.get("threshold") is not None:
             tracker = f"{tracker} t={row['threshold']}"
-        out.append(f"| {row['model']} | {row['backend']} | {tracker} | " + " | ".join(cells)
-                   + " |")
+        out.append(f"| {row['model']} | {row['backend']} | {tracker} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

@@ -58,8 +58,10 @@ OPT = "/opt/edgetally"
 VENV = f"{OPT}/venv"
 # The emulated core and the /proc/cpuinfo that says it (a Cortex-A76, 4 cores).
 QEMU_CPU = "cortex-a76"
-A76_FEATURES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
-                "asimdrdm lrcpc dcpop asimddp")
+A76_FEATURES = (
+    "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+    "asimdrdm lrcpc dcpop asimddp"
+)
 # Lines that people in the first 20 frames cross (x86, YOLOX-Nano: 1 in, 2 out).
 LINES = ["320,150,320,400", "480,150,480,260", "560,180,560,430"]
 BACKENDS = ("onnxruntime", "openvino", "litert")
@@ -70,8 +72,7 @@ FALLBACK_MODELS = {
     "litert": ("ssd-mobilenet-v1-coco-quant",),
 }
 # Runtime packages whose versions the root copies from this machine's virtualenv.
-PINNED = ("numpy", "scipy", "opencv-python-headless", "onnxruntime", "openvino",
-          "ai-edge-litert")
+PINNED = ("numpy", "scipy", "opencv-python-headless", "onnxruntime", "openvino", "ai-edge-litert")
 TRACK_HIGH = 0.5  # TrackerConfig.high: the first round's detections
 # (box pixels, score) a run may move: float models, and full-integer ones (a quantization
 # step of a box or score, taken on different integer kernels on x86 and Arm).
@@ -110,9 +111,12 @@ def probe(args: argparse.Namespace) -> int:
 
     def recording(image: Any) -> Any:
         found = detect(image)
-        seen.append([[*map(float, box), float(score), int(cls)]
-                     for box, score, cls in zip(found.xyxy, found.score, found.class_id,
-                                                strict=True)])
+        seen.append(
+            [
+                [*map(float, box), float(score), int(cls)]
+                for box, score, cls in zip(found.xyxy, found.score, found.class_id, strict=True)
+            ]
+        )
         return found
 
     detector.detect = recording  # type: ignore[method-assign]
@@ -144,8 +148,7 @@ def probe(args: argparse.Namespace) -> int:
     cpu = probe_cpu(RootFS("/"))
     out = {
         "arch": platform.machine(),
-        "cpu": {"arch": cpu.arch, "model": cpu.model, "cores": cpu.cores,
-                "flags": list(cpu.flags)},
+        "cpu": {"arch": cpu.arch, "model": cpu.model, "cores": cpu.cores, "flags": list(cpu.flags)},
         "backend": detector.backend.info.name,
         "device": detector.backend.info.device,
         "model": detector.model.manifest.name,
@@ -172,8 +175,9 @@ def _iou(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def compare(x86: dict[str, Any], arm: dict[str, Any], box_tol: float,
-            score_tol: float, rel_tol: float = 0.0) -> tuple[bool, str]:
+def compare(
+    x86: dict[str, Any], arm: dict[str, Any], box_tol: float, score_tol: float, rel_tol: float = 0.0
+) -> tuple[bool, str]:
     """Whether the arm64 run agrees with the x86 one, and a line saying how closely.
 
     Boxes are paired greedily by IoU (>= 0.5) within a frame; a pair agrees when every
@@ -228,10 +232,12 @@ def compare(x86: dict[str, Any], arm: dict[str, Any], box_tol: float,
         problems.append(f"tracks {x86['tracks']} vs {arm['tracks']}")
     counts = " ".join(f"{i}/{o}" for i, o in counts_arm)
     tol = f"{box_tol:g}" + (f" or {100 * rel_tol:g}% of the box" if rel_tol else "")
-    line = (f"{boxes} boxes paired, max diff {worst_px:.2f} px (tol {tol}), score "
-            f"{worst_score:.4f} (tol {score_tol:g})"
-            + (f", {weak} weak boxes unpaired" if weak else "")
-            + f"; line in/out {counts}, tracks {arm['tracks']}")
+    line = (
+        f"{boxes} boxes paired, max diff {worst_px:.2f} px (tol {tol}), score "
+        f"{worst_score:.4f} (tol {score_tol:g})"
+        + (f", {weak} weak boxes unpaired" if weak else "")
+        + f"; line in/out {counts}, tracks {arm['tracks']}"
+    )
     if problems:
         line += "; DIFFERS: " + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else "")
     return not problems, line
@@ -253,16 +259,19 @@ def decoding_line(frames: Path, decoded: Path) -> str:
         same += int(not diff.any())
         worst = max(worst, int(diff.max()))
         shares.append(float((diff > 0).mean()))
-    return (f"  decoding     arm64 OpenCV decodes vtest.avi to the same pixels in {same} of "
-            f"{len(pngs)} frames (max diff {worst} levels, {100 * max(shares):.1f}% of pixels "
-            "at most; the comparison above runs both sides on this machine's frames)")
+    return (
+        f"  decoding     arm64 OpenCV decodes vtest.avi to the same pixels in {same} of "
+        f"{len(pngs)} frames (max diff {worst} levels, {100 * max(shares):.1f}% of pixels "
+        "at most; the comparison above runs both sides on this machine's frames)"
+    )
 
 
 # --------------------------------------------------------------------------- the root
 
 
-def sh(cmd: list[str], *, log: Path | None = None, env: dict[str, str] | None = None,
-       what: str = "") -> str:
+def sh(
+    cmd: list[str], *, log: Path | None = None, env: dict[str, str] | None = None, what: str = ""
+) -> str:
     """Run a command; on failure a CheckError with its last lines."""
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if log is not None:
@@ -281,8 +290,9 @@ def ensure_binfmt() -> None:
     if not (misc / "qemu-aarch64").exists():
         sh(["update-binfmts", "--enable", "qemu-aarch64"], what="update-binfmts")
     if "enabled" not in (misc / "qemu-aarch64").read_text():
-        raise CheckError("binfmt entry qemu-aarch64 is disabled: update-binfmts --enable "
-                         "qemu-aarch64")
+        raise CheckError(
+            "binfmt entry qemu-aarch64 is disabled: update-binfmts --enable qemu-aarch64"
+        )
 
 
 def ensure_root(log: Path) -> Path:
@@ -296,11 +306,22 @@ def ensure_root(log: Path) -> Path:
         shutil.rmtree(partial)
     if root.exists():
         shutil.rmtree(root)
-    print(f"building the arm64 Debian {SUITE} root in {root} (debootstrap, a few minutes)",
-          flush=True)
-    sh(["debootstrap", "--arch=arm64", "--variant=minbase",
-        f"--include={','.join(ROOT_PACKAGES)}", SUITE, str(partial), MIRROR],
-       log=log, what="debootstrap")
+    print(
+        f"building the arm64 Debian {SUITE} root in {root} (debootstrap, a few minutes)", flush=True
+    )
+    sh(
+        [
+            "debootstrap",
+            "--arch=arm64",
+            "--variant=minbase",
+            f"--include={','.join(ROOT_PACKAGES)}",
+            SUITE,
+            str(partial),
+            MIRROR,
+        ],
+        log=log,
+        what="debootstrap",
+    )
     partial.rename(root)
     stamp.write_text(want)
     return root
@@ -324,10 +345,24 @@ def aarch64_platforms() -> list[str]:
 
 def clean_env() -> dict[str, str]:
     """No pip settings of this machine (they point at x86 wheel folders), its CA bundle."""
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(CACHE), "LANG": "C.UTF-8",
-           "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    for key in ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "http_proxy", "https_proxy",
-                "HTTP_PROXY", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(CACHE),
+        "LANG": "C.UTF-8",
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    for key in (
+        "SSL_CERT_FILE",
+        "PIP_CERT",
+        "REQUESTS_CA_BUNDLE",
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ):
         if key in os.environ:
             env[key] = os.environ[key]
     return env
@@ -338,8 +373,16 @@ def ensure_wheels(root: Path, backends: list[str], log: Path) -> dict[str, str]:
     wheels = root / OPT.lstrip("/") / "wheels"
     pins = host_versions()
     runtimes = [RUNTIME_DIST[b] for b in backends]
-    reqs = sorted({*(f"{d}=={v}" for d, v in pins.items() if d not in RUNTIME_DIST.values()
-                     or d in runtimes), *(d for d in runtimes if d not in pins)})
+    reqs = sorted(
+        {
+            *(
+                f"{d}=={v}"
+                for d, v in pins.items()
+                if d not in RUNTIME_DIST.values() or d in runtimes
+            ),
+            *(d for d in runtimes if d not in pins),
+        }
+    )
     deps = _device_requirements()
     stamp = wheels / ".requirements"
     want = "\n".join([*reqs, *deps]) + "\n"
@@ -347,10 +390,31 @@ def ensure_wheels(root: Path, backends: list[str], log: Path) -> dict[str, str]:
         return pins
     print(f"downloading aarch64 wheels into {wheels}: {', '.join(reqs)}", flush=True)
     wheels.mkdir(parents=True, exist_ok=True)
-    sh([sys.executable, "-m", "pip", "download", "-q", "--dest", str(wheels),
-        "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
-        "--abi", "cp311", *aarch64_platforms(), "pip", *reqs, *deps],
-       env=clean_env(), log=log, what="pip download (aarch64 wheels)")
+    sh(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--dest",
+            str(wheels),
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+            *aarch64_platforms(),
+            "pip",
+            *reqs,
+            *deps,
+        ],
+        env=clean_env(),
+        log=log,
+        what="pip download (aarch64 wheels)",
+    )
     stamp.write_text(want)
     return pins
 
@@ -369,8 +433,9 @@ def build_edgetally_wheel(root: Path, log: Path) -> str:
     dist.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as tmp:
         # A copy of the tracked tree: no build folders of this checkout in the wheel.
-        files = sh(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard"],
-                   what="git ls-files").splitlines()
+        files = sh(
+            ["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard"], what="git ls-files"
+        ).splitlines()
         for name in files:
             src = REPO / name
             if src.is_file():
@@ -379,9 +444,12 @@ def build_edgetally_wheel(root: Path, log: Path) -> str:
                 shutil.copy2(src, dst)
         # A pure-Python wheel, built as this machine builds (its pip settings, an isolated
         # build with the setuptools pyproject.toml asks for: a new venv's own is too old).
-        sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), tmp],
-           env={**os.environ, "PYTHONWARNINGS": "ignore"}, log=log,
-           what="building the edgetally wheel")
+        sh(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), tmp],
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            log=log,
+            what="building the edgetally wheel",
+        )
     (wheel,) = dist.glob("edgetally-*.whl")
     return f"{OPT}/dist/{wheel.name}"
 
@@ -390,13 +458,25 @@ def in_root(root: Path, argv: list[str], *, log: Path | None = None, what: str =
     """Run ``argv`` in the root, emulated, with a clean environment and an arm64 cpuinfo,
     in a private mount namespace (its mounts end with it)."""
     cpuinfo = CACHE / "cpuinfo-a76"
-    cpuinfo.write_text("".join(
-        f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: {A76_FEATURES}\n"
-        "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\n"
-        "CPU part\t: 0xd0b\nCPU revision\t: 1\n\n" for i in range(4)))
-    env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
-           f"QEMU_CPU={QEMU_CPU}", "PYTHONDONTWRITEBYTECODE=1", "PIP_NO_INDEX=1",
-           "PIP_DISABLE_PIP_VERSION_CHECK=1"]
+    cpuinfo.write_text(
+        "".join(
+            f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: {A76_FEATURES}\n"
+            "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\n"
+            "CPU part\t: 0xd0b\nCPU revision\t: 1\n\n"
+            for i in range(4)
+        )
+    )
+    env = [
+        "env",
+        "-i",
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/root",
+        "LANG=C.UTF-8",
+        f"QEMU_CPU={QEMU_CPU}",
+        "PYTHONDONTWRITEBYTECODE=1",
+        "PIP_NO_INDEX=1",
+        "PIP_DISABLE_PIP_VERSION_CHECK=1",
+    ]
     script = (
         f'set -e; r="{root}"; mount -t proc proc "$r/proc"; '
         f'mount --bind "{cpuinfo}" "$r/proc/cpuinfo"; mount --rbind /dev "$r/dev"; '
@@ -404,33 +484,57 @@ def in_root(root: Path, argv: list[str], *, log: Path | None = None, what: str =
         # (OpenVINO's hwloc crashes without a CPU topology in /sys.)
         'exec chroot "$r" "$@"'
     )
-    return sh(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-               *env, *argv], log=log, what=what or argv[0])
+    return sh(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *env, *argv],
+        log=log,
+        what=what or argv[0],
+    )
 
 
-def ensure_venv(root: Path, edgetally_wheel: str, backends: list[str], pins: dict[str, str],
-                log: Path) -> None:
+def ensure_venv(
+    root: Path, edgetally_wheel: str, backends: list[str], pins: dict[str, str], log: Path
+) -> None:
     stamp = root / VENV.lstrip("/") / ".edgetally-deps"
     runtimes = [RUNTIME_DIST[b] for b in backends]
     want = json.dumps([sorted(runtimes), pins, _device_requirements()]) + "\n"
-    pip = [f"{VENV}/bin/python", "-m", "pip", "install", "-q", "--no-index",
-           "--find-links", f"{OPT}/wheels"]
+    pip = [
+        f"{VENV}/bin/python",
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-index",
+        "--find-links",
+        f"{OPT}/wheels",
+    ]
     if not (stamp.exists() and stamp.read_text() == want):
-        print("installing edgetally[device] and the runtimes into the root's virtualenv "
-              "(emulated pip, a few minutes)", flush=True)
+        print(
+            "installing edgetally[device] and the runtimes into the root's virtualenv "
+            "(emulated pip, a few minutes)",
+            flush=True,
+        )
         if (root / VENV.lstrip("/")).exists():
             shutil.rmtree(root / VENV.lstrip("/"))
         in_root(root, ["python3", "-m", "venv", VENV], log=log, what="python3 -m venv")
         in_root(root, [*pip, "--upgrade", "pip"], log=log, what="pip install pip")
-        pinned = [f"{d}=={v}" for d, v in pins.items() if d not in RUNTIME_DIST.values()
-                  or d in runtimes]
+        pinned = [
+            f"{d}=={v}" for d, v in pins.items() if d not in RUNTIME_DIST.values() or d in runtimes
+        ]
         extra = [d for d in runtimes if d not in pins]
-        in_root(root, [*pip, f"edgetally[device] @ file://{edgetally_wheel}", *pinned, *extra],
-                log=log, what="pip install (root)")
+        in_root(
+            root,
+            [*pip, f"edgetally[device] @ file://{edgetally_wheel}", *pinned, *extra],
+            log=log,
+            what="pip install (root)",
+        )
         stamp.write_text(want)
     else:
-        in_root(root, [*pip, "--no-deps", "--force-reinstall", edgetally_wheel], log=log,
-                what="pip install edgetally (root)")
+        in_root(
+            root,
+            [*pip, "--no-deps", "--force-reinstall", edgetally_wheel],
+            log=log,
+            what="pip install edgetally (root)",
+        )
 
 
 # --------------------------------------------------------------------------- models
@@ -447,7 +551,8 @@ def plan_models(backends: list[str]) -> dict[str, tuple[str, Path] | str]:
     if SHARED_MODELS.is_dir():
         dirs = os.environ.get("EDGETALLY_MODEL_DIRS", "")
         os.environ["EDGETALLY_MODEL_DIRS"] = os.pathsep.join(
-            p for p in (dirs, str(SHARED_MODELS)) if p)
+            p for p in (dirs, str(SHARED_MODELS)) if p
+        )
     from edgetally.models.zoo import locate, zoo
     from edgetally.runtime.backends.registry import BACKENDS as REGISTRY
 
@@ -467,8 +572,10 @@ def plan_models(backends: list[str]) -> dict[str, tuple[str, Path] | str]:
         else:
             why = "; ".join(reasons)
             if default not in names:
-                why = (f"the default {default} is {manifests[default].format}, which "
-                       f"{backend} does not run; {why}")
+                why = (
+                    f"the default {default} is {manifests[default].format}, which "
+                    f"{backend} does not run; {why}"
+                )
             plan[backend] = why
     return plan
 
@@ -479,14 +586,20 @@ def plan_models(backends: list[str]) -> dict[str, tuple[str, Path] | str]:
 def doctor_line(root: Path, log: Path) -> str:
     """What ``edgetally doctor`` sees and recommends on the emulated arm64 device."""
     try:
-        out = in_root(root, [f"{VENV}/bin/edgetally", "doctor", "--json"], log=log,
-                      what="edgetally doctor (arm64)")
+        out = in_root(
+            root,
+            [f"{VENV}/bin/edgetally", "doctor", "--json"],
+            log=log,
+            what="edgetally doctor (arm64)",
+        )
         data = json.loads(out)
     except (CheckError, ValueError) as exc:
         return f"  doctor       FAILED on arm64: {exc}"
     cpu, rec = data["hardware"]["cpu"], data["recommendation"]
-    return (f"  doctor       arm64 sees {cpu['model']} ({cpu['arch']}, {cpu['cores']} cores, "
-            f"{' '.join(cpu['flags'])}); recommends {rec['cli_args']} {rec['precision']}")
+    return (
+        f"  doctor       arm64 sees {cpu['model']} ({cpu['arch']}, {cpu['cores']} cores, "
+        f"{' '.join(cpu['flags'])}); recommends {rec['cli_args']} {rec['precision']}"
+    )
 
 
 def extract_frames(video: Path, count: int, folder: Path) -> None:
@@ -535,9 +648,12 @@ def check(args: argparse.Namespace) -> int:
     shutil.copy2(Path(__file__), work / "arm64_check.py")
     (work / "models").mkdir(exist_ok=True)
     plan = plan_models(backends)
-    print(f"arm64 check: {args.frames} frames of vtest.avi, default model {default_model()}, "
-          f"emulated {QEMU_CPU}; every confident box paired within the tolerance, the same "
-          f"line counts and tracks", flush=True)
+    print(
+        f"arm64 check: {args.frames} frames of vtest.avi, default model {default_model()}, "
+        f"emulated {QEMU_CPU}; every confident box paired within the tolerance, the same "
+        f"line counts and tracks",
+        flush=True,
+    )
     results: dict[str, bool | None] = {}
     decode_line = ""
     for backend in backends:
@@ -550,15 +666,39 @@ def check(args: argparse.Namespace) -> int:
         shutil.copy2(path, work / "models" / path.name)
         x86_out, arm_out = work / f"{backend}.x86.json", work / f"{backend}.arm64.json"
         common = ["probe", "--backend", backend, "--frames-dir"]
-        sh([sys.executable, str(Path(__file__)), *common, str(frames), "--model", str(path),
-            "--out", str(x86_out)], log=log, what=f"x86 {backend} run")
+        sh(
+            [
+                sys.executable,
+                str(Path(__file__)),
+                *common,
+                str(frames),
+                "--model",
+                str(path),
+                "--out",
+                str(x86_out),
+            ],
+            log=log,
+            what=f"x86 {backend} run",
+        )
         t0 = time.perf_counter()
         try:
-            in_root(root, [f"{VENV}/bin/python", f"{OPT}/check/arm64_check.py", *common,
-                           f"{OPT}/check/frames", "--model", f"{OPT}/check/models/{path.name}",
-                           "--out", f"{OPT}/check/{arm_out.name}",
-                           "--video", f"{OPT}/check/vtest.avi"],
-                    log=log, what=f"arm64 {backend} run")
+            in_root(
+                root,
+                [
+                    f"{VENV}/bin/python",
+                    f"{OPT}/check/arm64_check.py",
+                    *common,
+                    f"{OPT}/check/frames",
+                    "--model",
+                    f"{OPT}/check/models/{path.name}",
+                    "--out",
+                    f"{OPT}/check/{arm_out.name}",
+                    "--video",
+                    f"{OPT}/check/vtest.avi",
+                ],
+                log=log,
+                what=f"arm64 {backend} run",
+            )
         except CheckError as exc:
             print(f"  {backend:<12} FAILED on arm64: {exc} (log: {log})", flush=True)
             results[backend] = False
@@ -575,28 +715,35 @@ def check(args: argparse.Namespace) -> int:
         ok, line = compare(x86, arm, box_tol, score_tol, rel_tol)
         results[backend] = ok
         kind = "full-integer" if arm["integer"] else "float"
-        print(f"  {backend:<12} {'AGREES' if ok else 'DIFFERS'}  {name} ({kind}) on arm64 "
-              f"{arm['backend']} {arm['versions'].get(RUNTIME_DIST[backend], '?')} "
-              f"{arm['device']}, {arm['s_per_frame']:.2f} s/frame ({arm_s:.0f} s with start), "
-              f"x86 {x86['s_per_frame'] * 1000:.0f} ms/frame: {line}", flush=True)
+        print(
+            f"  {backend:<12} {'AGREES' if ok else 'DIFFERS'}  {name} ({kind}) on arm64 "
+            f"{arm['backend']} {arm['versions'].get(RUNTIME_DIST[backend], '?')} "
+            f"{arm['device']}, {arm['s_per_frame']:.2f} s/frame ({arm_s:.0f} s with start), "
+            f"x86 {x86['s_per_frame'] * 1000:.0f} ms/frame: {line}",
+            flush=True,
+        )
         decoded = arm_out.with_suffix(".decoded")
         if not decode_line and decoded.is_dir():
             decode_line = decoding_line(frames, decoded)
     if decode_line:
         print(decode_line)
     total = time.perf_counter() - started
-    print(f"  time         root {t_root - started:.0f} s, wheels and virtualenv "
-          f"{t_venv - t_root:.0f} s, runs {total - (t_venv - started):.0f} s, "
-          f"{total:.0f} s in all (cache {CACHE})")
+    print(
+        f"  time         root {t_root - started:.0f} s, wheels and virtualenv "
+        f"{t_venv - t_root:.0f} s, runs {total - (t_venv - started):.0f} s, "
+        f"{total:.0f} s in all (cache {CACHE})"
+    )
     failed = [b for b, ok in results.items() if ok is False]
     skipped = [b for b, ok in results.items() if ok is None]
     if failed:
         print(f"verdict: arm64 DIFFERS from x86 on {', '.join(failed)}")
         return 1
     if skipped:
-        print(f"verdict: INCOMPLETE: arm64 agrees with x86 on "
-              f"{', '.join(b for b, ok in results.items() if ok) or 'no backend'}, "
-              f"{', '.join(skipped)} skipped (a model file is missing: EDGETALLY_MODEL_DIRS)")
+        print(
+            f"verdict: INCOMPLETE: arm64 agrees with x86 on "
+            f"{', '.join(b for b, ok in results.items() if ok) or 'no backend'}, "
+            f"{', '.join(skipped)} skipped (a model file is missing: EDGETALLY_MODEL_DIRS)"
+        )
         return 1
     print(f"verdict: arm64 agrees with x86 on every backend ({', '.join(backends)})")
     return 0
@@ -613,11 +760,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--video")
     parser.add_argument("--frames", type=int, default=20, help="frames of vtest.avi (20)")
     parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--box-tol", type=float, default=None,
-                        help="pixels a box corner may move (1 for float models, 3 for "
-                        "full-integer ones)")
-    parser.add_argument("--score-tol", type=float, default=None,
-                        help="how far a score may move (0.01 float, 0.03 full-integer)")
+    parser.add_argument(
+        "--box-tol",
+        type=float,
+        default=None,
+        help="pixels a box corner may move (1 for float models, 3 for full-integer ones)",
+    )
+    parser.add_argument(
+        "--score-tol",
+        type=float,
+        default=None,
+        help="how far a score may move (0.01 float, 0.03 full-integer)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.cmd == "probe":

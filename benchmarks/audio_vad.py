@@ -90,8 +90,10 @@ def main() -> None:
             c[0] += int((p & t).sum())
             c[1] += int((p & ~t).sum())
             c[2] += int((~p & t).sum())
-    print(f"{len(clips)} ESC-10 clips, espeak-ng speech, truth: clean energy within "
-          f"{ENVELOPE_DB:.0f} dB of its peak, silero-vad threshold {vad.threshold}")
+    print(
+        f"{len(clips)} ESC-10 clips, espeak-ng speech, truth: clean energy within "
+        f"{ENVELOPE_DB:.0f} dB of its peak, silero-vad threshold {vad.threshold}"
+    )
     print(f"{'SNR dB':>6} {'precision':>9} {'recall':>7} {'F1':>6}")
     for snr, (tp, fp, fn) in counts.items():
         prec = tp / (tp + fp) if tp + fp else 0.0
@@ -99,8 +101,10 @@ def main() -> None:
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
         print(f"{snr:>6} {prec:9.3f} {rec:7.3f} {f1:6.3f}")
     r = np.array(ratios)
-    print(f"speech_ratio on the clips alone: mean {r.mean():.4f}, max {r.max():.3f}, "
-          f"clips above 0.1: {(r > 0.1).sum()}")
+    print(
+        f"speech_ratio on the clips alone: mean {r.mean():.4f}, max {r.max():.3f}, "
+        f"clips above 0.1: {(r > 0.1).sum()}"
+    )
 
 
 if __name__ == "__main__":

@@ -118,9 +118,10 @@ def ingest_rate(db: str, total: int, publishers: int) -> dict[str, float]:
 
     per = total // publishers
     total = per * publishers
-    with tempfile.TemporaryDirectory(prefix="edgetally-bench-mq-") as tmp, mosquitto(
-        Path(tmp)
-    ) as port:
+    with (
+        tempfile.TemporaryDirectory(prefix="edgetally-bench-mq-") as tmp,
+        mosquitto(Path(tmp)) as port,
+    ):
         store = open_store(db)
         ingestor = Ingestor(
             store, IngestConfig(broker=parse_broker_url(f"mqtt://127.0.0.1:{port}"))
@@ -173,9 +174,10 @@ def generate(store: Any, devices: int, days: int, chunk_days: int = 30) -> float
     duck = store.dialect.name == "duckdb"
     per_day = 96
     if not duck:  # the monthly raw partitions the year needs
-        store.prepare_months([
-            (YEAR_START + timedelta(days=d)).replace(tzinfo=None) for d in range(0, days, 28)
-        ] + [(YEAR_START + timedelta(days=days - 1)).replace(tzinfo=None)])
+        store.prepare_months(
+            [(YEAR_START + timedelta(days=d)).replace(tzinfo=None) for d in range(0, days, 28)]
+            + [(YEAR_START + timedelta(days=days - 1)).replace(tzinfo=None)]
+        )
     t0 = time.perf_counter()
     for first in range(0, days, chunk_days):
         lo, hi = first * per_day, min(days, first + chunk_days) * per_day
@@ -211,12 +213,18 @@ def analyst_queries(devices: int, days: int) -> list[tuple[str, Any]]:
     site = "site-001" if devices > DEVICES_PER_SITE else "site-000"
     device = f"dev-{min(7, devices - 1):04d}"
     return [
-        ("one site, a month, by day", Filters(site=site, start=at(120), end=at(150),
-                                              interval="day")),
-        ("one device, a week, by hour", Filters(device=device, start=at(200), end=at(207),
-                                                interval="hour")),
-        ("one device, a day, by 15 min", Filters(device=device, start=at(45), end=at(46),
-                                                 interval="15min")),
+        (
+            "one site, a month, by day",
+            Filters(site=site, start=at(120), end=at(150), interval="day"),
+        ),
+        (
+            "one device, a week, by hour",
+            Filters(device=device, start=at(200), end=at(207), interval="hour"),
+        ),
+        (
+            "one device, a day, by 15 min",
+            Filters(device=device, start=at(45), end=at(46), interval="15min"),
+        ),
         ("one site, a year, by day", Filters(site=site, interval="day")),
         ("whole fleet, a day, by hour", Filters(start=at(300), end=at(301), interval="hour")),
         ("whole fleet, a year, by day", Filters(interval="day")),
@@ -231,8 +239,10 @@ def zone_queries(devices: int, days: int) -> list[tuple[str, Any]]:
     end = YEAR_START + timedelta(days=days)
     return [
         ("one site, a year, by day", Filters(site=site, interval="day")),
-        ("whole fleet, a week, by hour", Filters(start=end - timedelta(days=7), end=end,
-                                                  interval="hour")),
+        (
+            "whole fleet, a week, by hour",
+            Filters(start=end - timedelta(days=7), end=end, interval="hour"),
+        ),
         ("whole fleet, a year, by day", Filters(interval="day")),
     ]
 
@@ -258,12 +268,18 @@ def latencies(store: Any, devices: int, days: int, repeat: int) -> dict[str, lis
     plan = [("traffic", name, f, "device") for name, f in year]
     # the totals the dashboard asks for: a site's and the whole fleet's, summed by the store
     (site_name, site_year), (fleet_name, fleet_year) = year[3], year[5]
-    plan += [("traffic", f"{name}, group={g}", f, g) for name, f, g in (
-        (site_name, site_year, "site"), (fleet_name, fleet_year, "site"),
-        (fleet_name, fleet_year, "fleet"))]
+    plan += [
+        ("traffic", f"{name}, group={g}", f, g)
+        for name, f, g in (
+            (site_name, site_year, "site"),
+            (fleet_name, fleet_year, "site"),
+            (fleet_name, fleet_year, "fleet"),
+        )
+    ]
     zones = zone_queries(devices, days)
     plan += [(q, name, f, "device") for q in ("occupancy", "dwell") for name, f in zones]
     for query, name, f, group in plan:
+
         def answer(query: str = query, f: Any = f, group: Any = group) -> int:
             table = queries.run_named(store, query, f, max_rows=10_000_000, group=group)
             to_json(table)
@@ -283,6 +299,7 @@ def raw_latencies(store: Any, devices: int, days: int, repeat: int) -> dict[str,
     out: dict[str, list[float]] = {}
     for query in (queries.occupancy, queries.dwell):
         for name, f in zone_queries(devices, days):
+
             def answer(query: Any = query, f: Any = f) -> int:
                 table = query(store, f, max_rows=10_000_000, rollups=False)
                 to_json(table)
@@ -304,8 +321,9 @@ def http_api(store: Any) -> Iterator[str]:
 
     port = free_port()
     app = create_app(FleetContext(store=store, max_rows=10_000_000))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started and thread.is_alive():
@@ -333,6 +351,7 @@ def api_latencies(store: Any, devices: int, days: int, repeat: int) -> dict[str,
     out: dict[str, list[float]] = {}
     with http_api(store) as base, httpx.Client(base_url=base, timeout=120) as client:
         for path, params in asks:
+
             def get(path: str = path, params: dict[str, str] = params) -> tuple[int, int]:
                 r = client.get(f"/api/v1/{path}", params=params)
                 r.raise_for_status()
@@ -357,16 +376,21 @@ def print_latencies(title: str, result: dict[str, list[float]]) -> None:
     every = [t for times in result.values() for t in times]
     p95 = pct(every, 0.95)
     verdict = "met" if p95 < AIM_P95_MS else "missed"
-    print(f"  {'all of these':<{width}} {statistics.median(every):>8.1f} {p95:>8.1f}"
-          f"   aim p95 < {AIM_P95_MS:.0f} ms: {verdict}", flush=True)
+    print(
+        f"  {'all of these':<{width}} {statistics.median(every):>8.1f} {p95:>8.1f}"
+        f"   aim p95 < {AIM_P95_MS:.0f} ms: {verdict}",
+        flush=True,
+    )
 
 
 def print_rate(title: str, r: dict[str, float]) -> None:
     verdict = "met" if r["rate"] > AIM_RATE else "missed"
-    print(f"{title}: {r['stored']:.0f}/{r['aggregates']:.0f} aggregates stored in "
-          f"{r['seconds']:.2f} s = {r['rate']:,.0f} aggregates/s   aim > {AIM_RATE:,.0f}/s: "
-          f"{verdict} ({r['batches']:.0f} batches, {r['duplicates']:.0f} duplicates, "
-          f"{r['dead_letters']:.0f} dead letters)")
+    print(
+        f"{title}: {r['stored']:.0f}/{r['aggregates']:.0f} aggregates stored in "
+        f"{r['seconds']:.2f} s = {r['rate']:,.0f} aggregates/s   aim > {AIM_RATE:,.0f}/s: "
+        f"{verdict} ({r['batches']:.0f} batches, {r['duplicates']:.0f} duplicates, "
+        f"{r['dead_letters']:.0f} dead letters)"
+    )
 
 
 def query_bench(db: str, args: argparse.Namespace, devices: int) -> None:
@@ -376,19 +400,28 @@ def query_bench(db: str, args: argparse.Namespace, devices: int) -> None:
     store = open_store(db)
     try:
         rows = devices * args.days * 96
-        print(f"  generating {rows:,} rows ({devices} devices x {args.days} days x 96 buckets)",
-              flush=True)
+        print(
+            f"  generating {rows:,} rows ({devices} devices x {args.days} days x 96 buckets)",
+            flush=True,
+        )
         seconds = generate(store, devices, args.days)
         t0 = time.perf_counter()
         refill_rollups(store)  # what opening a file from before the rollups does
         if store.dialect.name == "postgres":
             store.execute("VACUUM ANALYZE")
-        print(f"  generated in {seconds:.0f} s, rollups (hour, day) built in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
-        print_latencies(f"  query + JSON answer latency, {args.repeat} runs each",
-                        latencies(store, devices, args.days, args.repeat))
-        print_latencies(f"  HTTP API latency (JSON body received), {args.repeat} runs each",
-                        api_latencies(store, devices, args.days, args.repeat))
+        print(
+            f"  generated in {seconds:.0f} s, rollups (hour, day) built in "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+        print_latencies(
+            f"  query + JSON answer latency, {args.repeat} runs each",
+            latencies(store, devices, args.days, args.repeat),
+        )
+        print_latencies(
+            f"  HTTP API latency (JSON body received), {args.repeat} runs each",
+            api_latencies(store, devices, args.days, args.repeat),
+        )
         if args.raw_repeat > 0:
             print_latencies(
                 f"  the same from the raw buckets (no rollup), {args.raw_repeat} runs each",
@@ -418,18 +451,25 @@ def postgres() -> Iterator[Callable[[str], str]]:
         as_user = ["runuser", "-u", "postgres", "--"]
     port, data = free_port(), root / "data"
     ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "edgetally",
-                    "-A", "trust"], check=True, capture_output=True)
-    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
-            "-c shared_buffers=2GB -c work_mem=64MB -c max_wal_size=4GB")
-    subprocess.run([*ctl, "-o", opts, "-w", "-l", str(root / "log"), "start"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "edgetally", "-A", "trust"],
+        check=True,
+        capture_output=True,
+    )
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
+        "-c shared_buffers=2GB -c work_mem=64MB -c max_wal_size=4GB"
+    )
+    subprocess.run(
+        [*ctl, "-o", opts, "-w", "-l", str(root / "log"), "start"], check=True, capture_output=True
+    )
     try:
         import psycopg
 
         def url(name: str) -> str:
-            with psycopg.connect(f"postgresql://edgetally@127.0.0.1:{port}/postgres",
-                                 autocommit=True) as conn:
+            with psycopg.connect(
+                f"postgresql://edgetally@127.0.0.1:{port}/postgres", autocommit=True
+            ) as conn:
                 conn.execute(f"CREATE DATABASE {name}")
             return f"postgresql://edgetally@127.0.0.1:{port}/{name}"
 
@@ -448,23 +488,38 @@ def ingest_runs(db: Callable[[int], str], title: str, args: argparse.Namespace) 
         rates.append(r["rate"])
     median = statistics.median(rates)
     verdict = "met" if median > AIM_RATE else "missed"
-    print(f"{title}: median {median:,.0f} aggregates/s over {len(rates)} runs   "
-          f"aim > {AIM_RATE:,.0f}/s: {verdict}", flush=True)
+    print(
+        f"{title}: median {median:,.0f} aggregates/s over {len(rates)} runs   "
+        f"aim > {AIM_RATE:,.0f}/s: {verdict}",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--aggregates", type=int, default=60_000, help="to ingest")
     parser.add_argument("--publishers", type=int, default=4, help="MQTT publisher clients")
-    parser.add_argument("--ingest-runs", type=int, default=3,
-                        help="ingest runs per store (the median is the result)")
+    parser.add_argument(
+        "--ingest-runs",
+        type=int,
+        default=3,
+        help="ingest runs per store (the median is the result)",
+    )
     parser.add_argument("--devices", type=int, default=500, help="for the query year (DuckDB)")
     parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--pg-devices", type=int, default=None,
-                        help="devices for the PostgreSQL year (default: --devices)")
+    parser.add_argument(
+        "--pg-devices",
+        type=int,
+        default=None,
+        help="devices for the PostgreSQL year (default: --devices)",
+    )
     parser.add_argument("--repeat", type=int, default=20, help="runs of each query")
-    parser.add_argument("--raw-repeat", type=int, default=3,
-                        help="runs of each occupancy/dwell query on the raw buckets (0: skip)")
+    parser.add_argument(
+        "--raw-repeat",
+        type=int,
+        default=3,
+        help="runs of each occupancy/dwell query on the raw buckets (0: skip)",
+    )
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--only", choices=("ingest", "query"), default=None)
     args = parser.parse_args()
@@ -472,8 +527,11 @@ def main() -> None:
         root = Path(tmp)
         print(f"fleet benchmark: {os.cpu_count()} CPUs", flush=True)
         if args.only != "query":
-            ingest_runs(lambda i: str(root / f"ingest{i}.duckdb"),
-                        f"DuckDB ingest via Mosquitto, {args.publishers} publishers, QoS 1", args)
+            ingest_runs(
+                lambda i: str(root / f"ingest{i}.duckdb"),
+                f"DuckDB ingest via Mosquitto, {args.publishers} publishers, QoS 1",
+                args,
+            )
         if args.only != "ingest":
             print("DuckDB:", flush=True)
             query_bench(str(root / "year.duckdb"), args, args.devices)
@@ -481,8 +539,11 @@ def main() -> None:
             return
         with postgres() as new_db:
             if args.only != "query":
-                ingest_runs(lambda i: new_db(f"ingest{i}"), f"PostgreSQL ingest via Mosquitto, "
-                            f"{args.publishers} publishers, QoS 1", args)
+                ingest_runs(
+                    lambda i: new_db(f"ingest{i}"),
+                    f"PostgreSQL ingest via Mosquitto, {args.publishers} publishers, QoS 1",
+                    args,
+                )
             if args.only != "ingest":
                 print("PostgreSQL:", flush=True)
                 query_bench(new_db("year"), args, args.pg_devices or args.devices)

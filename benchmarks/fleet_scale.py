@@ -110,20 +110,29 @@ def postgres(root: Path, durable: bool = True) -> Iterator[tuple[Callable[[str],
         as_user = ["runuser", "-u", "postgres", "--"]
     port, data = free_port(), pgroot / "data"
     ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(data)]
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "edgetally",
-                    "-A", "trust"], check=True, capture_output=True)
-    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {pgroot} "
-            f"-c fsync={'on' if durable else 'off'} -c track_commit_timestamp=on "
-            "-c shared_buffers=1GB -c work_mem=64MB -c max_wal_size=4GB "
-            "-c max_connections=200")
-    subprocess.run([*ctl, "-o", opts, "-w", "-l", str(pgroot / "log"), "start"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "edgetally", "-A", "trust"],
+        check=True,
+        capture_output=True,
+    )
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -k {pgroot} "
+        f"-c fsync={'on' if durable else 'off'} -c track_commit_timestamp=on "
+        "-c shared_buffers=1GB -c work_mem=64MB -c max_wal_size=4GB "
+        "-c max_connections=200"
+    )
+    subprocess.run(
+        [*ctl, "-o", opts, "-w", "-l", str(pgroot / "log"), "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         import psycopg
 
         def url(name: str) -> str:
-            with psycopg.connect(f"postgresql://edgetally@127.0.0.1:{port}/postgres",
-                                 autocommit=True) as conn:
+            with psycopg.connect(
+                f"postgresql://edgetally@127.0.0.1:{port}/postgres", autocommit=True
+            ) as conn:
                 conn.execute(f"CREATE DATABASE {name}")
             return f"postgresql://edgetally@127.0.0.1:{port}/{name}"
 
@@ -178,19 +187,37 @@ def _payloads(device: int, buckets: int, base: datetime) -> tuple[str, list[byte
 
     site, name = f"s{device // DEVICES_PER_SITE:04d}", f"d{device:05d}"
     out = [
-        to_json(Aggregate(
-            site=site, device=name, source="cam0", line="door",  # type: ignore[arg-type]  # pydantic validates
-            epoch="be0cbe0c", seq=b, start=base + timedelta(minutes=15 * b),  # type: ignore[arg-type]  # pydantic validates
-            seconds=900, in_count=(device + b) % 9, out_count=(device * 3 + b) % 7,
-        ))
+        to_json(
+            Aggregate(
+                site=site,
+                device=name,
+                source="cam0",
+                line="door",  # type: ignore[arg-type]  # pydantic validates
+                epoch="be0cbe0c",
+                seq=b,
+                start=base + timedelta(minutes=15 * b),  # type: ignore[arg-type]  # pydantic validates
+                seconds=900,
+                in_count=(device + b) % 9,
+                out_count=(device * 3 + b) % 7,
+            )
+        )
         for b in range(buckets)
     ]
     return topic_for(site, name, "agg"), out
 
 
 def device_process(
-    port: int, devices: list[int], total: int, buckets: int, interval: float, base: datetime,
-    connected: Any, start_at: Any, go: Any, finish: Any, results: Any,
+    port: int,
+    devices: list[int],
+    total: int,
+    buckets: int,
+    interval: float,
+    base: datetime,
+    connected: Any,
+    start_at: Any,
+    go: Any,
+    finish: Any,
+    results: Any,
 ) -> None:
     """Connect ``devices`` (one connection each), tell how many connected, wait for ``go``,
     publish on schedule, send [(device, bucket, publish time)], disconnect at ``finish``."""
@@ -303,8 +330,9 @@ class Sampler:
         wall = max(1e-9, self.t1 - self.t0)
         return {
             g: {
-                "cpu_pct": round(100 * sum(
-                    self.cpu[g][p] - self.first[g][p] for p in self.cpu[g]) / wall, 1),
+                "cpu_pct": round(
+                    100 * sum(self.cpu[g][p] - self.first[g][p] for p in self.cpu[g]) / wall, 1
+                ),
                 "peak_rss_mb": round(self.peak_rss[g] / 2**20, 1),
             }
             for g in self.groups
@@ -347,8 +375,12 @@ def ingest(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         db = make_db("scale")
         open_store(db).close()  # the schema, before the workers race to make it
         config = FleetConfig.of(
-            f"mqtt://127.0.0.1:{port}", db, "127.0.0.1:0", role="ingest",
-            client_id="bench-ingest", session_expiry_s=120,
+            f"mqtt://127.0.0.1:{port}",
+            db,
+            "127.0.0.1:0",
+            role="ingest",
+            client_id="bench-ingest",
+            session_expiry_s=120,
         )
         held = [0]
         sys_client = _watch_connections(port, held)
@@ -358,23 +390,37 @@ def ingest(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         start_at = ctx.Value("d", 0.0)
         go, finish = ctx.Event(), ctx.Event()
         results = ctx.Queue()
-        slices = [list(range(i, args.devices, args.device_procs))
-                  for i in range(args.device_procs)]
+        slices = [list(range(i, args.devices, args.device_procs)) for i in range(args.device_procs)]
         procs = [
-            ctx.Process(target=device_process, args=(
-                port, s, args.devices, args.buckets, args.interval, base,
-                connected, start_at, go, finish, results))
+            ctx.Process(
+                target=device_process,
+                args=(
+                    port,
+                    s,
+                    args.devices,
+                    args.buckets,
+                    args.interval,
+                    base,
+                    connected,
+                    start_at,
+                    go,
+                    finish,
+                    results,
+                ),
+            )
             for s in slices
         ]
         t_connect = time.monotonic()
         for p in procs:
             p.start()
-        sampler = Sampler({
-            "broker": lambda: [broker_pid],
-            "workers": pool.pids,
-            "database": lambda: _children(pg_pid),
-            "simulated devices": lambda: [p.pid for p in procs if p.pid is not None],
-        })
+        sampler = Sampler(
+            {
+                "broker": lambda: [broker_pid],
+                "workers": pool.pids,
+                "database": lambda: _children(pg_pid),
+                "simulated devices": lambda: [p.pid for p in procs if p.pid is not None],
+            }
+        )
         while connected.value < args.devices and time.monotonic() - t_connect < 600:
             if not any(p.is_alive() for p in procs):
                 break
@@ -413,12 +459,17 @@ def ingest(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             rows = conn.execute(
                 "SELECT device, seq, pg_xact_commit_timestamp(xmin) FROM aggregates"
             ).fetchall()
-            distinct = int(conn.execute(
-                "SELECT count(*) FROM (SELECT DISTINCT site, device, epoch, seq "
-                "FROM aggregates) AS k").fetchone()[0])
-            bad_counters = int(conn.execute(
-                "SELECT count(*) FROM devices WHERE messages <> %s", [args.buckets]
-            ).fetchone()[0])
+            distinct = int(
+                conn.execute(
+                    "SELECT count(*) FROM (SELECT DISTINCT site, device, epoch, seq "
+                    "FROM aggregates) AS k"
+                ).fetchone()[0]
+            )
+            bad_counters = int(
+                conn.execute(
+                    "SELECT count(*) FROM devices WHERE messages <> %s", [args.buckets]
+                ).fetchone()[0]
+            )
         finish.set()
         for p in procs:
             p.join(60)
@@ -428,7 +479,8 @@ def ingest(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     published = {(f"d{d:05d}", b): t for d, b, t in sent}
     delays = [
         (r[2].timestamp() - published[(r[0], int(r[1]))]) * 1000
-        for r in rows if (r[0], int(r[1])) in published
+        for r in rows
+        if (r[0], int(r[1])) in published
     ]
     first_publish = min((t for _d, _b, t in sent), default=last_publish)
     span = max(1e-9, all_stored - first_publish)
@@ -480,22 +532,34 @@ def _watch_connections(port: int, held: list[int]) -> Any:
 
 
 def print_ingest(r: dict[str, Any]) -> None:
-    print(f"ingest: {r['devices']} devices, {r['workers']} workers, {r['buckets']} buckets "
-          f"every {r['interval_s']} s (offered {r['offered_per_s']}/s)")
-    print(f"  connections held (broker): {r['connections_held']} "
-          f"(devices connected: {r['connected']}, in {r['connect_s']} s)")
-    print(f"  stored {r['stored']} of {r['expected']}: lost {r['lost']}, duplicates "
-          f"{r['duplicates']}, device counters wrong {r['device_counters_wrong']}")
-    print(f"  {r['aggregates_per_s']} aggregates/s stored (first publish to all stored), "
-          f"drained {r['drain_after_last_publish_s']} s after the last publish")
-    print(f"  publish to stored: p50 {r['p50_delay_ms']} ms, p95 {r['p95_delay_ms']} ms, "
-          f"max {r['max_delay_ms']} ms")
+    print(
+        f"ingest: {r['devices']} devices, {r['workers']} workers, {r['buckets']} buckets "
+        f"every {r['interval_s']} s (offered {r['offered_per_s']}/s)"
+    )
+    print(
+        f"  connections held (broker): {r['connections_held']} "
+        f"(devices connected: {r['connected']}, in {r['connect_s']} s)"
+    )
+    print(
+        f"  stored {r['stored']} of {r['expected']}: lost {r['lost']}, duplicates "
+        f"{r['duplicates']}, device counters wrong {r['device_counters_wrong']}"
+    )
+    print(
+        f"  {r['aggregates_per_s']} aggregates/s stored (first publish to all stored), "
+        f"drained {r['drain_after_last_publish_s']} s after the last publish"
+    )
+    print(
+        f"  publish to stored: p50 {r['p50_delay_ms']} ms, p95 {r['p95_delay_ms']} ms, "
+        f"max {r['max_delay_ms']} ms"
+    )
     if r["worker_killed"]:
         print(f"  killed worker {r['worker_killed']}; restarts {r['worker_restarts']}")
     for group, u in r["usage"].items():
         print(f"  {group}: {u['cpu_pct']} % CPU, peak {u['peak_rss_mb']} MiB")
-    print(f"  load average before {r['load_avg_before']}, after {r['load_avg_after']} "
-          f"({r['cpus']} CPUs, shared)")
+    print(
+        f"  load average before {r['load_avg_before']}, after {r['load_avg_after']} "
+        f"({r['cpus']} CPUs, shared)"
+    )
 
 
 # -- 2. analyst queries on a large store -------------------------------------------------------
@@ -512,9 +576,10 @@ def generate(store: Any, devices: int, buckets: int, chunk: int = 96 * 14) -> tu
 
     duck = store.dialect.name == "duckdb"
     if not duck:
-        store.prepare_months([
-            (YEAR0 + timedelta(days=d)).replace(tzinfo=None) for d in range(0, 366, 28)
-        ] + [(YEAR0 + timedelta(minutes=15 * (buckets - 1))).replace(tzinfo=None)])
+        store.prepare_months(
+            [(YEAR0 + timedelta(days=d)).replace(tzinfo=None) for d in range(0, 366, 28)]
+            + [(YEAR0 + timedelta(minutes=15 * (buckets - 1))).replace(tzinfo=None)]
+        )
     gen_s = roll_s = 0.0
     sites = max(1, devices // DEVICES_PER_SITE)
     for lo in range(0, buckets, chunk):
@@ -537,8 +602,10 @@ def generate(store: Any, devices: int, buckets: int, chunk: int = 96 * 14) -> tu
         t1 = time.perf_counter()
         # A fortnight is whole days, so no hour or day of the rollups spans two chunks.
         first, end = (YEAR0 + timedelta(minutes=15 * n) for n in (lo, hi))
-        rows = (f"(SELECT * FROM aggregates WHERE start >= TIMESTAMP '{first:%Y-%m-%d %H:%M}' "
-                f"AND start < TIMESTAMP '{end:%Y-%m-%d %H:%M}') AS a")
+        rows = (
+            f"(SELECT * FROM aggregates WHERE start >= TIMESTAMP '{first:%Y-%m-%d %H:%M}' "
+            f"AND start < TIMESTAMP '{end:%Y-%m-%d %H:%M}') AS a"
+        )
         for table, unit in sql.ROLLUPS:
             store.execute(sql.upsert_rollup(table, unit, rows))
         t2 = time.perf_counter()
@@ -557,17 +624,32 @@ def query_bench(store: Any, devices: int, buckets: int, repeat: int) -> dict[str
     sites = max(1, devices // DEVICES_PER_SITE)
     out: dict[str, list[float]] = {}
     questions = {
-        f"one site, {days} days by day": lambda i: (Filters(
-            site=f"site-{i % sites:04d}", start=YEAR0, end=YEAR0 + timedelta(days=days),
-            interval="day"), "site"),
-        "whole fleet, a day by hour": lambda i: (Filters(
-            start=YEAR0 + timedelta(days=i % days), end=YEAR0 + timedelta(days=i % days + 1),
-            interval="hour"), "fleet"),
-        "one device, a week by hour": lambda i: (Filters(
-            device=f"dev-{(i * 37) % devices:05d}",
-            start=YEAR0 + timedelta(days=7 * (i % max(1, days // 7))),
-            end=YEAR0 + timedelta(days=7 * (i % max(1, days // 7)) + 7), interval="hour"),
-            "device"),
+        f"one site, {days} days by day": lambda i: (
+            Filters(
+                site=f"site-{i % sites:04d}",
+                start=YEAR0,
+                end=YEAR0 + timedelta(days=days),
+                interval="day",
+            ),
+            "site",
+        ),
+        "whole fleet, a day by hour": lambda i: (
+            Filters(
+                start=YEAR0 + timedelta(days=i % days),
+                end=YEAR0 + timedelta(days=i % days + 1),
+                interval="hour",
+            ),
+            "fleet",
+        ),
+        "one device, a week by hour": lambda i: (
+            Filters(
+                device=f"dev-{(i * 37) % devices:05d}",
+                start=YEAR0 + timedelta(days=7 * (i % max(1, days // 7))),
+                end=YEAR0 + timedelta(days=7 * (i % max(1, days // 7)) + 7),
+                interval="hour",
+            ),
+            "device",
+        ),
     }
     for name, make in questions.items():
         f, group = make(repeat)  # a first answer, not counted (plans and caches warm)
@@ -597,8 +679,9 @@ def queries_part(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return _query_stores(args, root, devices, buckets, result)
 
 
-def _query_stores(args: argparse.Namespace, root: Path, devices: int, buckets: int,
-                  result: dict[str, Any]) -> dict[str, Any]:
+def _query_stores(
+    args: argparse.Namespace, root: Path, devices: int, buckets: int, result: dict[str, Any]
+) -> dict[str, Any]:
     from edgetally.fleet.store.connect import open_store
 
     rows = devices * buckets
@@ -611,25 +694,34 @@ def _query_stores(args: argparse.Namespace, root: Path, devices: int, buckets: i
         for name, where in targets:
             store = open_store(where())
             try:
-                print(f"  {name}: generating {rows} rows ({devices} devices x {buckets} "
-                      "buckets)", flush=True)
+                print(
+                    f"  {name}: generating {rows} rows ({devices} devices x {buckets} buckets)",
+                    flush=True,
+                )
                 gen_s, roll_s = generate(store, devices, buckets)
                 if store.dialect.name == "postgres":
                     store.execute("ANALYZE")
                 size = _size(store, root / "query.duckdb")
                 lat = query_bench(store, devices, buckets, args.repeat)
                 result[name] = {
-                    "generate_s": round(gen_s, 1), "rollups_s": round(roll_s, 1),
+                    "generate_s": round(gen_s, 1),
+                    "rollups_s": round(roll_s, 1),
                     "size_mb": size,
-                    "queries": {q: {"p50_ms": round(pct(v, 0.5), 1),
-                                    "p95_ms": round(pct(v, 0.95), 1)} for q, v in lat.items()},
+                    "queries": {
+                        q: {"p50_ms": round(pct(v, 0.5), 1), "p95_ms": round(pct(v, 0.95), 1)}
+                        for q, v in lat.items()
+                    },
                 }
-                print(f"  {name}: generated in {gen_s:.0f} s, rollups {roll_s:.0f} s, "
-                      f"{size} MB", flush=True)
+                print(
+                    f"  {name}: generated in {gen_s:.0f} s, rollups {roll_s:.0f} s, {size} MB",
+                    flush=True,
+                )
                 for q, v in lat.items():
-                    print(f"    {q:32s} p50 {pct(v, 0.5):7.1f} ms  p95 {pct(v, 0.95):7.1f} ms"
-                          f"  ({'ok' if pct(v, 0.95) < AIM_P95_MS else 'over the aim'})",
-                          flush=True)
+                    print(
+                        f"    {q:32s} p50 {pct(v, 0.5):7.1f} ms  p95 {pct(v, 0.95):7.1f} ms"
+                        f"  ({'ok' if pct(v, 0.95) < AIM_P95_MS else 'over the aim'})",
+                        flush=True,
+                    )
             finally:
                 store.close()
     return result
@@ -637,8 +729,9 @@ def _query_stores(args: argparse.Namespace, root: Path, devices: int, buckets: i
 
 def _size(store: Any, duck_path: Path) -> float:
     if store.dialect.name == "postgres":
-        return round(int(store.fetch("SELECT pg_database_size(current_database())").rows[0][0])
-                     / 2**20, 1)
+        return round(
+            int(store.fetch("SELECT pg_database_size(current_database())").rows[0][0]) / 2**20, 1
+        )
     return round(duck_path.stat().st_size / 2**20, 1)
 
 
@@ -647,11 +740,20 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=10_000)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--buckets", type=int, default=3, help="aggregates per device")
-    ap.add_argument("--interval", type=float, default=10.0,
-                    help="real seconds per 15-minute bucket (the accelerated clock)")
+    ap.add_argument(
+        "--interval",
+        type=float,
+        default=10.0,
+        help="real seconds per 15-minute bucket (the accelerated clock)",
+    )
     ap.add_argument("--device-procs", type=int, default=2)
-    ap.add_argument("--kill-worker", type=float, default=None, metavar="S",
-                    help="kill one worker S seconds into publishing")
+    ap.add_argument(
+        "--kill-worker",
+        type=float,
+        default=None,
+        metavar="S",
+        help="kill one worker S seconds into publishing",
+    )
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ap.add_argument("--no-ingest", action="store_true")
     ap.add_argument("--query-rows", type=int, default=0)
@@ -659,8 +761,12 @@ def main() -> None:
     ap.add_argument("--duckdb", action="store_true", help="the query part on DuckDB too")
     ap.add_argument("--duckdb-only", action="store_true", help="the query part on DuckDB alone")
     ap.add_argument("--repeat", type=int, default=30)
-    ap.add_argument("--data-dir", type=Path, default=None,
-                    help="where the query part's databases live (default: a temporary folder)")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the query part's databases live (default: a temporary folder)",
+    )
     args = ap.parse_args()
     if args.devices < 1 or args.workers < 1 or args.buckets < 1 or args.interval <= 0:
         raise SystemExit("--devices, --workers, --buckets and --interval must be positive")

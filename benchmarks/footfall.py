@@ -70,18 +70,33 @@ def main() -> None:
     if SHARED_MODELS.is_dir():
         env.setdefault("EDGETALLY_MODEL_DIRS", str(SHARED_MODELS))
     print(f"clip {Path(args.source).name}, first {args.frames} frames, lines {LINES}")
-    header = (f"{'model':<28} {'backend':<12} {'infer ms':>8} {'track+an ms':>11} "
-              f"{'share':>6} {'gate ms':>7} {'fps':>6} {'fps gate':>8} {'skipped':>7} "
-              f"{'peak MB':>7}")
+    header = (
+        f"{'model':<28} {'backend':<12} {'infer ms':>8} {'track+an ms':>11} "
+        f"{'share':>6} {'gate ms':>7} {'fps':>6} {'fps gate':>8} {'skipped':>7} "
+        f"{'peak MB':>7}"
+    )
     print(header)
     print("-" * len(header))
     for model, backend in CONFIGS:
         rows = {}
         for gate in ("off", "on"):
             proc = subprocess.run(
-                [sys.executable, __file__, "--one", model, backend, gate, "--frames",
-                 str(args.frames), "--source", args.source],
-                capture_output=True, text=True, env=env, check=False,
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    model,
+                    backend,
+                    gate,
+                    "--frames",
+                    str(args.frames),
+                    "--source",
+                    args.source,
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=False,
             )
             if proc.returncode != 0:
                 last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
@@ -93,10 +108,12 @@ def main() -> None:
         off, on = rows["off"], rows["on"]
         infer = off["infer_ms_per_inferred_frame"]
         analytics = off["analytics_ms_per_frame"]
-        print(f"{model:<28} {backend:<12} {infer:>8.1f} {analytics:>11.2f} "
-              f"{analytics / infer:>6.1%} {on['gate_ms_per_frame']:>7.2f} "
-              f"{off['fps']:>6.1f} {on['fps']:>8.1f} "
-              f"{on['gate_skipped_share']:>7.0%} {off['peak_rss_mb']:>7.0f}")
+        print(
+            f"{model:<28} {backend:<12} {infer:>8.1f} {analytics:>11.2f} "
+            f"{analytics / infer:>6.1%} {on['gate_ms_per_frame']:>7.2f} "
+            f"{off['fps']:>6.1f} {on['fps']:>8.1f} "
+            f"{on['gate_skipped_share']:>7.0%} {off['peak_rss_mb']:>7.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -75,8 +75,10 @@ def missing() -> str | None:
     import supervision as sv
 
     if not hasattr(sv, "ByteTrack"):
-        return (f"supervision {sv.__version__} has no ByteTrack (removed in 0.31): "
-                "pip install supervision==0.30.9")
+        return (
+            f"supervision {sv.__version__} has no ByteTrack (removed in 0.31): "
+            "pip install supervision==0.30.9"
+        )
     return None
 
 
@@ -126,9 +128,11 @@ class SupervisionByteTrack:
     ) -> tuple[np.ndarray, np.ndarray]:
         import supervision as sv
 
-        det = sv.Detections(xyxy=np.asarray(boxes, np.float32).reshape(-1, 4),
-                            confidence=np.asarray(scores, np.float32),
-                            class_id=np.zeros(len(boxes), int))
+        det = sv.Detections(
+            xyxy=np.asarray(boxes, np.float32).reshape(-1, 4),
+            confidence=np.asarray(scores, np.float32),
+            class_id=np.zeros(len(boxes), int),
+        )
         out = self.tracker.update_with_detections(det)
         ids = out.tracker_id if out.tracker_id is not None else np.zeros(0, np.int64)
         return out.xyxy.astype(np.float32), ids.astype(np.int64)
@@ -159,9 +163,12 @@ class PeerCounter:
         self.tracker = make_tracker(tracker, fps)
         self.zones = {
             th: [
-                sv.LineZone(start=sv.Point(x1, y1), end=sv.Point(x2, y2),
-                            triggering_anchors=(sv.Position.BOTTOM_CENTER,),
-                            minimum_crossing_threshold=th)
+                sv.LineZone(
+                    start=sv.Point(x1, y1),
+                    end=sv.Point(x2, y2),
+                    triggering_anchors=(sv.Position.BOTTOM_CENTER,),
+                    minimum_crossing_threshold=th,
+                )
                 for x1, y1, x2, y2 in lines
             ]
             for th in thresholds

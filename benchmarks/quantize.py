@@ -62,9 +62,17 @@ class Row:
     accuracy: list[float]
 
 
-def measure(label: str, model: str, family: str | None, fmt: str, calib: Path,
-            max_images: int, keep_fp32: tuple[bool, bool], preset: str,
-            onnx_quantizer: str = "nncf") -> tuple[Row, Row, float]:
+def measure(
+    label: str,
+    model: str,
+    family: str | None,
+    fmt: str,
+    calib: Path,
+    max_images: int,
+    keep_fp32: tuple[bool, bool],
+    preset: str,
+    onnx_quantizer: str = "nncf",
+) -> tuple[Row, Row, float]:
     from edgetally.models.zoo import resolve_model
     from edgetally.quantize.data import load_frames
     from edgetally.quantize.gate import compare, count_accuracy, warm_up
@@ -74,10 +82,19 @@ def measure(label: str, model: str, family: str | None, fmt: str, calib: Path,
 
     with tempfile.TemporaryDirectory(prefix="edgetally-bench-") as tmp:
         t0 = time.perf_counter()
-        result = quantize_model(model, calib, fmt, Path(tmp), force=True, family=family,
-                                calib_limit=max_images, keep_head_fp32=keep_fp32[0],
-                                keep_depthwise_fp32=keep_fp32[1], preset=preset,
-                                onnx_quantizer=onnx_quantizer)
+        result = quantize_model(
+            model,
+            calib,
+            fmt,
+            Path(tmp),
+            force=True,
+            family=family,
+            calib_limit=max_images,
+            keep_head_fp32=keep_fp32[0],
+            keep_depthwise_fp32=keep_fp32[1],
+            preset=preset,
+            onnx_quantizer=onnx_quantizer,
+        )
         took = time.perf_counter() - t0
         assert result.out is not None
         source = resolve_model(model, family=family)
@@ -91,10 +108,28 @@ def measure(label: str, model: str, family: str | None, fmt: str, calib: Path,
         acc32 = [count_accuracy(fp32, FOOTFALL / s, lines) for s, lines in SEQUENCES]
         acc8 = [count_accuracy(int8, FOOTFALL / s, lines) for s, lines in SEQUENCES]
         ratio = comparison.int8_ms / comparison.fp32_ms
-        ref = Row(label, fp32.info.backend, "FP32", comparison.fp32_ms, 1.0,
-                  model_size(source.path), 1.0, 1.0, acc32)
-        quant = Row(label, f"{int8.info.backend} ({fmt})", "INT8", comparison.int8_ms, ratio,
-                    result.size_int8, comparison.agreement, comparison.agreement_lower, acc8)
+        ref = Row(
+            label,
+            fp32.info.backend,
+            "FP32",
+            comparison.fp32_ms,
+            1.0,
+            model_size(source.path),
+            1.0,
+            1.0,
+            acc32,
+        )
+        quant = Row(
+            label,
+            f"{int8.info.backend} ({fmt})",
+            "INT8",
+            comparison.int8_ms,
+            ratio,
+            result.size_int8,
+            comparison.agreement,
+            comparison.agreement_lower,
+            acc8,
+        )
         return ref, quant, took
 
 
@@ -104,13 +139,23 @@ def main() -> None:
     parser.add_argument("--max-images", type=int, default=300)
     parser.add_argument("--formats", nargs="+", default=["openvino", "onnx", "tflite"])
     parser.add_argument("--models", nargs="+", default=[m[0] for m in MODELS])
-    parser.add_argument("--quantize-head", action="store_true",
-                        help="openvino: quantize the detection head too (default: FP32)")
-    parser.add_argument("--quantize-depthwise", action="store_true",
-                        help="openvino: quantize grouped convolutions too (default: FP32)")
+    parser.add_argument(
+        "--quantize-head",
+        action="store_true",
+        help="openvino: quantize the detection head too (default: FP32)",
+    )
+    parser.add_argument(
+        "--quantize-depthwise",
+        action="store_true",
+        help="openvino: quantize grouped convolutions too (default: FP32)",
+    )
     parser.add_argument("--preset", default="mixed", choices=["mixed", "performance"])
-    parser.add_argument("--onnx-quantizer", default="nncf", choices=["nncf", "onnxruntime"],
-                        help="onnx: NNCF's QDQ (default) or onnxruntime's static quantizer")
+    parser.add_argument(
+        "--onnx-quantizer",
+        default="nncf",
+        choices=["nncf", "onnxruntime"],
+        help="onnx: NNCF's QDQ (default) or onnxruntime's static quantizer",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if not FOOTFALL.is_dir() or not args.calib.is_dir():
@@ -122,8 +167,10 @@ def main() -> None:
     from edgetally.quantize.errors import QuantizeError
 
     seqs = " / ".join(s for s, _ in SEQUENCES)
-    header = (f"{'model':<19} {'backend':<22} {'prec':<4} {'ms/frame':>8} {'x FP32':>6} "
-              f"{'size MB':>7} {'agree':>6} {'@-0.05':>6}  count accuracy {seqs}")
+    header = (
+        f"{'model':<19} {'backend':<22} {'prec':<4} {'ms/frame':>8} {'x FP32':>6} "
+        f"{'size MB':>7} {'agree':>6} {'@-0.05':>6}  count accuracy {seqs}"
+    )
     print(header)
     print("-" * len(header))
     for label, model, family in MODELS:
@@ -131,19 +178,30 @@ def main() -> None:
             continue
         for fmt in formats:
             try:
-                rows = measure(label, model, family, fmt, args.calib, args.max_images,
-                               (not args.quantize_head, not args.quantize_depthwise),
-                               args.preset, args.onnx_quantizer)
+                rows = measure(
+                    label,
+                    model,
+                    family,
+                    fmt,
+                    args.calib,
+                    args.max_images,
+                    (not args.quantize_head, not args.quantize_depthwise),
+                    args.preset,
+                    args.onnx_quantizer,
+                )
             except QuantizeError as exc:
                 print(f"{label:<19} {fmt:<22} skipped: {exc}")
                 continue
             *pair, took = rows
             for row in pair:
-                agree, lower = ("-" if a is None else f"{a:.3f}"
-                                for a in (row.agreement, row.agreement_lower))
+                agree, lower = (
+                    "-" if a is None else f"{a:.3f}" for a in (row.agreement, row.agreement_lower)
+                )
                 accs = " / ".join(f"{a:.2f}" for a in row.accuracy)
-                print(f"{row.model:<19} {row.backend:<22} {row.precision:<4} {row.ms:>8.2f} "
-                      f"{row.ratio:>6.2f} {row.size / 1e6:>7.2f} {agree:>6} {lower:>6}  {accs}")
+                print(
+                    f"{row.model:<19} {row.backend:<22} {row.precision:<4} {row.ms:>8.2f} "
+                    f"{row.ratio:>6.2f} {row.size / 1e6:>7.2f} {agree:>6} {lower:>6}  {accs}"
+                )
             print(f"{'':<19} (quantized and judged in {took:.0f} s)", flush=True)
 
 

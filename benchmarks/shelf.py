@@ -33,8 +33,10 @@ def main() -> None:
             mon.update(img, b, i, t0 + timedelta(seconds=i / 5))
         best = min(best, (time.perf_counter() - start) / len(frames))
     h, w = frames[0].shape[:2]
-    print(f"shelf logic: {best * 1000:.3f} ms/frame ({len(cfg.facings)} facings, {w}x{h}, "
-          f"best of {args.repeat} x {len(frames)} frames)")
+    print(
+        f"shelf logic: {best * 1000:.3f} ms/frame ({len(cfg.facings)} facings, {w}x{h}, "
+        f"best of {args.repeat} x {len(frames)} frames)"
+    )
 
 
 if __name__ == "__main__":

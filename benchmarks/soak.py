@@ -192,9 +192,9 @@ def counts_of(kind: str, fields: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def bucket_messages(index: int, bucket: int, start: datetime, rng: random.Random) -> list[
-    tuple[str, dict[str, Any]]
-]:
+def bucket_messages(
+    index: int, bucket: int, start: datetime, rng: random.Random
+) -> list[tuple[str, dict[str, Any]]]:
     """The messages of one bucket of device ``index``: (kind, fields without identity)."""
     common = {"start": start, "seconds": BUCKET_S}
     out: list[tuple[str, dict[str, Any]]] = [
@@ -213,27 +213,37 @@ def bucket_messages(index: int, bucket: int, start: datetime, rng: random.Random
         occupancy = round(rng.uniform(0, 5), 3)
         median = round(rng.uniform(5, 60), 2)
         visits = rng.randint(0, 4)
-        out.append((
-            "agg",
-            {
-                **common,
-                "source": "cam0",
-                "line": "till",
-                "in_count": 0,
-                "out_count": 0,
-                "occupancy_mean": occupancy,
-                "occupancy_peak": int(occupancy) + 1,
-                "dwell": DwellStats(count=visits, median_s=median, p90_s=median * 2)
-                if visits
-                else None,
-            },
-        ))
+        out.append(
+            (
+                "agg",
+                {
+                    **common,
+                    "source": "cam0",
+                    "line": "till",
+                    "in_count": 0,
+                    "out_count": 0,
+                    "occupancy_mean": occupancy,
+                    "occupancy_peak": int(occupancy) + 1,
+                    "dwell": DwellStats(count=visits, median_s=median, p90_s=median * 2)
+                    if visits
+                    else None,
+                },
+            )
+        )
     if bucket % 10 == 0:
         wh = round(rng.uniform(0.05, 0.3), 6)
-        out.append((
-            "power",
-            {**common, "source": "rapl", "wh": wh, "mean_w": round(wh * 60, 6), "measured": True},
-        ))
+        out.append(
+            (
+                "power",
+                {
+                    **common,
+                    "source": "rapl",
+                    "wh": wh,
+                    "mean_w": round(wh * 60, 6),
+                    "measured": True,
+                },
+            )
+        )
     if index % 4 == 1 and bucket % 3 == 0:
         facings = tuple(
             FacingCounts(
@@ -249,18 +259,20 @@ def bucket_messages(index: int, bucket: int, start: datetime, rng: random.Random
         out.append(("shelf", {**common, "source": "cam0", "facings": facings}))
     if index % 4 == 2 and bucket % 2 == 0:
         leq = round(rng.uniform(-60, -20), 2)
-        out.append((
-            "audio",
-            {
-                **common,
-                "source": "mic0",
-                "duration_s": float(BUCKET_S),
-                "leq_dbfs": leq,
-                "laeq_dbfs": round(leq - 3, 2),
-                "speech_ratio": round(rng.random(), 3),
-                "events": {"speech": rng.randint(0, 5)},
-            },
-        ))
+        out.append(
+            (
+                "audio",
+                {
+                    **common,
+                    "source": "mic0",
+                    "duration_s": float(BUCKET_S),
+                    "leq_dbfs": leq,
+                    "laeq_dbfs": round(leq - 3, 2),
+                    "speech_ratio": round(rng.random(), 3),
+                    "events": {"speech": rng.randint(0, 5)},
+                },
+            )
+        )
     return out
 
 
@@ -385,7 +397,9 @@ class Link:
         """QoS 1; while disconnected paho keeps it and sends it after the next connect."""
         info = self.client.publish(topic, payload, qos=1)
         kept = (  # the message stays queued in paho and goes out after a reconnect
-            self._mqtt.MQTT_ERR_SUCCESS, self._mqtt.MQTT_ERR_NO_CONN, self._mqtt.MQTT_ERR_CONN_LOST
+            self._mqtt.MQTT_ERR_SUCCESS,
+            self._mqtt.MQTT_ERR_NO_CONN,
+            self._mqtt.MQTT_ERR_CONN_LOST,
         )
         if info.rc not in kept:
             raise RuntimeError(f"paho refused a publish: {self._mqtt.error_string(info.rc)}")
@@ -658,8 +672,13 @@ class OutboxDevice(Device):
 
     def _pending_keys(self) -> set[Key]:
         return {
-            (self.site, self.device, self.epoch, "power" if r.topic.endswith("/power") else "agg",
-             int(r.seq or 0))
+            (
+                self.site,
+                self.device,
+                self.epoch,
+                "power" if r.topic.endswith("/power") else "agg",
+                int(r.seq or 0),
+            )
             for r in self.outbox.pending(limit=100_000)
         }
 
@@ -776,8 +795,10 @@ class Worker:
         outbox = [i for i, d in enumerate(self.devices) if isinstance(d, OutboxDevice)]
         plan = []
         for n in range(self.cfg["reimages"]):
-            i = outbox[n % len(outbox)] if outbox and n % 2 == 0 else self.rng.randrange(
-                len(self.devices)
+            i = (
+                outbox[n % len(outbox)]
+                if outbox and n % 2 == 0
+                else self.rng.randrange(len(self.devices))
             )
             plan.append((start + self.rng.uniform(0.05, 0.85) * seconds, i))
         return sorted(plan)
@@ -1090,8 +1111,19 @@ def closed_broker(root: Path, port: int, specs: list[tuple[int, str, str, bool]]
     out = root / "broker"
     devices = [f"{site}/{device}" for _i, site, device, _o in specs] + hostile_logins()
     command = [
-        sys.executable, "-m", "edgetally", "fleet", "broker-config", "--out", str(out),
-        "--devices", ",".join(devices), "--port", str(port), "--bind", "127.0.0.1",
+        sys.executable,
+        "-m",
+        "edgetally",
+        "fleet",
+        "broker-config",
+        "--out",
+        str(out),
+        "--devices",
+        ",".join(devices),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
     ]
     if os.geteuid() == 0:  # started as root, Mosquitto drops to this user
         import getpass
@@ -1202,10 +1234,17 @@ class Adversary:
         target = BundleTarget.parse(AGENT_TARGET)
         root = Path(self.cfg["root"]) / "agents"
         for site, device in self.agents_at:
-            self.updaters.append(Updater(
-                root / f"{site}-{device}", self.pubkey, target, _healthy,
-                token=self.cfg["token"], fleet_host="127.0.0.1", https_only=True,
-            ))
+            self.updaters.append(
+                Updater(
+                    root / f"{site}-{device}",
+                    self.pubkey,
+                    target,
+                    _healthy,
+                    token=self.cfg["token"],
+                    fleet_host="127.0.0.1",
+                    https_only=True,
+                )
+            )
             self.agents.append(self._agent(len(self.agents)))
         self._start_spy()
 
@@ -1214,8 +1253,12 @@ class Adversary:
 
         site, device = self.agents_at[i]
         agent = UpdateAgent(
-            self.updaters[i], site, device, port=self.port,
-            password=self.passwords[f"{site}/{device}"], ca_cert=Path(self.ca),
+            self.updaters[i],
+            site,
+            device,
+            port=self.port,
+            password=self.passwords[f"{site}/{device}"],
+            ca_cert=Path(self.ca),
             max_command_age_s=AGENT_MAX_AGE_S,
         )
         agent.start(timeout=60.0)
@@ -1236,11 +1279,14 @@ class Adversary:
         user = self.cfg["spy"]
         subscribed = threading.Event()
         client = mqtt.Client(
-            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=user,
-            clean_session=False, protocol=mqtt.MQTTv311,  # the broker keeps what it missed
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=user,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,  # the broker keeps what it missed
         )
         client.username_pw_set(user, self.fleet_password)
         client.tls_set(ca_certs=self.ca)
+
         def connected(c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
             if not rc.is_failure:
                 c.subscribe([(subscription("cmd"), 1), (subscription("update"), 1)])
@@ -1286,9 +1332,15 @@ class Adversary:
 
         digest = rng.randbytes(32).hex()
         return sign_command(
-            self.test_key, site=site, device=device, action="update", rollout=rollout,
-            bundle_sha256=digest, version=str(10**6 + rng.randrange(10**6)),
-            url=f"{self.trap.url}/bundles/{digest}", size=4096,
+            self.test_key,
+            site=site,
+            device=device,
+            action="update",
+            rollout=rollout,
+            bundle_sha256=digest,
+            version=str(10**6 + rng.randrange(10**6)),
+            url=f"{self.trap.url}/bundles/{digest}",
+            size=4096,
         )
 
     def forgery(
@@ -1414,7 +1466,8 @@ class Adversary:
             of_fleet = rng.random() < 0.5
             stolen = rng.choice(self.cfg["fleet_ids"] if of_fleet else self.cfg["device_ids"])
             client = mqtt.Client(
-                callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=stolen,
+                callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                client_id=stolen,
                 protocol=mqtt.MQTTv5,
             )
             client.username_pw_set(user, password)
@@ -1428,8 +1481,7 @@ class Adversary:
                 mid, rc.value
             )
             try:
-                client.connect("127.0.0.1", self.port, keepalive=30,
-                               clean_start=rng.random() < 0.5)
+                client.connect("127.0.0.1", self.port, keepalive=30, clean_start=rng.random() < 0.5)
             except OSError:  # the broker is restarting
                 counts["theft_logins_failed"] += 1
                 self.stop.wait(1.0)
@@ -1638,7 +1690,11 @@ class ClosedControl:
         model.write_bytes(self.rng.randbytes(256))
         bundle = folder / f"soak-{self.version}.bundle"
         create_bundle(
-            [model], private_key=self.key, out=bundle, name="soak", version=str(self.version),
+            [model],
+            private_key=self.key,
+            out=bundle,
+            name="soak",
+            version=str(self.version),
             targets=[BundleTarget.parse(AGENT_TARGET)],
         )
         ref = self.fleet.rollouts.add_bundle(bundle)
@@ -1726,9 +1782,7 @@ def closed_report(
         "theft_logins_failed": c["theft_logins_failed"],
         "fleet_disconnects": fleet_drops,
         "fleet_disconnects_at_restarts": len(control.drops.times) - fleet_drops,
-        "device_disconnects": control.outside_restarts(
-            [t for s in summaries for t in s["drops"]]
-        ),
+        "device_disconnects": control.outside_restarts([t for s in summaries for t in s["drops"]]),
         "session_takeovers": broker.takeovers(),
         "foreign_publishes": c["foreign_publishes"],
         "foreign_refused": c["foreign_refused"],
@@ -1764,9 +1818,15 @@ def closed_problems(r: dict[str, Any]) -> list[str]:
     problems = [
         f"{key} {r[key]}"
         for key in (
-            "fleet_disconnects", "device_disconnects", "session_takeovers", "foreign_accepted",
-            "foreign_stored", "foreign_reached_fleet", "device_commands_accepted",
-            "commands_obeyed_wrongly", "attacker_downloads",
+            "fleet_disconnects",
+            "device_disconnects",
+            "session_takeovers",
+            "foreign_accepted",
+            "foreign_stored",
+            "foreign_reached_fleet",
+            "device_commands_accepted",
+            "commands_obeyed_wrongly",
+            "attacker_downloads",
         )
         if r[key]
     ]
@@ -1791,14 +1851,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--db", help="a new DuckDB file or an empty PostgreSQL database URL")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--outbox-devices", type=int, help="devices on the runtime's outbox "
-                   "and publisher (default: one in ten, at least 1)")
-    p.add_argument("--workers", type=int, help="device processes (default: 1 per 50 devices, "
-                   "at most 4)")
+    p.add_argument(
+        "--outbox-devices",
+        type=int,
+        help="devices on the runtime's outbox and publisher (default: one in ten, at least 1)",
+    )
+    p.add_argument(
+        "--workers", type=int, help="device processes (default: 1 per 50 devices, at most 4)"
+    )
     p.add_argument("--broker-restarts", type=int, help="default: one per 2 minutes, at least 1")
     p.add_argument("--reimages", type=int, help="default: devices x minutes / 50, at least 2")
-    p.add_argument("--closed", action="store_true", help="the broker of fleet broker-config "
-                   "(TLS, logins, ACL), update agents, client-id thieves, forged commands")
+    p.add_argument(
+        "--closed",
+        action="store_true",
+        help="the broker of fleet broker-config "
+        "(TLS, logins, ACL), update agents, client-id thieves, forged commands",
+    )
     args = p.parse_args(argv)
     if args.devices < 1 or args.minutes <= 0 or args.hostile_every < 0:
         p.error("--devices and --minutes must be positive, --hostile-every 0 or more")
@@ -1856,10 +1924,15 @@ def main(argv: list[str] | None = None) -> int:
         if closed_dir is not None:
             closed = _closed_setup(root, closed_dir, broker.port)
             fleet_config = FleetConfig.of(
-                f"mqtts://{closed['fleet_user']}@127.0.0.1:{broker.port}", db, "127.0.0.1:0",
-                broker_password_file=closed["password_file"], ca_file=closed["ca"],
-                tokens_file=closed["tokens"], rollouts_dir=str(root / "rollouts"),
-                fleet_key=closed["key"], rollout_tick_s=1.0,
+                f"mqtts://{closed['fleet_user']}@127.0.0.1:{broker.port}",
+                db,
+                "127.0.0.1:0",
+                broker_password_file=closed["password_file"],
+                ca_file=closed["ca"],
+                tokens_file=closed["tokens"],
+                rollouts_dir=str(root / "rollouts"),
+                fleet_key=closed["key"],
+                rollout_tick_s=1.0,
             )
         else:
             fleet_config = FleetConfig.of(broker.url, db, "127.0.0.1:0")
@@ -1884,8 +1957,15 @@ def main(argv: list[str] | None = None) -> int:
             agents = agent_devices(specs)
             hold, held = ctx.Event(), ctx.Event()
             control = ClosedControl(
-                fleet, Path(closed["key"]), root, [f"{s}/{d}" for s, d in agents], seconds,
-                random.Random(args.seed * 31 + 7), hold, held, drops,
+                fleet,
+                Path(closed["key"]),
+                root,
+                [f"{s}/{d}" for s, d in agents],
+                seconds,
+                random.Random(args.seed * 31 + 7),
+                hold,
+                held,
+                drops,
             )
             acfg = _adversary_config(args, root, closed, broker.port, t0, specs, agents)
             proc = ctx.Process(
@@ -1941,9 +2021,16 @@ def main(argv: list[str] | None = None) -> int:
         if control is not None and adversary is not None:
             closed_result = closed_report(control, adversary, summaries, broker, fleet.store)
         report = _report(
-            args, summaries, result, counters, watch,
-            memory=(rss_start, rss_end, watch.peak), broker=(restarts, downtime),
-            wall=(seconds, drain_s), store=fleet.store.description, closed=closed_result,
+            args,
+            summaries,
+            result,
+            counters,
+            watch,
+            memory=(rss_start, rss_end, watch.peak),
+            broker=(restarts, downtime),
+            wall=(seconds, drain_s),
+            store=fleet.store.description,
+            closed=closed_result,
         )
         fleet.stop()
         fleet = None
@@ -2010,8 +2097,11 @@ def _adversary_config(
     victims = agents + rng.sample(others, min(4, len(others)))
     fleet_user = closed["fleet_user"]
     fleet_ids = [  # what the fleet's connections ask for, and the ids they are given
-        f"edgetally-{fleet_user}", f"edgetally-{fleet_user}-rollouts",
-        f"edgetally-{fleet_user}-status", f"edgetally-{fleet_user}-0", *closed["accounts"],
+        f"edgetally-{fleet_user}",
+        f"edgetally-{fleet_user}-rollouts",
+        f"edgetally-{fleet_user}-status",
+        f"edgetally-{fleet_user}-0",
+        *closed["accounts"],
     ]
     device_ids = [
         cid
@@ -2126,9 +2216,7 @@ def _mark(broker: Mosquitto, fleet: Any, login: Login | None = None) -> None:
             time.sleep(0.1)
             if fleet.counters().received != seen:
                 seen, since = fleet.counters().received, time.monotonic()
-        fleet.ingestor.wait_until(
-            lambda k: k.processed >= k.received and not k.queue_depth, 30
-        )
+        fleet.ingestor.wait_until(lambda k: k.processed >= k.received and not k.queue_depth, 30)
 
 
 def _report(
@@ -2155,14 +2243,21 @@ def _report(
     dead = result["dead_letters"]
     waiting = sum(s["waiting"] for s in summaries) + sum(s["hostile_waiting"] for s in summaries)
     report = {
-        "command": "python benchmarks/soak.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in (
-                ("devices", args.devices), ("minutes", f"{args.minutes:g}"),
-                ("hostile_every", args.hostile_every), ("seed", args.seed),
-                ("outbox_devices", args.outbox_devices), ("workers", args.workers),
-                ("broker_restarts", args.broker_restarts), ("reimages", args.reimages),
+        "command": "python benchmarks/soak.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in (
+                ("devices", args.devices),
+                ("minutes", f"{args.minutes:g}"),
+                ("hostile_every", args.hostile_every),
+                ("seed", args.seed),
+                ("outbox_devices", args.outbox_devices),
+                ("workers", args.workers),
+                ("broker_restarts", args.broker_restarts),
+                ("reimages", args.reimages),
             )
-        ) + (" --closed" if args.closed else ""),
+        )
+        + (" --closed" if args.closed else ""),
         "devices": args.devices,
         "outbox_devices": args.outbox_devices,
         "minutes": args.minutes,
@@ -2242,7 +2337,12 @@ def _report(
 
 def _print(r: dict[str, Any]) -> None:
     s, st, d, c, i, m = (
-        r["sent"], r["stored"], r["dead_letters"], r["conflicts"], r["ingest"], r["memory_mb"]
+        r["sent"],
+        r["stored"],
+        r["dead_letters"],
+        r["conflicts"],
+        r["ingest"],
+        r["memory_mb"],
     )
     kinds = ", ".join(f"{k} {v:,}" for k, v in s["valid_by_kind"].items())
     bad = ", ".join(f"{k} {v:,}" for k, v in s["hostile_by_kind"].items())

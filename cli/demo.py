@@ -58,8 +58,11 @@ class BrokerHandle:
 def start_broker(workdir: Path, *, embedded: bool = False) -> BrokerHandle:
     """Mosquitto on a free loopback port when installed (and not ``embedded``), else an
     embedded amqtt broker."""
-    exe = None if embedded else shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    exe = (
+        None
+        if embedded
+        else shutil.which("mosquitto")
+        or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     )
     port = free_port()
     if exe is not None:
@@ -71,8 +74,11 @@ def start_broker(workdir: Path, *, embedded: bool = False) -> BrokerHandle:
         # A session of its own: Ctrl-C in the terminal reaches the demo, which stops the
         # fleet before the broker, not the broker under the fleet.
         proc = subprocess.Popen(
-            [exe, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
+            [exe, "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         if wait_for_port(port):
 
@@ -210,9 +216,7 @@ def plan_stores(n: int, days: int, *, now: datetime | None = None) -> list[Store
         first = last - timedelta(days=days)
         hours = tuple(sorted((t + shift, c) for t, c in series.items() if t > first))
         suffix = f"-{i // len(sensors) + 1}" if i >= len(sensors) else ""
-        plans.append(
-            StorePlan(f"akl-{_slug(sensor)}{suffix}", f"store-{i + 1:02d}", sensor, hours)
-        )
+        plans.append(StorePlan(f"akl-{_slug(sensor)}{suffix}", f"store-{i + 1:02d}", sensor, hours))
     return plans
 
 
@@ -326,20 +330,29 @@ def simulate_store(plan: StorePlan, *, share: float = 0.05, seed: int = 0) -> li
         empty_facings -= restocked
         shelf = {"product_taken": taken, "facing_empty": emptied, "restocked": restocked}
         audio = {"cash_register": paid, "glass": int(rng.random() < _GLASS_P)}
-        common = {"site": plan.site, "device": plan.device, "source": "door", "seq": 1,
-                  "start": start, "seconds": 3600}
+        common = {
+            "site": plan.site,
+            "device": plan.device,
+            "source": "door",
+            "seq": 1,
+            "start": start,
+            "seconds": 3600,
+        }
         door = Aggregate.model_validate(
             {**common, "line": "entrance", "in_count": n, "out_count": len(ended)}
         )
         stats = dwell_stats(ended)
-        floor = Aggregate.model_validate({
-            **common, "line": "floor",
-            "occupancy_mean": round(min(mean, peak), 3),
-            "occupancy_peak": peak,
-            "dwell": None if stats is None else stats.model_dump(),
-            "shelf_events": {k: v for k, v in shelf.items() if v},
-            "audio_events": {k: v for k, v in audio.items() if v},
-        })
+        floor = Aggregate.model_validate(
+            {
+                **common,
+                "line": "floor",
+                "occupancy_mean": round(min(mean, peak), 3),
+                "occupancy_peak": peak,
+                "dwell": None if stats is None else stats.model_dump(),
+                "shelf_events": {k: v for k, v in shelf.items() if v},
+                "audio_events": {k: v for k, v in audio.items() if v},
+            }
+        )
         hours.append(StoreHour(start, door, floor))
     return hours
 
@@ -352,9 +365,16 @@ def store_aggregates(plan: StorePlan, *, share: float = 0.05, seed: int = 0) -> 
     return [agg.model_copy(update={"seq": seq}) for seq, agg in enumerate(messages, 1)]
 
 
-def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: float = 0.05,
-                 seed: int = 0, profile: str = "edge-box",
-                 drain_timeout: float = 60.0) -> Replayed:
+def replay_store(
+    plan: StorePlan,
+    outbox_path: Path,
+    broker_url: str,
+    *,
+    share: float = 0.05,
+    seed: int = 0,
+    profile: str = "edge-box",
+    drain_timeout: float = 60.0,
+) -> Replayed:
     """Publish a store's hours (:func:`simulate_store`: two aggregates an hour, the door's
     line and the floor's zone), with the estimated power of its box per hour (from the
     device ``profile``, ``measured: false``), through the device's outbox (which numbers
@@ -376,10 +396,9 @@ def replay_store(plan: StorePlan, outbox_path: Path, broker_url: str, *, share: 
     publisher.start()
     aggregates = power = 0
     try:
+
         def numbered(agg: Aggregate) -> PayloadBuilder:
-            return lambda seq, epoch: to_json(
-                agg.model_copy(update={"seq": seq, "epoch": epoch})
-            )
+            return lambda seq, epoch: to_json(agg.model_copy(update={"seq": seq, "epoch": epoch}))
 
         for hour in hours:
             for agg in (hour.door, hour.floor):

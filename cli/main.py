@@ -49,7 +49,10 @@ def _root(
         False, "--verbose", "-v", help="Log what happens as detailed records (stderr)."
     ),
     _version: bool = typer.Option(
-        False, "--version", callback=_print_version, is_eager=True,
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
         help="Print the version and exit.",
     ),
 ) -> None:
@@ -115,8 +118,20 @@ def build_app() -> typer.Typer:
     )
 
     for module in (
-        audio, bundle, count, demo, device, doctor, energy, fleet, models, power, quantize,
-        review, rollout, shelf,
+        audio,
+        bundle,
+        count,
+        demo,
+        device,
+        doctor,
+        energy,
+        fleet,
+        models,
+        power,
+        quantize,
+        review,
+        rollout,
+        shelf,
     ):
         module.register(app)
     return app

@@ -108,8 +108,9 @@ class Ina3221Meter:
             chosen = inputs if len(inputs) == 1 else []
         if not chosen:
             names = ", ".join(f"{c.index}={c.label}" for c in channels)
-            raise BridgeError(f"no INA3221 rail {rail!r} on {device} (rails: {names}; "
-                              "choose one with --rail)")
+            raise BridgeError(
+                f"no INA3221 rail {rail!r} on {device} (rails: {names}; choose one with --rail)"
+            )
         self.channel = chosen[0]
 
     def read(self) -> PowerReading:

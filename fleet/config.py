@@ -107,8 +107,12 @@ class FleetConfig:
         expiry); its login and client id are ``role``'s (:func:`service_login`)."""
         broker, client_id = service_login(self.broker, self.client_id, role)
         return IngestConfig(
-            broker=broker, client_id=client_id, ca_file=self.ca_file,
-            batch_max=self.batch_max, window=self.window, status_only=status_only,
+            broker=broker,
+            client_id=client_id,
+            ca_file=self.ca_file,
+            batch_max=self.batch_max,
+            window=self.window,
+            status_only=status_only,
             mqtt_v5=self.mqtt_v5,
             share_group=self.share_group if shared else None,
             session_expiry_s=self.session_expiry_s if shared else None,
@@ -122,9 +126,7 @@ class FleetConfig:
             self,
             share_group=self.share_group or DEFAULT_SHARE_GROUP,
             session_expiry_s=(
-                DEFAULT_SESSION_EXPIRY_S
-                if self.session_expiry_s is None
-                else self.session_expiry_s
+                DEFAULT_SESSION_EXPIRY_S if self.session_expiry_s is None else self.session_expiry_s
             ),
         )
 

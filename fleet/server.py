@@ -113,7 +113,9 @@ class FleetServer:
         if c.insecure and not c.tokens_file and not is_loopback(c.http_host):
             log.warning(
                 "the API on %s:%d is open to every machine that reaches it (--insecure, "
-                "no --tokens)", c.http_host, c.http_port,
+                "no --tokens)",
+                c.http_host,
+                c.http_port,
             )
         hooks = list(self._hooks)
         tokens = WatchedTokens(Path(c.tokens_file)) if c.tokens_file else None
@@ -142,7 +144,6 @@ class FleetServer:
             )
             self._ingestor.start()
             if c.scaled_out:
-
                 self._pool = WorkerPool(c.for_workers(), c.workers).start()
             if c.rollouts_dir:
                 hooks.append(self._start_rollouts())
@@ -157,7 +158,8 @@ class FleetServer:
             self.stop()
             raise
         log.info(
-            "fleet: store %s%s, API %s", self._store.description,
+            "fleet: store %s%s, API %s",
+            self._store.description,
             f", reads from {self._read_store.description}" if self._read_store else "",
             self.http_url,
         )
@@ -214,8 +216,12 @@ class FleetServer:
             log.info("%d rollout records moved from %s into the store", imported, c.rollouts_dir)
         b, client_id = service_login(c.broker, c.client_id, ROLLOUTS_ROLE)
         link = RolloutMqttLink(
-            b.host, b.port, username=b.username, password=b.password,
-            ca_cert=Path(c.ca_file) if c.ca_file else None, client_id=client_id,
+            b.host,
+            b.port,
+            username=b.username,
+            password=b.password,
+            ca_cert=Path(c.ca_file) if c.ca_file else None,
+            client_id=client_id,
         )
         link.start(timeout=15.0)
         self._rollout_link = link
@@ -332,9 +338,7 @@ class FleetServer:
 def delete_old_dead_letters(store: Store, days: float, now: datetime | None = None) -> None:
     """Delete the dead letters received more than ``days`` days before ``now``."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
-    store.execute(
-        "DELETE FROM dead_letters WHERE received_at < ?", [cutoff.replace(tzinfo=None)]
-    )
+    store.execute("DELETE FROM dead_letters WHERE received_at < ?", [cutoff.replace(tzinfo=None)])
 
 
 def _auth_hook(tokens: Authenticator) -> Callable[[FastAPI], None]:

@@ -93,9 +93,7 @@ def read_password_file(path: Path, *, max_bytes: int = 4096, what: str = "passwo
         with path.open("rb") as fh:
             data = fh.read(max_bytes + 1)
     except OSError as exc:
-        raise BrokerUrlError(
-            f"cannot read the {what} file {path}: {exc.strerror or exc}"
-        ) from None
+        raise BrokerUrlError(f"cannot read the {what} file {path}: {exc.strerror or exc}") from None
     try:
         lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError:

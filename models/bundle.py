@@ -196,8 +196,7 @@ class BundleManifest(_Strict):
         if compare_versions(self.version, installed) > 0:
             return None
         what = (
-            f"bundle {self.name} {self.version} is not newer than the installed version "
-            f"{installed}"
+            f"bundle {self.name} {self.version} is not newer than the installed version {installed}"
         )
         if self.rollback_of is None:
             if rollback:

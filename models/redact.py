@@ -19,8 +19,18 @@ from urllib.parse import unquote
 MASK = "***"
 # Query parameters (and libpq keywords) whose value is a secret, compared in lower case.
 SECRET_KEYS = frozenset(
-    {"password", "passwd", "pass", "pwd", "sslpassword", "token", "access_token", "secret",
-     "api_key", "apikey"}
+    {
+        "password",
+        "passwd",
+        "pass",
+        "pwd",
+        "sslpassword",
+        "token",
+        "access_token",
+        "secret",
+        "api_key",
+        "apikey",
+    }
 )
 _KEYWORD_PAIR = re.compile(
     r"(?i)\b(" + "|".join(sorted(SECRET_KEYS)) + r")(\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)"
@@ -80,9 +90,11 @@ def redact_url(url: str) -> str:
             tail, _, frag = tail.partition("#")
             fragment = "#" + frag
         pairs = _query_pairs(tail)
-        tail = "?" + "&".join(
-            k if v is None else f"{k}={MASK if _is_secret(k) else v}" for k, v in pairs
-        ) + fragment
+        tail = (
+            "?"
+            + "&".join(k if v is None else f"{k}={MASK if _is_secret(k) else v}" for k, v in pairs)
+            + fragment
+        )
     return f"{scheme}{shown}{host}{tail}"
 
 

@@ -27,9 +27,7 @@ def _nncf() -> ModuleType:
     try:
         return importlib.import_module("nncf")
     except ImportError as exc:
-        raise QuantizeError(
-            "NNCF is not installed: pip install 'edgetally[quantize]'"
-        ) from exc
+        raise QuantizeError("NNCF is not installed: pip install 'edgetally[quantize]'") from exc
 
 
 @contextlib.contextmanager
@@ -194,7 +192,9 @@ def _quantize_onnx_ort(prepared: Path, name: str, tensors: list[Tensor], out_onn
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(
-        str(prepared), str(out_onnx), _calibration_reader(name, tensors),
+        str(prepared),
+        str(out_onnx),
+        _calibration_reader(name, tensors),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         activation_type=QuantType.QUInt8,
@@ -252,9 +252,7 @@ def quantize_onnx(
             model = _prepare_onnx(source, prepared)
             onnx.save(model, str(prepared))
         except Exception as exc:
-            raise QuantizeError(
-                f"cannot read ONNX model {source.name}: {first_line(exc)}"
-            ) from exc
+            raise QuantizeError(f"cannot read ONNX model {source.name}: {first_line(exc)}") from exc
         name = model.graph.input[0].name
         try:
             with quiet():
@@ -263,9 +261,7 @@ def quantize_onnx(
                 else:
                     _quantize_onnx_ort(prepared, name, tensors, out_onnx)
         except Exception as exc:
-            raise QuantizeError(
-                f"{quantizer} failed on {source.name}: {first_line(exc)}"
-            ) from exc
+            raise QuantizeError(f"{quantizer} failed on {source.name}: {first_line(exc)}") from exc
     finally:
         prepared.unlink(missing_ok=True)
     return out_onnx

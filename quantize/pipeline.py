@@ -143,8 +143,9 @@ def quantize_model(
     images = load_calibration(calib, calib_limit, calib_stride)
     gate_images = load_frames(eval_seq) if eval_seq is not None else images
 
-    fp32 = Detector(source, open_backend(source.path, source.manifest.format,
-                                         reference_backend(fmt, source)))
+    fp32 = Detector(
+        source, open_backend(source.path, source.manifest.format, reference_backend(fmt, source))
+    )
     # Calibration data goes through the device's own pre-processing.
     tensors = []
     for done, image in enumerate(images, start=1):
@@ -162,8 +163,14 @@ def quantize_model(
         if engine is not None:
             engine(source, tensors, target)
         elif fmt == "openvino":
-            quantize_openvino(source.path, tensors, target, keep_head_fp32=keep_head_fp32,
-                              keep_depthwise_fp32=keep_depthwise_fp32, preset=preset)
+            quantize_openvino(
+                source.path,
+                tensors,
+                target,
+                keep_head_fp32=keep_head_fp32,
+                keep_depthwise_fp32=keep_depthwise_fp32,
+                preset=preset,
+            )
         elif fmt == "onnx":
             quantize_onnx(source.path, tensors, target, quantizer=onnx_quantizer)
         else:
@@ -171,19 +178,21 @@ def quantize_model(
 
             quantize_tflite(source, tensors, target, scratch / "work")
             layout, in_dtype = "NHWC", "int8"
-        manifest = source.manifest.model_copy(update={
-            "name": stem,
-            "format": fmt,
-            "file": target.name,
-            "package": None,
-            "sha256": sha256_of(target),
-            "precision": "int8",
-            "input": source.manifest.input.model_copy(
-                update={"layout": layout, "dtype": in_dtype}
-            ),
-            "source": f"edgetally quantize {source.name} --format {fmt} "
-                      f"(calibrated on {len(tensors)} images of {calib.name})",
-        })
+        manifest = source.manifest.model_copy(
+            update={
+                "name": stem,
+                "format": fmt,
+                "file": target.name,
+                "package": None,
+                "sha256": sha256_of(target),
+                "precision": "int8",
+                "input": source.manifest.input.model_copy(
+                    update={"layout": layout, "dtype": in_dtype}
+                ),
+                "source": f"edgetally quantize {source.name} --format {fmt} "
+                f"(calibrated on {len(tensors)} images of {calib.name})",
+            }
+        )
         write_sidecar(target, manifest)
         # Loaded back the way `edgetally count --model FILE` loads it: through its sidecar.
         quantized = resolve_model(str(target))

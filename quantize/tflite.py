@@ -58,9 +58,7 @@ def _sample_images(tensors: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.flo
     return np.stack(images).astype(np.float32)
 
 
-def quantize_tflite(
-    source: ResolvedModel, tensors: list[Tensor], target: Path, work: Path
-) -> Path:
+def quantize_tflite(source: ResolvedModel, tensors: list[Tensor], target: Path, work: Path) -> Path:
     """FP32 ONNX -> full-integer TFLite with int8 input and output, calibrated on ``tensors``
     (already through the device's pre-processing); ``work`` is a scratch folder."""
     onnx2tf, tf = _toolchain()

@@ -161,8 +161,7 @@ class CameraConfig(_Strict):
             for what, name in (("region", f.region_id), ("facing", f.facing_id)):
                 if not _ID_RE.fullmatch(name):
                     raise ValueError(
-                        f"{what} id {name[:80]!r}: use 1-64 letters, digits, '_', '.', "
-                        "':' or '-'"
+                        f"{what} id {name[:80]!r}: use 1-64 letters, digits, '_', '.', ':' or '-'"
                     )
         return value
 
@@ -175,9 +174,7 @@ class CameraConfig(_Strict):
         if len(values) != 4:
             raise ValueError(f"expected 4 numbers [x1, y1, x2, y2], got {len(values)}")
         if values[2] - values[0] < 32 or values[3] - values[1] < 32:
-            raise ValueError(
-                "give the top-left then the bottom-right corner, at least 32 px apart"
-            )
+            raise ValueError("give the top-left then the bottom-right corner, at least 32 px apart")
         return tuple(values)
 
     @model_validator(mode="after")
@@ -299,8 +296,12 @@ class DeviceConfig(_Strict):
         if password is None and self.mqtt_password_file is None and self.updates is not None:
             password = self.updates.mqtt_password
         return broker_login(
-            self.broker, site=self.site, device=self.device, password=password,
-            password_file=self.mqtt_password_file, ca_file=self.mqtt_ca,
+            self.broker,
+            site=self.site,
+            device=self.device,
+            password=password,
+            password_file=self.mqtt_password_file,
+            ca_file=self.mqtt_ca,
         )
 
     def __repr_args__(self) -> Any:  # a password in the broker URLs stays out
@@ -365,7 +366,7 @@ def _problem(error: Any, suggestion: str | None) -> str:
         return "missing required key"
     if kind == "string_pattern_mismatch":
         return "invalid id: use 1-64 letters, digits, '_', '.', ':' or '-' (no spaces or '/')"
-    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+    return msg[len("Value error, ") :] if msg.startswith("Value error, ") else msg
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:

@@ -156,9 +156,7 @@ def default_pipeline(camera: CameraConfig, config: DeviceConfig) -> Pipeline:
     from edgetally.runtime.counting.pipeline import build_pipeline
     from edgetally.runtime.types import LineId, ZoneId
 
-    lines = [
-        LineSpec(LineId(ln.id), *ln.points, band=ln.band) for ln in camera.lines
-    ]
+    lines = [LineSpec(LineId(ln.id), *ln.points, band=ln.band) for ln in camera.lines]
     zones = [ZoneSpec(ZoneId(z.id), z.polygon) for z in camera.zones]
     detector = load_detector(config.model, config.backend, config.accelerator)
     return build_pipeline(detector, lines, zones, roi=camera.roi)
@@ -253,10 +251,14 @@ class Device:
         ]
         audio_reports: list[AudioReport] = []
         if analyzer is not None:
-            threads.append(threading.Thread(
-                target=self._audio_thread, args=(analyzer, audio_reports, errors),
-                name="audio", daemon=True,
-            ))
+            threads.append(
+                threading.Thread(
+                    target=self._audio_thread,
+                    args=(analyzer, audio_reports, errors),
+                    name="audio",
+                    daemon=True,
+                )
+            )
         try:
             for t in threads:
                 t.start()
@@ -287,8 +289,15 @@ class Device:
             )
         audio = audio_reports[0] if audio_reports else None
         return DeviceReport(
-            tuple(reports), self.produced, remaining, next_seq, power, audio, problem,
-            published=self.publisher.acked, refused=self.publisher.refused,
+            tuple(reports),
+            self.produced,
+            remaining,
+            next_seq,
+            power,
+            audio,
+            problem,
+            published=self.publisher.acked,
+            refused=self.publisher.refused,
         )
 
     def _audio_analyzer(self) -> AudioAnalyzer | None:
@@ -306,10 +315,18 @@ class Device:
         cfg = self.config
         assert cfg.audio is not None
         try:
-            reports.append(run_audio(
-                cfg.audio, analyzer, self.outbox, site=cfg.site, device=cfg.device,
-                bucket_seconds=cfg.bucket_seconds, stop=self.stop, on_stored=self._stored,
-            ))
+            reports.append(
+                run_audio(
+                    cfg.audio,
+                    analyzer,
+                    self.outbox,
+                    site=cfg.site,
+                    device=cfg.device,
+                    bucket_seconds=cfg.bucket_seconds,
+                    stop=self.stop,
+                    on_stored=self._stored,
+                )
+            )
         except BaseException as exc:  # handed to run(), which raises it
             errors.append(exc)
             self.stop.set()
@@ -324,8 +341,12 @@ class Device:
             return None
         cfg = self.config
         sampler = PowerSampler(
-            meter, self.outbox, site=cfg.site, device=cfg.device,
-            bucket_seconds=cfg.bucket_seconds, interval=cfg.power.interval_s,
+            meter,
+            self.outbox,
+            site=cfg.site,
+            device=cfg.device,
+            bucket_seconds=cfg.bucket_seconds,
+            interval=cfg.power.interval_s,
             on_stored=publisher.wake,
         )
         sampler.start()
@@ -348,7 +369,8 @@ class Device:
         cfg = self.config
         key = f"{cam.id}|{cam.source}|{cam.stride}|{cam.max_frames}|{cfg.bucket_seconds}"
         aggregator = Aggregator(
-            [ln.id for ln in cam.lines], [z.id for z in cam.zones],
+            [ln.id for ln in cam.lines],
+            [z.id for z in cam.zones],
             bucket_seconds=cfg.bucket_seconds,
         )
         report.totals = {ln.id: [0, 0] for ln in cam.lines}
@@ -395,8 +417,13 @@ class Device:
             cp = Checkpoint(bucket.next_frame, buckets, json.dumps(state))
             shelf = [b for b in shelf_closed if b.start < bucket.start + _span(bucket)]
             seqs = store_bucket(
-                self.outbox, site=cfg.site, device=cfg.device, source=cam.id,
-                bucket=bucket, checkpoint=(key, cp) if not source.live else None, shelf=shelf,
+                self.outbox,
+                site=cfg.site,
+                device=cfg.device,
+                source=cam.id,
+                bucket=bucket,
+                checkpoint=(key, cp) if not source.live else None,
+                shelf=shelf,
             )
             del shelf_closed[: len(shelf)]
             report.shelf_messages += sum(_shelf_message_count(b) for b in shelf)

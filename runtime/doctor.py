@@ -28,7 +28,6 @@ from edgetally.runtime.hardware import (
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True, slots=True)
 class DelegateStatus:
     library: str
@@ -85,8 +84,10 @@ class DoctorReport:
         return {
             "hardware": hw,
             "runtimes": asdict(self.runtimes),
-            "recommendation": {**asdict(self.recommendation),
-                               "cli_args": self.recommendation.cli_args},
+            "recommendation": {
+                **asdict(self.recommendation),
+                "cli_args": self.recommendation.cli_args,
+            },
             "notes": list(self.notes),
         }
 
@@ -177,8 +178,10 @@ def _cpu_reason(hw: HardwareReport) -> str:
     if cpu.has_vnni:
         return "VNNI: one instruction per int8 dot product, INT8 ~2x faster than FP32"
     if "avx2" in cpu.flags:
-        return ("AVX2 without VNNI: INT8 runs through 16-bit multiply-adds, so it is only "
-                "modestly faster than FP32, but still smaller")
+        return (
+            "AVX2 without VNNI: INT8 runs through 16-bit multiply-adds, so it is only "
+            "modestly faster than FP32, but still smaller"
+        )
     if "asimddp" in cpu.flags or "i8mm" in cpu.flags:
         return "Arm dot-product (SDOT/I8MM): INT8 is ~2x faster than FP32"
     if "asimd" in cpu.flags:
@@ -209,16 +212,26 @@ def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tu
 
     if hw.has("intel-npu"):
         if "NPU" in rt.openvino_devices:
-            choice = Recommendation("openvino", "NPU", "int8", "openvino",
-                                    "Intel NPU seen by OpenVINO: INT8 IR runs there")
+            choice = Recommendation(
+                "openvino",
+                "NPU",
+                "int8",
+                "openvino",
+                "Intel NPU seen by OpenVINO: INT8 IR runs there",
+            )
         elif rt.openvino:
-            notes.append("Intel NPU present but OpenVINO does not list it: install the "
-                         "NPU driver (intel-driver-compiler-npu, level-zero)")
+            notes.append(
+                "Intel NPU present but OpenVINO does not list it: install the "
+                "NPU driver (intel-driver-compiler-npu, level-zero)"
+            )
     if hw.has("imx-npu"):
         vx = _usable_delegate(loaded, "libvx_delegate.so", "i.MX NPU", "VX delegate", notes)
         if vx is not None and choice is None and rt.litert:
             choice = Recommendation(
-                "litert", vx.path, "int8", "tflite",
+                "litert",
+                vx.path,
+                "int8",
+                "tflite",
                 "i.MX 8M Plus NPU through the VX delegate: needs a full-integer TFLite model",
                 DELEGATE_OPTIONS["libvx_delegate.so"],
             )
@@ -228,7 +241,10 @@ def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tu
         )
         if ethos is not None and choice is None and rt.litert:
             choice = Recommendation(
-                "litert", ethos.path, "int8", "tflite",
+                "litert",
+                ethos.path,
+                "int8",
+                "tflite",
                 "i.MX 93 Ethos-U65 through the Ethos-U delegate: needs a full-integer TFLite "
                 "compiled by Vela (operators Vela cannot place run on the Cortex-A55s)",
                 DELEGATE_OPTIONS["libethosu_delegate.so"],
@@ -241,7 +257,10 @@ def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tu
         )
         if tpu is not None and choice is None and rt.litert:
             choice = Recommendation(
-                "litert", tpu.path, "int8", "tflite",
+                "litert",
+                tpu.path,
+                "int8",
+                "tflite",
                 "Coral Edge TPU: a full-integer TFLite compiled by edgetpu_compiler "
                 "(a _edgetpu.tflite file; any other model runs on the CPU)",
                 compile_step="edgetpu_compiler MODEL-int8.tflite "
@@ -249,26 +268,33 @@ def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tu
             )
     if hw.has("hailo"):
         lib = "found" if "libhailort.so" in hw.runtime_libs else "not found"
-        notes.append(f"Hailo accelerator present (HailoRT {lib}): it runs only .hef models "
-                     "compiled by Hailo's Dataflow Compiler, through HailoRT; there is no "
-                     "LiteRT delegate or onnxruntime provider for it and edgetally has no "
-                     "HailoRT backend: counting runs on the CPU")
+        notes.append(
+            f"Hailo accelerator present (HailoRT {lib}): it runs only .hef models "
+            "compiled by Hailo's Dataflow Compiler, through HailoRT; there is no "
+            "LiteRT delegate or onnxruntime provider for it and edgetally has no "
+            "HailoRT backend: counting runs on the CPU"
+        )
     if hw.has("rockchip-npu"):
         lib = "found" if "librknnrt.so" in hw.runtime_libs else "not found"
-        notes.append(f"Rockchip NPU present (librknnrt {lib}): it runs only .rknn models "
-                     "converted by Rockchip's RKNN-Toolkit2 (from ONNX or TFLite), through "
-                     "librknnrt; there is no LiteRT delegate or onnxruntime provider for it "
-                     "and edgetally has no RKNN backend: counting runs on the CPU")
+        notes.append(
+            f"Rockchip NPU present (librknnrt {lib}): it runs only .rknn models "
+            "converted by Rockchip's RKNN-Toolkit2 (from ONNX or TFLite), through "
+            "librknnrt; there is no LiteRT delegate or onnxruntime provider for it "
+            "and edgetally has no RKNN backend: counting runs on the CPU"
+        )
     if hw.cpu.big_cores:
         clusters = " + ".join(f"{n}x {name}" for name, n in hw.cpu.clusters)
-        notes.append(f"big.LITTLE CPU ({clusters}): CPU backends run on the "
-                     f"{hw.cpu.big_cores} big cores")
+        notes.append(
+            f"big.LITTLE CPU ({clusters}): CPU backends run on the {hw.cpu.big_cores} big cores"
+        )
     if hw.has("intel-gpu") and "GPU" in rt.openvino_devices:
         notes.append("Intel GPU seen by OpenVINO: --device GPU (or AUTO) offloads the CPU")
     extra = [p for p in rt.ort_providers if p not in ("CPU", "Azure")]
     if extra:
-        notes.append(f"onnxruntime execution providers: {', '.join(extra)} "
-                     "(--backend onnxruntime --device <provider>)")
+        notes.append(
+            f"onnxruntime execution providers: {', '.join(extra)} "
+            "(--backend onnxruntime --device <provider>)"
+        )
     for err in rt.errors:
         notes.append(f"runtime error: {err}")
 
@@ -277,20 +303,40 @@ def recommend(hw: HardwareReport, rt: RuntimeReport) -> tuple[Recommendation, tu
         reason = _cpu_reason(hw)
         threads = hw.cpu.big_cores
         if hw.cpu.arch == "x86_64" and rt.openvino:
-            choice = Recommendation("openvino", "CPU", precision, "openvino",
-                                    f"x86 CPU, OpenVINO: {reason}")
+            choice = Recommendation(
+                "openvino", "CPU", precision, "openvino", f"x86 CPU, OpenVINO: {reason}"
+            )
         elif rt.onnxruntime:
-            choice = Recommendation("onnxruntime", "CPU", precision, "onnx",
-                                    f"CPU, onnxruntime: {reason}", threads=threads)
+            choice = Recommendation(
+                "onnxruntime",
+                "CPU",
+                precision,
+                "onnx",
+                f"CPU, onnxruntime: {reason}",
+                threads=threads,
+            )
         elif rt.litert:
-            choice = Recommendation("litert", "CPU", precision, "tflite",
-                                    f"CPU, LiteRT (XNNPACK): {reason}", threads=threads)
+            choice = Recommendation(
+                "litert",
+                "CPU",
+                precision,
+                "tflite",
+                f"CPU, LiteRT (XNNPACK): {reason}",
+                threads=threads,
+            )
         elif rt.openvino:
-            choice = Recommendation("openvino", "CPU", precision, "openvino",
-                                    f"CPU, OpenVINO: {reason}", threads=threads)
+            choice = Recommendation(
+                "openvino",
+                "CPU",
+                precision,
+                "openvino",
+                f"CPU, OpenVINO: {reason}",
+                threads=threads,
+            )
         else:
-            choice = Recommendation("none", "CPU", precision, "onnx",
-                                    "no inference runtime installed: ./run install")
+            choice = Recommendation(
+                "none", "CPU", precision, "onnx", "no inference runtime installed: ./run install"
+            )
     return choice, tuple(notes)
 
 
@@ -325,16 +371,19 @@ def describe(report: DoctorReport) -> list[str]:
         + (f"  providers: {', '.join(rt.ort_providers)}" if rt.ort_providers else "")
     )
     devices = ", ".join(f"{d} ({n})" for d, n in rt.openvino_devices.items())
-    lines.append(f"OpenVINO:     {rt.openvino or 'not installed'}"
-                 + (f"  devices: {devices}" if devices else ""))
+    lines.append(
+        f"OpenVINO:     {rt.openvino or 'not installed'}"
+        + (f"  devices: {devices}" if devices else "")
+    )
     lines.append(f"LiteRT:       {rt.litert or 'not installed'}")
     if not rt.delegates:
         lines.append("  delegates:  none on disk")
     for d in rt.delegates:
         state = {True: "loads", False: f"FAILS: {d.error}", None: "not tried"}[d.loads]
         lines.append(f"  delegate:   {d.what}: {d.path} ({state})")
-    lines.append(f"recommended:  {rec.cli_args}  precision {rec.precision}, "
-                 f"model format {rec.model_format}")
+    lines.append(
+        f"recommended:  {rec.cli_args}  precision {rec.precision}, model format {rec.model_format}"
+    )
     lines.append(f"  because:    {rec.reason}")
     if rec.delegate_options:
         opts = ", ".join(f"{k}={v}" for k, v in rec.delegate_options.items())
@@ -342,8 +391,10 @@ def describe(report: DoctorReport) -> list[str]:
     if rec.threads:
         lines.append(f"  threads:    {rec.threads} (the big cores)")
     if rec.compile_step:
-        lines.append("  model:      edgetally quantize --format tflite writes MODEL-int8.tflite;"
-                     f" then {rec.compile_step}")
+        lines.append(
+            "  model:      edgetally quantize --format tflite writes MODEL-int8.tflite;"
+            f" then {rec.compile_step}"
+        )
     for note in report.notes:
         lines.append(f"note:         {note}")
     return lines

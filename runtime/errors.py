@@ -31,6 +31,7 @@ def deepest_errors(errors: list[ErrorDetails]) -> list[ErrorDetails]:
     fail too ("cameras: at least 1 item"), so keep the deepest problems."""
     locs = [e["loc"] for e in errors]
     return [
-        e for e in errors
+        e
+        for e in errors
         if not any(len(o) > len(e["loc"]) and o[: len(e["loc"])] == e["loc"] for o in locs)
     ] or errors

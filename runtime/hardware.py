@@ -60,10 +60,21 @@ DELEGATE_OPTIONS: dict[str, dict[str, str]] = {
 
 # Arm cores by "CPU part" (implementer 0x41), to name big.LITTLE clusters.
 ARM_PARTS: dict[str, str] = {
-    "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
-    "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
-    "0xd0c": "Neoverse-N1", "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78", "0xd44": "Cortex-X1",
-    "0xd46": "Cortex-A510", "0xd47": "Cortex-A710", "0xd4d": "Cortex-A715",
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd09": "Cortex-A73",
+    "0xd0a": "Cortex-A75",
+    "0xd0b": "Cortex-A76",
+    "0xd0c": "Neoverse-N1",
+    "0xd0d": "Cortex-A77",
+    "0xd41": "Cortex-A78",
+    "0xd44": "Cortex-X1",
+    "0xd46": "Cortex-A510",
+    "0xd47": "Cortex-A710",
+    "0xd4d": "Cortex-A715",
 }
 # The bigger core of a pair (for the threads a big.LITTLE SoC should run inference on).
 ARM_LITTLE = frozenset({"0xd03", "0xd04", "0xd05", "0xd46"})
@@ -73,11 +84,30 @@ CORAL_USB_IDS: frozenset[str] = frozenset({"1a6e:089a", "18d1:9302"})
 
 # CPU flags worth reporting for inference (x86 "flags", Arm "Features").
 X86_FLAGS: tuple[str, ...] = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
-    "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
 )
 ARM_FLAGS: tuple[str, ...] = (
-    "asimd", "fphp", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2",
+    "asimd",
+    "fphp",
+    "asimdhp",
+    "asimddp",
+    "i8mm",
+    "bf16",
+    "sve",
+    "sve2",
 )
 
 
@@ -230,19 +260,24 @@ def probe_accelerators(fs: RootFS, soc: tuple[str, ...]) -> tuple[Accelerator, .
     if galcore and imx8mp:
         found.append(Accelerator("imx-npu", "NXP i.MX 8M Plus NPU (2.3 TOPS)", tuple(galcore)))
     elif galcore:
-        found.append(Accelerator("imx-npu", "VeriSilicon/Vivante GPU or NPU (galcore)",
-                                 tuple(galcore)))
+        found.append(
+            Accelerator("imx-npu", "VeriSilicon/Vivante GPU or NPU (galcore)", tuple(galcore))
+        )
     # Arm Ethos-U65 NPU of the NXP i.MX 93 (driver ethosu, /dev/ethosu0).
     ethosu = fs.glob("/dev/ethosu*") + [p for p in ("/sys/module/ethosu",) if fs.exists(p)]
     if ethosu:
         where = "NXP i.MX 93" if any(c.startswith("fsl,imx93") for c in soc) else "Arm"
         found.append(Accelerator("ethos-u", f"{where} Ethos-U65 NPU", tuple(ethosu)))
     # Rockchip NPU (RK3588, RK3568, ...).
-    rknpu = [p for p in ("/dev/rknpu", "/sys/module/rknpu", "/sys/kernel/debug/rknpu")
-             if fs.exists(p)]
+    rknpu = [
+        p for p in ("/dev/rknpu", "/sys/module/rknpu", "/sys/kernel/debug/rknpu") if fs.exists(p)
+    ]
     # The vendor kernel's DRM driver: a device-tree node "npu@..." compatible "...-rknpu".
-    rknpu += [node for node in fs.glob("/proc/device-tree/npu@*")
-              if "rknpu" in (fs.read_text(f"{node}/compatible") or "")]
+    rknpu += [
+        node
+        for node in fs.glob("/proc/device-tree/npu@*")
+        if "rknpu" in (fs.read_text(f"{node}/compatible") or "")
+    ]
     if rknpu:
         chip = next((c.split(",", 1)[1] for c in soc if c.startswith("rockchip,rk")), "Rockchip")
         found.append(Accelerator("rockchip-npu", f"Rockchip NPU ({chip})", tuple(rknpu)))

@@ -96,8 +96,13 @@ class PowerSampler:
         except BridgeError as exc:
             self.read_errors += 1
             level = logging.WARNING if self.read_errors % 60 == 1 else logging.DEBUG
-            log.log(level, "power meter %s (%d failed reads): %s",
-                    self.meter.source, self.read_errors, exc)
+            log.log(
+                level,
+                "power meter %s (%d failed reads): %s",
+                self.meter.source,
+                self.read_errors,
+                exc,
+            )
             return
         self._recent.append((time.monotonic(), reading.watts))
         for bucket in self._integrator.add(reading):
@@ -140,7 +145,10 @@ class PowerSampler:
         if self._error is not None:
             raise self._error
         return PowerSummary(
-            self.meter.source, self.meter.measured, self.buckets, self.stored_wh,
+            self.meter.source,
+            self.meter.measured,
+            self.buckets,
+            self.stored_wh,
             self.read_errors,
         )
 

@@ -26,7 +26,6 @@ Progress = Callable[[str, float, float | None], None]
 when unknown (a live source). The runtime never draws anything itself."""
 
 
-
 def iou_matrix(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     """IoU of every box of ``a`` (N x 4, xyxy) with every box of ``b`` (M x 4): N x M."""
     if len(a) == 0 or len(b) == 0:
@@ -41,6 +40,7 @@ def iou_matrix(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[np.float
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
 
 @dataclass(frozen=True, slots=True)
 class Frame:

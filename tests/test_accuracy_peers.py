@@ -18,8 +18,10 @@ from edgetally.runtime.counting.analytics import LineSpec
 
 from tests.conftest import REPO
 
-pytest.importorskip("boxmot.trackers.box.ocsort.tracker",
-                    reason="boxmot or what its trackers import is missing (the peers extra)")
+pytest.importorskip(
+    "boxmot.trackers.box.ocsort.tracker",
+    reason="boxmot or what its trackers import is missing (the peers extra)",
+)
 sv = pytest.importorskip("supervision", reason="supervision not installed (the peers extra)")
 
 FPS = 25.0
@@ -30,7 +32,8 @@ ASIDE = (40.0, 40.0, 40.0, 120.0)  # a line the walker never reaches
 
 def load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+        f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while being made
@@ -73,23 +76,31 @@ def ours(line: tuple[float, float, float, float], end: tuple[float, float]) -> s
     return "in" if spec.signed_distance(*end) > 0 else "out"
 
 
-@pytest.mark.parametrize(("line", "start", "end"), [
-    ((200, 140, 200, 300), (150, 250), (250, 250)),  # top to bottom, moving right
-    ((200, 140, 200, 300), (250, 250), (150, 250)),  # top to bottom, moving left
-    ((200, 300, 200, 140), (150, 250), (250, 250)),  # bottom to top, moving right
-    ((100, 200, 300, 200), (200, 250), (200, 150)),  # left to right, moving up
-    ((300, 200, 100, 200), (200, 250), (200, 150)),  # right to left, moving up
-    ((100, 100, 300, 300), (250, 100), (100, 250)),  # diagonal
-])
+@pytest.mark.parametrize(
+    ("line", "start", "end"),
+    [
+        ((200, 140, 200, 300), (150, 250), (250, 250)),  # top to bottom, moving right
+        ((200, 140, 200, 300), (250, 250), (150, 250)),  # top to bottom, moving left
+        ((200, 300, 200, 140), (150, 250), (250, 250)),  # bottom to top, moving right
+        ((100, 200, 300, 200), (200, 250), (200, 150)),  # left to right, moving up
+        ((300, 200, 100, 200), (200, 250), (200, 150)),  # right to left, moving up
+        ((100, 100, 300, 300), (250, 100), (100, 250)),  # diagonal
+    ],
+)
 def test_linezone_in_is_ours(
-    peers: ModuleType, line: tuple[float, float, float, float],
-    start: tuple[float, float], end: tuple[float, float],
+    peers: ModuleType,
+    line: tuple[float, float, float, float],
+    start: tuple[float, float],
+    end: tuple[float, float],
 ) -> None:
     """LineZone(start=P1, end=P2) calls ``in`` what we do: toward the side (y2-y1, x1-x2)
     points to, y down."""
     x1, y1, x2, y2 = line
-    zone = sv.LineZone(start=sv.Point(x1, y1), end=sv.Point(x2, y2),
-                       triggering_anchors=(sv.Position.BOTTOM_CENTER,))
+    zone = sv.LineZone(
+        start=sv.Point(x1, y1),
+        end=sv.Point(x2, y2),
+        triggering_anchors=(sv.Position.BOTTOM_CENTER,),
+    )
     seen = []
     for k in range(21):
         fx = start[0] + (end[0] - start[0]) * k / 20
@@ -101,8 +112,10 @@ def test_linezone_in_is_ours(
 
 
 @pytest.mark.parametrize("rightward", [True, False], ids=["right", "left"])
-@pytest.mark.parametrize("tracker", ["boxmot-ocsort", "boxmot-bytetrack", "boxmot-sfsort",
-                                     "boxmot-botsort", "sv-bytetrack"])
+@pytest.mark.parametrize(
+    "tracker",
+    ["boxmot-ocsort", "boxmot-bytetrack", "boxmot-sfsort", "boxmot-botsort", "sv-bytetrack"],
+)
 def test_peer_finds_the_one_crossing(peers: ModuleType, tracker: str, rightward: bool) -> None:
     assert tracker in peers.TRACKERS
     counter = peers.PeerCounter(tracker, [LINE, ASIDE], FPS)
@@ -139,15 +152,17 @@ def test_accuracy_scores_peers_beside_ours(peers: ModuleType, tmp_path: Path) ->
     cache.mkdir()
     arrays: dict[str, Any] = {f"b{i}": b for i, (b, _) in enumerate(detections)}
     arrays.update({f"s{i}": s for i, (_, s) in enumerate(detections)})
-    np.savez_compressed(accuracy._cache_path(cache, "m", "b", seq),
-                        n=np.array(len(detections)), **arrays)
+    np.savez_compressed(
+        accuracy._cache_path(cache, "m", "b", seq), n=np.array(len(detections)), **arrays
+    )
     logged: list[str] = []
 
     rows = accuracy.evaluate([("m", "b")], [seq], cache, 1.0, log=logged.append, peers=True)
 
     names = [(r["tracker"], r["threshold"]) for r in rows]
     assert names == [("edgetally", None)] + [
-        (t, th) for t in peers.TRACKERS for th in peers.THRESHOLDS]
+        (t, th) for t in peers.TRACKERS for th in peers.THRESHOLDS
+    ]
     for row in rows:
         assert {"model", "backend", "sequences"} <= row.keys()
         scored = row["sequences"]["walk"]

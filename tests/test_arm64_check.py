@@ -17,19 +17,23 @@ from tests.conftest import REPO
 @pytest.fixture(scope="module")
 def check() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "arm64_check", REPO / "benchmarks" / "arm64_check.py")
+        "arm64_check", REPO / "benchmarks" / "arm64_check.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def run(*frames: list[list[float]], counts: tuple[int, int] = (1, 0),
-        tracks: int = 2) -> dict[str, Any]:
+def run(
+    *frames: list[list[float]], counts: tuple[int, int] = (1, 0), tracks: int = 2
+) -> dict[str, Any]:
     """A probe's output: frames of [x1, y1, x2, y2, score, class] boxes."""
-    return {"frames": [list(f) for f in frames],
-            "lines": [{"line": [0, 0, 1, 1], "in": counts[0], "out": counts[1]}],
-            "tracks": tracks}
+    return {
+        "frames": [list(f) for f in frames],
+        "lines": [{"line": [0, 0, 1, 1], "in": counts[0], "out": counts[1]}],
+        "tracks": tracks,
+    }
 
 
 PERSON = [100.0, 50.0, 140.0, 150.0, 0.8, 0]
@@ -44,8 +48,10 @@ def test_the_same_run_agrees(check: ModuleType) -> None:
     x86 = run([PERSON, OTHER], [PERSON])
     ok, line = check.compare(x86, copy.deepcopy(x86), 1.0, 0.01)
     assert ok
-    assert line == ("3 boxes paired, max diff 0.00 px (tol 1), score 0.0000 (tol 0.01); "
-                    "line in/out 1/0, tracks 2")
+    assert line == (
+        "3 boxes paired, max diff 0.00 px (tol 1), score 0.0000 (tol 0.01); "
+        "line in/out 1/0, tracks 2"
+    )
 
 
 def test_boxes_within_the_tolerance_agree_and_beyond_it_differ(check: ModuleType) -> None:
@@ -93,4 +99,5 @@ def test_the_plan_uses_the_default_where_the_backend_runs_its_format(
     assert plan["litert"] == (
         "the default yolox-nano is onnx, which litert does not run; "
         "ssd-mobilenet-v1-coco-quant (ssd_mobilenet_v1_coco_quant.tflite) not in a model "
-        "directory")
+        "directory"
+    )

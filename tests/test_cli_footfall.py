@@ -102,9 +102,7 @@ def test_the_default_model_counts_the_long_clip_right_event_by_event(vtest_avi: 
     assert out["count_accuracy"] >= 0.95
     assert out["events"]["f1"] >= 0.93
     events = out["events"]
-    assert events["tp"] + events["fn"] == sum(
-        ln["true_in"] + ln["true_out"] for ln in out["lines"]
-    )
+    assert events["tp"] + events["fn"] == sum(ln["true_in"] + ln["true_out"] for ln in out["lines"])
     assert events["tp"] + events["fp"] == sum(ln["in"] + ln["out"] for ln in out["lines"])
 
 
@@ -114,8 +112,14 @@ def test_count_events_round_trip_through_eval(tmp_path: Path) -> None:
     seq = shared_path("data", "footfall", "tud_stadtmitte")
     events = tmp_path / "events.jsonl"
     lines = ["450,200,450,480", "320,200,320,480"]
-    proc = edgetally("count", str(seq), *[a for ln in lines for a in ("--line", ln)],
-                     "--events", str(events), "--json")
+    proc = edgetally(
+        "count",
+        str(seq),
+        *[a for ln in lines for a in ("--line", ln)],
+        "--events",
+        str(events),
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     counted = json.loads(proc.stdout)
     rows = [json.loads(r) for r in events.read_text().splitlines()]
@@ -128,20 +132,23 @@ def test_count_events_round_trip_through_eval(tmp_path: Path) -> None:
     # Every line needs a crossing in the reference to be scored: both lines have some here.
     assert {tuple(r["line"]) for r in rows} == {(450, 200, 450, 480), (320, 200, 320, 480)}
     out = run_json("eval", str(seq), "--reference", str(events), "--json")
-    assert out["events"] == {"tp": len(rows), "fp": 0, "fn": 0,
-                             "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert out["events"] == {
+        "tp": len(rows),
+        "fp": 0,
+        "fn": 0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+    }
     assert out["count_accuracy"] == 1.0
     moved = [dict(r) for r in rows]
     moved[0]["t"] += 3.0
     shifted = tmp_path / "shifted.jsonl"
     shifted.write_text("".join(json.dumps(r) + "\n" for r in moved))
     out = run_json("eval", str(seq), "--reference", str(shifted), "--json")
-    assert (out["events"]["tp"], out["events"]["fp"], out["events"]["fn"]) == (
-        len(rows) - 1, 1, 1
-    )
+    assert (out["events"]["tp"], out["events"]["fp"], out["events"]["fn"]) == (len(rows) - 1, 1, 1)
     assert out["count_accuracy"] == 1.0  # net counts cannot see it
-    wide = run_json("eval", str(seq), "--reference", str(shifted), "--tolerance-s", "3.5",
-                    "--json")
+    wide = run_json("eval", str(seq), "--reference", str(shifted), "--tolerance-s", "3.5", "--json")
     assert wide["events"]["f1"] == 1.0
 
 
@@ -152,8 +159,9 @@ def test_zone_visits_on_a_real_clip_round_trip_through_eval(tmp_path: Path) -> N
     seq = shared_path("data", "footfall", "tud_campus")
     zone, line = "200,250,440,250,440,480,200,480", "320,250,320,480"
     events = tmp_path / "events.jsonl"
-    proc = edgetally("count", str(seq), "--zone", zone, "--line", line,
-                     "--events", str(events), "--json")
+    proc = edgetally(
+        "count", str(seq), "--zone", zone, "--line", line, "--events", str(events), "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     (counted,) = json.loads(proc.stdout)["zones"]
     assert counted["zone"] == [200, 250, 440, 250, 440, 480, 200, 480]
@@ -164,12 +172,22 @@ def test_zone_visits_on_a_real_clip_round_trip_through_eval(tmp_path: Path) -> N
     zone_rows = [r for r in rows if "zone" in r]
     assert [r["event"] for r in zone_rows].count("enter") == counted["visits"]
     assert [r["event"] for r in zone_rows].count("exit") == counted["visits"]
-    assert all(set(r) == {"t", "time", "frame", "line", "line_id", "dir", "track"}
-               for r in rows if "line" in r)
-    out = run_json("eval", str(seq), "--reference", str(events), "--zone-reference",
-                   str(events), "--json")
-    assert out["zone_visits"] == {"tp": counted["visits"], "fp": 0, "fn": 0,
-                                  "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert all(
+        set(r) == {"t", "time", "frame", "line", "line_id", "dir", "track"}
+        for r in rows
+        if "line" in r
+    )
+    out = run_json(
+        "eval", str(seq), "--reference", str(events), "--zone-reference", str(events), "--json"
+    )
+    assert out["zone_visits"] == {
+        "tp": counted["visits"],
+        "fp": 0,
+        "fn": 0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+    }
     assert out["zone_count_accuracy"] == 1.0 and out["events"]["f1"] == 1.0
     assert out["zones"][0]["true_dwell_p50_s"] == counted["dwell_p50_s"]
     first = next(i for i, r in enumerate(rows) if r.get("event") == "enter")
@@ -215,8 +233,7 @@ def test_eval_scores_events_against_mot_truth() -> None:
         (["eval", "{seq}", "--reference", "{ref}", "--line", "1,1,5,5"], ["not both"]),
         (["eval", "{seq}", "--reference", "{ref}", "--tolerance-s", "-1"], ["--tolerance-s"]),
         (["count", "{seq}", "--line", "1,1,5,5", "--events", "{junkdir}"], ["is a folder"]),
-        (["count", "{seq}", "--line", "1,1,5,5", "--events", "nodir/e.jsonl"],
-         ["does not exist"]),
+        (["count", "{seq}", "--line", "1,1,5,5", "--events", "nodir/e.jsonl"], ["does not exist"]),
     ],
 )
 def test_bad_input_is_one_line_and_a_non_zero_exit(
@@ -286,8 +303,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"),
-                                                   (signal.SIGINT, 130, "Ctrl-C")])
+@pytest.mark.parametrize(
+    ("sig", "code", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")]
+)
 def test_an_interrupted_count_prints_and_writes_what_it_has(
     vtest_avi: Path, tmp_path: Path, sig: int, code: int, name: str
 ) -> None:
@@ -296,9 +314,22 @@ def test_an_interrupted_count_prints_and_writes_what_it_has(
     reads that file as it is."""
     events = tmp_path / "events.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgetally", "count", str(vtest_avi), "--no-gate",
-         "--line", "560,180,560,430", "--events", str(events), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "count",
+            str(vtest_avi),
+            "--no-gate",
+            "--line",
+            "560,180,560,430",
+            "--events",
+            str(events),
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     # Interrupt it well into the clip: the whole count takes some 16 CPU-seconds here (two
     # inference threads), loading the model about one; CPU time, not wall time, so a busy

@@ -235,10 +235,17 @@ def test_a_broken_video_is_our_line_only(tmp_path: Path) -> None:
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\0\0\0\x18ftypisom" + bytes(4000))  # an MP4 header, no moov atom
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
-    for args in (["snapshot", str(broken), "--out", str(tmp_path / "f.png")],
-                 ["count", str(broken), "--line", LINE]):
-        proc = subprocess.run([sys.executable, "-m", "edgetally", *args], capture_output=True,
-                              text=True, env=env, timeout=300)
+    for args in (
+        ["snapshot", str(broken), "--out", str(tmp_path / "f.png")],
+        ["count", str(broken), "--line", LINE],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgetally", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert proc.returncode == 1
         assert "cannot open video" in one_error_line(proc.stderr)
         assert "moov" not in proc.stderr
@@ -263,24 +270,35 @@ def test_count_json_keeps_the_lines_typed_and_annotate_says_where(
 ) -> None:
     video = tmp_path / "annotated.avi"
     code, out, err = edgetally(
-        "count", str(clip), "--line", LINE, "--line", "20.5,10,20.5,110",
-        "--annotate", str(video), "--json",
+        "count",
+        str(clip),
+        "--line",
+        LINE,
+        "--line",
+        "20.5,10,20.5,110",
+        "--annotate",
+        str(video),
+        "--json",
     )
     assert code == 0, err
     assert '"line": [40, 10, 40, 110]' in out
-    assert [ln["line"] for ln in json.loads(out)["lines"]] == [[40, 10, 40, 110],
-                                                               [20.5, 10, 20.5, 110]]
+    assert [ln["line"] for ln in json.loads(out)["lines"]] == [
+        [40, 10, 40, 110],
+        [20.5, 10, 20.5, 110],
+    ]
     assert err.strip() == f"wrote {video} (12 frames, annotated)" and video.is_file()
 
 
 def test_snapshot_past_the_end_names_the_frame_count(clip: Path, tmp_path: Path) -> None:
-    code, _, err = edgetally("snapshot", str(clip), "--frame", "40", "--out",
-                             str(tmp_path / "f.png"))
+    code, _, err = edgetally(
+        "snapshot", str(clip), "--frame", "40", "--out", str(tmp_path / "f.png")
+    )
     assert code == 1
     line = one_error_line(err)
     assert "has 12 frames" in line and "0 to 11" in line
-    code, out, _ = edgetally("snapshot", str(clip), "--frame", "11", "--out",
-                             str(tmp_path / "f.png"))
+    code, out, _ = edgetally(
+        "snapshot", str(clip), "--frame", "11", "--out", str(tmp_path / "f.png")
+    )
     assert code == 0 and "frame 11" in out
 
 
@@ -317,16 +335,32 @@ def test_models_show_prints_no_none_and_list_says_how_to_get_a_file(tmp_path: Pa
     code, out, _ = edgetally("models", "list", env=env)
     lines = out.splitlines()
     assert lines[0].split() == ["MODEL", "FORMAT", "FAMILY", "LICENSE", "FILE"]
-    assert any("ssd-mobilenet-v1-coco-quant" in ln
-               and "missing (ssd_mobilenet_v1_coco_quant.tflite)" in ln for ln in lines)
+    assert any(
+        "ssd-mobilenet-v1-coco-quant" in ln and "missing (ssd_mobilenet_v1_coco_quant.tflite)" in ln
+        for ln in lines
+    )
     assert not any("yolox-nano" in ln and "missing" in ln for ln in lines)  # shipped
     assert "a missing file goes in a model directory" in lines[-1] and str(tmp_path) in lines[-1]
 
 
 def _device_run(clip: Path, outbox: Path, broker: str, *extra: str) -> tuple[int, str, str]:
     return edgetally(
-        "device", "run", str(clip), "--line", LINE, "--site", "s1", "--device-id", "d1",
-        "--broker", broker, "--outbox", str(outbox), "--bucket-seconds", "1", *extra,
+        "device",
+        "run",
+        str(clip),
+        "--line",
+        LINE,
+        "--site",
+        "s1",
+        "--device-id",
+        "d1",
+        "--broker",
+        broker,
+        "--outbox",
+        str(outbox),
+        "--bucket-seconds",
+        "1",
+        *extra,
     )
 
 
@@ -366,10 +400,31 @@ def test_device_run_stopped_by_a_signal_says_so_in_its_exit_code(
     for i in range(600):  # a minute at --realtime's 10 fps: time to stop it midway
         cv2.imwrite(str(images / f"{i:04d}.png"), np.zeros((120, 160, 3), np.uint8))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgetally", "device", "run", str(images), "--line", LINE,
-         "--site", "s1", "--device-id", "d1", "--broker", mosquitto.url, "--outbox",
-         str(tmp_path / "outbox.db"), "--bucket-seconds", "1", "--realtime", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "device",
+            "run",
+            str(images),
+            "--line",
+            LINE,
+            "--site",
+            "s1",
+            "--device-id",
+            "d1",
+            "--broker",
+            mosquitto.url,
+            "--outbox",
+            str(tmp_path / "outbox.db"),
+            "--bucket-seconds",
+            "1",
+            "--realtime",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     outbox = tmp_path / "outbox.db"
     deadline = time.monotonic() + 120

@@ -23,7 +23,7 @@ def walker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(60):
         image = np.full((H, W, 3), 180, np.uint8)
         x = 20 + int(2.5 * i)
-        image[60:100, x - 6:x + 6] = 20
+        image[60:100, x - 6 : x + 6] = 20
         writer.write(image)
     writer.release()
     return path
@@ -40,22 +40,37 @@ def test_strips_show_a_crossing_first_on_the_side_it_came_from(
     walker: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "review"
-    code = cli.run(["review", str(walker), "--line", "100,20,100,110", "--out", str(out),
-                    "--offset", "15", "--extend", "0", "--at", "32"])
+    code = cli.run(
+        [
+            "review",
+            str(walker),
+            "--line",
+            "100,20,100,110",
+            "--out",
+            str(out),
+            "--offset",
+            "15",
+            "--extend",
+            "0",
+            "--at",
+            "32",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "60 frames" in capsys.readouterr().out
     picture = cv2.imread(str(out / "strips-00000.png"))
     assert picture is not None
     # The two strips: 18 px header, 91 px of line (extend 0), 6 px gap, header, strip.
-    upper = picture[18:18 + 91]
-    lower = picture[18 + 91 + 6 + 18:18 + 91 + 6 + 18 + 91]
+    upper = picture[18 : 18 + 91]
+    lower = picture[18 + 91 + 6 + 18 : 18 + 91 + 6 + 18 + 91]
     first_upper, first_lower = dark_columns(upper)[0], dark_columns(lower)[0]
     # Moving right (in for a top-to-bottom line): at x=85 (out side) near frame 26, at
     # x=115 (in side) near frame 38.
     assert 23 <= first_upper <= 27 and 35 <= first_lower <= 39
     assert (out / "frames-00032.png").is_file()
     assert json.loads((out / "reference.json").read_text()) == {
-        "line": [100, 20, 100, 110], "events": []
+        "line": [100, 20, 100, 110],
+        "events": [],
     }
 
 

@@ -22,22 +22,31 @@ LINE = "250,100,250,239"
 # (x 100..200) from frame 14 to frame 34, across the line (x 250) at about frame 44.
 WALK = [(30 + 5 * i, 200) for i in range(55)]
 ENTRY_T, EXIT_T = 14 / 25, 34 / 25
-ZONE_KEYS = {"zone", "zone_id", "visits", "occupancy_mean", "occupancy_max", "dwell_p50_s",
-             "dwell_p90_s"}
+ZONE_KEYS = {
+    "zone",
+    "zone_id",
+    "visits",
+    "occupancy_mean",
+    "occupancy_max",
+    "dwell_p50_s",
+    "dwell_p90_s",
+}
 SCORE_KEYS = {"tp", "fp", "fn", "precision", "recall", "f1"}
 
 
 @pytest.fixture(scope="module")
 def walk(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_frames(tmp_path_factory.mktemp("walk") / "frames",
-                        [painted([foot]) for foot in WALK])
+    return write_frames(
+        tmp_path_factory.mktemp("walk") / "frames", [painted([foot]) for foot in WALK]
+    )
 
 
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The command line in this process, its detector the stand-in."""
-    monkeypatch.setattr("edgetally.runtime.counting.detectors.load_detector",
-                        lambda *args, **kwargs: BlobDetector())
+    monkeypatch.setattr(
+        "edgetally.runtime.counting.detectors.load_detector", lambda *args, **kwargs: BlobDetector()
+    )
 
     def run(*args: str) -> tuple[int, str, str]:
         code = cli.run(list(args))
@@ -73,8 +82,9 @@ def test_count_reports_the_zone_in_json_and_for_a_person(run_cli: Any, walk: Pat
     }
     code, text, err = run_cli("count", str(walk), "--zone", ZONE)
     assert code == 0, err
-    assert (f"  zone {ZONE}: 1 visit, occupancy mean 0.38, max 1; dwell p50 0.8 s, "
-            "p90 0.8 s") in text.splitlines()
+    assert (
+        f"  zone {ZONE}: 1 visit, occupancy mean 0.38, max 1; dwell p50 0.8 s, p90 0.8 s"
+    ) in text.splitlines()
     # Without a zone the list is there, empty; with two, each is reported on its own.
     assert run_json(run_cli, "count", str(walk), "--line", LINE)["zones"] == []
     two = run_json(run_cli, "count", str(walk), "--zone", ZONE, "--zone", "0,0,20,0,20,20")
@@ -85,8 +95,9 @@ def test_count_events_has_enter_and_exit_rows_beside_the_crossings(
     run_cli: Any, walk: Path, tmp_path: Path
 ) -> None:
     events = tmp_path / "events.jsonl"
-    code, _, err = run_cli("count", str(walk), "--zone", ZONE, "--line", LINE,
-                           "--events", str(events))
+    code, _, err = run_cli(
+        "count", str(walk), "--zone", ZONE, "--line", LINE, "--events", str(events)
+    )
     assert code == 0, err
     assert f"wrote {events} (1 crossings, 2 zone entries and exits)" in err
     rows = [json.loads(r) for r in events.read_text().splitlines()]
@@ -96,7 +107,10 @@ def test_count_events_has_enter_and_exit_rows_beside_the_crossings(
     assert set(enter) == {"t", "time", "frame", "zone", "zone_id", "event", "track"}
     assert set(leave) == set(enter) | {"dwell_s"}
     assert (enter["t"], enter["frame"], enter["zone"], enter["zone_id"]) == (
-        ENTRY_T, 14, ZONE_POINTS, "zone1"
+        ENTRY_T,
+        14,
+        ZONE_POINTS,
+        "zone1",
     )
     # The exit is the last frame seen inside: exit minus entry is the dwell.
     assert (leave["t"], leave["frame"], leave["dwell_s"]) == (EXIT_T, 34, 0.8)
@@ -107,7 +121,8 @@ def test_count_events_has_enter_and_exit_rows_beside_the_crossings(
     assert code == 0, err
     rows = [json.loads(r) for r in events.read_text().splitlines()]
     assert [(r["event"], r["frame"], r.get("dwell_s")) for r in rows] == [
-        ("enter", 14, None), ("exit", 24, 0.4)
+        ("enter", 14, None),
+        ("exit", 24, 0.4),
     ]
 
 
@@ -122,25 +137,39 @@ def test_eval_scores_zone_visits_against_a_reference(
     assert (zone["tp"], zone["fp"], zone["fn"], zone["f1"]) == (1, 0, 0, 1.0)
     assert zone["visit_count_accuracy"] == 1.0
     assert zone["true_dwell_p50_s"] == zone["true_dwell_p90_s"] == 0.8
-    assert out["zone_visits"] == {"tp": 1, "fp": 0, "fn": 0, "precision": 1.0,
-                                  "recall": 1.0, "f1": 1.0}
+    assert out["zone_visits"] == {
+        "tp": 1,
+        "fp": 0,
+        "fn": 0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+    }
     assert out["zone_count_accuracy"] == 1.0
     assert out["lines"] == [] and out["tolerance_s"] == 1.0
     # The true entry 3 s later: a miss and a false visit, though the counts agree.
     ref.write_text(json.dumps({"zone": ZONE_POINTS, "visits": [{"t": 3.6}]}))
     out = run_json(run_cli, "eval", str(walk), "--zone-reference", str(ref))
     assert {k: out["zones"][0][k] for k in SCORE_KEYS} == {
-        "tp": 0, "fp": 1, "fn": 1, "precision": 0.0, "recall": 0.0, "f1": 0.0
+        "tp": 0,
+        "fp": 1,
+        "fn": 1,
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
     }
     assert out["zone_visits"]["f1"] == 0.0 and out["zone_count_accuracy"] == 1.0
-    wide = run_json(run_cli, "eval", str(walk), "--zone-reference", str(ref),
-                    "--tolerance-s", "3.5")
+    wide = run_json(
+        run_cli, "eval", str(walk), "--zone-reference", str(ref), "--tolerance-s", "3.5"
+    )
     assert wide["zone_visits"]["tp"] == 1
     code, text, err = run_cli("eval", str(walk), "--zone-reference", str(ref))
     assert code == 0, err
     assert "(truth 1 visit; visits F1 0.000)" in text
-    assert ("  zone visits (entries within 1 s): 0 matched, 1 false, 1 missed; precision "
-            "0.000, recall 0.000, F1 0.000; visit count accuracy 1.000") in text.splitlines()
+    assert (
+        "  zone visits (entries within 1 s): 0 matched, 1 false, 1 missed; precision "
+        "0.000, recall 0.000, F1 0.000; visit count accuracy 1.000"
+    ) in text.splitlines()
     assert "events (within" not in text  # no line: no line scores
 
 
@@ -148,11 +177,13 @@ def test_what_count_events_writes_is_a_reference_for_lines_and_zones(
     run_cli: Any, walk: Path, tmp_path: Path
 ) -> None:
     events = tmp_path / "events.jsonl"
-    code, _, err = run_cli("count", str(walk), "--zone", ZONE, "--line", LINE,
-                           "--events", str(events))
+    code, _, err = run_cli(
+        "count", str(walk), "--zone", ZONE, "--line", LINE, "--events", str(events)
+    )
     assert code == 0, err
-    out = run_json(run_cli, "eval", str(walk), "--reference", str(events),
-                   "--zone-reference", str(events))
+    out = run_json(
+        run_cli, "eval", str(walk), "--reference", str(events), "--zone-reference", str(events)
+    )
     assert out["events"]["f1"] == 1.0 and out["lines"][0]["true_in"] == 1
     assert out["zone_visits"]["f1"] == 1.0
     (zone,) = out["zones"]
@@ -165,8 +196,10 @@ def test_what_count_events_writes_is_a_reference_for_lines_and_zones(
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--zone-reference", "{lines}"], ["zone reference", "\"zone\" and \"visits\"",
-                                           "go to --reference"]),
+        (
+            ["--zone-reference", "{lines}"],
+            ["zone reference", '"zone" and "visits"', "go to --reference"],
+        ),
         (["--zone-reference", "missing.json"], ["zone reference missing.json"]),
         (["--zone-reference", "{visits}", "--zone", ZONE], ["not both"]),
         (["--zone", ZONE], ["--line", "--reference", "--zone-reference"]),

@@ -26,9 +26,24 @@ pytestmark = pytest.mark.slow
 
 def test_demo_json_summary(tmp_path: Path, vtest_avi: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "edgetally", "demo", "--stores", "2", "--days", "3",
-         "--max-frames", "60", "--data-dir", str(tmp_path), "--json"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "demo",
+            "--stores",
+            "2",
+            "--days",
+            "3",
+            "--max-frames",
+            "60",
+            "--data-dir",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
@@ -74,9 +89,25 @@ def test_demo_json_summary(tmp_path: Path, vtest_avi: Path) -> None:
 def test_demo_on_the_embedded_broker_loses_nothing(tmp_path: Path, vtest_avi: Path) -> None:
     """Without Mosquitto the demo runs on amqtt: the same QoS 1 path, every message stored."""
     out = subprocess.run(
-        [sys.executable, "-m", "edgetally", "demo", "--embedded-broker", "--stores", "1",
-         "--days", "2", "--max-frames", "30", "--data-dir", str(tmp_path), "--json"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "demo",
+            "--embedded-broker",
+            "--stores",
+            "1",
+            "--days",
+            "2",
+            "--max-frames",
+            "30",
+            "--data-dir",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
@@ -88,10 +119,27 @@ def test_demo_on_the_embedded_broker_loses_nothing(tmp_path: Path, vtest_avi: Pa
 
 def test_demo_keeps_serving_until_interrupted(tmp_path: Path, vtest_avi: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgetally", "demo", "--stores", "1", "--days", "1",
-         "--max-frames", "20", "--data-dir", str(tmp_path),
-         "--power-source", "estimate", "--json", "--keep-serving"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "demo",
+            "--stores",
+            "1",
+            "--days",
+            "1",
+            "--max-frames",
+            "20",
+            "--data-dir",
+            str(tmp_path),
+            "--power-source",
+            "estimate",
+            "--json",
+            "--keep-serving",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -112,16 +160,29 @@ def test_demo_keeps_serving_until_interrupted(tmp_path: Path, vtest_avi: Path) -
             proc.wait()
 
 
-def test_demo_counts_the_whole_clip_the_same_on_every_run(
-    tmp_path: Path, vtest_avi: Path
-) -> None:
+def test_demo_counts_the_whole_clip_the_same_on_every_run(tmp_path: Path, vtest_avi: Path) -> None:
     """Two runs at once (each slows the other down): both count every frame of the clip
     and print the same line. Nothing in the count depends on how fast the machine is."""
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "edgetally", "demo", "--stores", "1", "--days", "1",
-             "--power-source", "estimate", "--data-dir", str(tmp_path / f"run{i}")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "edgetally",
+                "demo",
+                "--stores",
+                "1",
+                "--days",
+                "1",
+                "--power-source",
+                "estimate",
+                "--data-dir",
+                str(tmp_path / f"run{i}"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(2)
     ]
@@ -161,9 +222,26 @@ def test_demo_in_a_terminal_serves_until_ctrl_c(tmp_path: Path, vtest_avi: Path)
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgetally", "demo", "--stores", "1", "--days", "1",
-         "--max-frames", "20", "--data-dir", str(tmp_path), "--power-source", "estimate"],
-        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "demo",
+            "--stores",
+            "1",
+            "--days",
+            "1",
+            "--max-frames",
+            "20",
+            "--data-dir",
+            str(tmp_path),
+            "--power-source",
+            "estimate",
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
         preexec_fn=controlling_terminal,
     )
     os.close(slave)
@@ -193,7 +271,9 @@ def test_demo_in_a_terminal_serves_until_ctrl_c(tmp_path: Path, vtest_avi: Path)
 def test_demo_bad_source_is_one_line(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "edgetally", "demo", "--source", str(tmp_path / "none.mp4")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 1
     assert out.stderr.startswith("edgetally: error: demo video")
@@ -206,10 +286,27 @@ def test_sigterm_ends_the_demo_and_its_broker(tmp_path: Path, vtest_avi: Path) -
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         pytest.skip("needs Debian's mosquitto (the demo's own broker)")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgetally", "demo", "--stores", "1", "--days", "1",
-         "--max-frames", "20", "--data-dir", str(tmp_path),
-         "--power-source", "estimate", "--json", "--keep-serving"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "demo",
+            "--stores",
+            "1",
+            "--days",
+            "1",
+            "--max-frames",
+            "20",
+            "--data-dir",
+            str(tmp_path),
+            "--power-source",
+            "estimate",
+            "--json",
+            "--keep-serving",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -220,8 +317,9 @@ def test_sigterm_ends_the_demo_and_its_broker(tmp_path: Path, vtest_avi: Path) -
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 143
         time.sleep(0.5)
-        assert [pid for pid in brokers if Path(f"/proc/{pid}").exists()
-                and "mosquitto" in cmdline(pid)] == []
+        assert [
+            pid for pid in brokers if Path(f"/proc/{pid}").exists() and "mosquitto" in cmdline(pid)
+        ] == []
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -42,8 +42,9 @@ def imports(path: Path, known: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             if node.module in known:
                 out.add(node.module)
-            out.update(f"{node.module}.{a.name}" for a in node.names
-                       if f"{node.module}.{a.name}" in known)
+            out.update(
+                f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in known
+            )
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name in known)
     return out

@@ -76,12 +76,18 @@ def test_a_device_install_counts_and_publishes_without_the_fleet(
         pytest.skip("vtest.avi missing: install Debian's opencv-doc (./run install does)")
     venv = tmp_path / "device-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("VIRTUAL_ENV", "PYTHON", "EDGETALLY_MODEL_DIRS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("VIRTUAL_ENV", "PYTHON", "EDGETALLY_MODEL_DIRS"))
+    }
     env["HOME"] = str(tmp_path / "home")  # no model cache either
     pip = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{REPO}[device,onnxruntime]"],
-        capture_output=True, text=True, timeout=1200, env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
     )
     assert pip.returncode == 0, pip.stderr[-2000:]
     py = str(venv / "bin" / "python")
@@ -91,31 +97,68 @@ def test_a_device_install_counts_and_publishes_without_the_fleet(
         assert r.returncode != 0, f"{module} is in the device install"
     count = subprocess.run(
         [cli, "count", str(VTEST), "--line", "200,140,200,300", "--max-frames", "40", "--json"],
-        capture_output=True, text=True, timeout=600, env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert count.returncode == 0, count.stderr
     counted = json.loads(count.stdout)
     assert counted["frames"] == 40
     assert (counted["model"], counted["backend"]) == ("yolox-nano", "onnxruntime")
     run = subprocess.run(
-        [cli, "device", "run", str(VTEST),
-         "--line", "door=200,140,200,300", "--site", "shop", "--device-id", "lean",
-         "--broker", mosquitto.url, "--outbox", str(tmp_path / "outbox.db"),
-         "--max-frames", "60", "--bucket-seconds", "1",
-         "--json"],
-        capture_output=True, text=True, timeout=600, env=env,
+        [
+            cli,
+            "device",
+            "run",
+            str(VTEST),
+            "--line",
+            "door=200,140,200,300",
+            "--site",
+            "shop",
+            "--device-id",
+            "lean",
+            "--broker",
+            mosquitto.url,
+            "--outbox",
+            str(tmp_path / "outbox.db"),
+            "--max-frames",
+            "60",
+            "--bucket-seconds",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["aggregates"] >= 2
     fleet = subprocess.run(
         [cli, "fleet", "serve", "--db", str(tmp_path / "f.duckdb")],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert fleet.returncode == 1
     assert fleet.stderr.strip().splitlines()[-1].endswith("pip install 'edgetally[fleet]'")
     wrong = subprocess.run(
-        [cli, "count", str(VTEST), "--backend", "openvino",
-         "--line", "200,140,200,300", "--max-frames", "2"],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            cli,
+            "count",
+            str(VTEST),
+            "--backend",
+            "openvino",
+            "--line",
+            "200,140,200,300",
+            "--max-frames",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert wrong.returncode == 1 and "edgetally[openvino]" in wrong.stderr

@@ -133,8 +133,9 @@ class Workdir:
                 "rollouts_dir": str(self.aux / "rollouts"),
                 "fleet_key": str(key),
             }
-        config = FleetConfig.of(self.broker.url, str(db), "127.0.0.1:0",
-                                client_id=f"readme-{name}", **options)
+        config = FleetConfig.of(
+            self.broker.url, str(db), "127.0.0.1:0", client_id=f"readme-{name}", **options
+        )
         server = self.stack.enter_context(FleetServer(config))
         self.fleets[name] = server
         return server
@@ -159,37 +160,76 @@ def fill_fleet(db: Path) -> None:
         for h in range(-24, 48):
             start = day + h * HOUR
             busy = 0 if start.hour < 8 or start.hour > 20 else 5 + (start.hour * 7) % 11
-            common = {"site": "shop-1", "device": "box-1", "source": "door",
-                      "start": start, "seconds": 3600}
+            common = {
+                "site": "shop-1",
+                "device": "box-1",
+                "source": "door",
+                "start": start,
+                "seconds": 3600,
+            }
             seq += 1
-            aggs.append(Aggregate.model_validate(
-                {**common, "seq": seq, "line": "door", "in_count": busy, "out_count": busy}
-            ))
+            aggs.append(
+                Aggregate.model_validate(
+                    {**common, "seq": seq, "line": "door", "in_count": busy, "out_count": busy}
+                )
+            )
             seq += 1
             dwell = {"count": busy, "median_s": 300.0, "p90_s": 900.0} if busy else None
-            aggs.append(Aggregate.model_validate({
-                **common, "seq": seq, "line": "till", "occupancy_mean": busy / 4,
-                "occupancy_peak": busy // 2, "dwell": dwell,
-            }))
-            power.append(PowerReading.model_validate({
-                "site": "shop-1", "device": "box-1", "seq": seq, "source": "estimate",
-                "start": start, "seconds": 3600, "wh": 6.0 + busy / 10,
-                "mean_w": 6.0 + busy / 10, "measured": False,
-            }))
+            aggs.append(
+                Aggregate.model_validate(
+                    {
+                        **common,
+                        "seq": seq,
+                        "line": "till",
+                        "occupancy_mean": busy / 4,
+                        "occupancy_peak": busy // 2,
+                        "dwell": dwell,
+                    }
+                )
+            )
+            power.append(
+                PowerReading.model_validate(
+                    {
+                        "site": "shop-1",
+                        "device": "box-1",
+                        "seq": seq,
+                        "source": "estimate",
+                        "start": start,
+                        "seconds": 3600,
+                        "wh": 6.0 + busy / 10,
+                        "mean_w": 6.0 + busy / 10,
+                        "measured": False,
+                    }
+                )
+            )
     now = datetime.now(UTC)
     devices = [("shop-1", "box-1"), ("shop1", "cam1"), ("shop1", "cam2")]
     statuses = tuple(
-        DeviceStatus.model_validate({"site": s, "device": d, "at": now, "state": "online",
-                                     "model": "yolox-nano", "backend": "onnxruntime"})
+        DeviceStatus.model_validate(
+            {
+                "site": s,
+                "device": d,
+                "at": now,
+                "state": "online",
+                "model": "yolox-nano",
+                "backend": "onnxruntime",
+            }
+        )
         for s, d in devices
     )
     dead = DeadLetter(now, "edgetally/v1/shop-1/box-1/agg", "invalid JSON", 3, "{{{")
     store = open_store(str(db))
     try:
-        store.write(IngestBatch(
-            aggregates=tuple(aggs), statuses=statuses, power=tuple(power),
-            seen=tuple(Seen(s, d, now) for s, d in devices), dead=(dead,), received_at=now,
-        ))
+        store.write(
+            IngestBatch(
+                aggregates=tuple(aggs),
+                statuses=statuses,
+                power=tuple(power),
+                seen=tuple(Seen(s, d, now) for s, d in devices),
+                dead=(dead,),
+                received_at=now,
+            )
+        )
     finally:
         store.close()
 
@@ -311,8 +351,9 @@ def rollout_status(cmd: str, wd: Workdir) -> list[str]:
 
 def rollout_actions(cmd: str, wd: Workdir) -> list[str]:
     head, actions, _id = cmd.rsplit(" ", 2)
-    return [rollout_env(wd, f"{head} {action} {wd.values['rollout']}")
-            for action in actions.split("|")]
+    return [
+        rollout_env(wd, f"{head} {action} {wd.values['rollout']}") for action in actions.split("|")
+    ]
 
 
 def energy_yaml(cmd: str, wd: Workdir) -> list[str]:
@@ -377,8 +418,15 @@ def exists(*paths: str) -> Callable[[Workdir, str], None]:
     return check
 
 
-ZONE_KEYS = {"zone", "zone_id", "visits", "occupancy_mean", "occupancy_max", "dwell_p50_s",
-             "dwell_p90_s"}
+ZONE_KEYS = {
+    "zone",
+    "zone_id",
+    "visits",
+    "occupancy_mean",
+    "occupancy_max",
+    "dwell_p50_s",
+    "dwell_p90_s",
+}
 
 
 def zones_reported(wd: Workdir, out: str) -> None:
@@ -408,178 +456,287 @@ def zone_visits_scored(wd: Workdir, out: str) -> None:
 CLOSED_FLEET = "tests/runtime/test_closed_fleet.py"
 RULES: list[Rule] = [
     # ---- counting footfall
-    run(r"edgetally snapshot /usr/share/doc/opencv-doc/examples/data/vtest\.avi ",
-        needs=("vtest",), after=exists("frame.png")),
-    run(r"edgetally count /usr/share/doc/opencv-doc/examples/data/vtest\.avi --zone ",
+    run(
+        r"edgetally snapshot /usr/share/doc/opencv-doc/examples/data/vtest\.avi ",
+        needs=("vtest",),
+        after=exists("frame.png"),
+    ),
+    run(
+        r"edgetally count /usr/share/doc/opencv-doc/examples/data/vtest\.avi --zone ",
         "shop.mp4 (40 frames of vtest.avi) for the whole clip; the zone's keys checked",
         needs=("vtest",),
         forms=sub(("/usr/share/doc/opencv-doc/examples/data/vtest.avi", lambda wd: "shop.mp4")),
-        after=zones_reported),
-    skip(r"edgetally count /usr/share/doc/opencv-doc/examples/data/vtest\.avi ",
-         "all 795 frames of vtest.avi take 15-30 s here; the same clip and lines are counted "
-         "in tests/test_cli_footfall.py::test_the_default_model_counts_the_long_clip_right_"
-         "event_by_event and the JSON's keys checked by "
-         "test_count_prints_exactly_the_documented_json"),
-    skip(r"edgetally eval /usr/share/doc/opencv-doc/examples/data/vtest\.avi --no-gate "
-         r"--reference benchmarks/data/vtest/",
-         "all 795 frames of vtest.avi: tests/test_cli_footfall.py::test_the_default_model_"
-         "counts_the_long_clip_right_event_by_event runs eval with all eight references"),
-    run(r"edgetally review VIDEO --line 200,140,200,300 --out review/( --at 184 --at 310)?$",
+        after=zones_reported,
+    ),
+    skip(
+        r"edgetally count /usr/share/doc/opencv-doc/examples/data/vtest\.avi ",
+        "all 795 frames of vtest.avi take 15-30 s here; the same clip and lines are counted "
+        "in tests/test_cli_footfall.py::test_the_default_model_counts_the_long_clip_right_"
+        "event_by_event and the JSON's keys checked by "
+        "test_count_prints_exactly_the_documented_json",
+    ),
+    skip(
+        r"edgetally eval /usr/share/doc/opencv-doc/examples/data/vtest\.avi --no-gate "
+        r"--reference benchmarks/data/vtest/",
+        "all 795 frames of vtest.avi: tests/test_cli_footfall.py::test_the_default_model_"
+        "counts_the_long_clip_right_event_by_event runs eval with all eight references",
+    ),
+    run(
+        r"edgetally review VIDEO --line 200,140,200,300 --out review/( --at 184 --at 310)?$",
         "VIDEO: shop.mp4 (40 frames of vtest.avi; the --at frames are past its end, so no crop "
-        "grid: tests/test_cli_review.py draws one)", needs=("vtest",),
-        forms=sub(("VIDEO", lambda wd: "shop.mp4")), after=review_written),
-    skip(r"edgetally count VIDEO --line 200,140,200,300 --events crossings\.jsonl ",
-         "placeholders the user fills in (VIDEO); --events and eval --reference on what it "
-         "wrote run in tests/test_cli_footfall.py::test_count_events_round_trip_through_eval"),
-    run(r"edgetally count VIDEO --zone 300,200,500,200,500,350,300,350 --events visits\.jsonl$",
-        "VIDEO: shop.mp4 (40 frames of vtest.avi)", needs=("vtest",),
-        forms=sub(("VIDEO", lambda wd: "shop.mp4")), after=zone_events_written),
-    run(r"edgetally eval VIDEO --zone-reference visits\.jsonl --json$",
-        "VIDEO: shop.mp4, scored against what the count before wrote", needs=("vtest",),
-        forms=sub(("VIDEO", lambda wd: "shop.mp4")), after=zone_visits_scored),
-    skip(r"edgetally count VIDEO --line \.\.\. --annotate ",
-         "placeholders the user fills in (VIDEO, --line ...); --annotate runs in "
-         "tests/test_cli_footfall.py::test_annotate_writes_a_video_and_snapshot_a_png"),
-    run(r"edgetally models (list|show yolox-nano|verify)$",
-        "EDGETALLY_MODEL_DIRS names the development models"),
+        "grid: tests/test_cli_review.py draws one)",
+        needs=("vtest",),
+        forms=sub(("VIDEO", lambda wd: "shop.mp4")),
+        after=review_written,
+    ),
+    skip(
+        r"edgetally count VIDEO --line 200,140,200,300 --events crossings\.jsonl ",
+        "placeholders the user fills in (VIDEO); --events and eval --reference on what it "
+        "wrote run in tests/test_cli_footfall.py::test_count_events_round_trip_through_eval",
+    ),
+    run(
+        r"edgetally count VIDEO --zone 300,200,500,200,500,350,300,350 --events visits\.jsonl$",
+        "VIDEO: shop.mp4 (40 frames of vtest.avi)",
+        needs=("vtest",),
+        forms=sub(("VIDEO", lambda wd: "shop.mp4")),
+        after=zone_events_written,
+    ),
+    run(
+        r"edgetally eval VIDEO --zone-reference visits\.jsonl --json$",
+        "VIDEO: shop.mp4, scored against what the count before wrote",
+        needs=("vtest",),
+        forms=sub(("VIDEO", lambda wd: "shop.mp4")),
+        after=zone_visits_scored,
+    ),
+    skip(
+        r"edgetally count VIDEO --line \.\.\. --annotate ",
+        "placeholders the user fills in (VIDEO, --line ...); --annotate runs in "
+        "tests/test_cli_footfall.py::test_annotate_writes_a_video_and_snapshot_a_png",
+    ),
+    run(
+        r"edgetally models (list|show yolox-nano|verify)$",
+        "EDGETALLY_MODEL_DIRS names the development models",
+    ),
     run(r"edgetally eval \.\./shared/data/footfall/", needs=("footfall",)),
     # ---- shelf
     run(r"edgetally shelf demo$"),
-    run(r"edgetally shelf eval DIR --json$", "DIR: 12 development shelf photos and labels",
-        needs=("shelf",), forms=file_form("DIR", a_few_shelf_photos)),
-    skip(r"edgetally shelf eval DIR --json --scorer detector --model (gaps|products)\.onnx",
-         "needs a trained gap or product detector, which does not ship (the README says "
-         "so); the detector scorer's CLI runs in tests/runtime/shelf/test_shelf_detector.py"
-         "::test_the_cli_scores_a_zoo_detector_on_a_labelled_folder"),
-    skip(r"edgetally shelf train \.\./shared/data/shelf/void_train/images ",
-         "trains for about 30 minutes on the development photos; tests/quantize/"
-         "test_shelf_train.py trains through the same code on rendered shelves"),
-    skip(r"edgetally (shelf eval \.\./shared/data/shelf/void_dev --scorer detector --model|"
-         r"quantize) gaps/shelf-gaps\.onnx|edgetally shelf eval \.\./shared/data/shelf/void_dev "
-         r"--scorer detector --model gaps/",
-         "needs the model shelf train writes (no trained gap model ships: the photos' license "
-         "is unknown); tests/quantize/test_shelf_train.py scores one through the zoo"),
+    run(
+        r"edgetally shelf eval DIR --json$",
+        "DIR: 12 development shelf photos and labels",
+        needs=("shelf",),
+        forms=file_form("DIR", a_few_shelf_photos),
+    ),
+    skip(
+        r"edgetally shelf eval DIR --json --scorer detector --model (gaps|products)\.onnx",
+        "needs a trained gap or product detector, which does not ship (the README says "
+        "so); the detector scorer's CLI runs in tests/runtime/shelf/test_shelf_detector.py"
+        "::test_the_cli_scores_a_zoo_detector_on_a_labelled_folder",
+    ),
+    skip(
+        r"edgetally shelf train \.\./shared/data/shelf/void_train/images ",
+        "trains for about 30 minutes on the development photos; tests/quantize/"
+        "test_shelf_train.py trains through the same code on rendered shelves",
+    ),
+    skip(
+        r"edgetally (shelf eval \.\./shared/data/shelf/void_dev --scorer detector --model|"
+        r"quantize) gaps/shelf-gaps\.onnx|edgetally shelf eval \.\./shared/data/shelf/void_dev "
+        r"--scorer detector --model gaps/",
+        "needs the model shelf train writes (no trained gap model ships: the photos' license "
+        "is unknown); tests/quantize/test_shelf_train.py scores one through the zoo",
+    ),
     # ---- audio
-    run(r"edgetally audio analyze FILE \[--bucket-seconds 60\] --json$",
-        "FILE: one ESC-10 clip of the development data", needs=("esc10",),
-        forms=file_form("FILE", an_esc10_clip)),
+    run(
+        r"edgetally audio analyze FILE \[--bucket-seconds 60\] --json$",
+        "FILE: one ESC-10 clip of the development data",
+        needs=("esc10",),
+        forms=file_form("FILE", an_esc10_clip),
+    ),
     skip(r"edgetally audio live ", "needs a microphone (and placeholders N, S)"),
     # ---- quantize
-    run(r"edgetally quantize yolox-nano --calib images/ --format openvino --out int8/ --json$",
-        "images/: the 20 development COCO calibration images", needs=("models", "coco20"),
-        after=exists("int8/yolox_nano-int8.xml", "int8/yolox_nano-int8.xml.model.json")),
-    skip(r"edgetally quantize yolox-nano --calib images/ --format onnx --out int8/ --eval ",
-         "about 50 s here (NNCF's ONNX model, then FP32 and INT8 counting all 179 frames); "
-         "the ONNX quantizer runs in tests/quantize/test_onnx_int8.py, the gate in "
-         "tests/quantize/test_gate_units.py and the --eval/--line arguments in "
-         "tests/quantize/test_quantize.py::test_cli_bad_input_is_one_line_without_traceback"),
-    skip(r"edgetally quantize yolox-nano --calib store_cam\.mp4 --calib-stride 10 ",
-         "the user's own footage (store_cam.mp4), and a second 15-30 s quantization; video "
-         "calibration with a stride runs in tests/quantize/test_data.py"
-         "::test_calibration_from_a_sequence_takes_every_nth_frame"),
-    run(r"edgetally count VIDEO --model int8/yolox_nano-int8\.xml --line \.\.\.$",
-        "the model the quantize example wrote; VIDEO: 40 frames of vtest.avi, --line ...: "
-        "one line", needs=("vtest", "models", "coco20"),
-        forms=sub(("VIDEO", lambda wd: "shop.mp4"),
-                  ("--line ...", lambda wd: "--line 200,140,200,300"))),
+    run(
+        r"edgetally quantize yolox-nano --calib images/ --format openvino --out int8/ --json$",
+        "images/: the 20 development COCO calibration images",
+        needs=("models", "coco20"),
+        after=exists("int8/yolox_nano-int8.xml", "int8/yolox_nano-int8.xml.model.json"),
+    ),
+    skip(
+        r"edgetally quantize yolox-nano --calib images/ --format onnx --out int8/ --eval ",
+        "about 50 s here (NNCF's ONNX model, then FP32 and INT8 counting all 179 frames); "
+        "the ONNX quantizer runs in tests/quantize/test_onnx_int8.py, the gate in "
+        "tests/quantize/test_gate_units.py and the --eval/--line arguments in "
+        "tests/quantize/test_quantize.py::test_cli_bad_input_is_one_line_without_traceback",
+    ),
+    skip(
+        r"edgetally quantize yolox-nano --calib store_cam\.mp4 --calib-stride 10 ",
+        "the user's own footage (store_cam.mp4), and a second 15-30 s quantization; video "
+        "calibration with a stride runs in tests/quantize/test_data.py"
+        "::test_calibration_from_a_sequence_takes_every_nth_frame",
+    ),
+    run(
+        r"edgetally count VIDEO --model int8/yolox_nano-int8\.xml --line \.\.\.$",
+        "the model the quantize example wrote; VIDEO: 40 frames of vtest.avi, --line ...: one line",
+        needs=("vtest", "models", "coco20"),
+        forms=sub(
+            ("VIDEO", lambda wd: "shop.mp4"), ("--line ...", lambda wd: "--line 200,140,200,300")
+        ),
+    ),
     # ---- doctor
     run(r"edgetally doctor( --json| --no-load-delegates)?$"),
     # ---- bundles and rollouts
-    run(r"edgetally bundle keygen --out keys/ *$", after=exists("keys/fleet.key",
-                                                             "keys/fleet.pub")),
-    run(r"edgetally bundle create det(-v1)?\.onnx --key keys/fleet\.key ",
+    run(
+        r"edgetally bundle keygen --out keys/ *$", after=exists("keys/fleet.key", "keys/fleet.pub")
+    ),
+    run(
+        r"edgetally bundle create det(-v1)?\.onnx --key keys/fleet\.key ",
         "det.onnx and det-v1.onnx: copies of yolox_nano.onnx (stand-in bytes without the "
-        "development data)"),
-    run(r"edgetally bundle verify det-2\.bundle --pubkey keys/fleet\.pub "
-        r"\[--target onnxruntime:int8:rpi5\]$", "with its optional --target",
-        forms=sub()),
-    run(r"edgetally fleet rollout create det-(1-back|2)\.bundle --to 'shop1/\*'",
+        "development data)",
+    ),
+    run(
+        r"edgetally bundle verify det-2\.bundle --pubkey keys/fleet\.pub "
+        r"\[--target onnxruntime:int8:rpi5\]$",
+        "with its optional --target",
+        forms=sub(),
+    ),
+    run(
+        r"edgetally fleet rollout create det-(1-back|2)\.bundle --to 'shop1/\*'",
         "a fleet of the test with --rollouts (its address in EDGETALLY_FLEET_URL, an "
         "operator token in EDGETALLY_TOKEN) that knows shop1/cam1 and shop1/cam2",
-        forms=rollout_create, after=lambda wd, out: rollout_id(wd, out)),
-    run(r"edgetally fleet rollout status \[ID\]$",
+        forms=rollout_create,
+        after=lambda wd, out: rollout_id(wd, out),
+    ),
+    run(
+        r"edgetally fleet rollout status \[ID\]$",
         "both forms, ID: the rollout the last create made",
-        forms=rollout_status),
-    run(r"edgetally fleet rollout pause\|resume\|abort ID$",
+        forms=rollout_status,
+    ),
+    run(
+        r"edgetally fleet rollout pause\|resume\|abort ID$",
         "each action in turn on the rollout the last create made",
-        forms=rollout_actions),
+        forms=rollout_actions,
+    ),
     # ---- a closed fleet
-    run(r"edgetally fleet broker-config --out broker/ --devices shop1/cam1,shop1/cam2 ",
-        after=exists("broker/mosquitto.conf", "broker/credentials.json", "broker/ca.crt")),
-    run(r"edgetally fleet token add --file tokens\.json --name alice --role analyst$",
-        after=exists("tokens.json")),
-    skip(r"edgetally fleet serve --broker mqtts://fleet@fleet\.lan:8883 ",
-         f"a TLS broker at fleet.lan:8883 (its certificate names that host); {CLOSED_FLEET} "
-         "runs a fleet against the broker broker-config writes"),
-    skip(r"edgetally device run door\.mp4 .*--broker mqtts://fleet\.lan:8883 ",
-         f"a TLS broker at fleet.lan:8883 and the user's door.mp4; {CLOSED_FLEET}"
-         "::test_device_publishes_with_its_own_login_every_bucket_once runs this command "
-         "against the broker broker-config writes"),
-    skip(r"edgetally device run --config device\.yaml --models-dir /var/lib/",
-         "placeholders the user fills in (device.yaml, DEVICE_TOKEN, /var/lib/..., "
-         "https://fleet.example); a device in rollouts runs in "
-         "tests/runtime/updates/test_device_updates.py"),
+    run(
+        r"edgetally fleet broker-config --out broker/ --devices shop1/cam1,shop1/cam2 ",
+        after=exists("broker/mosquitto.conf", "broker/credentials.json", "broker/ca.crt"),
+    ),
+    run(
+        r"edgetally fleet token add --file tokens\.json --name alice --role analyst$",
+        after=exists("tokens.json"),
+    ),
+    skip(
+        r"edgetally fleet serve --broker mqtts://fleet@fleet\.lan:8883 ",
+        f"a TLS broker at fleet.lan:8883 (its certificate names that host); {CLOSED_FLEET} "
+        "runs a fleet against the broker broker-config writes",
+    ),
+    skip(
+        r"edgetally device run door\.mp4 .*--broker mqtts://fleet\.lan:8883 ",
+        f"a TLS broker at fleet.lan:8883 and the user's door.mp4; {CLOSED_FLEET}"
+        "::test_device_publishes_with_its_own_login_every_bucket_once runs this command "
+        "against the broker broker-config writes",
+    ),
+    skip(
+        r"edgetally device run --config device\.yaml --models-dir /var/lib/",
+        "placeholders the user fills in (device.yaml, DEVICE_TOKEN, /var/lib/..., "
+        "https://fleet.example); a device in rollouts runs in "
+        "tests/runtime/updates/test_device_updates.py",
+    ),
     # ---- the device
-    run(r"edgetally device run shop\.mp4 .*--broker mqtt://127\.0\.0\.1:1883 ",
+    run(
+        r"edgetally device run shop\.mp4 .*--broker mqtt://127\.0\.0\.1:1883 ",
         "shop.mp4: 40 frames of vtest.avi; the broker: the test's Mosquitto on a free port",
-        needs=("vtest",), forms=sub(("127.0.0.1:1883", broker)), after=exists("outbox.db")),
+        needs=("vtest",),
+        forms=sub(("127.0.0.1:1883", broker)),
+        after=exists("outbox.db"),
+    ),
     # ---- the fleet manager
-    run(r"edgetally fleet serve --broker mqtt://127\.0\.0\.1:1883 --db fleet\.duckdb "
+    run(
+        r"edgetally fleet serve --broker mqtt://127\.0\.0\.1:1883 --db fleet\.duckdb "
         r"--http 127\.0\.0\.1:8080( \[.*\])?$",
         "the test's Mosquitto and a free port; every optional part given (fleet.pw from "
         "broker/credentials.json as the README's jq line makes it; the broker URL gains the "
         "user fleet@, which --broker-password-file needs); started, seen listening, stopped "
-        "with SIGTERM", serve=True, forms=serve_forms),
-    run(r"edgetally fleet query (traffic|dead-letters|events|shelf|audio|energy) --db "
+        "with SIGTERM",
+        serve=True,
+        forms=serve_forms,
+    ),
+    run(
+        r"edgetally fleet query (traffic|dead-letters|events|shelf|audio|energy) --db "
         r"fleet\.duckdb ",
-        "fleet.duckdb: site shop-1, device box-1 on the README's days"),
-    run(r"edgetally fleet query dwell --db fleet\.duckdb --format parquet --output dwell\.parquet$",
-        after=exists("dwell.parquet")),
-    run(r"edgetally fleet query (occupancy|devices) --api http://127\.0\.0\.1:8080( |$)",
+        "fleet.duckdb: site shop-1, device box-1 on the README's days",
+    ),
+    run(
+        r"edgetally fleet query dwell --db fleet\.duckdb --format parquet --output dwell\.parquet$",
+        after=exists("dwell.parquet"),
+    ),
+    run(
+        r"edgetally fleet query (occupancy|devices) --api http://127\.0\.0\.1:8080( |$)",
         "the API: a fleet of the test without tokens on a free port",
-        forms=sub(("http://127.0.0.1:8080", fleet_url("open")))),
-    skip(r"edgetally fleet query traffic --db postgresql://fleet@db\.example:5432/",
-         "a PostgreSQL server at a placeholder host (db.example); the store's queries run on "
-         "PostgreSQL in tests/fleet/store/test_fleet_store.py and the query command in "
-         "tests/fleet/http/test_fleet_api.py"),
-    skip(r"edgetally fleet serve --role (api|ingest) (--workers 4 )?--db postgresql://fleet@db\.example:5432/",
-         "a PostgreSQL server at a placeholder host (db.example); tests/fleet/test_scale_out.py "
-         "runs the api role and ingest workers (a pool of worker processes too) on a test "
-         "PostgreSQL and Mosquitto, tests/fleet/rollout/test_rollout_records.py two api "
-         "processes with rollouts in the database, tests/fleet/test_read_replica.py the api "
-         "with --read-url on a streaming standby"),
-    run(r"EDGETALLY_TOKEN=\.\.\. edgetally fleet query traffic --api http://fleet\.lan:8080 ",
+        forms=sub(("http://127.0.0.1:8080", fleet_url("open"))),
+    ),
+    skip(
+        r"edgetally fleet query traffic --db postgresql://fleet@db\.example:5432/",
+        "a PostgreSQL server at a placeholder host (db.example); the store's queries run on "
+        "PostgreSQL in tests/fleet/store/test_fleet_store.py and the query command in "
+        "tests/fleet/http/test_fleet_api.py",
+    ),
+    skip(
+        r"edgetally fleet serve --role (api|ingest) (--workers 4 )?--db postgresql://fleet@db\.example:5432/",
+        "a PostgreSQL server at a placeholder host (db.example); tests/fleet/test_scale_out.py "
+        "runs the api role and ingest workers (a pool of worker processes too) on a test "
+        "PostgreSQL and Mosquitto, tests/fleet/rollout/test_rollout_records.py two api "
+        "processes with rollouts in the database, tests/fleet/test_read_replica.py the api "
+        "with --read-url on a streaming standby",
+    ),
+    run(
+        r"EDGETALLY_TOKEN=\.\.\. edgetally fleet query traffic --api http://fleet\.lan:8080 ",
         "the fleet: the test's fleet with tokens on a free port; ...: an analyst token",
-        forms=sub(("http://fleet.lan:8080", fleet_url("rollouts")),
-                  ("EDGETALLY_TOKEN=...", lambda wd: f"EDGETALLY_TOKEN={wd.values['analyst']}"))),
+        forms=sub(
+            ("http://fleet.lan:8080", fleet_url("rollouts")),
+            ("EDGETALLY_TOKEN=...", lambda wd: f"EDGETALLY_TOKEN={wd.values['analyst']}"),
+        ),
+    ),
     # ---- power and energy
     run(r"edgetally power read --seconds 5 --json$"),
     run(r"edgetally energy (baseline|regions)( |$)"),
-    run(r"edgetally energy report --db fleet\.duckdb --site shop-1 ",
-        "fleet.duckdb: box-1's estimated power in November 2026"),
-    run(r"edgetally energy report --db fleet\.duckdb --energy-config energy\.yaml ",
+    run(
+        r"edgetally energy report --db fleet\.duckdb --site shop-1 ",
+        "fleet.duckdb: box-1's estimated power in November 2026",
+    ),
+    run(
+        r"edgetally energy report --db fleet\.duckdb --energy-config energy\.yaml ",
         "energy.yaml: an energy config (12 h a day, two cameras, one of them named)",
-        forms=energy_yaml),
-    run(r"EDGETALLY_TOKEN=\.\.\. edgetally energy report --api http://127\.0\.0\.1:8080 ",
+        forms=energy_yaml,
+    ),
+    run(
+        r"EDGETALLY_TOKEN=\.\.\. edgetally energy report --api http://127\.0\.0\.1:8080 ",
         "the fleet: the test's fleet with tokens on a free port; ...: an analyst token",
-        forms=sub(("http://127.0.0.1:8080", fleet_url("rollouts")),
-                  ("EDGETALLY_TOKEN=...", lambda wd: f"EDGETALLY_TOKEN={wd.values['analyst']}"))),
-    run(r"edgetally fleet query energy --api http://127\.0\.0\.1:8080 --token-file "
+        forms=sub(
+            ("http://127.0.0.1:8080", fleet_url("rollouts")),
+            ("EDGETALLY_TOKEN=...", lambda wd: f"EDGETALLY_TOKEN={wd.values['analyst']}"),
+        ),
+    ),
+    run(
+        r"edgetally fleet query energy --api http://127\.0\.0\.1:8080 --token-file "
         r"analyst\.token$",
-        "the fleet: the test's fleet with tokens on a free port; analyst.token: its analyst "
-        "token", forms=analyst_token_file),
+        "the fleet: the test's fleet with tokens on a free port; analyst.token: its analyst token",
+        forms=analyst_token_file,
+    ),
     # ---- ARM boards
-    skip(r"edgetally quantize yolox-nano --calib images/ --format tflite --out int8/$",
-         "needs TensorFlow and onnx2tf (edgetally[tflite], about 2 GB), not installed here; "
-         "tests/quantize/test_tflite.py::test_full_integer_tflite_runs_in_litert_through_the_"
-         "detector runs it where they are, and test_without_the_extra_tflite_is_a_one_line_"
-         "error_naming_it where not"),
-    skip(r"edgetally count VIDEO --model yolox_nano-int8_vela\.tflite --backend litert "
-         r"--device /usr/lib/libethosu_delegate\.so ",
-         "an i.MX 93 with NXP's Ethos-U delegate and a Vela-compiled model; a model through a "
-         "delegate library runs in tests/runtime/test_arm_boards.py::test_a_model_runs_"
-         "through_a_stand_in_delegate_with_the_same_outputs and the missing library's one "
-         "line in test_a_missing_delegate_library_is_one_line_naming_what_installs_it"),
+    skip(
+        r"edgetally quantize yolox-nano --calib images/ --format tflite --out int8/$",
+        "needs TensorFlow and onnx2tf (edgetally[tflite], about 2 GB), not installed here; "
+        "tests/quantize/test_tflite.py::test_full_integer_tflite_runs_in_litert_through_the_"
+        "detector runs it where they are, and test_without_the_extra_tflite_is_a_one_line_"
+        "error_naming_it where not",
+    ),
+    skip(
+        r"edgetally count VIDEO --model yolox_nano-int8_vela\.tflite --backend litert "
+        r"--device /usr/lib/libethosu_delegate\.so ",
+        "an i.MX 93 with NXP's Ethos-U delegate and a Vela-compiled model; a model through a "
+        "delegate library runs in tests/runtime/test_arm_boards.py::test_a_model_runs_"
+        "through_a_stand_in_delegate_with_the_same_outputs and the missing library's one "
+        "line in test_a_missing_delegate_library_is_one_line_naming_what_installs_it",
+    ),
 ]
 
 
@@ -610,8 +767,9 @@ def run_once(wd: Workdir, cmd: str, rule: Rule) -> str:
     env = {**wd.env, **extra}
     if rule.serve:
         return serve_once(wd, cmd, argv, env)
-    done = subprocess.run(argv, cwd=wd.work, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        argv, cwd=wd.work, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, (
         f"README command failed (exit {done.returncode}): {cmd}\n{done.stderr[-3000:]}"
     )
@@ -627,8 +785,7 @@ def serve_once(wd: Workdir, cmd: str, argv: list[str], env: dict[str, str]) -> s
     port = int(argv[argv.index("--http") + 1].rsplit(":", 1)[1])
     log = wd.aux / f"serve-{port}.log"
     with log.open("w") as err:
-        proc = subprocess.Popen(argv, cwd=wd.work, env=env, stdout=subprocess.DEVNULL,
-                                stderr=err)
+        proc = subprocess.Popen(argv, cwd=wd.work, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
@@ -703,8 +860,10 @@ def test_readme_commands_run_as_written(workdir: Workdir) -> None:
             except AssertionError as exc:
                 failures.append(str(exc))
             ran.append((form, time.monotonic() - started))
-    report = "\n".join(f"  ran {t:5.1f} s  {c}" for c, t in ran) + "\n" + "\n".join(
-        f"  skipped  {c}\n           ({why})" for c, why in skipped
+    report = (
+        "\n".join(f"  ran {t:5.1f} s  {c}" for c, t in ran)
+        + "\n"
+        + "\n".join(f"  skipped  {c}\n           ({why})" for c, why in skipped)
     )
     print(f"{len(ran)} command lines ran, {len(skipped)} skipped:\n{report}")
     assert not failures, "\n\n".join(failures)

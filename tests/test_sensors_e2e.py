@@ -43,11 +43,13 @@ def write_wav(path: Path) -> np.ndarray[Any, Any]:
     """7 s at 16 kHz: a loud tone, quiet noise, a soft low tone; returns what a reader gets."""
     t = np.arange(3 * RATE) / RATE
     rng = np.random.default_rng(5)
-    x = np.concatenate([
-        0.5 * np.sin(2 * np.pi * 1000 * t),
-        0.01 * rng.standard_normal(2 * RATE),
-        0.05 * np.sin(2 * np.pi * 250 * t[: 2 * RATE]),
-    ])
+    x = np.concatenate(
+        [
+            0.5 * np.sin(2 * np.pi * 1000 * t),
+            0.01 * rng.standard_normal(2 * RATE),
+            0.05 * np.sin(2 * np.pi * 250 * t[: 2 * RATE]),
+        ]
+    )
     soundfile.write(str(path), x, RATE, subtype="PCM_16")
     data, _ = soundfile.read(str(path), dtype="float32")
     return np.asarray(data, np.float64)
@@ -88,16 +90,18 @@ class ScenePipeline:
 
 
 def device_config(tmp_path: Path, broker: str, wav: Path) -> DeviceConfig:
-    return parse_config({
-        "site": "shop-1",
-        "device": "dev-1",
-        "broker": broker,
-        "outbox": str(tmp_path / "outbox.db"),
-        "bucket_seconds": BUCKET_S,
-        "drain_timeout_s": 20,
-        "audio": {"id": "mic0", "source": str(wav), "spl_offset_db": 100.0},
-        "cameras": [{"id": "shelfcam", "source": "scene", "shelf": scene_config_data()}],
-    })
+    return parse_config(
+        {
+            "site": "shop-1",
+            "device": "dev-1",
+            "broker": broker,
+            "outbox": str(tmp_path / "outbox.db"),
+            "bucket_seconds": BUCKET_S,
+            "drain_timeout_s": 20,
+            "audio": {"id": "mic0", "source": str(wav), "spl_offset_db": 100.0},
+            "cameras": [{"id": "shelfcam", "source": "scene", "shelf": scene_config_data()}],
+        }
+    )
 
 
 def get(fleet: FleetServer, path: str) -> bytes:
@@ -198,13 +202,12 @@ def test_audio_and_shelf_reach_the_fleet_api(tmp_path: Path, mosquitto: Broker) 
             # The same as CSV, and the events also in /api/v1/events.
             text = get(fleet, "/api/v1/shelf?interval=day&format=csv").decode()
             table = list(csv.DictReader(io.StringIO(text)))
-            assert sum(int(r["restocked"]) for r in table) == want[("f1", "restocked")] + want[
-                ("f7", "restocked")
-            ]
+            assert (
+                sum(int(r["restocked"]) for r in table)
+                == want[("f1", "restocked")] + want[("f7", "restocked")]
+            )
             events = json.loads(get(fleet, "/api/v1/events?interval=day"))["rows"]
-            shelf_events = {
-                e["event"]: 0 for e in events if e["family"] == "shelf"
-            }
+            shelf_events = {e["event"]: 0 for e in events if e["family"] == "shelf"}
             for e in events:
                 if e["family"] == "shelf":
                     shelf_events[e["event"]] += e["count"]

@@ -15,34 +15,40 @@ audio_app = typer.Typer(help="Sound level, speech share and sound events per tim
 
 _RUNTIMES = "auto, onnxruntime, openvino or litert"
 _DEVICE = "OpenVINO device, onnxruntime provider or LiteRT delegate"
-VadBackend = Annotated[str, typer.Option(
-    "--vad-backend", metavar="BACKEND", help=f"VAD runtime: {_RUNTIMES}."
-)]
-VadAccelerator = Annotated[str | None, typer.Option(
-    "--vad-accelerator", metavar="DEVICE", help=f"The VAD's {_DEVICE}."
-)]
-ClassifierBackend = Annotated[str, typer.Option(
-    "--classifier-backend", metavar="BACKEND", help=f"Classifier runtime: {_RUNTIMES}."
-)]
-ClassifierAccelerator = Annotated[str | None, typer.Option(
-    "--classifier-accelerator", metavar="DEVICE", help=f"The classifier's {_DEVICE}."
-)]
-BucketSeconds = Annotated[float, typer.Option(
-    "--bucket-seconds", metavar="SECONDS", help="Bucket length."
-)]
+VadBackend = Annotated[
+    str, typer.Option("--vad-backend", metavar="BACKEND", help=f"VAD runtime: {_RUNTIMES}.")
+]
+VadAccelerator = Annotated[
+    str | None, typer.Option("--vad-accelerator", metavar="DEVICE", help=f"The VAD's {_DEVICE}.")
+]
+ClassifierBackend = Annotated[
+    str,
+    typer.Option(
+        "--classifier-backend", metavar="BACKEND", help=f"Classifier runtime: {_RUNTIMES}."
+    ),
+]
+ClassifierAccelerator = Annotated[
+    str | None,
+    typer.Option("--classifier-accelerator", metavar="DEVICE", help=f"The classifier's {_DEVICE}."),
+]
+BucketSeconds = Annotated[
+    float, typer.Option("--bucket-seconds", metavar="SECONDS", help="Bucket length.")
+]
 NoVad = Annotated[bool, typer.Option("--no-vad", help="Skip speech activity.")]
-VadModel = Annotated[Path | None, typer.Option(
-    "--vad-model", metavar="FILE", help="silero-vad ONNX file."
-)]
-ClassMap = Annotated[Path | None, typer.Option(
-    "--class-map", metavar="FILE", help="Class map CSV: index,mid,display_name."
-)]
-EventThreshold = Annotated[float, typer.Option(
-    "--event-threshold", metavar="SCORE", help="Top-class score."
-)]
-SplOffset = Annotated[float | None, typer.Option(
-    "--spl-offset", metavar="DB", help="Calibration: the dB SPL that reads 0 dBFS."
-)]
+VadModel = Annotated[
+    Path | None, typer.Option("--vad-model", metavar="FILE", help="silero-vad ONNX file.")
+]
+ClassMap = Annotated[
+    Path | None,
+    typer.Option("--class-map", metavar="FILE", help="Class map CSV: index,mid,display_name."),
+]
+EventThreshold = Annotated[
+    float, typer.Option("--event-threshold", metavar="SCORE", help="Top-class score.")
+]
+SplOffset = Annotated[
+    float | None,
+    typer.Option("--spl-offset", metavar="DB", help="Calibration: the dB SPL that reads 0 dBFS."),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +134,13 @@ def analyze(
 
     runtimes = _Runtimes(vad_backend, vad_accelerator, classifier_backend, classifier_accelerator)
     analyzer = _build(
-        bucket_seconds, no_vad, vad_model, classifier, class_map, event_threshold, spl_offset,
+        bucket_seconds,
+        no_vad,
+        vad_model,
+        classifier,
+        class_map,
+        event_threshold,
+        spl_offset,
         runtimes,
     )
     assert isinstance(analyzer, AudioAnalyzer)
@@ -171,7 +183,13 @@ def live(
 
     runtimes = _Runtimes(vad_backend, vad_accelerator, classifier_backend, classifier_accelerator)
     analyzer = _build(
-        bucket_seconds, no_vad, vad_model, classifier, class_map, event_threshold, spl_offset,
+        bucket_seconds,
+        no_vad,
+        vad_model,
+        classifier,
+        class_map,
+        event_threshold,
+        spl_offset,
         runtimes,
     )
     assert isinstance(analyzer, AudioAnalyzer)

@@ -44,7 +44,9 @@ def create(
     ),
     out: Path = typer.Option(..., "--out", metavar="FILE", help="Bundle file to write."),
     target: list[str] = typer.Option(
-        ..., "--target", metavar="BACKEND:PRECISION:CLASS",
+        ...,
+        "--target",
+        metavar="BACKEND:PRECISION:CLASS",
         help="Where it may run, e.g. onnxruntime:int8:rpi5 (repeatable).",
     ),
     name: str | None = typer.Option(
@@ -55,15 +57,21 @@ def create(
         500.0, "--latency-ms", metavar="MS", help="Health check latency budget."
     ),
     max_count_delta: float = typer.Option(
-        0.25, "--max-count-delta", metavar="SHARE",
+        0.25,
+        "--max-count-delta",
+        metavar="SHARE",
         help="Largest relative change of counts vs the old model.",
     ),
     max_power_increase: float = typer.Option(
-        0.30, "--max-power-increase", metavar="SHARE",
+        0.30,
+        "--max-power-increase",
+        metavar="SHARE",
         help="Largest relative increase of mean power.",
     ),
     rollback_of: str | None = typer.Option(
-        None, "--rollback-of", metavar="VERSION",
+        None,
+        "--rollback-of",
+        metavar="VERSION",
         help="A deliberate rollback: devices running up to this (newer) version may take this "
         "older bundle; signed into the manifest.",
     ),
@@ -98,7 +106,9 @@ def verify(
         ..., "--pubkey", metavar="FILE", help="The fleet's public key (fleet.pub)."
     ),
     target: str | None = typer.Option(
-        None, "--target", metavar="BACKEND:PRECISION:CLASS",
+        None,
+        "--target",
+        metavar="BACKEND:PRECISION:CLASS",
         help="Also require the bundle to be meant for this target.",
     ),
 ) -> None:

@@ -87,10 +87,8 @@ def _run(
     source = open_source(source_spec, options)
     writer: list[VideoWriter] = []
 
-    points = {c.spec.line_id: [number_as_typed(v) for v in c.spec.points]
-              for c in pipeline.lines}
-    polygons = {z.spec.zone_id: [number_as_typed(v) for v in z.spec.points]
-                for z in pipeline.zones}
+    points = {c.spec.line_id: [number_as_typed(v) for v in c.spec.points] for c in pipeline.lines}
+    polygons = {z.spec.zone_id: [number_as_typed(v) for v in z.spec.points] for z in pipeline.zones}
     entered: dict[tuple[str, int], tuple[int, datetime]] = {}  # visit -> its first frame
 
     def zone_row(event: str, zone_id: str, track: int, frame_index: int, ts: datetime) -> Any:
@@ -115,15 +113,17 @@ def _run(
     def on_result(frame: Any, result: Any) -> None:
         if events is not None:
             for c in result.crossings:
-                events.append({
-                    "t": round(c.frame_index / source.fps, 3),
-                    "time": c.timestamp.isoformat(),
-                    "frame": c.frame_index,
-                    "line": points[c.line_id],
-                    "line_id": c.line_id,
-                    "dir": c.direction,
-                    "track": c.track_id,
-                })
+                events.append(
+                    {
+                        "t": round(c.frame_index / source.fps, 3),
+                        "time": c.timestamp.isoformat(),
+                        "frame": c.frame_index,
+                        "line": points[c.line_id],
+                        "line_id": c.line_id,
+                        "dir": c.direction,
+                        "track": c.track_id,
+                    }
+                )
             for e in result.entries:
                 entered[e.zone_id, e.track_id] = (result.frame_index, e.timestamp)
                 events.append(
@@ -156,8 +156,8 @@ def _stopped(report: Any, signals: list[str]) -> int:
     143 for SIGTERM, as a shell reports them)."""
     by = "SIGTERM" if "SIGTERM" in signals else "Ctrl-C"
     typer.echo(
-        f"edgetally: interrupted ({by}) after {report.frames} frames: the counts above are "
-        "partial", err=True,
+        f"edgetally: interrupted ({by}) after {report.frames} frames: the counts above are partial",
+        err=True,
     )
     return 143 if by == "SIGTERM" else 130
 
@@ -225,18 +225,20 @@ DeviceOpt = typer.Option(
     help="OpenVINO device (CPU, GPU, NPU, AUTO), onnxruntime provider, or LiteRT delegate library.",
 )
 FamilyOpt = typer.Option(
-    None, "--family", metavar="FAMILY",
+    None,
+    "--family",
+    metavar="FAMILY",
     help="Processing family of an unknown model file: yolox | tf-ssd | tflite-ssd.",
 )
 GateOpt = typer.Option(True, "--gate/--no-gate", help="Skip inference on frames without motion.")
 RoiOpt = typer.Option(
-    None, "--roi", metavar="X1,Y1,X2,Y2",
+    None,
+    "--roi",
+    metavar="X1,Y1,X2,Y2",
     help="Detect only in this region (top-left, bottom-right): people far from the camera "
     "come out larger.",
 )
-StrideOpt = typer.Option(
-    1, "--stride", min=1, metavar="N", help="Keep every n-th frame of a file."
-)
+StrideOpt = typer.Option(1, "--stride", min=1, metavar="N", help="Keep every n-th frame of a file.")
 MaxFramesOpt = typer.Option(
     None, "--max-frames", min=1, metavar="N", help="Stop after this many frames."
 )
@@ -261,11 +263,15 @@ def count(
     max_frames: int | None = MaxFramesOpt,
     start: str | None = StartOpt,
     annotate: Path | None = typer.Option(
-        None, "--annotate", metavar="FILE",
+        None,
+        "--annotate",
+        metavar="FILE",
         help="Write the video with boxes, ids, lines and counts here (.mp4, .avi).",
     ),
     events: Path | None = typer.Option(
-        None, "--events", metavar="FILE",
+        None,
+        "--events",
+        metavar="FILE",
         help="Write each crossing (t, time, frame, line, dir, track) and zone entry or exit "
         "(t, time, frame, zone, event, track, dwell_s) here as JSON Lines.",
     ),
@@ -304,8 +310,9 @@ def count(
         typer.echo(f"wrote {annotate} ({report.frames} frames, annotated)", err=True)
     if events is not None and rows is not None:
         n_crossings = sum(1 for row in rows if "line" in row)
-        zone_rows = f", {len(rows) - n_crossings - report.partial} zone entries and exits" \
-            if zone else ""
+        zone_rows = (
+            f", {len(rows) - n_crossings - report.partial} zone entries and exits" if zone else ""
+        )
         marked = ", marked partial" if report.partial else ""
         typer.echo(f"wrote {events} ({n_crossings} crossings{zone_rows}{marked})", err=True)
     if report.partial:
@@ -322,29 +329,37 @@ def _check_writable(path: Path) -> None:
 
 def evaluate(
     source: str = typer.Argument(
-        ..., metavar="SOURCE",
+        ...,
+        metavar="SOURCE",
         help="A MOT sequence (gt/gt.txt plus img1/ or a video), or any source with --reference.",
     ),
     line: list[str] = LineOpt,
     reference: list[Path] = typer.Option(
-        [], "--reference", metavar="FILE",
-        help="True crossings of a line: {\"line\": [...], \"events\": [{\"t\": s, "
-        "\"dir\": \"in\"|\"out\"}]}, or count --events lines (repeatable).",
+        [],
+        "--reference",
+        metavar="FILE",
+        help='True crossings of a line: {"line": [...], "events": [{"t": s, '
+        '"dir": "in"|"out"}]}, or count --events lines (repeatable).',
     ),
     zone: list[str] = typer.Option(
-        [], "--zone", metavar="X1,Y1,X2,Y2,X3,Y3,...",
+        [],
+        "--zone",
+        metavar="X1,Y1,X2,Y2,X3,Y3,...",
         help="A zone polygon to report, not scored (repeatable).",
     ),
     zone_reference: list[Path] = typer.Option(
-        [], "--zone-reference", metavar="FILE",
-        help="True visits of a zone, scored by entry: {\"zone\": [...], \"visits\": "
-        "[{\"t\": s, \"exit_t\": s}]} (exit_t optional), or count --events lines "
+        [],
+        "--zone-reference",
+        metavar="FILE",
+        help='True visits of a zone, scored by entry: {"zone": [...], "visits": '
+        '[{"t": s, "exit_t": s}]} (exit_t optional), or count --events lines '
         "(repeatable).",
     ),
     tolerance_s: float = typer.Option(
-        1.0, "--tolerance-s", metavar="SECONDS",
-        help="How far apart in time a counted and a true crossing (or zone entry) may be "
-        "to match.",
+        1.0,
+        "--tolerance-s",
+        metavar="SECONDS",
+        help="How far apart in time a counted and a true crossing (or zone entry) may be to match.",
     ),
     model: str = ModelOpt,
     backend: str = BackendOpt,
@@ -400,8 +415,22 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     signals: list[str] = []
     report = _run(
-        source, texts, zone_texts, model, backend, device, family, gate, stride, None, None,
-        None, quiet=as_json, events=rows, roi=roi, signals=signals,
+        source,
+        texts,
+        zone_texts,
+        model,
+        backend,
+        device,
+        family,
+        gate,
+        stride,
+        None,
+        None,
+        None,
+        quiet=as_json,
+        events=rows,
+        roi=roi,
+        signals=signals,
     )
     _report_scores(report, refs, zone_refs, rows, tolerance_s, as_json)
     if report.partial:  # scored on the frames it saw, and said so
@@ -431,20 +460,28 @@ def _report_scores(
     ]
     accuracy, total = run.count_accuracy, run.events
     zones, zone_total, zone_accuracy = _score_zones(report.zones, zone_refs, rows, tolerance_s)
-    zone_scores = {} if not zone_refs else {
-        "zone_count_accuracy": zone_accuracy,
-        "zone_visits": zone_total.as_dict(),
-    }
+    zone_scores = (
+        {}
+        if not zone_refs
+        else {
+            "zone_count_accuracy": zone_accuracy,
+            "zone_visits": zone_total.as_dict(),
+        }
+    )
     if as_json:
-        typer.echo(json.dumps({
-            **report.as_json(),
-            "lines": lines,
-            "zones": zones,
-            "count_accuracy": accuracy,
-            "tolerance_s": tolerance_s,
-            "events": total.as_dict(),
-            **zone_scores,
-        }))
+        typer.echo(
+            json.dumps(
+                {
+                    **report.as_json(),
+                    "lines": lines,
+                    "zones": zones,
+                    "count_accuracy": accuracy,
+                    "tolerance_s": tolerance_s,
+                    "events": total.as_dict(),
+                    **zone_scores,
+                }
+            )
+        )
         return
     _print_lines(report, lines, zones)
     if lines:
@@ -488,14 +525,16 @@ def _score_zones(
     zones = []
     for zone, score in zip(counted, scores, strict=True):
         p50, p90 = dwell_percentile(score.true_dwells, 50), dwell_percentile(score.true_dwells, 90)
-        zones.append({
-            **zone,
-            "true_visits": score.true_visits,
-            **score.entries.as_dict(),
-            "visit_count_accuracy": score.visit_count_accuracy,
-            "true_dwell_p50_s": None if p50 is None else round(p50, 3),
-            "true_dwell_p90_s": None if p90 is None else round(p90, 3),
-        })
+        zones.append(
+            {
+                **zone,
+                "true_visits": score.true_visits,
+                **score.entries.as_dict(),
+                "visit_count_accuracy": score.visit_count_accuracy,
+                "true_dwell_p50_s": None if p50 is None else round(p50, 3),
+                "true_dwell_p90_s": None if p90 is None else round(p90, 3),
+            }
+        )
     return zones, total, accuracy
 
 

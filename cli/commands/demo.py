@@ -84,7 +84,8 @@ def demo(
     stores: int = typer.Option(3, "--stores", help="Simulated stores replaying Auckland counts."),
     days: int = typer.Option(14, "--days", help="Days of history each store replays."),
     seconds: float | None = typer.Option(
-        None, "--seconds",
+        None,
+        "--seconds",
         help="Stop the real device after this many seconds (default: it counts the whole "
         "clip; a limit makes its counts depend on this machine's speed).",
     ),
@@ -98,16 +99,20 @@ def demo(
         "127.0.0.1:0", "--http", help="HOST:PORT of the fleet's API (default: a free port)."
     ),
     power_source: str = typer.Option(
-        "auto", "--power-source",
+        "auto",
+        "--power-source",
         help="The real device's power meter: auto|rapl|hwmon|pi5|estimate|none.",
     ),
     serve: bool | None = typer.Option(
-        None, "--serve/--no-serve", "--keep-serving",
+        None,
+        "--serve/--no-serve",
+        "--keep-serving",
         help="Leave the broker, fleet, API and dashboard up after the run, until Ctrl-C "
         "(default: --serve in a terminal, --no-serve when not interactive).",
     ),
     embedded_broker: bool = typer.Option(
-        False, "--embedded-broker",
+        False,
+        "--embedded-broker",
         help="Use the embedded Python broker (amqtt) even when Mosquitto is installed.",
     ),
     energy_config: Path | None = ENERGY_CONFIG_FILE,
@@ -155,7 +160,8 @@ def demo(
     from edgetally.fleet.energy.assumptions import dump_config
 
     ledger_config = _energy_config(
-        plans, energy_config,
+        plans,
+        energy_config,
         (hours_per_day, bitrate_mbps, store_region, cloud_region, accounting),
     )
     work = data_dir or Path(tempfile.mkdtemp(prefix="edgetally-demo-"))
@@ -178,7 +184,10 @@ def demo(
     say(f"broker: {broker.kind} at {broker.url}")
     fleet = FleetServer(
         FleetConfig.of(
-            broker.url, str(db), http, client_id="edgetally-demo-fleet",
+            broker.url,
+            str(db),
+            http,
+            client_id="edgetally-demo-fleet",
             mqtt_v5=broker.kind != "amqtt",  # the embedded broker speaks MQTT 3.1.1 only
         ),
         app_hooks=[energy_config_hook(ledger_config)],
@@ -192,14 +201,21 @@ def demo(
         say(f"API: {api}/docs  (dashboard: {api}/dashboard)")
         config = parse_config(
             {
-                "site": DEMO_SITE, "device": DEMO_DEVICE, "broker": broker.url,
-                "outbox": str(work / "device-outbox.db"), "bucket_seconds": DEMO_BUCKET_S,
+                "site": DEMO_SITE,
+                "device": DEMO_DEVICE,
+                "broker": broker.url,
+                "outbox": str(work / "device-outbox.db"),
+                "bucket_seconds": DEMO_BUCKET_S,
                 "drain_timeout_s": 10,
                 "power": {"source": power_source, "profile": "edge-box"},
-                "cameras": [{
-                    "id": "door", "source": str(video), "max_frames": max_frames,
-                    "lines": [{"id": name or "entrance", "points": points}],
-                }],
+                "cameras": [
+                    {
+                        "id": "door",
+                        "source": str(video),
+                        "max_frames": max_frames,
+                        "lines": [{"id": name or "entrance", "points": points}],
+                    }
+                ],
             },
             origin="demo",
         )
@@ -219,12 +235,16 @@ def demo(
 
         device_thread = threading.Thread(target=run_device, name="demo-device", daemon=True)
         device_thread.start()
-        say(f"device {DEMO_DEVICE}: counting {video.name} on line {line}, "
-            f"power source {power_source}")
+        say(
+            f"device {DEMO_DEVICE}: counting {video.name} on line {line}, "
+            f"power source {power_source}"
+        )
 
         replayed = [replay_store(p, work / f"{p.device}-outbox.db", broker.url) for p in plans]
-        say(f"stores: {len(plans)} replayed {days} days of hourly Auckland counts "
-            "(Heart of the City Auckland, CC BY 4.0), with estimated power per hour")
+        say(
+            f"stores: {len(plans)} replayed {days} days of hourly Auckland counts "
+            "(Heart of the City Auckland, CC BY 4.0), with estimated power per hour"
+        )
 
         # The device counts the whole clip (unless --seconds cuts it short).
         deadline = None if seconds is None else t0 + seconds
@@ -243,8 +263,10 @@ def demo(
         power_published += max(0, dev_power - left_power)
         # Let the ingest catch up with what the broker acknowledged.
         fleet.ingestor.wait_until(
-            lambda c: c.aggregates_new + c.aggregates_duplicate >= published
-            and c.power_new + c.power_duplicate >= power_published,
+            lambda c: (
+                c.aggregates_new + c.aggregates_duplicate >= published
+                and c.power_new + c.power_duplicate >= power_published
+            ),
             30,
         )
         counters = fleet.counters()
@@ -253,9 +275,21 @@ def demo(
         traffic = api_get(api, "/api/v1/traffic", {"interval": "day", "from": since.isoformat()})
         rows = _per_site(traffic["rows"])
         ledger = api_get(api, "/api/v1/energy")
-        energy = {k: ledger[k] for k in ("label", "measured", "accounting", "camera_hours",
-                                         "compared_from", "compared_to", "devices", "sites",
-                                         "config", "note")}
+        energy = {
+            k: ledger[k]
+            for k in (
+                "label",
+                "measured",
+                "accounting",
+                "camera_hours",
+                "compared_from",
+                "compared_to",
+                "devices",
+                "sites",
+                "config",
+                "note",
+            )
+        }
         energy["config_file"] = str(energy_file)
         frames = sum(c.frames for c in report.cameras) if report else 0
         summary: dict[str, Any] = {
@@ -281,8 +315,10 @@ def demo(
         else:
             if report:
                 for item in report.lines():
-                    typer.echo(f"device {DEMO_DEVICE}: line {item['line']} in {item['in']}, "
-                               f"out {item['out']} ({frames} frames)")
+                    typer.echo(
+                        f"device {DEMO_DEVICE}: line {item['line']} in {item['in']}, "
+                        f"out {item['out']} ({frames} frames)"
+                    )
             if outcome.get("error"):
                 typer.echo(f"device {DEMO_DEVICE} stopped: {outcome['error']}")
             typer.echo(
@@ -294,8 +330,7 @@ def demo(
             typer.echo(f"traffic from {api}/api/v1/traffic:")
             typer.echo(f"{'site':<44} {'days':>4} {'in':>8} {'out':>8}")
             for item in rows:
-                typer.echo(f"{item['site']:<44} {item['days']:>4} {item['in']:>8} "
-                           f"{item['out']:>8}")
+                typer.echo(f"{item['site']:<44} {item['days']:>4} {item['in']:>8} {item['out']:>8}")
             _print_energy(energy, db, energy_file)
         if serve:
             typer.echo(f"serving the dashboard at {api}/dashboard/; Ctrl-C ends", err=as_json)

@@ -23,37 +23,55 @@ MQTT_PASSWORD_ENV = "EDGETALLY_MQTT_PASSWORD"
 FLEET_TOKEN_ENV = "EDGETALLY_FLEET_TOKEN"
 
 _MQTT_PASSWORD = typer.Option(
-    None, "--mqtt-password", metavar="PASSWORD",
+    None,
+    "--mqtt-password",
+    metavar="PASSWORD",
     help="Broker password of user SITE/DEVICE (publisher and update agent); ps shows it: "
     f"prefer --mqtt-password-file or {MQTT_PASSWORD_ENV}.",
 )
 _MQTT_PASSWORD_FILE = typer.Option(
-    None, "--mqtt-password-file", metavar="FILE",
+    None,
+    "--mqtt-password-file",
+    metavar="FILE",
     help="A file whose first line is the broker password.",
 )
 _CA = typer.Option(
-    None, "--ca", metavar="FILE",
+    None,
+    "--ca",
+    metavar="FILE",
     help="CA certificate an mqtts:// broker's certificate must be signed by.",
 )
 _FLEET_URL = typer.Option(
-    None, "--fleet-url", metavar="URL",
+    None,
+    "--fleet-url",
+    metavar="URL",
     help="Download bundles from this fleet URL only (default: only from the broker's host).",
 )
 _MAX_BUNDLE_MB = typer.Option(
-    None, "--max-bundle-mb", min=1, metavar="MIB",
+    None,
+    "--max-bundle-mb",
+    min=1,
+    metavar="MIB",
     help="Largest bundle this device downloads, in MiB (512); a larger one is refused.",
 )
 _MAX_COMMAND_AGE = typer.Option(
-    None, "--max-command-age", min=1.0, metavar="SECONDS",
+    None,
+    "--max-command-age",
+    min=1.0,
+    metavar="SECONDS",
     help="A fleet command issued longer ago than this is refused as stale (600).",
 )
 _FLEET_TOKEN = typer.Option(
-    None, "--fleet-token", metavar="TOKEN",
+    None,
+    "--fleet-token",
+    metavar="TOKEN",
     help="Bearer token (role device) for bundle downloads; ps shows it: prefer "
     f"--fleet-token-file or {FLEET_TOKEN_ENV}.",
 )
 _FLEET_TOKEN_FILE = typer.Option(
-    None, "--fleet-token-file", metavar="FILE",
+    None,
+    "--fleet-token-file",
+    metavar="FILE",
     help="A file whose first line is the device token (role device) for bundle downloads.",
 )
 _SITE = typer.Option(None, "--site", metavar="SITE", help="Site (shop) id.")
@@ -61,7 +79,6 @@ _DEVICE_ID = typer.Option(None, "--device-id", metavar="ID", help="This device's
 _MODELS_DIR_HELP = "Signed bundles installed here (A/B slots, current, previous)."
 _PUBKEY_HELP = "The fleet's public key (fleet.pub) bundles and fleet commands must verify with."
 _CLASS_HELP = "This device's class in bundle targets (e.g. rpi5)."
-
 
 
 def _camera_id(source: str) -> str:
@@ -101,9 +118,7 @@ def _cli_config(
     power_given = {k: v for k, v in (power_overrides or {}).items() if v is not None}
     if config_file is not None:
         if source is not None or lines or zones:
-            raise ConfigError(
-                "give either --config FILE or SOURCE with --line/--zone, not both"
-            )
+            raise ConfigError("give either --config FILE or SOURCE with --line/--zone, not both")
         config = load_config(config_file)
         data = config.model_dump()
         data.update(given)
@@ -151,7 +166,9 @@ def run(
     site: str | None = _SITE,
     device_id: str | None = _DEVICE_ID,
     broker: str | None = typer.Option(
-        None, "--broker", metavar="URL",
+        None,
+        "--broker",
+        metavar="URL",
         help="MQTT broker, mqtt://HOST:PORT (default mqtt://127.0.0.1:1883), or "
         "mqtts://HOST:8883 for TLS.",
     ),
@@ -162,14 +179,18 @@ def run(
         None, "--outbox", metavar="FILE", help="SQLite outbox file (default ./edgetally-outbox.db)."
     ),
     outbox_max: int | None = typer.Option(
-        None, "--outbox-max", metavar="N",
+        None,
+        "--outbox-max",
+        metavar="N",
         help="Most messages the outbox holds before collection stops.",
     ),
     bucket_seconds: int | None = typer.Option(
         None, "--bucket-seconds", metavar="SECONDS", help="Aggregate bucket length (default 60)."
     ),
     drain_timeout: float | None = typer.Option(
-        None, "--drain-timeout", metavar="SECONDS",
+        None,
+        "--drain-timeout",
+        metavar="SECONDS",
         help="Seconds to wait for the broker after a file ends (30).",
     ),
     model: str | None = typer.Option(
@@ -179,7 +200,9 @@ def run(
         None, "--backend", metavar="BACKEND", help="auto | onnxruntime | openvino | litert"
     ),
     accelerator: str | None = typer.Option(
-        None, "--accelerator", metavar="DEVICE",
+        None,
+        "--accelerator",
+        metavar="DEVICE",
         help="OpenVINO device, onnxruntime provider or LiteRT delegate.",
     ),
     camera_id: str | None = typer.Option(
@@ -192,23 +215,32 @@ def run(
         None, "--max-frames", min=1, metavar="N", help="Stop a file after this many frames."
     ),
     realtime: bool | None = typer.Option(
-        None, "--realtime/--as-fast-as-possible",
+        None,
+        "--realtime/--as-fast-as-possible",
         help="Play a file at its own frame rate, as a camera would (default: as fast as possible).",
     ),
     power_source: str | None = typer.Option(
-        None, "--power-source", metavar="SOURCE",
+        None,
+        "--power-source",
+        metavar="SOURCE",
         help="Power telemetry: auto|rapl|hwmon|pi5|plug|serial|estimate|none (default none).",
     ),
     power_profile: str | None = typer.Option(
-        None, "--power-profile", metavar="PROFILE",
+        None,
+        "--power-profile",
+        metavar="PROFILE",
         help="Device profile of the estimate (e.g. rpi4, n100).",
     ),
     power_serial_port: str | None = typer.Option(
-        None, "--power-serial-port", metavar="PORT",
+        None,
+        "--power-serial-port",
+        metavar="PORT",
         help="Serial power monitor (for --power-source serial).",
     ),
     power_plug_topic: str | None = typer.Option(
-        None, "--power-plug-topic", metavar="TOPIC",
+        None,
+        "--power-plug-topic",
+        metavar="TOPIC",
         help="Smart plug's SENSOR topic (for --power-source plug).",
     ),
     models_dir: Path | None = typer.Option(
@@ -226,15 +258,21 @@ def run(
     max_bundle_mb: int | None = _MAX_BUNDLE_MB,
     max_command_age: float | None = _MAX_COMMAND_AGE,
     confirm_frames: int | None = typer.Option(
-        None, "--confirm-frames", metavar="N",
+        None,
+        "--confirm-frames",
+        metavar="N",
         help="Inferred frames a new model must run without error before it is kept (300).",
     ),
     reference_clip: Path | None = typer.Option(
-        None, "--reference-clip", metavar="FILE",
+        None,
+        "--reference-clip",
+        metavar="FILE",
         help="Health check: a new model must count this clip like the current one.",
     ),
     reference_line: list[str] = typer.Option(
-        [], "--reference-line", metavar="X1,Y1,X2,Y2",
+        [],
+        "--reference-line",
+        metavar="X1,Y1,X2,Y2",
         help="A line of the reference clip (repeatable).",
     ),
     config: Path | None = typer.Option(
@@ -387,8 +425,11 @@ def _env_password(
     from edgetally.models.broker_url import BrokerUrlError, parse_broker_url
 
     env = os.environ.get(MQTT_PASSWORD_ENV, "").strip()
-    if not env or password is not None or password_file is not None or any(
-        o is not None for o in others
+    if (
+        not env
+        or password is not None
+        or password_file is not None
+        or any(o is not None for o in others)
     ):
         return None
     try:
@@ -438,9 +479,15 @@ def _update_options(cfg: Any, config_file: Path | None, flags: dict[str, Any]) -
             raise ConfigError("--reference-line needs --reference-clip (or updates.reference_clip)")
         reference = ReferenceClip(u.reference_clip, u.reference_lines, u.reference_frames)
     return UpdateOptions(
-        models_dir=u.models_dir, fleet_pubkey=u.fleet_pubkey, device_class=u.device_class,
-        fleet_url=u.fleet_url, fleet_token=u.token(), confirm_frames=u.confirm_frames,
-        precision=u.precision, reference=reference, max_bundle_bytes=u.max_bundle_mb << 20,
+        models_dir=u.models_dir,
+        fleet_pubkey=u.fleet_pubkey,
+        device_class=u.device_class,
+        fleet_url=u.fleet_url,
+        fleet_token=u.token(),
+        confirm_frames=u.confirm_frames,
+        precision=u.precision,
+        reference=reference,
+        max_bundle_bytes=u.max_bundle_mb << 20,
         max_command_age_s=u.max_command_age_s,
     )
 
@@ -450,7 +497,9 @@ def update_agent(
     site: str = typer.Option(..., "--site", metavar="SITE", help="Site (shop) id."),
     device_id: str = typer.Option(..., "--device-id", metavar="ID", help="This device's id."),
     broker: str = typer.Option(
-        "mqtt://127.0.0.1:1883", "--broker", metavar="URL",
+        "mqtt://127.0.0.1:1883",
+        "--broker",
+        metavar="URL",
         help="MQTT broker, mqtt://HOST:PORT or mqtts://.",
     ),
     mqtt_password: str | None = _MQTT_PASSWORD,
@@ -460,7 +509,9 @@ def update_agent(
     fleet_pubkey: Path = typer.Option(..., "--fleet-pubkey", metavar="FILE", help=_PUBKEY_HELP),
     device_class: str = typer.Option(..., "--device-class", metavar="CLASS", help=_CLASS_HELP),
     backend: str = typer.Option(
-        "onnxruntime", "--backend", metavar="BACKEND",
+        "onnxruntime",
+        "--backend",
+        metavar="BACKEND",
         help="The backend in bundle targets (and health checks).",
     ),
     precision: str = typer.Option(
@@ -486,16 +537,24 @@ def update_agent(
     check_id(device_id, "device")
     mqtt_password = mqtt_password or _env_password(broker, mqtt_password, mqtt_password_file)
     login = broker_login(
-        broker, site=site, device=device_id, password=mqtt_password,
-        password_file=mqtt_password_file, ca_file=ca,
+        broker,
+        site=site,
+        device=device_id,
+        password=mqtt_password,
+        password_file=mqtt_password_file,
+        ca_file=ca,
     )
     options = _update_options(
         None,
         None,
         {
-            "models_dir": models_dir, "fleet_pubkey": fleet_pubkey,
-            "device_class": device_class, "fleet_url": fleet_url, "fleet_token": fleet_token,
-            "fleet_token_file": fleet_token_file, "precision": precision,
+            "models_dir": models_dir,
+            "fleet_pubkey": fleet_pubkey,
+            "device_class": device_class,
+            "fleet_url": fleet_url,
+            "fleet_token": fleet_token,
+            "fleet_token_file": fleet_token_file,
+            "precision": precision,
             "max_bundle_mb": max_bundle_mb,
             "max_command_age_s": max_command_age,
         },
@@ -504,7 +563,12 @@ def update_agent(
     restore = install_stop_signals(stop)
     try:
         model = run_agent(
-            login, site, device_id, options, stop, backend=backend,
+            login,
+            site,
+            device_id,
+            options,
+            stop,
+            backend=backend,
             on_ready=lambda: typer.echo(
                 f"update agent {site}/{device_id}: listening for rollouts on {login}"
             ),

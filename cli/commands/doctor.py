@@ -13,7 +13,10 @@ def register(app: typer.Typer) -> None:
     def doctor(
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         root: Path = typer.Option(
-            Path("/"), "--root", hidden=True, metavar="DIR",
+            Path("/"),
+            "--root",
+            hidden=True,
+            metavar="DIR",
             help="Read the system files under this root.",
         ),
         no_delegates: bool = typer.Option(

@@ -29,37 +29,48 @@ TOKEN_ENV = "EDGETALLY_TOKEN"
 
 # The one energy config, as every command that computes a ledger takes it (the energy
 # commands also under their older name, --config).
-ENERGY_CONFIG = typer.Option(
-    None, "--energy-config", "--config", metavar="FILE", help=CONFIG_HELP
-)
+ENERGY_CONFIG = typer.Option(None, "--energy-config", "--config", metavar="FILE", help=CONFIG_HELP)
 ENERGY_CONFIG_FILE = typer.Option(None, "--energy-config", metavar="FILE", help=CONFIG_HELP)
 HOURS_PER_DAY = typer.Option(
-    None, "--hours-per-day", metavar="HOURS",
+    None,
+    "--hours-per-day",
+    metavar="HOURS",
     help="At most this many camera hours a day are compared (e.g. opening hours; default "
     "24: every hour the cameras counted).",
 )
 BITRATE = typer.Option(
-    None, "--bitrate-mbps", metavar="MBPS",
+    None,
+    "--bitrate-mbps",
+    metavar="MBPS",
     help="Video bitrate of each camera streamed to the cloud (default 3).",
 )
 STORE_REGION = typer.Option(
-    None, "--store-region", metavar="REGION",
+    None,
+    "--store-region",
+    metavar="REGION",
     help="Grid region of the stores (default WORLD; edgetally energy regions lists them).",
 )
 CLOUD_REGION = typer.Option(
     None, "--cloud-region", metavar="REGION", help="Grid region of the cloud (default WORLD)."
 )
 ACCOUNTING = typer.Option(
-    None, "--accounting", metavar="ACCOUNTING",
+    None,
+    "--accounting",
+    metavar="ACCOUNTING",
     help="both (default), attributional or marginal: the figures shown first.",
 )
 TOKEN = typer.Option(
-    None, "--token", envvar=TOKEN_ENV, metavar="TOKEN",
+    None,
+    "--token",
+    envvar=TOKEN_ENV,
+    metavar="TOKEN",
     help=f"Bearer token for --api (analyst or more); {TOKEN_ENV} or --token-file keeps it "
     "out of ps.",
 )
 TOKEN_FILE = typer.Option(
-    None, "--token-file", metavar="FILE",
+    None,
+    "--token-file",
+    metavar="FILE",
     help="A file whose first line is the bearer token for --api (instead of --token).",
 )
 
@@ -144,11 +155,15 @@ def baseline(
     ),
     hours: float = typer.Option(12.0, "--hours", metavar="HOURS", help="Hours a day it streams."),
     store_region: str | None = typer.Option(
-        None, "--store-region", metavar="REGION",
+        None,
+        "--store-region",
+        metavar="REGION",
         help="Grid region of the store (required; edgetally energy regions lists them).",
     ),
     cloud_region: str | None = typer.Option(
-        None, "--cloud-region", metavar="REGION",
+        None,
+        "--cloud-region",
+        metavar="REGION",
         help="Grid region of the cloud (required; edgetally energy regions lists them).",
     ),
     fps: float = typer.Option(
@@ -261,18 +276,20 @@ def ledger(
 @energy_app.command("report")
 def report(
     db: str | None = typer.Option(
-        None, "--db", metavar="DB",
+        None,
+        "--db",
+        metavar="DB",
         help="Fleet database: DuckDB file (not one a fleet is serving: use --api) or "
         "postgresql:// URL.",
     ),
     api: str | None = typer.Option(
-        None, "--api", metavar="URL",
+        None,
+        "--api",
+        metavar="URL",
         help="A running fleet, e.g. http://127.0.0.1:8080 (its own energy config applies).",
     ),
     site: str | None = typer.Option(None, "--site", metavar="SITE", help="Only this site."),
-    device: str | None = typer.Option(
-        None, "--device", metavar="DEVICE", help="Only this device."
-    ),
+    device: str | None = typer.Option(None, "--device", metavar="DEVICE", help="Only this device."),
     from_: str | None = typer.Option(
         None, "--from", metavar="TIME", help="ISO 8601, inclusive (UTC)."
     ),
@@ -292,7 +309,12 @@ def report(
     flags = (hours_per_day, bitrate_mbps, store_region, cloud_region, accounting)
     given = api is None or config_given(config, *flags)
     result = ledger(
-        db=db, api=api, site=site, device=device, start=from_, end=to,
+        db=db,
+        api=api,
+        site=site,
+        device=device,
+        start=from_,
+        end=to,
         config=config_from(config, *flags) if given else None,
         token=token_from(token, token_file),
     )
@@ -344,24 +366,35 @@ def ledger_rows(result: dict[str, Any], scope: str) -> list[list[str]]:
     acc = str(result.get("accounting") or "both")
     which = {"attributional": "attr", "marginal": "marg"}.get(acc, "attr/marg")
     key = scope[:-1]
-    head = [key, *(["site"] if key == "device" else []), "edge", "days", "camera time",
-            "edge Wh", f"edge gCO2e {which}", f"cloud Wh {which}", f"cloud gCO2e {which}",
-            f"cloud/edge {which}"]
+    head = [
+        key,
+        *(["site"] if key == "device" else []),
+        "edge",
+        "days",
+        "camera time",
+        "edge Wh",
+        f"edge gCO2e {which}",
+        f"cloud Wh {which}",
+        f"cloud gCO2e {which}",
+        f"cloud/edge {which}",
+    ]
     rows = [head]
     for row in result[scope]:
         e, c, r = row["edge"], row["cloud"], row["ratio"]
-        rows.append([
-            row[key],
-            *([row["site"]] if key == "device" else []),
-            e["label"],
-            str(row["days"]),
-            duration(row.get("camera_hours")),
-            _n(e["wh"]),
-            _pair(acc, _n(e["gco2e"]), _n(e.get("gco2e_marginal", e["gco2e"]))),
-            _pair(acc, _n(c["cloud_wh_attributional"]), _n(c["cloud_wh_marginal"])),
-            _pair(acc, _n(c["cloud_gco2e_attributional"]), _n(c["cloud_gco2e_marginal"])),
-            _pair(acc, _x(r["energy_attributional"]), _x(r["energy_marginal"])),
-        ])
+        rows.append(
+            [
+                row[key],
+                *([row["site"]] if key == "device" else []),
+                e["label"],
+                str(row["days"]),
+                duration(row.get("camera_hours")),
+                _n(e["wh"]),
+                _pair(acc, _n(e["gco2e"]), _n(e.get("gco2e_marginal", e["gco2e"]))),
+                _pair(acc, _n(c["cloud_wh_attributional"]), _n(c["cloud_wh_marginal"])),
+                _pair(acc, _n(c["cloud_gco2e_attributional"]), _n(c["cloud_gco2e_marginal"])),
+                _pair(acc, _x(r["energy_attributional"]), _x(r["energy_marginal"])),
+            ]
+        )
     return rows
 
 
@@ -392,8 +425,11 @@ def compared_line(result: dict[str, Any]) -> str:
             f"store {d['store_region']}, cloud {d['cloud_region']}"
         )
         cfg = result["config"]
-        entries = [f"{len(cfg[k])} {k[:-1]} entr{'y' if len(cfg[k]) == 1 else 'ies'}"
-                   for k in ("sites", "devices") if cfg.get(k)]
+        entries = [
+            f"{len(cfg[k])} {k[:-1]} entr{'y' if len(cfg[k]) == 1 else 'ies'}"
+            for k in ("sites", "devices")
+            if cfg.get(k)
+        ]
         if entries:
             line += f"; and {' and '.join(entries)} of their own"
     return line
@@ -426,9 +462,7 @@ def regions(config: Path | None = ENERGY_CONFIG) -> None:
             if i.marginal_gco2e_per_kwh is not None
             else ""
         )
-        typer.echo(
-            f"{code:8} {i.gco2e_per_kwh:7.1f} gCO2e/kWh  {i.source} ({i.year}){marginal}"
-        )
+        typer.echo(f"{code:8} {i.gco2e_per_kwh:7.1f} gCO2e/kWh  {i.source} ({i.year}){marginal}")
 
 
 def register(app: typer.Typer) -> None:

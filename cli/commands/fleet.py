@@ -36,16 +36,22 @@ query_app = typer.Typer(
 @fleet_app.command("serve")
 def serve(
     broker: str = typer.Option(
-        "mqtt://127.0.0.1:1883", "--broker", metavar="URL",
+        "mqtt://127.0.0.1:1883",
+        "--broker",
+        metavar="URL",
         help="mqtt://[USER:PASS@]HOST:PORT or mqtts://...",
     ),
     broker_password_file: Path | None = typer.Option(
-        None, "--broker-password-file", metavar="FILE",
+        None,
+        "--broker-password-file",
+        metavar="FILE",
         help="The broker password, first line of this file (the user stays in --broker); "
         f"or in {BROKER_PASSWORD_ENV}.",
     ),
     db: str = typer.Option(
-        "fleet.duckdb", "--db", metavar="DB",
+        "fleet.duckdb",
+        "--db",
+        metavar="DB",
         help="A DuckDB file, or postgresql://USER@HOST:PORT/DB (its password from "
         "PGPASSFILE or PGPASSWORD: ps shows one in the URL).",
     ),
@@ -53,94 +59,146 @@ def serve(
         "127.0.0.1:8080", "--http", metavar="HOST:PORT", help="Where the analyst API listens."
     ),
     read_url: str | None = typer.Option(
-        None, "--read-url", metavar="URL",
+        None,
+        "--read-url",
+        metavar="URL",
         help="A PostgreSQL read replica of --db (postgresql://...): the API's analyst reads "
         "go there (answers trail by the replication lag); writes stay on --db.",
     ),
     client_id: str = typer.Option(
-        "edgetally-fleet", "--client-id", metavar="ID",
+        "edgetally-fleet",
+        "--client-id",
+        metavar="ID",
         help="MQTT client id (ingest workers add -0, -1, ..., the api process -status and "
         "-rollouts; unique per host). A closed broker makes the user in --broker the client "
         "id (USER, USER-0, ...): there, give each host a user of its own.",
     ),
     role: str = typer.Option(
-        "all", "--role", metavar="ROLE",
+        "all",
+        "--role",
+        metavar="ROLE",
         help="all (one process does everything), api (API, device statuses, rollouts) or "
         "ingest (workers sharing the messages; PostgreSQL when several).",
     ),
     workers: int = typer.Option(
-        1, "--workers", min=1, max=64, metavar="N",
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        metavar="N",
         help="Ingest worker processes on an MQTT v5 shared subscription (roles ingest, all).",
     ),
     share_group: str = typer.Option(
-        "edgetally", "--share-group", metavar="NAME",
+        "edgetally",
+        "--share-group",
+        metavar="NAME",
         help="The shared subscription's group ($share/NAME/edgetally/#) of ingest workers.",
     ),
     session_expiry: int = typer.Option(
-        60, "--session-expiry", min=0, max=86_400, metavar="SECONDS",
+        60,
+        "--session-expiry",
+        min=0,
+        max=86_400,
+        metavar="SECONDS",
         help="How long the broker holds a vanished worker's share for its return.",
     ),
-    ca: Path | None = typer.Option(None, "--ca", metavar="FILE", help="CA certificate for mqtts://."),
+    ca: Path | None = typer.Option(
+        None, "--ca", metavar="FILE", help="CA certificate for mqtts://."
+    ),
     offline_after: float = typer.Option(
-        300.0, "--offline-after", metavar="SECONDS",
+        300.0,
+        "--offline-after",
+        metavar="SECONDS",
         help="Seconds of silence before a device counts as offline.",
     ),
     tokens: Path | None = typer.Option(
-        None, "--tokens", metavar="FILE",
+        None,
+        "--tokens",
+        metavar="FILE",
         help="Token file (fleet token add): every /api/v1 call then needs an analyst token.",
     ),
     rollouts: bool = typer.Option(
         False, "--rollouts", help="Serve bundles and run staged rollouts (needs --tokens)."
     ),
     bundles: Path = typer.Option(
-        Path("fleet-rollouts"), "--bundles", metavar="DIR",
+        Path("fleet-rollouts"),
+        "--bundles",
+        metavar="DIR",
         help="Where bundles and rollout records are kept.",
     ),
     fleet_key: Path | None = typer.Option(
-        None, "--fleet-key", metavar="FILE",
+        None,
+        "--fleet-key",
+        metavar="FILE",
         help="The bundle signing key (bundle keygen's fleet.key): bundles must be signed "
         "with it, and it signs every command devices obey (--rollouts).",
     ),
     fleet_pubkey: Path | None = typer.Option(
-        None, "--fleet-pubkey", metavar="FILE",
+        None,
+        "--fleet-pubkey",
+        metavar="FILE",
         help="Optional: the public key devices pin; must be --fleet-key's public half.",
     ),
     public_url: str | None = typer.Option(
-        None, "--public-url", metavar="URL",
+        None,
+        "--public-url",
+        metavar="URL",
         help="The API's URL as devices reach it (bundle downloads).",
     ),
     max_bundle_mb: int = typer.Option(
-        1024, "--max-bundle-mb", min=1, metavar="MIB",
+        1024,
+        "--max-bundle-mb",
+        min=1,
+        metavar="MIB",
         help="The largest bundle upload taken, in MiB (--rollouts).",
     ),
     query_timeout: float = typer.Option(
-        30.0, "--query-timeout", min=0.0, metavar="SECONDS",
+        30.0,
+        "--query-timeout",
+        min=0.0,
+        metavar="SECONDS",
         help="Seconds an API query may read before it is cancelled (504); 0: no limit.",
     ),
     max_heavy_queries: int = typer.Option(
-        3, "--max-heavy-queries", min=1, metavar="N",
+        3,
+        "--max-heavy-queries",
+        min=1,
+        metavar="N",
         help="Queries returning rows (series, exports) answered at once; a few more wait, "
         "the rest get 503 with Retry-After.",
     ),
     dead_letter_days: float = typer.Option(
-        30.0, "--dead-letter-days", min=0.0, metavar="DAYS",
+        30.0,
+        "--dead-letter-days",
+        min=0.0,
+        metavar="DAYS",
         help="Dead letters older than this are deleted (at start, then hourly); 0 keeps all.",
     ),
     raw_months: int = typer.Option(
-        0, "--raw-retention-months", min=0, max=1200, metavar="MONTHS",
+        0,
+        "--raw-retention-months",
+        min=0,
+        max=1200,
+        metavar="MONTHS",
         help="Raw rows kept this many whole months (PostgreSQL drops monthly partitions); "
         "hourly and daily rollups stay. 0 keeps all.",
     ),
     insecure: bool = typer.Option(
-        False, "--insecure",
+        False,
+        "--insecure",
         help="Serve a non-loopback --http address without --tokens (anyone may read).",
     ),
     earliest: datetime = typer.Option(
-        "2000-01-01", "--earliest", metavar="DATE",
+        "2000-01-01",
+        "--earliest",
+        metavar="DATE",
         help="Messages with an earlier time are dead letters (a device with a broken clock).",
     ),
     max_ahead: float = typer.Option(
-        86_400.0, "--max-ahead", min=0.0, metavar="SECONDS",
+        86_400.0,
+        "--max-ahead",
+        min=0.0,
+        metavar="SECONDS",
         help="Messages more than this ahead of the fleet's clock are dead letters.",
     ),
     energy_config: Path | None = ENERGY_CONFIG_FILE,
@@ -298,9 +356,7 @@ def _serve_ingest(config: Any) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     group = config.for_workers()
-    what = (
-        f"{config.workers} ingest workers" if config.workers > 1 else "an ingest worker"
-    )
+    what = f"{config.workers} ingest workers" if config.workers > 1 else "an ingest worker"
     typer.echo(
         f"fleet: {what} on $share/{group.share_group}/edgetally/# at {config.broker}, "
         f"store {_redacted(config.db)}, session expiry {group.session_expiry_s} s (Ctrl-C stops)",
@@ -410,8 +466,10 @@ def _json_cells(table: Any) -> Any:
         return table
     return Table(
         table.columns,
-        [tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in row)
-         for row in table.rows],
+        [
+            tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict) else v for v in row)
+            for row in table.rows
+        ],
     )
 
 
@@ -543,12 +601,17 @@ _GROUP = typer.Option(
     help='device (one row per device and line), site or fleet (summed; the others read "*").',
 )
 _TOKEN = typer.Option(
-    None, "--token", envvar="EDGETALLY_TOKEN", metavar="TOKEN",
+    None,
+    "--token",
+    envvar="EDGETALLY_TOKEN",
+    metavar="TOKEN",
     help="Bearer token for --api (analyst or more); EDGETALLY_TOKEN or --token-file keeps "
     "it out of ps.",
 )
 _TOKEN_FILE = typer.Option(
-    None, "--token-file", metavar="FILE",
+    None,
+    "--token-file",
+    metavar="FILE",
     help="A file whose first line is the bearer token for --api (instead of --token).",
 )
 _JSON = typer.Option(False, "--json", help="The API's JSON: {'rows': [...]}.")
@@ -575,7 +638,13 @@ def _analytic(name: str, doc: str) -> None:
     ) -> None:
         params = _filter_params(site, device, line, start, end, interval, group)
         _run_query(
-            name, db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
+            name,
+            db=db,
+            api=api,
+            params=params,
+            fmt=fmt,
+            output=output,
+            as_json=as_json,
             token=token_from(token, token_file),
         )
 
@@ -604,7 +673,13 @@ def query_devices(
 
     params = {"site": check_id(site, "site")} if site is not None else {}
     _run_query(
-        "devices", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
+        "devices",
+        db=db,
+        api=api,
+        params=params,
+        fmt=fmt,
+        output=output,
+        as_json=as_json,
         token=token_from(token, token_file),
     )
 
@@ -623,8 +698,14 @@ def query_dead_letters(
     """The latest messages that did not validate, and why."""
     params = {"limit": str(limit)}
     _run_query(
-        "dead-letters", db=db, api=api, params=params, fmt="table", output=None,
-        as_json=as_json, token=token_from(token, token_file),
+        "dead-letters",
+        db=db,
+        api=api,
+        params=params,
+        fmt="table",
+        output=None,
+        as_json=as_json,
+        token=token_from(token, token_file),
     )
 
 
@@ -649,7 +730,13 @@ def query_events(
     """Shelf and audio event counts per bucket, site, device and kind."""
     params = _filter_params(site, device, line, start, end, interval)
     _run_query(
-        "events", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
+        "events",
+        db=db,
+        api=api,
+        params=params,
+        fmt=fmt,
+        output=output,
+        as_json=as_json,
         token=token_from(token, token_file),
     )
 
@@ -685,7 +772,13 @@ def query_shelf(
         _filter_params(site, device, None, start, end, interval), region=region, facing=facing
     )
     _run_query(
-        "shelf", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
+        "shelf",
+        db=db,
+        api=api,
+        params=params,
+        fmt=fmt,
+        output=output,
+        as_json=as_json,
         token=token_from(token, token_file),
     )
 
@@ -711,7 +804,13 @@ def query_audio(
     """Sound level (Leq, LAeq), speech share and sound events per bucket and source."""
     params = _with_ids(_filter_params(site, device, None, start, end, interval), source=source)
     _run_query(
-        "audio", db=db, api=api, params=params, fmt=fmt, output=output, as_json=as_json,
+        "audio",
+        db=db,
+        api=api,
+        params=params,
+        fmt=fmt,
+        output=output,
+        as_json=as_json,
         token=token_from(token, token_file),
     )
 
@@ -745,7 +844,12 @@ def query_energy(
     flags = (hours_per_day, bitrate_mbps, store_region, cloud_region, accounting)
     given = api is None or config_given(energy_config, *flags)
     result = ledger(
-        db=db, api=api, site=site, device=device, start=start, end=end,
+        db=db,
+        api=api,
+        site=site,
+        device=device,
+        start=start,
+        end=end,
         config=config_from(energy_config, *flags) if given else None,
         token=token_from(token, token_file),
     )

@@ -61,7 +61,9 @@ def list_models(
 def show(
     model: str = typer.Argument(..., metavar="MODEL", help="A zoo name or a model file."),
     family: str | None = typer.Option(
-        None, "--family", metavar="FAMILY",
+        None,
+        "--family",
+        metavar="FAMILY",
         help="Processing family of an unknown model file: yolox | tf-ssd | tflite-ssd.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),

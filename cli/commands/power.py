@@ -21,7 +21,9 @@ power_app = typer.Typer(
 @power_app.command("read")
 def read(
     source: str = typer.Option(
-        "auto", "--source", metavar="SOURCE",
+        "auto",
+        "--source",
+        metavar="SOURCE",
         help=f"auto or one of: {', '.join(SOURCES)}. auto logs what it picked.",
     ),
     seconds: float = typer.Option(
@@ -38,7 +40,9 @@ def read(
         None, "--plug-broker", metavar="URL", help="The plug's MQTT broker, mqtt://HOST:PORT."
     ),
     plug_topic: str | None = typer.Option(
-        None, "--plug-topic", metavar="TOPIC",
+        None,
+        "--plug-topic",
+        metavar="TOPIC",
         help="Tasmota topic (plug1 -> tele/plug1/SENSOR) or <id>/events/rpc.",
     ),
     plug_timeout: float = typer.Option(
@@ -49,7 +53,9 @@ def read(
     ),
     serial_baud: int = typer.Option(115200, "--serial-baud", metavar="BAUD", help="Baud rate."),
     profile: str | None = typer.Option(
-        None, "--profile", metavar="PROFILE",
+        None,
+        "--profile",
+        metavar="PROFILE",
         help="Device profile for the estimate: rpi4, rpi4-coral, n100, edge-box.",
     ),
     idle_w: float | None = typer.Option(

@@ -33,11 +33,15 @@ def review(
         15.0, "--offset", metavar="PX", help="How far either side of the line the strips look."
     ),
     extend: float = typer.Option(
-        60.0, "--extend", metavar="PX",
+        60.0,
+        "--extend",
+        metavar="PX",
         help="How far the strips reach past each end of the line (bodies above the feet).",
     ),
     at: list[int] = typer.Option(
-        [], "--at", metavar="FRAME",
+        [],
+        "--at",
+        metavar="FRAME",
         help="Also a grid of crops around the line, every 2nd frame from FRAME-10 to "
         "FRAME+10 (repeatable).",
     ),
@@ -87,8 +91,13 @@ def review(
     for start in range(0, n, STRIP_FRAMES):
         path = out / f"strips-{start:05d}.png"
         picture = _strips(
-            [(name, columns[k][start:start + STRIP_FRAMES]) for k, (name, _, _) in
-             enumerate(sides)], start, int(extend), int(length)
+            [
+                (name, columns[k][start : start + STRIP_FRAMES])
+                for k, (name, _, _) in enumerate(sides)
+            ],
+            start,
+            int(extend),
+            int(length),
         )
         cv2.imwrite(str(path), picture)
         written.append(path)
@@ -97,7 +106,7 @@ def review(
         if tiles:
             path = out / f"frames-{a:05d}.png"
             blank = [np.zeros_like(tiles[0])] * 3
-            rows = [np.hstack((tiles[i:i + 4] + blank)[:4]) for i in range(0, len(tiles), 4)]
+            rows = [np.hstack((tiles[i : i + 4] + blank)[:4]) for i in range(0, len(tiles), 4)]
             cv2.imwrite(str(path), np.vstack(rows))
             written.append(path)
     reference = out / "reference.json"
@@ -125,8 +134,9 @@ def _strips(parts: list[tuple[str, list[Any]]], start: int, extend: int, length:
     drawn = []
     for name, cols in parts:
         strip = np.concatenate(cols, axis=1)  # (points along the line, frames, 3)
-        strip = cv2.resize(strip, (strip.shape[1] * scale, strip.shape[0]),
-                           interpolation=cv2.INTER_NEAREST)
+        strip = cv2.resize(
+            strip, (strip.shape[1] * scale, strip.shape[0]), interpolation=cv2.INTER_NEAREST
+        )
         for row in (extend, extend + length):
             if 0 <= row < strip.shape[0]:
                 strip[row, :] = (0, 0, 255)
@@ -137,8 +147,15 @@ def _strips(parts: list[tuple[str, list[Any]]], start: int, extend: int, length:
             if f % 10 == 0:
                 strip[:, i * scale] = (0, 200, 200) if f % 50 == 0 else (0, 110, 110)
                 if f % 20 == 0:
-                    cv2.putText(head, str(f), (i * scale + 2, 13), cv2.FONT_HERSHEY_SIMPLEX,
-                                0.4, (0, 255, 255), 1)
+                    cv2.putText(
+                        head,
+                        str(f),
+                        (i * scale + 2, 13),
+                        cv2.FONT_HERSHEY_SIMPLEX,
+                        0.4,
+                        (0, 255, 255),
+                        1,
+                    )
         drawn.append(np.vstack([head, strip]))
     gap = np.full((6, drawn[0].shape[1], 3), 255, np.uint8)
     return np.vstack([drawn[0], gap, drawn[1]])
@@ -155,11 +172,19 @@ def _crop(image: Any, spec: Any, index: int) -> Any:
     y0 = max(int(min(spec.y1, spec.y2)) - 120, 0)
     y1 = min(int(max(spec.y1, spec.y2)) + 40, h)
     tile = image[y0:y1, x0:x1].copy()
-    cv2.line(tile, (int(spec.x1 - x0), int(spec.y1 - y0)), (int(spec.x2 - x0), int(spec.y2 - y0)),
-             (0, 220, 255), 1)
+    cv2.line(
+        tile,
+        (int(spec.x1 - x0), int(spec.y1 - y0)),
+        (int(spec.x2 - x0), int(spec.y2 - y0)),
+        (0, 220, 255),
+        1,
+    )
     scale = min(2.0, 480 / tile.shape[1])
-    tile = cv2.resize(tile, (round(tile.shape[1] * scale), round(tile.shape[0] * scale)),
-                      interpolation=cv2.INTER_CUBIC)
+    tile = cv2.resize(
+        tile,
+        (round(tile.shape[1] * scale), round(tile.shape[0] * scale)),
+        interpolation=cv2.INTER_CUBIC,
+    )
     cv2.putText(tile, str(index), (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 255), 2)
     return np.ascontiguousarray(tile)
 

@@ -19,11 +19,17 @@ rollout_app = typer.Typer(help="Staged rollouts of signed model bundles.", no_ar
 token_app = typer.Typer(help="API tokens (roles: device, analyst, operator).", no_args_is_help=True)
 
 _URL = typer.Option(
-    "http://127.0.0.1:8080", "--url", envvar="EDGETALLY_FLEET_URL", metavar="URL",
+    "http://127.0.0.1:8080",
+    "--url",
+    envvar="EDGETALLY_FLEET_URL",
+    metavar="URL",
     help="Fleet API.",
 )
 _TOKEN = typer.Option(
-    None, "--token", envvar="EDGETALLY_TOKEN", metavar="TOKEN",
+    None,
+    "--token",
+    envvar="EDGETALLY_TOKEN",
+    metavar="TOKEN",
     help="Operator/analyst token; EDGETALLY_TOKEN or --token-file keeps it out of ps.",
 )
 _TOKEN_FILE = typer.Option(
@@ -169,12 +175,16 @@ def broker_config(
         None, "--run-as", metavar="USER", help="Mosquitto's `user` option."
     ),
     fleet_users: str = typer.Option(
-        "fleet", "--fleet-users", metavar="USER,...",
+        "fleet",
+        "--fleet-users",
+        metavar="USER,...",
         help="The fleet's users, one per fleet host: each gets USER, USER-status, "
         "USER-rollouts and USER-0 ... (one account per connection, one password).",
     ),
     fleet_workers: int = typer.Option(
-        8, "--fleet-workers", metavar="N",
+        8,
+        "--fleet-workers",
+        metavar="N",
         help="Ingest worker accounts per fleet user: USER-0 ... USER-(N-1).",
     ),
 ) -> None:
@@ -183,7 +193,12 @@ def broker_config(
     from edgetally.fleet.broker_config import generate_broker_config, parse_devices
 
     cfg = generate_broker_config(
-        out, parse_devices(devices), port=port, bind=bind, hostnames=hostname, run_as=run_as,
+        out,
+        parse_devices(devices),
+        port=port,
+        bind=bind,
+        hostnames=hostname,
+        run_as=run_as,
         fleet_users=[u.strip() for u in fleet_users.split(",") if u.strip()],
         fleet_workers=fleet_workers,
     )

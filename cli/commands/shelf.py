@@ -19,43 +19,69 @@ DEFAULT_SIZE = 416
 shelf_app = typer.Typer(help="Empty facings and shelf events (facing_empty, restocked, taken).")
 
 # The scorer options of `eval` and `demo`: the keys of a camera's shelf: block.
-Scorer = Annotated[str, typer.Option(
-    "--scorer", metavar="SCORER", help="classical (no trained model) or detector (--model)."
-)]
-Model = Annotated[str | None, typer.Option(
-    "--model", metavar="MODEL", help="Gap or product detector: a zoo name or a model file."
-)]
-Family = Annotated[str | None, typer.Option(
-    "--family", metavar="FAMILY", help="The model file's family."
-)]
-Products = Annotated[bool, typer.Option(
-    "--products", help="The model detects products: what no product box covers is empty."
-)]
-GapClass = Annotated[int | None, typer.Option(
-    "--gap-class", metavar="N", help="The class of an empty gap (default 0)."
-)]
-MinScore = Annotated[float | None, typer.Option(
-    "--min-score", metavar="SCORE", help="Keep boxes scored this or more (default 0.3)."
-)]
-Backend = Annotated[str, typer.Option(
-    "--backend", metavar="BACKEND", help="Runtime backend for --model."
-)]
-Accelerator = Annotated[str | None, typer.Option(
-    "--accelerator", metavar="DEVICE",
-    help="OpenVINO device, onnxruntime provider or LiteRT delegate.",
-)]
+Scorer = Annotated[
+    str,
+    typer.Option(
+        "--scorer", metavar="SCORER", help="classical (no trained model) or detector (--model)."
+    ),
+]
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model", metavar="MODEL", help="Gap or product detector: a zoo name or a model file."
+    ),
+]
+Family = Annotated[
+    str | None, typer.Option("--family", metavar="FAMILY", help="The model file's family.")
+]
+Products = Annotated[
+    bool,
+    typer.Option(
+        "--products", help="The model detects products: what no product box covers is empty."
+    ),
+]
+GapClass = Annotated[
+    int | None,
+    typer.Option("--gap-class", metavar="N", help="The class of an empty gap (default 0)."),
+]
+MinScore = Annotated[
+    float | None,
+    typer.Option(
+        "--min-score", metavar="SCORE", help="Keep boxes scored this or more (default 0.3)."
+    ),
+]
+Backend = Annotated[
+    str, typer.Option("--backend", metavar="BACKEND", help="Runtime backend for --model.")
+]
+Accelerator = Annotated[
+    str | None,
+    typer.Option(
+        "--accelerator",
+        metavar="DEVICE",
+        help="OpenVINO device, onnxruntime provider or LiteRT delegate.",
+    ),
+]
 
 
 def _scorer_spec(
-    scorer: str, model: str | None, family: str | None, products: bool,
-    gap_class: int | None, min_score: float | None,
+    scorer: str,
+    model: str | None,
+    family: str | None,
+    products: bool,
+    gap_class: int | None,
+    min_score: float | None,
 ) -> ScorerSpec:
     """The options as a shelf block's scorer keys, checked the same way."""
     from edgetally.runtime.shelf.config import parse_scorer
     from edgetally.runtime.shelf.errors import ShelfError
 
-    given = {"model": model, "family": family, "products": products or None,
-             "gap_class": gap_class, "min_score": min_score}
+    given = {
+        "model": model,
+        "family": family,
+        "products": products or None,
+        "gap_class": gap_class,
+        "min_score": min_score,
+    }
     try:
         keys = {k: v for k, v in given.items() if v is not None}
         return parse_scorer({"scorer": scorer, **keys})
@@ -74,7 +100,9 @@ def eval_cmd(
     ),
     iou: float = typer.Option(0.3, "--iou", metavar="IOU", help="IoU that makes a match."),
     method: list[str] = typer.Option(
-        [], "--method", metavar="METHOD",
+        [],
+        "--method",
+        metavar="METHOD",
         help="Classical methods to score (default: all): dark-blob, texture-bands.",
     ),
     scorer: Scorer = "classical",
@@ -161,18 +189,28 @@ def demo(
     spec = _scorer_spec(scorer, model, family, products, gap_class, min_score)
     scene, cfg = ShelfScene(), scene_config().model_copy(update={"scorer": spec})
     reference = scene.render(np.full(8, PRODUCTS))
-    monitor = ShelfMonitor(cfg, make_scorer(
-        cfg, reference, lambda s: load_shelf_detector(s, backend, accelerator)
-    ))
+    monitor = ShelfMonitor(
+        cfg, make_scorer(cfg, reference, lambda s: load_shelf_detector(s, backend, accelerator))
+    )
     t0 = datetime.now(UTC)
     for i, step in enumerate(default_script()):
         boxes = np.array([p.box for p in step.people], np.float32).reshape(-1, 4)
-        out = monitor.update(scene.render(np.array(step.stock), step.people), boxes, i,
-                             t0 + timedelta(seconds=i / 5))
+        out = monitor.update(
+            scene.render(np.array(step.stock), step.people), boxes, i, t0 + timedelta(seconds=i / 5)
+        )
         for e in out.events:
             if as_json:
-                typer.echo(json.dumps({"frame": i, "kind": e.kind, "region": e.region_id,
-                                       "facing": e.facing_id, "at": e.timestamp.isoformat()}))
+                typer.echo(
+                    json.dumps(
+                        {
+                            "frame": i,
+                            "kind": e.kind,
+                            "region": e.region_id,
+                            "facing": e.facing_id,
+                            "at": e.timestamp.isoformat(),
+                        }
+                    )
+                )
             else:
                 typer.echo(f"frame {i:4d}  {e.kind:<14} {e.region_id}/{e.facing_id}")
 
@@ -181,7 +219,9 @@ def demo(
 def train_cmd(
     images: Path = typer.Argument(..., metavar="IMAGES_DIR", help="Shelf photos to learn from."),
     labels: Path = typer.Option(
-        ..., "--labels", metavar="LABELS_DIR",
+        ...,
+        "--labels",
+        metavar="LABELS_DIR",
         help="YOLO label files (class 0 = empty gap), one NAME.txt per image NAME.",
     ),
     out: Path = typer.Option(
@@ -191,11 +231,15 @@ def train_cmd(
         DEFAULT_EPOCHS, "--epochs", metavar="N", help="Passes over the photos."
     ),
     val: Path | None = typer.Option(
-        None, "--val", metavar="DIR",
+        None,
+        "--val",
+        metavar="DIR",
         help="A folder with images/ and labels/ to report F1 on after each epoch.",
     ),
     backbone: Path | None = typer.Option(
-        None, "--backbone", metavar="FILE",
+        None,
+        "--backbone",
+        metavar="FILE",
         help="The pretrained YOLOX ONNX to build on (default: the zoo's yolox-nano).",
     ),
     size: int = typer.Option(
@@ -216,9 +260,7 @@ def train_cmd(
     try:
         import torch  # noqa: F401  # only to say which extra is missing
     except ImportError:
-        raise CommandError(
-            "shelf train needs PyTorch: pip install 'edgetally[train]'"
-        ) from None
+        raise CommandError("shelf train needs PyTorch: pip install 'edgetally[train]'") from None
     from edgetally.quantize.shelf_train.backbone import default_backbone
     from edgetally.quantize.shelf_train.train import EpochReport, TrainOptions, train
 
@@ -234,27 +276,49 @@ def train_cmd(
     def said(r: EpochReport) -> None:
         if as_json:
             return
-        f1 = "" if r.val_f1 is None else (
-            f"  val P {r.val_precision:.3f} R {r.val_recall:.3f} F1 {r.val_f1:.3f}")
-        print(f"epoch {r.epoch:>3}/{r.epochs}  loss {r.loss:.3f} (obj {r.obj_loss:.3f}, "
-              f"box {r.box_loss:.3f}){f1}  {r.seconds:.0f} s", file=sys.stderr, flush=True)
+        f1 = (
+            ""
+            if r.val_f1 is None
+            else (f"  val P {r.val_precision:.3f} R {r.val_recall:.3f} F1 {r.val_f1:.3f}")
+        )
+        print(
+            f"epoch {r.epoch:>3}/{r.epochs}  loss {r.loss:.3f} (obj {r.obj_loss:.3f}, "
+            f"box {r.box_loss:.3f}){f1}  {r.seconds:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     with progress("batches", quiet=as_json) as told:
-        result = train(images, labels, out, chosen, val_dir=val,
-                       options=TrainOptions(epochs=epochs, size=size), on_epoch=said,
-                       progress=told)
+        result = train(
+            images,
+            labels,
+            out,
+            chosen,
+            val_dir=val,
+            options=TrainOptions(epochs=epochs, size=size),
+            on_epoch=said,
+            progress=told,
+        )
     if as_json:
-        typer.echo(json.dumps({
-            "model": str(result.model), "manifest": str(result.manifest),
-            "images": result.images, "boxes": result.boxes,
-            "seconds": round(result.seconds, 1),
-            "epochs": [r.to_json() for r in result.epochs],
-        }))
+        typer.echo(
+            json.dumps(
+                {
+                    "model": str(result.model),
+                    "manifest": str(result.manifest),
+                    "images": result.images,
+                    "boxes": result.boxes,
+                    "seconds": round(result.seconds, 1),
+                    "epochs": [r.to_json() for r in result.epochs],
+                }
+            )
+        )
         return
     minutes, seconds = divmod(round(result.seconds), 60)
-    typer.echo(f"wrote {result.model} (manifest {result.manifest.name}): {result.images} "
-               f"photos, {result.boxes} gaps, {len(result.epochs)} epochs in {minutes} min "
-               f"{seconds} s")
+    typer.echo(
+        f"wrote {result.model} (manifest {result.manifest.name}): {result.images} "
+        f"photos, {result.boxes} gaps, {len(result.epochs)} epochs in {minutes} min "
+        f"{seconds} s"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -289,7 +289,9 @@ class Intensity:
     def assumption(self, role: str) -> Assumption:
         year = f", {self.year}" if self.year else ""
         return Assumption(
-            f"grid_{role}", self.gco2e_per_kwh, "gCO2e/kWh (average)",
+            f"grid_{role}",
+            self.gco2e_per_kwh,
+            "gCO2e/kWh (average)",
             f"{self.code}: {self.source}{year}",
         )
 
@@ -313,14 +315,22 @@ class GridTable:
         self._by_key: dict[str, Intensity] = {}
         for r in self.file.regions:
             value = Intensity(
-                r.code, r.gco2e_per_kwh, r.source, r.year, r.marginal_gco2e_per_kwh,
+                r.code,
+                r.gco2e_per_kwh,
+                r.source,
+                r.year,
+                r.marginal_gco2e_per_kwh,
                 r.marginal_source,
             )
             for key in (r.code, r.name, *r.aliases):
                 self._by_key[key.lower()] = value
         for code, o in (overrides or {}).items():
             self._by_key[code.lower()] = Intensity(
-                code.upper(), o.gco2e_per_kwh, o.source, o.year, o.marginal_gco2e_per_kwh,
+                code.upper(),
+                o.gco2e_per_kwh,
+                o.source,
+                o.year,
+                o.marginal_gco2e_per_kwh,
                 o.marginal_source,
             )
 

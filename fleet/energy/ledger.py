@@ -406,16 +406,16 @@ def ledger_day(
     if embodied_kg:
         used += [
             Assumption(
-                "embodied_kg_co2e", embodied_kg, "kg CO2e per device",
+                "embodied_kg_co2e",
+                embodied_kg,
+                "kg CO2e per device",
                 "configured; charged per hour the device's readings covered",
             ),
             a.assumption("device_life_years", "years"),
         ]
     return DeviceDayLedger(
         edge=edge,
-        setup=DeviceSetup(
-            setup.cameras, setup.hours_per_day, store.code, cloud.code, embodied_kg
-        ),
+        setup=DeviceSetup(setup.cameras, setup.hours_per_day, store.code, cloud.code, embodied_kg),
         basis=basis,
         compared=tuple(compared),
         cloud=total,

@@ -71,9 +71,7 @@ def power_records(
     ]
 
 
-def camera_spans(
-    store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS
-) -> list[CameraSpan]:
+def camera_spans(store: Store, f: Filters, *, max_rows: int = DEFAULT_MAX_ROWS) -> list[CameraSpan]:
     """When each camera (the aggregates' ``source``) of each device counted: runs of
     consecutive aggregate buckets, merged in the database (a device that counts without a
     break is one row)."""

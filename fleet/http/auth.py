@@ -196,9 +196,7 @@ def stored_tokens(app: object) -> Authenticator | None:
     return getattr(state, _STATE_KEY, None) if state is not None else None
 
 
-def authenticate_header(
-    header: str, store: Authenticator | None
-) -> tuple[Principal | None, str]:
+def authenticate_header(header: str, store: Authenticator | None) -> tuple[Principal | None, str]:
     """An ``Authorization`` header's :class:`Principal` (None: refused, with why: no bearer
     token, or one ``store`` does not know; no store knows none)."""
     scheme, _, token = header.partition(" ")

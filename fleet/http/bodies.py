@@ -68,8 +68,10 @@ class BoundedBodies:
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        has_body = chunked or scope["method"] in _BODY_METHODS or (
-            declared is not None and declared.strip() not in ("", "0")
+        has_body = (
+            chunked
+            or scope["method"] in _BODY_METHODS
+            or (declared is not None and declared.strip() not in ("", "0"))
         )
         if not has_body:
             await self.app(scope, receive, send)

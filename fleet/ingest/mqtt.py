@@ -308,9 +308,7 @@ class Ingestor:
             props.SessionExpiryInterval = NEVER_EXPIRES if expiry is None else expiry
             # Messages in flight to us before our PUBACKs (sent once a batch is stored).
             props.ReceiveMaximum = min(65_535, max(100, 2 * self._config.batch_max))
-            self._client.connect(
-                b.host, b.port, keepalive=30, clean_start=False, properties=props
-            )
+            self._client.connect(b.host, b.port, keepalive=30, clean_start=False, properties=props)
         else:
             self._client.connect(b.host, b.port, keepalive=30)
         self._client.loop_start()
@@ -453,7 +451,11 @@ class Ingestor:
                 c["lost"] += len(sensors)
             else:
                 for name in (
-                    "audio_new", "audio_duplicate", "shelf_new", "shelf_duplicate", "conflicts",
+                    "audio_new",
+                    "audio_duplicate",
+                    "shelf_new",
+                    "shelf_duplicate",
+                    "conflicts",
                 ):
                     c[name] += getattr(sensed, name)
             if result is None:

@@ -88,8 +88,12 @@ class StoreRecords:
             "INSERT INTO rollouts (id, state, record, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET state = excluded.state, record = excluded.record, "
             "updated_at = excluded.updated_at",
-            [rollout.id, rollout.state, rollout.model_dump_json(),
-             datetime.now(UTC).replace(tzinfo=None)],
+            [
+                rollout.id,
+                rollout.state,
+                rollout.model_dump_json(),
+                datetime.now(UTC).replace(tzinfo=None),
+            ],
         )
 
     def ids(self) -> list[str]:

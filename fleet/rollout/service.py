@@ -207,17 +207,29 @@ class RolloutService:
             site, device = action.device.split("/", 1)
             if isinstance(action, Notify):
                 cmd = sign_command(
-                    self._signing_key, site=site, device=device, action=UPDATE_ACTION,
-                    rollout=rollout.id, bundle_sha256=bundle.sha256, version=bundle.version,
-                    url=self._bundle_url(bundle.sha256), size=bundle.size,
+                    self._signing_key,
+                    site=site,
+                    device=device,
+                    action=UPDATE_ACTION,
+                    rollout=rollout.id,
+                    bundle_sha256=bundle.sha256,
+                    version=bundle.version,
+                    url=self._bundle_url(bundle.sha256),
+                    size=bundle.size,
                     # devices take an older version only when the bundle is signed as a
                     # rollback too: this flag alone downgrades nothing
-                    rollback=bundle.rollback_of is not None, at=now,
+                    rollback=bundle.rollback_of is not None,
+                    at=now,
                 )
             else:  # roll back this rollout's bundle, on a device where it is the one in use
                 cmd = sign_command(
-                    self._signing_key, site=site, device=device, action=ROLLBACK_ACTION,
-                    rollout=rollout.id, bundle_sha256=bundle.sha256, version=bundle.version,
+                    self._signing_key,
+                    site=site,
+                    device=device,
+                    action=ROLLBACK_ACTION,
+                    rollout=rollout.id,
+                    bundle_sha256=bundle.sha256,
+                    version=bundle.version,
                     at=now,
                 )
             self._publish(topic_for(site, device, "cmd"), to_json(cmd))

@@ -46,9 +46,7 @@ def key_of(message: Any) -> Key:
     return (message.site, message.device, message.epoch or "", int(message.seq))
 
 
-def conflict_letter(
-    kind: str, message: WireModel, stored: int, at: datetime
-) -> DeadLetter:
+def conflict_letter(kind: str, message: WireModel, stored: int, at: datetime) -> DeadLetter:
     """The dead letter of a message whose key was stored with other content."""
     site, device, epoch, seq = key_of(message)
     body = to_json(message)
@@ -202,7 +200,11 @@ def merge_columns(first: Columns, second: Columns) -> Columns:
 
 def _dead_row(dl: DeadLetter) -> tuple[Any, ...]:
     return (
-        naive_utc(dl.received_at), dl.topic, dl.reason, dl.payload_size, dl.payload_head,
+        naive_utc(dl.received_at),
+        dl.topic,
+        dl.reason,
+        dl.payload_size,
+        dl.payload_head,
         dl.payload_sha256,
     )
 

@@ -131,7 +131,10 @@ class DuckDBStore:
             new_rows = self._load_aggregates(cur, staged)
             self._load(cur, "stage_events", staged.events, sql.insert_events)
             power_rows = self._load_rows(
-                cur, "stage_power", staged.power, sql.insert_power,
+                cur,
+                "stage_power",
+                staged.power,
+                sql.insert_power,
                 lambda name: staged.note_stored_conflicts(
                     "power", cur.execute(sql.conflicts("power", name)).fetchall()
                 ),
@@ -148,7 +151,9 @@ class DuckDBStore:
                 cur.rollback()
             raise StoreError(f"writing to {self._path} failed: {str(exc).splitlines()[0]}") from exc
         return staged.result(
-            len(new_rows), len(power_rows), statuses=len(batch.statuses),
+            len(new_rows),
+            len(power_rows),
+            statuses=len(batch.statuses),
             dead_letters=len(dead),
         )
 

@@ -68,7 +68,7 @@ def month_of_partition(table: str, name: str) -> datetime | None:
     if not name.startswith(prefix):
         return None
     try:
-        return datetime.strptime(name[len(prefix):], "%Y_%m")
+        return datetime.strptime(name[len(prefix) :], "%Y_%m")
     except ValueError:
         return None
 
@@ -87,9 +87,7 @@ def partitioned_create(plain_create: str, table: str) -> str:
     old_pk = f"PRIMARY KEY ({cols}))"
     if old_pk not in plain_create:
         raise ValueError(f"unexpected schema of {table}: no {old_pk}")
-    return plain_create.replace(
-        old_pk, f"PRIMARY KEY ({cols}, start)) PARTITION BY RANGE (start)"
-    )
+    return plain_create.replace(old_pk, f"PRIMARY KEY ({cols}, start)) PARTITION BY RANGE (start)")
 
 
 def key_columns(table: str) -> tuple[str, ...]:
@@ -192,5 +190,3 @@ def raw_cutoff(now: datetime, keep_months: int) -> datetime:
     for _ in range(keep_months):
         cutoff = datetime(cutoff.year - (cutoff.month == 1), (cutoff.month - 2) % 12 + 1, 1)
     return cutoff
-
-

@@ -232,23 +232,30 @@ class PostgresStore:
                 new_rows = Loaded(0, [])
                 if staged.aggregates["device"]:
                     load(
-                        "stage_aggregates", staged.aggregates,
+                        "stage_aggregates",
+                        staged.aggregates,
                         lambda n: partitions.find_stored("aggregates", n),
                     )
                     new_rows = self._run(
                         conn, sql.insert_aggregates_with_rollups("stage_aggregates", True)
                     )
-                    staged.note_stored_conflicts("agg", conn.execute(
-                        sql.conflicts(partitions.FOUND["aggregates"], "stage_aggregates")
-                    ).fetchall())
+                    staged.note_stored_conflicts(
+                        "agg",
+                        conn.execute(
+                            sql.conflicts(partitions.FOUND["aggregates"], "stage_aggregates")
+                        ).fetchall(),
+                    )
                 load("stage_events", staged.events, lambda n: sql.insert_events(n, True))
                 power_rows = Loaded(0, [])
                 if staged.power["device"]:
                     load("stage_power", staged.power, lambda n: partitions.find_stored("power", n))
                     power_rows = self._run(conn, sql.insert_power("stage_power", True))
-                    staged.note_stored_conflicts("power", conn.execute(
-                        sql.conflicts(partitions.FOUND["power"], "stage_power")
-                    ).fetchall())
+                    staged.note_stored_conflicts(
+                        "power",
+                        conn.execute(
+                            sql.conflicts(partitions.FOUND["power"], "stage_power")
+                        ).fetchall(),
+                    )
                 load("stage_status", staged.status, sql.update_status)
                 letters = merge_columns(staged.dead, staged.conflict_columns())
                 dead = load("stage_dead", letters, sql.insert_dead)

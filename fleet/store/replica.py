@@ -40,9 +40,7 @@ def check_read_url(read_url: str, *, primary_postgres: bool) -> None:
         )
 
 
-def open_replica(
-    read_url: str, primary: Store, *, wait_s: float = DEFAULT_SCHEMA_WAIT_S
-) -> Store:
+def open_replica(read_url: str, primary: Store, *, wait_s: float = DEFAULT_SCHEMA_WAIT_S) -> Store:
     """The read-only store on ``read_url``, a replica of ``primary`` (open, schema made).
 
     A replica that lacks the schema while it has not yet replayed the primary's WAL up to

@@ -102,10 +102,22 @@ def _rows(batch: SensorBatch) -> _Rows:
             continue
         key, dig = taken
         start = naive_utc(a.start)
-        out.audio.append((
-            *key, dig, a.source, start, a.seconds, a.duration_s, a.leq_dbfs,
-            a.laeq_dbfs, a.leq_dbspl, a.laeq_dbspl, a.speech_ratio, now,
-        ))
+        out.audio.append(
+            (
+                *key,
+                dig,
+                a.source,
+                start,
+                a.seconds,
+                a.duration_s,
+                a.leq_dbfs,
+                a.laeq_dbfs,
+                a.leq_dbspl,
+                a.laeq_dbspl,
+                a.speech_ratio,
+                now,
+            )
+        )
         out.events += [
             (*key, "audio", name, a.source, start, a.seconds, n) for name, n in a.events.items()
         ]
@@ -117,16 +129,26 @@ def _rows(batch: SensorBatch) -> _Rows:
         start = naive_utc(s.start)
         totals = dict.fromkeys(SHELF_EVENTS, 0)
         for f in s.facings:
-            out.shelf.append((
-                *key, dig, f.region, f.facing, s.source, start, s.seconds,
-                f.facing_empty, f.restocked, f.product_taken, f.empty_at_end, now,
-            ))
+            out.shelf.append(
+                (
+                    *key,
+                    dig,
+                    f.region,
+                    f.facing,
+                    s.source,
+                    start,
+                    s.seconds,
+                    f.facing_empty,
+                    f.restocked,
+                    f.product_taken,
+                    f.empty_at_end,
+                    now,
+                )
+            )
             for name in SHELF_EVENTS:
                 totals[name] += getattr(f, name)
         out.events += [
-            (*key, "shelf", name, s.source, start, s.seconds, n)
-            for name, n in totals.items()
-            if n
+            (*key, "shelf", name, s.source, start, s.seconds, n) for name, n in totals.items() if n
         ]
     return out
 
@@ -193,8 +215,16 @@ def _record_conflicts(store: Store, letters: list[DeadLetter]) -> None:
             f"INSERT INTO dead_letters ({cols}) SELECT {marks} WHERE NOT EXISTS "
             "(SELECT 1 FROM dead_letters AS d WHERE d.topic = ? AND d.payload_sha256 = ?) "
             "RETURNING topic",
-            (naive_utc(dl.received_at), dl.topic, dl.reason, dl.payload_size,
-             dl.payload_head, dl.payload_sha256, dl.topic, dl.payload_sha256),
+            (
+                naive_utc(dl.received_at),
+                dl.topic,
+                dl.reason,
+                dl.payload_size,
+                dl.payload_head,
+                dl.payload_sha256,
+                dl.topic,
+                dl.payload_sha256,
+            ),
         ).rows
         if not stored:
             continue
@@ -229,9 +259,7 @@ def write_sensors(store: Store, batch: SensorBatch) -> SensorResult:
     store.execute("BEGIN")
     try:
         if store.dialect.name == "postgres":  # writers of a device one at a time
-            lock = partitions.lock_devices(
-                (m.site, m.device) for m in (*batch.audio, *batch.shelf)
-            )
+            lock = partitions.lock_devices((m.site, m.device) for m in (*batch.audio, *batch.shelf))
             if lock is not None:
                 store.fetch(*lock)
         audio_new = _insert(store, "audio", AUDIO_COLUMNS, rows.audio)

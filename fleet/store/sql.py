@@ -220,10 +220,7 @@ def insert_aggregates(staged: str, partitioned: bool = False) -> str:
 
 def insert_aggregates_returning(staged: str, partitioned: bool = False) -> str:
     """Insert the new rows and return what the rollups need of those (not of duplicates)."""
-    return (
-        f"{insert_aggregates(staged, partitioned)} "
-        f"RETURNING {', '.join(ROLLUP_SOURCE_COLUMNS)}"
-    )
+    return f"{insert_aggregates(staged, partitioned)} RETURNING {', '.join(ROLLUP_SOURCE_COLUMNS)}"
 
 
 _ROLLUP_COLUMNS = ("in_count", "out_count", *(c for c, _k, _e in ROLLUP_ZONE_COLUMNS))
@@ -260,8 +257,7 @@ def insert_aggregates_with_rollups(staged: str, partitioned: bool = False) -> st
     parts = [f"new_rows AS ({insert_aggregates_returning(staged, partitioned)})"]
     parts += [f"r_{table} AS ({upsert_rollup(table, unit, 'new_rows')})" for table, unit in ROLLUPS]
     return (
-        f"WITH {', '.join(parts)} SELECT site, device, count(*) FROM new_rows "
-        "GROUP BY site, device"
+        f"WITH {', '.join(parts)} SELECT site, device, count(*) FROM new_rows GROUP BY site, device"
     )
 
 
@@ -390,16 +386,49 @@ _V1_COLUMNS: dict[str, tuple[str, ...]] = {
     "events": tuple(c for c in EVENT_COLUMNS if c != "epoch"),
     "power": tuple(c for c in POWER_COLUMNS if c not in ("epoch", "digest")),
     "audio": (
-        "device", "seq", "site", "source", "start", "seconds", "duration_s", "leq_dbfs",
-        "laeq_dbfs", "leq_dbspl", "laeq_dbspl", "speech_ratio", "received_at",
+        "device",
+        "seq",
+        "site",
+        "source",
+        "start",
+        "seconds",
+        "duration_s",
+        "leq_dbfs",
+        "laeq_dbfs",
+        "leq_dbspl",
+        "laeq_dbspl",
+        "speech_ratio",
+        "received_at",
     ),
     "shelf": (
-        "device", "seq", "region", "facing", "site", "source", "start", "seconds",
-        "facing_empty", "restocked", "product_taken", "empty_at_end", "received_at",
+        "device",
+        "seq",
+        "region",
+        "facing",
+        "site",
+        "source",
+        "start",
+        "seconds",
+        "facing_empty",
+        "restocked",
+        "product_taken",
+        "empty_at_end",
+        "received_at",
     ),
     "devices": (
-        "device", "site", "first_seen", "last_seen", "messages", "state", "status_at",
-        "model", "backend", "fps", "uptime_s", "errors", "last_error",
+        "device",
+        "site",
+        "first_seen",
+        "last_seen",
+        "messages",
+        "state",
+        "status_at",
+        "model",
+        "backend",
+        "fps",
+        "uptime_s",
+        "errors",
+        "last_error",
     ),
 }
 
@@ -428,9 +457,7 @@ def migrate_identity(double: str, present: set[str]) -> tuple[str, ...]:
     the version 2 keys: each old row gets epoch '' (devices of then had none) and digest 0
     (unknown: a later conflicting message against it is not detected, only kept out)."""
     out: list[str] = []
-    creates = {
-        text.split("(", 1)[0].split()[-1]: text for text in schema(double)
-    }
+    creates = {text.split("(", 1)[0].split()[-1]: text for text in schema(double)}
     for table, old in _V1_COLUMNS.items():
         if table not in present:
             continue

@@ -31,15 +31,17 @@ def _clip(boxes: Boxes, w: int, h: int, kept: float) -> Boxes:
     out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, w)
     out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, h)
     left = (out[:, 2] - out[:, 0]) * (out[:, 3] - out[:, 1])
-    ok = (left >= kept * np.maximum(area, 1e-6)) & (out[:, 2] - out[:, 0] >= 2) & (
-        out[:, 3] - out[:, 1] >= 2
+    ok = (
+        (left >= kept * np.maximum(area, 1e-6))
+        & (out[:, 2] - out[:, 0] >= 2)
+        & (out[:, 3] - out[:, 1] >= 2)
     )
     return out[ok]
 
 
-def augment(image: Image, boxes: Boxes, rng: np.random.Generator, aug: Augment) -> tuple[
-    Image, Boxes
-]:
+def augment(
+    image: Image, boxes: Boxes, rng: np.random.Generator, aug: Augment
+) -> tuple[Image, Boxes]:
     """A randomly changed copy of ``image`` and its pixel boxes."""
     h, w = image.shape[:2]
     if rng.random() < aug.zoom_in:
@@ -71,7 +73,8 @@ def augment(image: Image, boxes: Boxes, rng: np.random.Generator, aug: Augment) 
         hsv[..., 1] *= rng.uniform(0.6, 1.4)
         hsv[..., 2] *= rng.uniform(0.6, 1.4)
         image = np.asarray(
-            cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR), np.uint8)
+            cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR), np.uint8
+        )
     return np.ascontiguousarray(image, np.uint8), boxes.astype(np.float32)
 
 

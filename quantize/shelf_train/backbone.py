@@ -54,8 +54,11 @@ def _feature_outputs(graph: Any) -> list[str]:
     found: list[str] = []
     for level in range(len(STRIDES)):
         pred = next(
-            (n for n in graph.node
-             if n.op_type == "Conv" and f"head.cls_preds.{level}.weight" in n.input),
+            (
+                n
+                for n in graph.node
+                if n.op_type == "Conv" and f"head.cls_preds.{level}.weight" in n.input
+            ),
             None,
         )
         if pred is None:
@@ -133,8 +136,7 @@ def cut_backbone(path: Path, size: int) -> Backbone:
     graph.initializer.extend(inits)
     model = onnx.shape_inference.infer_shapes(model)
     shapes = {
-        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-        for v in model.graph.value_info
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info
     }
     channels = tuple(shapes[n][1] for n in outputs)
     for n, stride in zip(outputs, STRIDES, strict=True):
@@ -174,43 +176,67 @@ def merged_model(backbone: Backbone, levels: Sequence[ConvParams]) -> Any:
         for k, (w, b) in enumerate(convs):
             last = k == len(convs) - 1
             name = f"gap_head.preds.{level}" if last else f"gap_head.{level}.conv{k}"
-            inits += [numpy_helper.from_array(w.astype(np.float32), f"{name}.weight"),
-                      numpy_helper.from_array(b.astype(np.float32), f"{name}.bias")]
+            inits += [
+                numpy_helper.from_array(w.astype(np.float32), f"{name}.weight"),
+                numpy_helper.from_array(b.astype(np.float32), f"{name}.bias"),
+            ]
             pad = w.shape[2] // 2
             y = f"{name}.out"
-            nodes.append(helper.make_node(
-                "Conv", [x, f"{name}.weight", f"{name}.bias"], [y], name=name,
-                kernel_shape=list(w.shape[2:]), pads=[pad] * 4, strides=[1, 1],
-            ))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [x, f"{name}.weight", f"{name}.bias"],
+                    [y],
+                    name=name,
+                    kernel_shape=list(w.shape[2:]),
+                    pads=[pad] * 4,
+                    strides=[1, 1],
+                )
+            )
             if not last:  # SiLU as YOLOX writes it
                 nodes.append(helper.make_node("Sigmoid", [y], [f"{y}.sig"], name=f"{name}.sig"))
-                nodes.append(helper.make_node("Mul", [y, f"{y}.sig"], [f"{y}.act"],
-                                              name=f"{name}.act"))
+                nodes.append(
+                    helper.make_node("Mul", [y, f"{y}.sig"], [f"{y}.act"], name=f"{name}.act")
+                )
                 y = f"{y}.act"
             x = y
         p = f"gap_head.out.{level}"
-        nodes.append(helper.make_node("Split", [x], [f"{p}.box", f"{p}.obj"], axis=1,
-                                      split=[4, 1], name=f"{p}.split"))
+        nodes.append(
+            helper.make_node(
+                "Split", [x], [f"{p}.box", f"{p}.obj"], axis=1, split=[4, 1], name=f"{p}.split"
+            )
+        )
         nodes.append(helper.make_node("Sigmoid", [f"{p}.obj"], [f"{p}.score"], name=f"{p}.sig"))
         side = backbone.size // STRIDES[level]
         cells = side * side
-        inits.append(numpy_helper.from_array(np.ones((1, 1, side, side), np.float32),
-                                             f"{p}.class"))
-        nodes.append(helper.make_node("Concat", [f"{p}.box", f"{p}.score", f"{p}.class"],
-                                      [f"{p}.cat"], axis=1, name=f"{p}.cat"))
+        inits.append(numpy_helper.from_array(np.ones((1, 1, side, side), np.float32), f"{p}.class"))
+        nodes.append(
+            helper.make_node(
+                "Concat",
+                [f"{p}.box", f"{p}.score", f"{p}.class"],
+                [f"{p}.cat"],
+                axis=1,
+                name=f"{p}.cat",
+            )
+        )
         shape = f"{p}.shape"
         total += cells
         inits.append(numpy_helper.from_array(np.array([1, 6, cells], np.int64), shape))
-        nodes.append(helper.make_node("Reshape", [f"{p}.cat", shape], [f"{p}.flat"],
-                                      name=f"{p}.reshape"))
+        nodes.append(
+            helper.make_node("Reshape", [f"{p}.cat", shape], [f"{p}.flat"], name=f"{p}.reshape")
+        )
         flat.append(f"{p}.flat")
     nodes.append(helper.make_node("Concat", flat, ["gap_head.all"], axis=2, name="gap_head.all"))
-    nodes.append(helper.make_node("Transpose", ["gap_head.all"], ["output"], perm=[0, 2, 1],
-                                  name="gap_head.output"))
+    nodes.append(
+        helper.make_node(
+            "Transpose", ["gap_head.all"], ["output"], perm=[0, 2, 1], name="gap_head.output"
+        )
+    )
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT,
-                                                      [1, total, 6]))
+    graph.output.append(
+        helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, total, 6])
+    )
     onnx.checker.check_model(model)
     return model

@@ -34,9 +34,13 @@ class GapHead(nn.Module):
         super().__init__()
         self.towers = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(c, width, 1), nn.SiLU(),
-                *[m for _ in range(depth)
-                  for m in (nn.Conv2d(width, width, 3, padding=1), nn.SiLU())],
+                nn.Conv2d(c, width, 1),
+                nn.SiLU(),
+                *[
+                    m
+                    for _ in range(depth)
+                    for m in (nn.Conv2d(width, width, 3, padding=1), nn.SiLU())
+                ],
             )
             for c in channels
         )
@@ -62,8 +66,12 @@ class GapHead(nn.Module):
             level: ConvParams = []
             for c in convs:
                 assert c.bias is not None
-                level.append((c.weight.detach().numpy().astype(np.float32),
-                              c.bias.detach().numpy().astype(np.float32)))
+                level.append(
+                    (
+                        c.weight.detach().numpy().astype(np.float32),
+                        c.bias.detach().numpy().astype(np.float32),
+                    )
+                )
             out.append(level)
         return out
 
@@ -79,8 +87,9 @@ def grids(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(cells).float(), torch.cat(strides)
 
 
-def assign(boxes: npt.NDArray[np.float32], cells: torch.Tensor, strides: torch.Tensor
-           ) -> torch.Tensor:
+def assign(
+    boxes: npt.NDArray[np.float32], cells: torch.Tensor, strides: torch.Tensor
+) -> torch.Tensor:
     """The index of the box each anchor learns (-1: background). ``boxes``: input-pixel
     xyxy. Where boxes compete for an anchor, the smallest wins."""
     n = cells.shape[0]
@@ -93,8 +102,10 @@ def assign(boxes: npt.NDArray[np.float32], cells: torch.Tensor, strides: torch.T
     side = torch.maximum(bw, bh)
     bcx, bcy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
     inside = (
-        (centre[:, None, 0] > b[None, :, 0]) & (centre[:, None, 0] < b[None, :, 2])
-        & (centre[:, None, 1] > b[None, :, 1]) & (centre[:, None, 1] < b[None, :, 3])
+        (centre[:, None, 0] > b[None, :, 0])
+        & (centre[:, None, 0] < b[None, :, 2])
+        & (centre[:, None, 1] > b[None, :, 1])
+        & (centre[:, None, 1] < b[None, :, 3])
     )
     radius = CENTRE_RADIUS * strides[:, None]
     near = ((centre[:, None, 0] - bcx[None]).abs() < radius) & (
@@ -109,11 +120,19 @@ def assign(boxes: npt.NDArray[np.float32], cells: torch.Tensor, strides: torch.T
         level_ok |= on[:, None] & fits[None]
         # the cell holding the centre, on the level the box fits first: never left out
         g = torch.floor(torch.stack((bcx, bcy), 1) / s)
-        here = on[:, None] & (cells[:, None, 0] == g[None, :, 0]) & (
-            cells[:, None, 1] == g[None, :, 1])
-        first = fits & ~torch.stack([
-            (side >= SIZE_RANGES[k][0]) & (side < SIZE_RANGES[k][1]) for k in range(level)
-        ]).any(0) if level else fits
+        here = (
+            on[:, None]
+            & (cells[:, None, 0] == g[None, :, 0])
+            & (cells[:, None, 1] == g[None, :, 1])
+        )
+        first = (
+            fits
+            & ~torch.stack(
+                [(side >= SIZE_RANGES[k][0]) & (side < SIZE_RANGES[k][1]) for k in range(level)]
+            ).any(0)
+            if level
+            else fits
+        )
         primary |= here & first[None]
     ok = (inside & near & level_ok) | primary
     area = (bw * bh)[None].expand(n, -1)
@@ -148,9 +167,13 @@ def giou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return iou, iou - (hull - union) / (hull + 1e-7)
 
 
-def loss(pred: torch.Tensor, targets: Sequence[torch.Tensor],
-         boxes: Sequence[npt.NDArray[np.float32]], cells: torch.Tensor, strides: torch.Tensor
-         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def loss(
+    pred: torch.Tensor,
+    targets: Sequence[torch.Tensor],
+    boxes: Sequence[npt.NDArray[np.float32]],
+    cells: torch.Tensor,
+    strides: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Total, objectness and box loss of a batch: ``pred`` (B, N, 5), ``targets`` each
     anchor's box index per image, ``boxes`` input-pixel xyxy per image."""
     obj_target = torch.zeros(pred.shape[:2])

@@ -40,8 +40,9 @@ def parse_label_file(path: Path, classes: int = 1) -> Boxes:
             cls = int(parts[0])
             values = [float(v) for v in parts[1:]]
         except ValueError:
-            raise TrainError(f"{where}: expected 'class cx cy w h' (numbers), got {line.strip()!r}"
-                             ) from None
+            raise TrainError(
+                f"{where}: expected 'class cx cy w h' (numbers), got {line.strip()!r}"
+            ) from None
         if not 0 <= cls < classes:
             raise TrainError(f"{where}: class {cls} out of range (one class: 0, an empty gap)")
         if not all(np.isfinite(values)) or any(v < 0.0 or v > 1.0 for v in values):

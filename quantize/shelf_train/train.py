@@ -65,10 +65,16 @@ class EpochReport:
         def r(v: float | None) -> float | None:
             return None if v is None else round(v, 4)
 
-        return {"epoch": self.epoch, "loss": r(self.loss), "obj_loss": r(self.obj_loss),
-                "box_loss": r(self.box_loss), "seconds": round(self.seconds, 1),
-                "val_precision": r(self.val_precision), "val_recall": r(self.val_recall),
-                "val_f1": r(self.val_f1)}
+        return {
+            "epoch": self.epoch,
+            "loss": r(self.loss),
+            "obj_loss": r(self.obj_loss),
+            "box_loss": r(self.box_loss),
+            "seconds": round(self.seconds, 1),
+            "val_precision": r(self.val_precision),
+            "val_recall": r(self.val_recall),
+            "val_f1": r(self.val_f1),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,8 @@ class Features:
             options = ort.SessionOptions()
             options.log_severity_level = 3
             self._session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"])
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
         self._input = self._session.get_inputs()[0].name
 
     def __call__(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[torch.Tensor]:
@@ -142,8 +149,9 @@ def _validation_set(folder: Path, features: Features, size: int) -> _Validation:
     return val
 
 
-def _validate(head: GapHead, val: _Validation, cells: torch.Tensor, strides: torch.Tensor,
-              opts: TrainOptions) -> tuple[float, float, float]:
+def _validate(
+    head: GapHead, val: _Validation, cells: torch.Tensor, strides: torch.Tensor, opts: TrainOptions
+) -> tuple[float, float, float]:
     from edgetally.runtime.counting.detectors import nms
     from edgetally.runtime.scoring.shelf import match
 
@@ -170,8 +178,9 @@ def _validate(head: GapHead, val: _Validation, cells: torch.Tensor, strides: tor
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-def _batch(samples: Sequence[Sample], rng: np.random.Generator, opts: TrainOptions
-           ) -> tuple[list[npt.NDArray[np.uint8]], list[npt.NDArray[np.float32]]]:
+def _batch(
+    samples: Sequence[Sample], rng: np.random.Generator, opts: TrainOptions
+) -> tuple[list[npt.NDArray[np.uint8]], list[npt.NDArray[np.float32]]]:
     images, boxes = [], []
     for s in samples:
         img = _read(s.image)
@@ -244,17 +253,36 @@ def train(
         p = r = f1 = None
         if val is not None:
             p, r, f1 = _validate(head, val, cells, strides, opts)
-        report = EpochReport(epoch, opts.epochs, float(mean[0]), float(mean[1]), float(mean[2]),
-                             time.monotonic() - start, p, r, f1)
+        report = EpochReport(
+            epoch,
+            opts.epochs,
+            float(mean[0]),
+            float(mean[1]),
+            float(mean[2]),
+            time.monotonic() - start,
+            p,
+            r,
+            f1,
+        )
         reports.append(report)
         if on_epoch is not None:
             on_epoch(report)
     model_path, manifest_path = export(
-        backbone, head, out_dir, source=f"edgetally shelf train: {len(samples)} photos of "
+        backbone,
+        head,
+        out_dir,
+        source=f"edgetally shelf train: {len(samples)} photos of "
         f"{images_dir.name}, {opts.epochs} epochs, {opts.size}x{opts.size}, backbone "
-        f"{backbone_path.name}")
-    return TrainResult(model_path, manifest_path, len(samples),
-                       sum(len(s.boxes) for s in samples), time.monotonic() - start, reports)
+        f"{backbone_path.name}",
+    )
+    return TrainResult(
+        model_path,
+        manifest_path,
+        len(samples),
+        sum(len(s.boxes) for s in samples),
+        time.monotonic() - start,
+        reports,
+    )
 
 
 def export(backbone: Backbone, head: GapHead, out_dir: Path, source: str) -> tuple[Path, Path]:
@@ -271,8 +299,15 @@ def export(backbone: Backbone, head: GapHead, out_dir: Path, source: str) -> tup
         family="yolox",
         file=path.name,
         sha256=sha256_of(path),
-        input=InputSpec(width=backbone.size, height=backbone.size, layout="NCHW",
-                        dtype="float32", color="BGR", resize="letterbox", pad_value=114),
+        input=InputSpec(
+            width=backbone.size,
+            height=backbone.size,
+            layout="NCHW",
+            dtype="float32",
+            color="BGR",
+            resize="letterbox",
+            pad_value=114,
+        ),
         labels=LABELS,
         person_class=0,
         license="unknown: the training photos' terms apply (backbone YOLOX-Nano, Apache-2.0)",

@@ -60,9 +60,11 @@ class AudioConfig(BaseModel):
             return p if p is None or p.is_absolute() else base / p
 
         source = self.source if self.live else str(rel(Path(self.source)))
-        return self.model_copy(update={
-            "source": source,
-            "vad_model": rel(self.vad_model),
-            "classifier": rel(self.classifier),
-            "class_map": rel(self.class_map),
-        })
+        return self.model_copy(
+            update={
+                "source": source,
+                "vad_model": rel(self.vad_model),
+                "classifier": rel(self.classifier),
+                "class_map": rel(self.class_map),
+            }
+        )

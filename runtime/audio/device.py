@@ -42,15 +42,25 @@ def wire_events(counts: dict[str, int]) -> dict[str, int]:
             key = event_name(label)
             out[key] = out.get(key, 0) + n
     if len(out) > MAX_EVENT_KINDS:
-        log.warning("audio: %d event kinds in one bucket, sending the %d most frequent",
-                    len(out), MAX_EVENT_KINDS)
+        log.warning(
+            "audio: %d event kinds in one bucket, sending the %d most frequent",
+            len(out),
+            MAX_EVENT_KINDS,
+        )
         out = dict(sorted(out.items(), key=lambda kv: -kv[1])[:MAX_EVENT_KINDS])
     return out
 
 
 def to_message(
-    bucket: AudioBucket, *, site: str, device: str, source: str, start: datetime, seconds: int,
-    seq: int, epoch: str | None = None,
+    bucket: AudioBucket,
+    *,
+    site: str,
+    device: str,
+    source: str,
+    start: datetime,
+    seconds: int,
+    seq: int,
+    epoch: str | None = None,
 ) -> AudioLevels:
     """The wire message of one bucket; ``start`` is when the source's first sample was."""
     return AudioLevels(
@@ -148,10 +158,23 @@ def run_audio(
         done = skip + round((bucket.start_s + bucket.duration_s) * RATE)
         state = json.dumps({"start": start.isoformat(), "seconds": report.seconds})
         outbox.put_many(
-            [(topic, lambda seq, epoch: to_json(to_message(
-                bucket, site=site, device=device, source=config.id, start=origin,
-                seconds=bucket_seconds, seq=seq, epoch=epoch,
-            )))],
+            [
+                (
+                    topic,
+                    lambda seq, epoch: to_json(
+                        to_message(
+                            bucket,
+                            site=site,
+                            device=device,
+                            source=config.id,
+                            start=origin,
+                            seconds=bucket_seconds,
+                            seq=seq,
+                            epoch=epoch,
+                        )
+                    ),
+                )
+            ],
             checkpoint=None if config.live else (key, Checkpoint(done, report.buckets, state)),
         )
         on_stored(1)

@@ -68,9 +68,7 @@ def a_weighting_db(freq_hz: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """The analytic A-weighting of IEC 61672-1 (dB, 0 at 1 kHz) at the given frequencies."""
     f2 = np.asarray(freq_hz, dtype=np.float64) ** 2
     with np.errstate(divide="ignore"):
-        ra = (F4**2 * f2**2) / (
-            (f2 + F1**2) * np.sqrt((f2 + F2**2) * (f2 + F3**2)) * (f2 + F4**2)
-        )
+        ra = (F4**2 * f2**2) / ((f2 + F1**2) * np.sqrt((f2 + F2**2) * (f2 + F3**2)) * (f2 + F4**2))
         return np.asarray(20.0 * np.log10(ra) + 2.0, dtype=np.float64)
 
 

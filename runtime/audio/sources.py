@@ -165,7 +165,10 @@ class MicSource:
         limit = None if self.seconds is None else int(self.seconds * RATE)
         try:
             stream = sd.InputStream(
-                device=self.device, samplerate=rate, channels=1, dtype="float32",
+                device=self.device,
+                samplerate=rate,
+                channels=1,
+                dtype="float32",
                 callback=callback,
             )
         except sd.PortAudioError as exc:

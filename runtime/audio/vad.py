@@ -68,9 +68,7 @@ class SileroVad:
         # v5+ takes the chunk, the state and the rate; the 16 kHz-only variants no rate.
         self._names = tuple(i.name for i in self.backend.inputs)
         if not {"input", "state"} <= set(self._names) <= {"input", "state", "sr"}:
-            raise AudioError(
-                f"{path} is not a silero-vad v5+ model (inputs {sorted(self._names)})"
-            )
+            raise AudioError(f"{path} is not a silero-vad v5+ model (inputs {sorted(self._names)})")
         self.threshold = threshold
         self._sr = np.array(RATE, dtype=np.int64)
         self.reset()

@@ -50,8 +50,13 @@ def warn_if_not_compiled(model: Path, delegate: str) -> None:
     except OSError:
         return
     if marker not in data:
-        log.warning("%s is not compiled for %s: it runs on the CPU; compile it first: %s %s",
-                    model.name, Path(delegate).name, compiler, model.name)
+        log.warning(
+            "%s is not compiled for %s: it runs on the CPU; compile it first: %s %s",
+            model.name,
+            Path(delegate).name,
+            compiler,
+            model.name,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +84,8 @@ class LiteRtBackend:
             warn_if_not_compiled(path, delegate_path)
             try:
                 options = dict(config.delegate_options) or dict(
-                    DELEGATE_OPTIONS.get(Path(delegate_path).name, {}))
+                    DELEGATE_OPTIONS.get(Path(delegate_path).name, {})
+                )
                 delegates.append(litert.load_delegate(delegate_path, options))
             except (ValueError, OSError, RuntimeError) as exc:
                 raise BackendError(

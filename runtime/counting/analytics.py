@@ -177,8 +177,8 @@ class LineCounter:
                     st.side = raw  # seen first inside the band: which side of the line, still
             if raw != st.raw:
                 st.raw, st.flip = raw, (ts, frame_index)
-                st.flip_along = s.along(x, y) if st.last is None else _along_where_crossed(
-                    s, st.last, (x, y)
+                st.flip_along = (
+                    s.along(x, y) if st.last is None else _along_where_crossed(s, st.last, (x, y))
                 )
             st.last = (x, y)
             if st.born and person is not None and person.age_s >= self.birth_min_age_s:
@@ -226,8 +226,11 @@ class LineCounter:
         # Where the path from the back point to the latest sighting meets the line.
         d1 = s.signed_distance(last.x, last.y)
         share = db / (db - d1)
-        if not (-s.margin <= s.along(bx + share * (last.x - bx), by + share * (last.y - by))
-                <= 1 + s.margin):
+        if not (
+            -s.margin
+            <= s.along(bx + share * (last.x - bx), by + share * (last.y - by))
+            <= 1 + s.margin
+        ):
             return None
         d0 = s.signed_distance(first.x, first.y)
         if (d0 > 0) == (st.side > 0) or st.flip is None:
@@ -242,9 +245,7 @@ class LineCounter:
             self._state.pop(key, None)
 
 
-def _along_where_crossed(
-    s: LineSpec, a: tuple[float, float], b: tuple[float, float]
-) -> float:
+def _along_where_crossed(s: LineSpec, a: tuple[float, float], b: tuple[float, float]) -> float:
     """Where along the line (0 at P1, 1 at P2) the step a->b meets it."""
     da, db = s.signed_distance(*a), s.signed_distance(*b)
     share = da / (da - db) if da != db else 1.0
@@ -280,6 +281,7 @@ class ZoneTracker:
     ) -> tuple[int, list[ZoneEntry], list[Dwell]]:
         """(people inside now, visits that began, visits that ended); ``live``: the people
         (or tracks) not gone yet."""
+
         def key(tr: Track) -> int:
             return people[tr.track_id].person_id if people is not None else tr.track_id
 

@@ -147,7 +147,8 @@ class PassageBook:
         whether no lost person was near it at all. Closest pairs first, each joined once."""
         cfg = self.config
         lost = [
-            p for p in self._people.values()
+            p
+            for p in self._people.values()
             if id(p) not in taken and 0 < t - p.last.t <= cfg.join_s
         ]
         pairs: list[tuple[float, int, Person]] = []

@@ -89,8 +89,11 @@ class CountingPipeline:
         if len(set(ids)) != len(ids):
             raise ConfigError(f"duplicate line ids: {ids}")
         self.lines = [
-            LineCounter(spec, birth_lookback_s=self.config.birth_lookback_s,
-                        first_side_in_band=self.config.first_side_in_band)
+            LineCounter(
+                spec,
+                birth_lookback_s=self.config.birth_lookback_s,
+                first_side_in_band=self.config.first_side_in_band,
+            )
             for spec in lines
         ]
         self.zones = [ZoneTracker(spec) for spec in zones]

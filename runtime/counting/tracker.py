@@ -90,7 +90,10 @@ class _Kalman:
         p = np.zeros((8, 8))
         for i in range(4):
             p[i, i], p[i, i + 4], p[i + 4, i], p[i + 4, i + 4] = (
-                self.pp[i], self.pv[i], self.pv[i], self.vv[i]
+                self.pp[i],
+                self.pv[i],
+                self.pv[i],
+                self.vv[i],
             )
         return p
 
@@ -229,8 +232,12 @@ def _whole_box(tr: _Track, bounds: tuple[float, float, float, float]) -> F64:
     feet. The size is the one last seen uncut (none yet: the box as it is)."""
     left_edge, top_edge, right_edge, bottom_edge = bounds
     x1, y1, x2, y2 = (float(v) for v in tr.box)
-    cut = (x1 <= left_edge + _BORDER_PX, y1 <= top_edge + _BORDER_PX,
-           x2 >= right_edge - _BORDER_PX, y2 >= bottom_edge - _BORDER_PX)
+    cut = (
+        x1 <= left_edge + _BORDER_PX,
+        y1 <= top_edge + _BORDER_PX,
+        x2 >= right_edge - _BORDER_PX,
+        y2 >= bottom_edge - _BORDER_PX,
+    )
     if not any(cut):
         tr.full = (x2 - x1, y2 - y1)
         return tr.box

@@ -93,8 +93,6 @@ def match_events(
     return EventScore(tp, len(counted) - tp, len(truth) - tp)
 
 
-
-
 def count_accuracy(results: list[tuple[int, int, int, int]]) -> float:
     """1 - sum |count - truth| / sum truth, over lines and directions.
 

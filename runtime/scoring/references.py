@@ -49,29 +49,29 @@ def _line_of(value: Any, where: str) -> tuple[float, float, float, float]:
         or len(value) != 4
         or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
     ):
-        raise ConfigError(f"{where}: \"line\" must be four numbers [x1, y1, x2, y2]")
+        raise ConfigError(f'{where}: "line" must be four numbers [x1, y1, x2, y2]')
     x1, y1, x2, y2 = (float(v) for v in value)
     return x1, y1, x2, y2
 
 
 def _event_of(value: Any, where: str) -> Event:
     if not isinstance(value, dict):
-        raise ConfigError(f"{where}: an event must be an object with \"t\" and \"dir\"")
+        raise ConfigError(f'{where}: an event must be an object with "t" and "dir"')
     t, direction = value.get("t"), value.get("dir")
     if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
-        raise ConfigError(f"{where}: \"t\" must be seconds from the start, 0 or more")
+        raise ConfigError(f'{where}: "t" must be seconds from the start, 0 or more')
     if direction not in DIRECTIONS:
-        raise ConfigError(f"{where}: \"dir\" must be \"in\" or \"out\", not {direction!r}")
+        raise ConfigError(f'{where}: "dir" must be "in" or "out", not {direction!r}')
     return Event(float(t), direction)
 
 
 def _reference_of(value: Any, where: str) -> ReferenceLine:
     if not isinstance(value, dict) or "line" not in value or "events" not in value:
         hint = " (a zone's visits go to --zone-reference)" if _is_zone(value) else ""
-        raise ConfigError(f"{where}: expected an object with \"line\" and \"events\"{hint}")
+        raise ConfigError(f'{where}: expected an object with "line" and "events"{hint}')
     events = value["events"]
     if not isinstance(events, list):
-        raise ConfigError(f"{where}: \"events\" must be a list")
+        raise ConfigError(f'{where}: "events" must be a list')
     line = _line_of(value["line"], where)
     parsed = [_event_of(e, f"{where}: event {i + 1}") for i, e in enumerate(events)]
     return ReferenceLine(line, tuple(sorted(parsed, key=lambda e: e.t)))
@@ -113,7 +113,7 @@ def _read_jsonl(path: Path, text: str) -> list[ReferenceLine]:
         if _is_zone_row(value) or _is_partial_mark(value):
             continue  # a zone's entry or exit, as count --events writes them beside crossings
         if not isinstance(value, dict) or "line" not in value:
-            raise ConfigError(f"{where}: a crossing needs \"line\", \"t\" and \"dir\"")
+            raise ConfigError(f'{where}: a crossing needs "line", "t" and "dir"')
         line = _line_of(value["line"], where)
         by_line.setdefault(line, []).append(_event_of(value, where))
     if not by_line:
@@ -190,7 +190,7 @@ def _zone_of(value: Any, where: str) -> tuple[float, ...]:
         )
     ):
         raise ConfigError(
-            f"{where}: \"zone\" must be at least 3 points as numbers [x1, y1, x2, y2, x3, y3, ...]"
+            f'{where}: "zone" must be at least 3 points as numbers [x1, y1, x2, y2, x3, y3, ...]'
         )
     return tuple(float(v) for v in value)
 
@@ -202,30 +202,33 @@ def _seconds_of(value: Any, where: str, key: str) -> float:
         or not math.isfinite(value)
         or value < 0
     ):
-        raise ConfigError(f"{where}: \"{key}\" must be seconds from the start, 0 or more")
+        raise ConfigError(f'{where}: "{key}" must be seconds from the start, 0 or more')
     return float(value)
 
 
 def _visit_of(value: Any, where: str) -> Visit:
     if not isinstance(value, dict) or "t" not in value:
-        raise ConfigError(f"{where}: a visit must be an object with \"t\" (its entry)")
+        raise ConfigError(f'{where}: a visit must be an object with "t" (its entry)')
     t = _seconds_of(value["t"], where, "t")
     if value.get("exit_t") is None:
         return Visit(t)
     exit_t = _seconds_of(value["exit_t"], where, "exit_t")
     if exit_t < t:
-        raise ConfigError(f"{where}: \"exit_t\" {exit_t:g} is before its entry \"t\" {t:g}")
+        raise ConfigError(f'{where}: "exit_t" {exit_t:g} is before its entry "t" {t:g}')
     return Visit(t, exit_t)
 
 
 def _zone_reference_of(value: Any, where: str) -> ReferenceZone:
     if not isinstance(value, dict) or "zone" not in value or "visits" not in value:
-        hint = (" (a line's crossings go to --reference)"
-                if isinstance(value, dict) and "line" in value else "")
-        raise ConfigError(f"{where}: expected an object with \"zone\" and \"visits\"{hint}")
+        hint = (
+            " (a line's crossings go to --reference)"
+            if isinstance(value, dict) and "line" in value
+            else ""
+        )
+        raise ConfigError(f'{where}: expected an object with "zone" and "visits"{hint}')
     visits = value["visits"]
     if not isinstance(visits, list):
-        raise ConfigError(f"{where}: \"visits\" must be a list")
+        raise ConfigError(f'{where}: "visits" must be a list')
     zone = _zone_of(value["zone"], where)
     parsed = [_visit_of(v, f"{where}: visit {i + 1}") for i, v in enumerate(visits)]
     return ReferenceZone(zone, tuple(sorted(parsed, key=lambda v: v.t)))
@@ -266,8 +269,7 @@ def _read_zone_jsonl(path: Path, text: str) -> list[ReferenceZone]:
             continue  # a crossing, as count --events writes them beside the zone rows
         if not _is_zone_row(value) or value.get("event") not in ("enter", "exit"):
             raise ConfigError(
-                f"{where}: a zone row needs \"zone\", \"t\" and \"event\" (\"enter\" or "
-                "\"exit\")"
+                f'{where}: a zone row needs "zone", "t" and "event" ("enter" or "exit")'
             )
         zone = _zone_of(value["zone"], where)
         _seconds_of(value.get("t"), where, "t")

@@ -72,14 +72,22 @@ def read_yolo_labels(path: Path, width: int, height: int, cls: int = 0) -> npt.N
             if c != cls:
                 continue
             boxes.append(
-                ((cx - w / 2) * width, (cy - h / 2) * height,
-                 (cx + w / 2) * width, (cy + h / 2) * height)
+                (
+                    (cx - w / 2) * width,
+                    (cy - h / 2) * height,
+                    (cx + w / 2) * width,
+                    (cy + h / 2) * height,
+                )
             )
     return np.array(boxes, np.float32).reshape(-1, 4)
 
 
-def match(pred: npt.NDArray[np.float32], score: npt.NDArray[np.float32],
-          truth: npt.NDArray[np.float32], iou: float) -> int:
+def match(
+    pred: npt.NDArray[np.float32],
+    score: npt.NDArray[np.float32],
+    truth: npt.NDArray[np.float32],
+    iou: float,
+) -> int:
     """True positives: greedy one-to-one matching, best-scored prediction first."""
     if len(pred) == 0 or len(truth) == 0:
         return 0

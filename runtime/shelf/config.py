@@ -199,9 +199,7 @@ class ScorerSpec(_Strict):
                     "model: a detector scorer needs a model (a zoo name or a model file)"
                 )
             if self.products and "gap_class" in self.model_fields_set:
-                raise ValueError(
-                    "gap_class: not with products: true (every product class counts)"
-                )
+                raise ValueError("gap_class: not with products: true (every product class counts)")
         return self
 
 
@@ -242,8 +240,13 @@ class ShelfConfig(_Strict):
         out.pop("scorer", None)
         spec = self.scorer
         if spec.kind == "detector":
-            out.update(scorer="detector", model=spec.model, family=spec.family,
-                       products=spec.products, min_score=spec.min_score)
+            out.update(
+                scorer="detector",
+                model=spec.model,
+                family=spec.family,
+                products=spec.products,
+                min_score=spec.min_score,
+            )
             if not spec.products:
                 out["gap_class"] = spec.gap_class
         return out

@@ -49,8 +49,12 @@ def scene_config_data(confirm_frames: int = 3) -> dict[str, Any]:
         regions.append(
             {
                 "id": f"shelf{row}",
-                "polygon": [[FACING_X0, y1], [FACING_X0 + 4 * FACING_W, y1],
-                            [FACING_X0 + 4 * FACING_W, y1 + BAND_H], [FACING_X0, y1 + BAND_H]],
+                "polygon": [
+                    [FACING_X0, y1],
+                    [FACING_X0 + 4 * FACING_W, y1],
+                    [FACING_X0 + 4 * FACING_W, y1 + BAND_H],
+                    [FACING_X0, y1 + BAND_H],
+                ],
                 "facings": facings,
             }
         )
@@ -69,8 +73,13 @@ def _product_sprite(rng: np.random.Generator) -> npt.NDArray[np.uint8]:
     label = rng.integers(0, 255, 3)
     cv2.rectangle(img, (3, 25), (w - 4, 55), label.tolist(), -1)
     for k in range(6):
-        cv2.line(img, (5, 28 + 4 * k), (int(rng.integers(8, w - 5)), 28 + 4 * k),
-                 (255 - label).tolist(), 1)
+        cv2.line(
+            img,
+            (5, 28 + 4 * k),
+            (int(rng.integers(8, w - 5)), 28 + 4 * k),
+            (255 - label).tolist(),
+            1,
+        )
     cv2.rectangle(img, (0, 0), (w - 1, h - 1), (20, 20, 20), 1)
     return img
 

@@ -99,8 +99,10 @@ class SeenCommands:
         except Exception as exc:  # damaged: what it held is lost
             self.floor = now
             log.warning(
-                "the command ids in %s cannot be read (%s): commands issued before %s are "
-                "refused", self.path, _one_line(f"{type(exc).__name__}: {exc}"), _iso(now),
+                "the command ids in %s cannot be read (%s): commands issued before %s are refused",
+                self.path,
+                _one_line(f"{type(exc).__name__}: {exc}"),
+                _iso(now),
             )
             return {}
 
@@ -331,7 +333,9 @@ class UpdateAgent:
         if current is None or current.name != cmd.bundle_sha256:
             log.info(
                 "rollback of bundle %s... (rollout %s): not the model in use here, nothing to "
-                "roll back", cmd.bundle_sha256[:16], cmd.rollout,
+                "roll back",
+                cmd.bundle_sha256[:16],
+                cmd.rollout,
             )
             return
         self.updater.rollback()

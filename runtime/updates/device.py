@@ -130,7 +130,10 @@ def run_with_updates(
     elif _is_bundle(config.model):
         raise ConfigError(f"model {config.model}: a bundle, but it could not be installed")
     agent = UpdateAgent(
-        updater, config.site, config.device, login=login,
+        updater,
+        config.site,
+        config.device,
+        login=login,
         max_command_age_s=options.max_command_age_s,
     )
     device = Device(

@@ -149,9 +149,7 @@ def broker_login(
     return BrokerLogin(address, login_user, password, ca_file)
 
 
-def make_client(
-    login: BrokerLogin, client_id: str, **kwargs: Any
-) -> WatchedClient:
+def make_client(login: BrokerLogin, client_id: str, **kwargs: Any) -> WatchedClient:
     """A paho client set up with ``login``'s user, password and TLS."""
     client = WatchedClient(login, CallbackAPIVersion.VERSION2, client_id=client_id, **kwargs)
     if login.username is not None:
@@ -265,9 +263,7 @@ def describe_refusal(reason: Any, login: BrokerLogin) -> tuple[str, bool]:
     """A CONNACK refusal -> (one-line reason, fatal)."""
     value = getattr(reason, "value", None)
     if value in (_BAD_LOGIN, _NOT_AUTHORISED):
-        how = (
-            "check its password" if login.username else "it needs the password of SITE/DEVICE"
-        )
+        how = "check its password" if login.username else "it needs the password of SITE/DEVICE"
         return (
             f"the broker {login} refused {login.who}: not authorised; {how} "
             "(--mqtt-password or --mqtt-password-file)",

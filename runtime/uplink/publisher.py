@@ -342,7 +342,11 @@ class Publisher:
         hint = describe_publish_refusal(topic, code, name, self.login)
         log.warning(
             "the broker %s refused %s (%s): %s%s",
-            self.login, topic, name, what, f"; {hint}" if hint else "",
+            self.login,
+            topic,
+            name,
+            what,
+            f"; {hint}" if hint else "",
         )
 
     def _publish_more(self) -> None:

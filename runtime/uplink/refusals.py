@@ -99,8 +99,7 @@ class Refusals:
         none of them in ``busy`` (in flight); each is marked as its cause's probe."""
         now = self._clock()
         due = [
-            c for c in self._causes.values()
-            if not c.open and c.probe is None and c.retry_at <= now
+            c for c in self._causes.values() if not c.open and c.probe is None and c.retry_at <= now
         ][:limit]
         out: list[int] = []
         for cause in due:

@@ -51,17 +51,36 @@ def test_auto_on_the_imx93_measures_the_input_rail_of_its_ina3221(tmp_path: Path
 def test_two_input_rails_are_not_guessed_between(tmp_path: Path) -> None:
     sim = HwmonSim(tmp_path)
     sim.add_ina3221({"VDD_5V_IN": (5.0, 1.0), "VDD_12V_IN": (12.0, 0.5), "VDD_SOC": (0.9, 1.0)})
-    with pytest.raises(BridgeError, match=r"no INA3221 rail 'VDD_IN'.*1=VDD_5V_IN, "
-                       r"2=VDD_12V_IN, 3=VDD_SOC; choose one with --rail"):
+    with pytest.raises(
+        BridgeError,
+        match=r"no INA3221 rail 'VDD_IN'.*1=VDD_5V_IN, "
+        r"2=VDD_12V_IN, 3=VDD_SOC; choose one with --rail",
+    ):
         open_hwmon(tmp_path)
 
 
 def test_power_read_on_the_imx8mp_tree_is_measured(tmp_path: Path) -> None:
     root = fake_trees.imx8mp(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "edgetally", "power", "read", "--json", "--seconds", "1",
-         "--interval", "0.5", "--source", "hwmon", "--hwmon-root", str(root / "sys/class/hwmon")],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "power",
+            "read",
+            "--json",
+            "--seconds",
+            "1",
+            "--interval",
+            "0.5",
+            "--source",
+            "hwmon",
+            "--hwmon-root",
+            str(root / "sys/class/hwmon"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     data = json.loads(done.stdout)
     assert data["source"] == "hwmon" and data["measured"] is True
@@ -75,12 +94,14 @@ def test_the_imx8mp_ina219_reaches_the_outbox_as_measured_hwmon_power(tmp_path: 
     root = fake_trees.imx8mp(tmp_path / "board")
     meter = open_source("auto", board_options(root))
     with Outbox(tmp_path / "o.db") as box:
-        sampler = PowerSampler(meter, box, site="s", device="imx8mp", bucket_seconds=3600,
-                               interval=0.01)
+        sampler = PowerSampler(
+            meter, box, site="s", device="imx8mp", bucket_seconds=3600, interval=0.01
+        )
         started = time.monotonic()
         sampler.start()
-        assert wait_until(lambda: time.monotonic() - started > 0.1
-                          and sampler.mean_watts(started) is not None)
+        assert wait_until(
+            lambda: time.monotonic() - started > 0.1 and sampler.mean_watts(started) is not None
+        )
         summary = sampler.stop()
         assert sampler.mean_watts(started) == pytest.approx(3.584)
         assert summary.source == "hwmon" and summary.measured and summary.buckets == 1

@@ -163,8 +163,12 @@ def test_generated_files(tmp_path: Path) -> None:
         "topic write edgetally/v1/s/d1/update\n\n"
     ) in acl
     # One account per fleet connection, one password for them all.
-    assert cfg.fleet_accounts == ("fleet", "fleet-status", "fleet-rollouts", *(
-        f"fleet-{i}" for i in range(8)))
+    assert cfg.fleet_accounts == (
+        "fleet",
+        "fleet-status",
+        "fleet-rollouts",
+        *(f"fleet-{i}" for i in range(8)),
+    )
     users = [line.split(":")[0] for line in (cfg.directory / "passwords").read_text().split()]
     assert users == [*cfg.fleet_accounts, "s/d1", "s/d1/updater", "s/d2", "s/d2/updater"]
     creds = json.loads((cfg.directory / "credentials.json").read_text())
@@ -186,8 +190,16 @@ def test_fleet_accounts_per_host_and_worker_slot(tmp_path: Path) -> None:
         tmp_path / "b", parse_devices("s/d"), fleet_users=["fleet", "fleet-b"], fleet_workers=2
     )
     assert cfg.fleet_accounts == (
-        "fleet", "fleet-status", "fleet-rollouts", "fleet-0", "fleet-1",
-        "fleet-b", "fleet-b-status", "fleet-b-rollouts", "fleet-b-0", "fleet-b-1",
+        "fleet",
+        "fleet-status",
+        "fleet-rollouts",
+        "fleet-0",
+        "fleet-1",
+        "fleet-b",
+        "fleet-b-status",
+        "fleet-b-rollouts",
+        "fleet-b-0",
+        "fleet-b-1",
     )
     for bad in (-1, 257):
         with pytest.raises(BrokerConfigError, match="--fleet-workers"):

@@ -58,8 +58,12 @@ def _fleet_config(
     pw = tmp_path / "fleet.pw"
     pw.write_text(sb.cfg.fleet_password + "\n")
     return FleetConfig.of(
-        f"mqtts://{user}@127.0.0.1:{sb.port}", db, "127.0.0.1:0",
-        broker_password_file=pw, ca_file=str(sb.cfg.ca_cert), **options,
+        f"mqtts://{user}@127.0.0.1:{sb.port}",
+        db,
+        "127.0.0.1:0",
+        broker_password_file=pw,
+        ca_file=str(sb.cfg.ca_cert),
+        **options,
     )
 
 
@@ -128,8 +132,11 @@ def test_a_device_cannot_take_another_devices_client_id(secure_broker: SecureBro
             publish(rollouts, cmd, client_id.encode())  # reaches the agent, not the thief
             thief.close()
         seen = [agent.received.get(timeout=30) for _ in range(3)]
-        assert [p for _, p in seen] == [b"edgetally-shop-dev-1", b"shop/dev-1",
-                                        b"shop/dev-1/updater"]
+        assert [p for _, p in seen] == [
+            b"edgetally-shop-dev-1",
+            b"shop/dev-1",
+            b"shop/dev-1/updater",
+        ]
         # Both of the device's connections were there all along, side by side.
         assert not victim.dropped.is_set() and not agent.dropped.is_set()
         assert victim.client.is_connected() and agent.client.is_connected()
@@ -150,8 +157,15 @@ def test_fleet_hosts_workers_statuses_and_rollouts_stay_connected_together(
     add_token(tokens, "ops", "operator")
     key, pub = generate_keypair(tmp_path / "keys")
     config = _fleet_config(
-        sb, tmp_path, pg_url, role="all", workers=3, tokens_file=str(tokens),
-        rollouts_dir=str(tmp_path / "rollouts"), fleet_key=str(key), fleet_pubkey=str(pub),
+        sb,
+        tmp_path,
+        pg_url,
+        role="all",
+        workers=3,
+        tokens_file=str(tokens),
+        rollouts_dir=str(tmp_path / "rollouts"),
+        fleet_key=str(key),
+        fleet_pubkey=str(pub),
     )
     # A second host, user fleet-b: another api process and two more ingest workers.
     host_b = _fleet_config(sb, tmp_path, pg_url, "fleet-b", role="api", tokens_file=str(tokens))
@@ -160,9 +174,7 @@ def test_fleet_hosts_workers_statuses_and_rollouts_stay_connected_together(
     messages = [valid(f"dev-{d}", seq, seq, d) for seq in range(30) for d in (1, 2)]
     devices = {d: connect(sb, *sb.creds(f"shop/dev-{d}")) for d in (1, 2, 3)}
     try:
-        with FleetServer(config) as fleet, FleetServer(host_b) as api_b, WorkerPool(
-            workers_b, 2
-        ):
+        with FleetServer(config) as fleet, FleetServer(host_b) as api_b, WorkerPool(workers_b, 2):
             started = time.monotonic()
             # The workers subscribe a moment after the fleet starts (their first session):
             # dev-3 sends until one of its aggregates is stored.
@@ -230,11 +242,27 @@ def test_a_worker_slot_without_an_account_is_refused_in_one_line(
     nobody = tmp_path / "nobody.pw"
     nobody.write_text(secure_broker.cfg.fleet_password + "\n")
     done = subprocess.run(
-        [sys.executable, "-m", "edgetally", "fleet", "serve", "--role", "ingest",
-         "--broker", f"mqtts://nobody@127.0.0.1:{secure_broker.port}",
-         "--broker-password-file", str(nobody), "--ca", str(secure_broker.cfg.ca_cert),
-         "--db", str(tmp_path / "f.duckdb")],
-        capture_output=True, text=True, check=False, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "fleet",
+            "serve",
+            "--role",
+            "ingest",
+            "--broker",
+            f"mqtts://nobody@127.0.0.1:{secure_broker.port}",
+            "--broker-password-file",
+            str(nobody),
+            "--ca",
+            str(secure_broker.cfg.ca_cert),
+            "--db",
+            str(tmp_path / "f.duckdb"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1].startswith(

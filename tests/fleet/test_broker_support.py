@@ -42,8 +42,13 @@ def start_secure_broker(
     port = free_port()
     run_as = getpass.getuser() if os.geteuid() == 0 else None
     cfg = generate_broker_config(
-        tmp_path / "broker", parse_devices(devices), port=port, bind="127.0.0.1", run_as=run_as,
-        fleet_users=fleet_users, fleet_workers=fleet_workers,
+        tmp_path / "broker",
+        parse_devices(devices),
+        port=port,
+        bind="127.0.0.1",
+        run_as=run_as,
+        fleet_users=fleet_users,
+        fleet_workers=fleet_workers,
     )
     broker = Broker(port=port, config=cfg.config)
     broker.start()

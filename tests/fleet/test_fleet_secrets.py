@@ -73,12 +73,27 @@ def pg() -> Iterator[PasswordPg]:
     server = PgServer(bindir, root, port, as_user)
     data = root / "data"
     server.run(
-        str(bindir / "initdb"), "-D", str(data), "-U", "edgetally", "-A", "scram-sha-256",
-        f"--pwfile={pwfile}", "-E", "UTF8",
+        str(bindir / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "edgetally",
+        "-A",
+        "scram-sha-256",
+        f"--pwfile={pwfile}",
+        "-E",
+        "UTF8",
     )
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
     server.run(
-        str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-w", "-l", str(root / "log"),
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-o",
+        opts,
+        "-w",
+        "-l",
+        str(root / "log"),
         "start",
     )
     try:
@@ -86,7 +101,8 @@ def pg() -> Iterator[PasswordPg]:
     finally:
         subprocess.run(
             [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-            capture_output=True, timeout=60,
+            capture_output=True,
+            timeout=60,
         )
         shutil.rmtree(root, ignore_errors=True)
 
@@ -132,9 +148,20 @@ def test_fleet_query_errors_never_show_the_database_password(
     env = {**os.environ, "PGPASSFILE": str(tmp_path / "none")}
     env.pop("PGPASSWORD", None)
     r = subprocess.run(
-        [sys.executable, "-m", "edgetally", "fleet", "query", "traffic", "--db",
-         pg.url(login, query)],
-        capture_output=True, text=True, timeout=120, env=env,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "fleet",
+            "query",
+            "traffic",
+            "--db",
+            pg.url(login, query),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.startswith("edgetally: error: cannot connect to postgresql://edgetally")
@@ -149,9 +176,7 @@ class Run:
     stderr: str
 
 
-def _serve(
-    args: list[str], env: dict[str, str], tokens: Path, tmp_path: Path
-) -> Run:
+def _serve(args: list[str], env: dict[str, str], tokens: Path, tmp_path: Path) -> Run:
     """`edgetally -v fleet serve ARGS` until its API answers: its command line as ps reads
     it, the health document, and (after SIGTERM) all it wrote to stderr."""
     port = free_port()
@@ -159,9 +184,22 @@ def _serve(
     analyst = add_token(tokens, f"ann-{port}", "analyst")
     with err.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgetally", "-v", "fleet", "serve", *args,
-             "--http", f"127.0.0.1:{port}", "--tokens", str(tokens)],
-            stdout=sink, stderr=sink, env=env,
+            [
+                sys.executable,
+                "-m",
+                "edgetally",
+                "-v",
+                "fleet",
+                "serve",
+                *args,
+                "--http",
+                f"127.0.0.1:{port}",
+                "--tokens",
+                str(tokens),
+            ],
+            stdout=sink,
+            stderr=sink,
+            env=env,
         )
     try:
         if not ports.wait_for_port(port, 60):
@@ -169,7 +207,8 @@ def _serve(
         cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         health = httpx.get(
             f"http://127.0.0.1:{port}/api/v1/health",
-            headers={"Authorization": f"Bearer {analyst}"}, timeout=30,
+            headers={"Authorization": f"Bearer {analyst}"},
+            timeout=30,
         )
         assert health.status_code == 200, health.text
     finally:
@@ -230,10 +269,26 @@ def test_the_broker_password_from_the_environment_logs_the_fleet_in(tmp_path: Pa
         tokens = tmp_path / "tokens.json"
         analyst = add_token(tokens, "ann", "analyst")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgetally", "fleet", "serve", "--broker", url,
-             "--ca", str(sb.cfg.ca_cert), "--db", str(tmp_path / "f.duckdb"),
-             "--http", f"127.0.0.1:{port}", "--tokens", str(tokens)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+            [
+                sys.executable,
+                "-m",
+                "edgetally",
+                "fleet",
+                "serve",
+                "--broker",
+                url,
+                "--ca",
+                str(sb.cfg.ca_cert),
+                "--db",
+                str(tmp_path / "f.duckdb"),
+                "--http",
+                f"127.0.0.1:{port}",
+                "--tokens",
+                str(tokens),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         try:
             assert ports.wait_for_port(port, 60)
@@ -254,9 +309,21 @@ def test_the_broker_password_from_the_environment_logs_the_fleet_in(tmp_path: Pa
         assert sb.cfg.fleet_password.encode() not in err
         # set, but the URL names no user to log in as: one line
         r = subprocess.run(
-            [sys.executable, "-m", "edgetally", "fleet", "serve", "--broker",
-             f"mqtts://127.0.0.1:{sb.port}", "--db", str(tmp_path / "g.duckdb")],
-            capture_output=True, text=True, timeout=120, env=env,
+            [
+                sys.executable,
+                "-m",
+                "edgetally",
+                "fleet",
+                "serve",
+                "--broker",
+                f"mqtts://127.0.0.1:{sb.port}",
+                "--db",
+                str(tmp_path / "g.duckdb"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
         )
         assert r.returncode == 1 and r.stderr.startswith(
             "edgetally: error: EDGETALLY_BROKER_PASSWORD is set: give the broker user in --broker"

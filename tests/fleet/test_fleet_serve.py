@@ -52,9 +52,14 @@ def test_tokens_guard_the_api_and_rollouts_tick_by_themselves(
     device_token = add_token(tokens, "box", "device")
     private, public = generate_keypair(tmp_path / "keys")
     config = FleetConfig.of(
-        mosquitto.url, str(tmp_path / "fleet.duckdb"), "127.0.0.1:0",
-        tokens_file=str(tokens), rollouts_dir=str(tmp_path / "rollouts"),
-        fleet_key=str(private), fleet_pubkey=str(public), rollout_tick_s=0.2,
+        mosquitto.url,
+        str(tmp_path / "fleet.duckdb"),
+        "127.0.0.1:0",
+        tokens_file=str(tokens),
+        rollouts_dir=str(tmp_path / "rollouts"),
+        fleet_key=str(private),
+        fleet_pubkey=str(public),
+        rollout_tick_s=0.2,
     )
     with FleetServer(config) as fleet:
         api = fleet.http_url
@@ -78,7 +83,9 @@ def test_tokens_guard_the_api_and_rollouts_tick_by_themselves(
         up = httpx.put(api + "/bundles", content=bundle.read_bytes(), headers=as_operator)
         assert up.status_code == 200, up.text
         body = {
-            "bundle_sha256": up.json()["sha256"], "selector": "shop/*", "stages": "50%,100%",
+            "bundle_sha256": up.json()["sha256"],
+            "selector": "shop/*",
+            "stages": "50%,100%",
             "report_timeout_s": 0.5,
         }
         assert httpx.post(api + "/rollouts", json=body, headers=as_analyst).status_code == 403
@@ -101,8 +108,11 @@ def test_tokens_guard_the_api_and_rollouts_tick_by_themselves(
 
 def test_rollouts_without_tokens_are_refused(tmp_path: Path, mosquitto: Broker) -> None:
     config = FleetConfig.of(
-        mosquitto.url, str(tmp_path / "f.duckdb"), "127.0.0.1:0",
-        rollouts_dir=str(tmp_path / "r"), fleet_key=str(tmp_path / "k.key"),
+        mosquitto.url,
+        str(tmp_path / "f.duckdb"),
+        "127.0.0.1:0",
+        rollouts_dir=str(tmp_path / "r"),
+        fleet_key=str(tmp_path / "k.key"),
     )
     with pytest.raises(FleetError, match="--tokens"):
         FleetServer(config).start()
@@ -118,7 +128,9 @@ def test_no_tokens_keeps_the_api_open(tmp_path: Path, mosquitto: Broker) -> None
 def test_fleet_serve_rollouts_need_tokens_one_line() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "edgetally", "fleet", "serve", "--rollouts"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.startswith("edgetally: error: --rollouts needs --tokens")

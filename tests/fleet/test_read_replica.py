@@ -92,24 +92,65 @@ def replicated() -> Iterator[Replicated]:
     ctl = str(bindir / "pg_ctl")
     started: list[Path] = []
     try:
-        primary.run(str(bindir / "initdb"), "-D", str(root / "primary"), "-U", "edgetally",
-                    "-A", "trust", "-E", "UTF8")
+        primary.run(
+            str(bindir / "initdb"),
+            "-D",
+            str(root / "primary"),
+            "-U",
+            "edgetally",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+        )
         common = f"-c listen_addresses=127.0.0.1 -k {root} -c fsync=off"
-        primary.run(ctl, "-D", str(root / "primary"), "-w", "-l", str(root / "primary.log"),
-                    "-o", f"{common} -p {port} -c wal_level=replica -c max_wal_senders=4",
-                    "start")
+        primary.run(
+            ctl,
+            "-D",
+            str(root / "primary"),
+            "-w",
+            "-l",
+            str(root / "primary.log"),
+            "-o",
+            f"{common} -p {port} -c wal_level=replica -c max_wal_senders=4",
+            "start",
+        )
         started.append(root / "primary")
         # A hot standby streaming from the primary (-R writes its primary_conninfo).
-        primary.run(str(bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(port),
-                    "-U", "edgetally", "-D", str(root / "standby"), "-R", "-X", "stream")
-        primary.run(ctl, "-D", str(root / "standby"), "-w", "-l", str(root / "standby.log"),
-                    "-o", f"{common} -p {standby_port} -c hot_standby=on", "start")
+        primary.run(
+            str(bindir / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "edgetally",
+            "-D",
+            str(root / "standby"),
+            "-R",
+            "-X",
+            "stream",
+        )
+        primary.run(
+            ctl,
+            "-D",
+            str(root / "standby"),
+            "-w",
+            "-l",
+            str(root / "standby.log"),
+            "-o",
+            f"{common} -p {standby_port} -c hot_standby=on",
+            "start",
+        )
         started.append(root / "standby")
         yield Replicated(primary, standby_port)
     finally:
         for data in reversed(started):
-            subprocess.run([*as_user, ctl, "-D", str(data), "-m", "fast", "stop"],
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                [*as_user, ctl, "-D", str(data), "-m", "fast", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -122,8 +163,11 @@ def _sql(url: str, text: str) -> list[tuple[Any, ...]]:
 def _wait_replayed(primary_url: str, replica_url: str) -> None:
     """Until the standby has replayed everything the primary wrote so far."""
     lsn = _sql(primary_url, "SELECT pg_current_wal_lsn()::text")[0][0]
-    assert _until(lambda: _sql(
-        replica_url, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn")[0][0] is True)
+    assert _until(
+        lambda: (
+            _sql(replica_url, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn")[0][0] is True
+        )
+    )
 
 
 def test_the_standby_is_a_standby(replicated: Replicated) -> None:
@@ -182,8 +226,11 @@ def test_an_older_schema_on_the_replica_is_named(replicated: Replicated) -> None
         _sql(primary_url, "ALTER TABLE devices DROP COLUMN status_rank")
         _sql(primary_url, "DROP TABLE shelf")
         _wait_replayed(primary_url, replica_url)
-        with pytest.raises(SchemaMissing, match=r"older edgetally schema \(missing: shelf, "
-                           r"devices\.status_rank\)"):
+        with pytest.raises(
+            SchemaMissing,
+            match=r"older edgetally schema \(missing: shelf, "
+            r"devices\.status_rank\)",
+        ):
             open_replica(replica_url, primary, wait_s=10)
     finally:
         primary.close()
@@ -229,8 +276,9 @@ def test_the_api_answers_from_the_replica_once_replayed(
             _sql(replica_url, "SELECT pg_wal_replay_pause()")
             try:
                 publish_all(pub, [valid("cam2", seq, seq, 5) for seq in range(10)])
-                assert _until(lambda: _sql(
-                    primary_url, "SELECT count(*) FROM aggregates")[0][0] == 30)
+                assert _until(
+                    lambda: _sql(primary_url, "SELECT count(*) FROM aggregates")[0][0] == 30
+                )
                 assert _traffic_in(api) == 60
                 rep = _health(api)["replica"]
                 assert rep["behind_bytes"] > 0 and rep["lag_s"] is not None and rep["lag_s"] >= 0
@@ -244,9 +292,22 @@ def test_the_api_answers_from_the_replica_once_replayed(
             assert sorted(d["device"] for d in devices) == ["cam1", "cam2"]
         # `fleet query --db` opens read-only too, so it answers from the standby.
         out = subprocess.run(
-            [sys.executable, "-m", "edgetally", "fleet", "query", "traffic", "--db",
-             replica_url, "--interval", "day", "--json"],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "edgetally",
+                "fleet",
+                "query",
+                "traffic",
+                "--db",
+                replica_url,
+                "--interval",
+                "day",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert out.returncode == 0, out.stderr
         assert sum(int(r["in"]) for r in json.loads(out.stdout)["rows"]) == 110
@@ -257,9 +318,21 @@ def test_the_api_answers_from_the_replica_once_replayed(
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgetally", "fleet", "serve", "--broker",
-         f"mqtt://127.0.0.1:{free_port()}", "--http", "127.0.0.1:0", *args],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "fleet",
+            "serve",
+            "--broker",
+            f"mqtt://127.0.0.1:{free_port()}",
+            "--http",
+            "127.0.0.1:0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -107,9 +107,11 @@ def test_two_workers_store_every_aggregate_once_with_counters_and_status_forward
     mosquitto: Broker, pg_url: str
 ) -> None:
     config = FleetConfig.of(mosquitto.url, pg_url, "127.0.0.1:0", role="api")
-    with FleetServer(config) as api, IngestWorker(
-        config, "worker-a"
-    ) as a, IngestWorker(config, "worker-b") as b:
+    with (
+        FleetServer(config) as api,
+        IngestWorker(config, "worker-a") as a,
+        IngestWorker(config, "worker-b") as b,
+    ):
         messages = _messages(devices=5, per_device=120)
         replay = messages[::7]  # sent again: stored once, counted once
         # The status history of dev-0, watched while it is written: its rank never falls.
@@ -136,8 +138,12 @@ def test_two_workers_store_every_aggregate_once_with_counters_and_status_forward
                 state = "online" if (i // 100) % 2 == 0 else "offline"
                 publish_all(
                     c,
-                    [(topic_for("shop", "dev-0", "status"),
-                      _status("dev-0", state, t0 + timedelta(seconds=i)))],
+                    [
+                        (
+                            topic_for("shop", "dev-0", "status"),
+                            _status("dev-0", state, t0 + timedelta(seconds=i)),
+                        )
+                    ],
                 )
             publish_all(c, replay)
             # The last status is the oldest by its own clock (as a last will is): it wins.
@@ -150,9 +156,11 @@ def test_two_workers_store_every_aggregate_once_with_counters_and_status_forward
         total = len(messages) + len(replay)
         n_status = len(range(0, len(messages), 100)) + 1
         assert _wait(
-            lambda: a.counters().processed + b.counters().processed >= total
-            and _stored(pg_url) == len(messages)
-            and api.counters().statuses == n_status
+            lambda: (
+                a.counters().processed + b.counters().processed >= total
+                and _stored(pg_url) == len(messages)
+                and api.counters().statuses == n_status
+            )
         ), (str(a.counters().as_dict()), str(b.counters().as_dict()), str(api.counters().as_dict()))
         watching.set()
         watcher.join()
@@ -192,23 +200,33 @@ def test_a_device_last_will_wins_over_its_newer_online_status(
     with FleetServer(config) as api:
         dev = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="edgetally-shop-cam-1")
         dev.will_set(
-            topic_for("shop", "cam-1", "status"), _status("cam-1", "offline", registered),
-            qos=1, retain=True,
+            topic_for("shop", "cam-1", "status"),
+            _status("cam-1", "offline", registered),
+            qos=1,
+            retain=True,
         )
         dev.connect("127.0.0.1", mosquitto.port, keepalive=5)
         dev.loop_start()
         dev.publish(
-            topic_for("shop", "cam-1", "status"), _status("cam-1", "online", datetime.now(UTC)),
-            qos=1, retain=True,
+            topic_for("shop", "cam-1", "status"),
+            _status("cam-1", "online", datetime.now(UTC)),
+            qos=1,
+            retain=True,
         ).wait_for_publish(10)
-        assert _wait(lambda: _rows(
-            pg_url, "SELECT state FROM devices WHERE device = 'cam-1'") == [("online",)])
+        assert _wait(
+            lambda: (
+                _rows(pg_url, "SELECT state FROM devices WHERE device = 'cam-1'") == [("online",)]
+            )
+        )
         dev.loop_stop()
         sock = dev.socket()
         assert sock is not None
         sock.close()  # the device vanishes without a DISCONNECT: the broker sends its will
-        assert _wait(lambda: _rows(
-            pg_url, "SELECT state FROM devices WHERE device = 'cam-1'") == [("offline",)])
+        assert _wait(
+            lambda: (
+                _rows(pg_url, "SELECT state FROM devices WHERE device = 'cam-1'") == [("offline",)]
+            )
+        )
         # The counters move once the write returns, a moment after its rows are visible.
         assert _wait(lambda: api.counters().statuses == 2)
 
@@ -226,9 +244,7 @@ def _worker_process(
         "    print('ready', flush=True)\n"
         "    threading.Event().wait()\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=REPO
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=REPO)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready"
     return proc
@@ -289,9 +305,7 @@ def test_a_pool_worker_killed_mid_run_is_restarted_and_nothing_is_lost(
     sys_broker: Broker, pg_url: str
 ) -> None:
     mosquitto = sys_broker
-    config = FleetConfig.of(
-        mosquitto.url, pg_url, "127.0.0.1:0", role="ingest", client_id="pool"
-    )
+    config = FleetConfig.of(mosquitto.url, pg_url, "127.0.0.1:0", role="ingest", client_id="pool")
     messages = _messages(devices=10, per_device=100)
     with WorkerPool(config, 2) as pool:
         assert _wait_subscribed(mosquitto, 2)
@@ -312,9 +326,23 @@ def test_a_pool_worker_killed_mid_run_is_restarted_and_nothing_is_lost(
 def test_several_workers_on_duckdb_are_refused_in_one_line(tmp_path: Path) -> None:
     for role in ("ingest", "all"):
         cli = subprocess.run(
-            [sys.executable, "-m", "edgetally", "fleet", "serve", "--role", role, "--workers",
-             "2", "--db", str(tmp_path / "fleet.duckdb")],
-            capture_output=True, text=True, timeout=120, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "edgetally",
+                "fleet",
+                "serve",
+                "--role",
+                role,
+                "--workers",
+                "2",
+                "--db",
+                str(tmp_path / "fleet.duckdb"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
         )
         assert cli.returncode != 0
         lines = cli.stderr.strip().splitlines()
@@ -326,9 +354,26 @@ def test_fleet_serve_role_ingest_with_workers_stores_and_stops_on_sigterm(
     mosquitto: Broker, pg_url: str
 ) -> None:
     serve = subprocess.Popen(
-        [sys.executable, "-m", "edgetally", "fleet", "serve", "--role", "ingest", "--workers",
-         "2", "--db", pg_url, "--broker", mosquitto.url, "--client-id", "cli-ingest"],
-        stderr=subprocess.PIPE, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "fleet",
+            "serve",
+            "--role",
+            "ingest",
+            "--workers",
+            "2",
+            "--db",
+            pg_url,
+            "--broker",
+            mosquitto.url,
+            "--client-id",
+            "cli-ingest",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
     )
     try:
         assert serve.stderr is not None

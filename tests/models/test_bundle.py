@@ -278,9 +278,7 @@ def test_version_order() -> None:
     assert compare_versions("V2", "v2") == 0
 
 
-def test_a_signed_rollback_and_what_it_may_replace(
-    tmp_path: Path, keys: tuple[Path, Path]
-) -> None:
+def test_a_signed_rollback_and_what_it_may_replace(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     from edgetally.models.bundle import BundleManifest
 
     model = tmp_path / "m.onnx"
@@ -314,13 +312,35 @@ def test_cli_create_a_rollback_bundle(tmp_path: Path, keys: tuple[Path, Path]) -
     model.write_bytes(b"\x08\x07" * 10)
     out = tmp_path / "m-1r.bundle"
     r = _cli(
-        "bundle", "create", str(model), "--key", str(keys[0]), "--out", str(out),
-        "--target", "onnxruntime:fp32:*", "--version", "1", "--rollback-of", "3",
+        "bundle",
+        "create",
+        str(model),
+        "--key",
+        str(keys[0]),
+        "--out",
+        str(out),
+        "--target",
+        "onnxruntime:fp32:*",
+        "--version",
+        "1",
+        "--rollback-of",
+        "3",
     )
     assert r.returncode == 0, r.stderr
     assert "rollback: may replace versions up to 3" in r.stdout
     r = _cli(
-        "bundle", "create", str(model), "--key", str(keys[0]), "--out", str(out),
-        "--target", "onnxruntime:fp32:*", "--version", "4", "--rollback-of", "3",
+        "bundle",
+        "create",
+        str(model),
+        "--key",
+        str(keys[0]),
+        "--out",
+        str(out),
+        "--target",
+        "onnxruntime:fp32:*",
+        "--version",
+        "4",
+        "--rollback-of",
+        "3",
     )
     assert r.returncode == 1 and "must be newer" in r.stderr and "Traceback" not in r.stderr

@@ -36,8 +36,15 @@ SHA = "ab" * 32
 
 def update(key: Ed25519PrivateKey = FLEET, **kw: Any) -> Command:
     args: dict[str, Any] = dict(
-        site="shop1", device="cam1", action="update", rollout="ro-1", bundle_sha256=SHA,
-        version="2", url=f"https://fleet.lan/bundles/{SHA}", size=4096, at=NOW,
+        site="shop1",
+        device="cam1",
+        action="update",
+        rollout="ro-1",
+        bundle_sha256=SHA,
+        version="2",
+        url=f"https://fleet.lan/bundles/{SHA}",
+        size=4096,
+        at=NOW,
     )
     args.update(kw)
     return sign_command(key, **args)
@@ -45,8 +52,13 @@ def update(key: Ed25519PrivateKey = FLEET, **kw: Any) -> Command:
 
 def rollback(key: Ed25519PrivateKey = FLEET, **kw: Any) -> Command:
     args: dict[str, Any] = dict(
-        site="shop1", device="cam1", action="rollback", rollout="ro-1", bundle_sha256=SHA,
-        version="2", at=NOW,
+        site="shop1",
+        device="cam1",
+        action="rollback",
+        rollout="ro-1",
+        bundle_sha256=SHA,
+        version="2",
+        at=NOW,
     )
     args.update(kw)
     return sign_command(key, **args)
@@ -95,7 +107,7 @@ def test_the_signature_covers_a_domain_string_then_canonical_json() -> None:
     cmd = update()
     data = signed_bytes(cmd)
     assert data.startswith(COMMAND_DOMAIN)
-    body = json.loads(data[len(COMMAND_DOMAIN):])
+    body = json.loads(data[len(COMMAND_DOMAIN) :])
     assert "sig" not in body
     assert body == {k: v for k, v in json.loads(to_json(cmd)).items() if k != "sig"}
     PINNED.verify(bytes.fromhex(cmd.sig), data)  # raises if not
@@ -109,7 +121,7 @@ def test_the_signature_covers_a_domain_string_then_canonical_json() -> None:
 def test_a_signature_without_the_domain_string_does_not_verify() -> None:
     """What the key signs for a bundle (a manifest's bytes) never passes for a command."""
     cmd = update()
-    bare = FLEET.sign(signed_bytes(cmd)[len(COMMAND_DOMAIN):]).hex()
+    bare = FLEET.sign(signed_bytes(cmd)[len(COMMAND_DOMAIN) :]).hex()
     assert refusal(to_json(cmd.model_copy(update={"sig": bare}))).kind == "bad_signature"
 
 
@@ -117,8 +129,16 @@ def test_a_signature_without_the_domain_string_does_not_verify() -> None:
 
 
 def test_unsigned_commands_are_refused_as_unsigned() -> None:
-    old_style = {"v": 1, "kind": "cmd", "site": "shop1", "device": "cam1", "command_id": "c1",
-                 "at": NOW.isoformat(), "action": "rollback", "params": {"rollout": "ro-1"}}
+    old_style = {
+        "v": 1,
+        "kind": "cmd",
+        "site": "shop1",
+        "device": "cam1",
+        "command_id": "c1",
+        "at": NOW.isoformat(),
+        "action": "rollback",
+        "params": {"rollout": "ro-1"},
+    }
     no_sig = {k: v for k, v in json.loads(to_json(rollback())).items() if k != "sig"}
     empty_sig = json.loads(to_json(rollback())) | {"sig": ""}
     for data in (old_style, no_sig, empty_sig):
@@ -142,9 +162,17 @@ def test_another_key_claiming_the_pinned_key_id_is_a_bad_signature() -> None:
 
 
 _ALTERED: dict[str, object] = {
-    "site": "shop2", "device": "cam2", "command_id": "f" * 32, "action": "rollback",
-    "rollout": "ro-2", "bundle_sha256": "cd" * 32, "version": "3", "url": "https://evil/x",
-    "size": 4097, "rollback": True, "at": "2025-06-01T12:00:01Z",
+    "site": "shop2",
+    "device": "cam2",
+    "command_id": "f" * 32,
+    "action": "rollback",
+    "rollout": "ro-2",
+    "bundle_sha256": "cd" * 32,
+    "version": "3",
+    "url": "https://evil/x",
+    "size": 4097,
+    "rollback": True,
+    "at": "2025-06-01T12:00:01Z",
 }
 
 
@@ -178,9 +206,12 @@ def test_deep_nesting_is_refused_not_raised() -> None:
 
 def test_the_fields_of_each_action() -> None:
     with pytest.raises(WireError, match="needs url and size"):
-        parse(topic_for("shop1", "cam1", "cmd"),
-              json.dumps({k: v for k, v in json.loads(to_json(update())).items()
-                          if k != "size"}).encode())
+        parse(
+            topic_for("shop1", "cam1", "cmd"),
+            json.dumps(
+                {k: v for k, v in json.loads(to_json(update())).items() if k != "size"}
+            ).encode(),
+        )
     with pytest.raises(ValueError, match="takes no url, size or rollback flag"):
         rollback(url="https://fleet.lan/x")
     with pytest.raises(ValueError):
@@ -218,4 +249,3 @@ def test_a_little_clock_skew_is_allowed_not_more() -> None:
     assert caught.value.kind == "future"
     assert "61 s ahead of this device's clock" in str(caught.value)
     assert "is the clock right?" in str(caught.value)
-

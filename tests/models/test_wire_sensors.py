@@ -25,9 +25,19 @@ T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
 def audio(**kw: object) -> AudioLevels:
     base: dict[str, object] = dict(
-        site="shop-1", device="dev-1", source="mic0", seq=12, start=T0, seconds=60,
-        duration_s=60.0, leq_dbfs=-31.5, laeq_dbfs=-34.25, leq_dbspl=62.5, laeq_dbspl=59.75,
-        speech_ratio=0.25, events={"dog": 2, "glass": 1},
+        site="shop-1",
+        device="dev-1",
+        source="mic0",
+        seq=12,
+        start=T0,
+        seconds=60,
+        duration_s=60.0,
+        leq_dbfs=-31.5,
+        laeq_dbfs=-34.25,
+        leq_dbspl=62.5,
+        laeq_dbspl=59.75,
+        speech_ratio=0.25,
+        events={"dog": 2, "glass": 1},
     )
     base.update(kw)
     return AudioLevels.model_validate(base)
@@ -35,7 +45,11 @@ def audio(**kw: object) -> AudioLevels:
 
 def facing(i: int, **kw: object) -> dict[str, object]:
     d: dict[str, object] = dict(
-        region="top", facing=f"f{i}", facing_empty=1, restocked=0, product_taken=1,
+        region="top",
+        facing=f"f{i}",
+        facing_empty=1,
+        restocked=0,
+        product_taken=1,
         empty_at_end=True,
     )
     d.update(kw)
@@ -44,7 +58,12 @@ def facing(i: int, **kw: object) -> dict[str, object]:
 
 def shelf(**kw: object) -> ShelfState:
     base: dict[str, object] = dict(
-        site="shop-1", device="dev-1", source="cam0", seq=13, start=T0.isoformat(), seconds=60,
+        site="shop-1",
+        device="dev-1",
+        source="cam0",
+        seq=13,
+        start=T0.isoformat(),
+        seconds=60,
         facings=[facing(0), facing(1, empty_at_end=False)],
     )
     base.update(kw)
@@ -57,8 +76,10 @@ def test_topic_kinds_audio_and_shelf() -> None:
         assert parse_topic(t).kind == kind
 
 
-@pytest.mark.parametrize("message", [audio(), audio(leq_dbspl=None, laeq_dbspl=None,
-                                                    speech_ratio=None, events={}), shelf()])
+@pytest.mark.parametrize(
+    "message",
+    [audio(), audio(leq_dbspl=None, laeq_dbspl=None, speech_ratio=None, events={}), shelf()],
+)
 def test_round_trip_through_parse(message: AudioLevels | ShelfState) -> None:
     topic = topic_for("shop-1", "dev-1", message.kind)
     back = parse(topic, to_json(message))
@@ -69,8 +90,12 @@ def test_round_trip_through_parse(message: AudioLevels | ShelfState) -> None:
 def test_shelf_facings_keep_their_counts() -> None:
     back = from_json(ShelfState, to_json(shelf()))
     assert back.facings[0] == FacingCounts(
-        region=CounterId("top"), facing=CounterId("f0"), facing_empty=1, restocked=0,
-        product_taken=1, empty_at_end=True,
+        region=CounterId("top"),
+        facing=CounterId("f0"),
+        facing_empty=1,
+        restocked=0,
+        product_taken=1,
+        empty_at_end=True,
     )
     assert back.facings[1].empty_at_end is False
 

@@ -60,8 +60,11 @@ class ScoredBox:
     def postprocess(self, outputs: list[np.ndarray], prepared: np.ndarray) -> Detections:
         keep = outputs[0] >= self.score_threshold
         n = int(keep.sum())
-        return Detections(np.tile(np.asarray([[0, 0, 10, 10]], np.float32), (n, 1)),
-                          outputs[0][keep], np.zeros(n, np.int32))
+        return Detections(
+            np.tile(np.asarray([[0, 0, 10, 10]], np.float32), (n, 1)),
+            outputs[0][keep],
+            np.zeros(n, np.int32),
+        )
 
 
 def test_compare_cuts_both_models_at_the_fp32_threshold() -> None:

@@ -41,8 +41,9 @@ def convolutions(xml: Path) -> tuple[dict[str, Quantized], dict[str, Quantized]]
 
 @pytest.mark.slow
 def test_head_and_depthwise_convolutions_stay_fp32_unless_asked(tmp_path: Path) -> None:
-    source = resolve_model(str(shared_path("models", "light_weight_person_detector.onnx")),
-                           family="yolox")
+    source = resolve_model(
+        str(shared_path("models", "light_weight_person_detector.onnx")), family="yolox"
+    )
     detector = Detector(source, open_backend(source.path, "onnx", "openvino"))
     images = load_images(shared_path("data", "calibration", "coco20"), 2)
     tensors = [detector.prepare(image).tensor for image in images]
@@ -55,8 +56,9 @@ def test_head_and_depthwise_convolutions_stay_fp32_unless_asked(tmp_path: Path) 
     assert all(value == (False, False) for value in grouped.values()), grouped
     assert "FakeQuantize" in kept.read_text()  # the rest of the network is quantized
 
-    full = quantize_openvino(source.path, tensors, tmp_path / "full.xml",
-                             keep_head_fp32=False, keep_depthwise_fp32=False)
+    full = quantize_openvino(
+        source.path, tensors, tmp_path / "full.xml", keep_head_fp32=False, keep_depthwise_fp32=False
+    )
     head, grouped = convolutions(full)
     assert len(head) == 9
     assert all(value == (True, True) for value in head.values()), head

@@ -34,8 +34,15 @@ def test_onnxruntime_quantizer_runs_every_convolution_as_qlinearconv(tmp_path: P
     model = shared_path("models", "light_weight_person_detector.onnx")
     calib = shared_path("data", "calibration", "coco20")
     # --force: whether 6 images calibrate above the gate is not the point here.
-    result = quantize_model(str(model), calib, "onnx", tmp_path / "out", calib_limit=6,
-                            force=True, onnx_quantizer="onnxruntime")
+    result = quantize_model(
+        str(model),
+        calib,
+        "onnx",
+        tmp_path / "out",
+        calib_limit=6,
+        force=True,
+        onnx_quantizer="onnxruntime",
+    )
     assert result.out is not None
     saved = onnx.load(str(result.out))
     initializers = {i.name: numpy_helper.to_array(i) for i in saved.graph.initializer}
@@ -51,8 +58,11 @@ def test_onnxruntime_quantizer_runs_every_convolution_as_qlinearconv(tmp_path: P
         weights = initializers[weight.input[0]]
         assert weights.dtype.name == "int8"
         assert initializers[weight.input[1]].size == weights.shape[0]  # per-channel scales
-    act_zero_points = {initializers[n.input[2]].dtype.name for n in saved.graph.node
-                       if n.op_type == "QuantizeLinear"}
+    act_zero_points = {
+        initializers[n.input[2]].dtype.name
+        for n in saved.graph.node
+        if n.op_type == "QuantizeLinear"
+    }
     assert act_zero_points == {"uint8"}  # U8 activations: onnxruntime's x86 U8S8 kernels
 
     ops = optimized_ops(result.out, tmp_path / "optimized.onnx")
@@ -68,8 +78,7 @@ def test_nncf_default_leaves_convolutions_unfused(tmp_path: Path) -> None:
     fuses none of them: the reason the default ONNX INT8 model runs slower than FP32."""
     model = shared_path("models", "light_weight_person_detector.onnx")
     calib = shared_path("data", "calibration", "coco20")
-    result = quantize_model(str(model), calib, "onnx", tmp_path / "out", calib_limit=4,
-                            force=True)
+    result = quantize_model(str(model), calib, "onnx", tmp_path / "out", calib_limit=4, force=True)
     assert result.out is not None
     ops = optimized_ops(result.out, tmp_path / "optimized.onnx")
     assert ops["QLinearConv"] == 0

@@ -16,13 +16,23 @@ from edgetally.runtime.counting.detectors import load_detector
 from tests.conftest import shared_path
 from tests.quantize.test_head_fp32 import convolutions
 
-KEYS = {"format", "out", "size_fp32", "size_int8", "fp32_ms", "int8_ms", "agreement",
-        "count_accuracy_fp32", "count_accuracy_int8"}
+KEYS = {
+    "format",
+    "out",
+    "size_fp32",
+    "size_int8",
+    "fp32_ms",
+    "int8_ms",
+    "agreement",
+    "count_accuracy_fp32",
+    "count_accuracy_int8",
+}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgetally", *args],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "edgetally", *args], capture_output=True, text=True
+    )
 
 
 def minmax_quantize_static(source: ResolvedModel, tensors: list[np.ndarray], target: Path) -> None:
@@ -46,9 +56,16 @@ def minmax_quantize_static(source: ResolvedModel, tensors: list[np.ndarray], tar
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
-    quantize_static(str(source.path), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=False, calibrate_method=CalibrationMethod.MinMax)
+    quantize_static(
+        str(source.path),
+        str(target),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=False,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
 
 
 @pytest.mark.slow
@@ -56,8 +73,9 @@ def test_gate_refuses_a_model_that_lost_its_detections(tmp_path: Path) -> None:
     model = shared_path("models", "light_weight_person_detector.onnx")
     calib = shared_path("data", "calibration", "coco20")
     out = tmp_path / "out"
-    result = quantize_model(str(model), calib, "onnx", out, engine=minmax_quantize_static,
-                            calib_limit=10)
+    result = quantize_model(
+        str(model), calib, "onnx", out, engine=minmax_quantize_static, calib_limit=10
+    )
     assert not result.passed
     assert result.comparison.agreement is not None and result.comparison.agreement < 0.5
     assert result.comparison.reference_boxes > 0
@@ -73,8 +91,20 @@ def test_cli_writes_a_model_that_count_accepts(tmp_path: Path) -> None:
     calib = shared_path("data", "calibration", "coco20")
     out = tmp_path / "int8"
     # --force: whether 8 images calibrate this model above the gate is not the point here.
-    proc = cli("quantize", str(model), "--calib", str(calib), "--format", "openvino",
-               "--out", str(out), "--max-images", "8", "--force", "--json")
+    proc = cli(
+        "quantize",
+        str(model),
+        "--calib",
+        str(calib),
+        "--format",
+        "openvino",
+        "--out",
+        str(out),
+        "--max-images",
+        "8",
+        "--force",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert set(data) == KEYS
@@ -115,7 +145,15 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path: Path) -> None:
 def test_already_quantized_model_is_refused(tmp_path: Path) -> None:
     model = shared_path("models", "ssd_mobilenet_v1_coco_quant.tflite")
     (tmp_path / "a.jpg").write_bytes(b"")
-    proc = cli("quantize", str(model), "--calib", str(tmp_path), "--format", "tflite",
-               "--out", str(tmp_path / "o"))
+    proc = cli(
+        "quantize",
+        str(model),
+        "--calib",
+        str(tmp_path),
+        "--format",
+        "tflite",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "already" in proc.stderr or "fp32" in proc.stderr.lower()

@@ -56,12 +56,15 @@ def write_scenes(folder: Path, seeds: range, rng: np.random.Generator) -> None:
         for i, n in enumerate(stock):
             if n < PRODUCTS:
                 x1, y1, x2, y2 = gap_box(i, int(n))
-                lines.append(f"0 {(x1 + x2) / 2 / WIDTH:.6f} {(y1 + y2) / 2 / HEIGHT:.6f} "
-                             f"{(x2 - x1) / WIDTH:.6f} {(y2 - y1) / HEIGHT:.6f}")
+                lines.append(
+                    f"0 {(x1 + x2) / 2 / WIDTH:.6f} {(y1 + y2) / 2 / HEIGHT:.6f} "
+                    f"{(x2 - x1) / WIDTH:.6f} {(y2 - y1) / HEIGHT:.6f}"
+                )
         (folder / "labels" / f"{seed}.txt").write_text("\n".join(lines) + "\n")
 
 
 # -- labels ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("line", "message"),
@@ -79,14 +82,16 @@ def test_a_bad_label_line_is_named(tmp_path: Path, line: str, message: str) -> N
     with pytest.raises(TrainError) as info:
         parse_label_file(path)
     assert str(info.value) == f"{path}:2: {message}" or str(info.value).startswith(
-        f"{path}:2: {message}")
+        f"{path}:2: {message}"
+    )
 
 
 def test_boxes_and_polygons_read_as_normalised_corners(tmp_path: Path) -> None:
     path = tmp_path / "a.txt"
     path.write_text("0 0.5 0.5 0.2 0.4\n\n0 0.1 0.2 0.3 0.2 0.3 0.6 0.1 0.6\n")
-    np.testing.assert_allclose(parse_label_file(path), [[0.4, 0.3, 0.6, 0.7],
-                                                        [0.1, 0.2, 0.3, 0.6]], atol=1e-6)
+    np.testing.assert_allclose(
+        parse_label_file(path), [[0.4, 0.3, 0.6, 0.7], [0.1, 0.2, 0.3, 0.6]], atol=1e-6
+    )
 
 
 def test_missing_folders_and_no_images_are_refused(tmp_path: Path) -> None:
@@ -105,11 +110,20 @@ def test_the_cli_says_a_bad_label_in_one_line(tmp_path: Path) -> None:
     write_scenes(tmp_path / "set", range(2), np.random.default_rng(0))
     label = tmp_path / "set" / "labels" / "1.txt"
     label.write_text("0 0.5 0.5 0.2 1.5\n")
-    result = CliRunner().invoke(build_app(), [
-        "shelf", "train", str(tmp_path / "set" / "images"), "--labels",
-        str(tmp_path / "set" / "labels"), "--out", str(tmp_path / "out"),
-        "--backbone", str(tmp_path / "set" / "images" / "0.png"),
-    ])
+    result = CliRunner().invoke(
+        build_app(),
+        [
+            "shelf",
+            "train",
+            str(tmp_path / "set" / "images"),
+            "--labels",
+            str(tmp_path / "set" / "labels"),
+            "--out",
+            str(tmp_path / "out"),
+            "--backbone",
+            str(tmp_path / "set" / "images" / "0.png"),
+        ],
+    )
     assert isinstance(result.exception, TrainError)
     assert str(result.exception) == f"{label}:1: coordinates outside 0..1 (labels are normalised)"
     assert not (tmp_path / "out").exists()
@@ -120,11 +134,27 @@ def test_the_cli_trains_one_epoch_and_reports_it(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     backbone = backbone_file()
     write_scenes(tmp_path / "set", range(4), np.random.default_rng(3))
-    result = CliRunner().invoke(build_app(), [
-        "shelf", "train", str(tmp_path / "set" / "images"), "--labels",
-        str(tmp_path / "set" / "labels"), "--out", str(tmp_path / "out"), "--epochs", "1",
-        "--val", str(tmp_path / "set"), "--backbone", str(backbone), "--size", "128", "--json",
-    ])
+    result = CliRunner().invoke(
+        build_app(),
+        [
+            "shelf",
+            "train",
+            str(tmp_path / "set" / "images"),
+            "--labels",
+            str(tmp_path / "set" / "labels"),
+            "--out",
+            str(tmp_path / "out"),
+            "--epochs",
+            "1",
+            "--val",
+            str(tmp_path / "set"),
+            "--backbone",
+            str(backbone),
+            "--size",
+            "128",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["model"] == str(tmp_path / "out" / "shelf-gaps.onnx")
@@ -137,6 +167,7 @@ def test_the_cli_trains_one_epoch_and_reports_it(tmp_path: Path) -> None:
 
 # -- a trained model ---------------------------------------------------------------------------
 
+
 def backbone_file() -> Path:
     """The packaged yolox-nano, else the shared one, else skip."""
     found = default_backbone()
@@ -145,8 +176,9 @@ def backbone_file() -> Path:
 
 # The scene is easy: a small head, plain flips and colour, a high rate, and three short
 # epochs over 96 rendered photos in pairs (144 steps) learn it.
-SCENE_OPTIONS: dict[str, Any] = dict(epochs=3, batch=2, lr=1e-2, size=256, width=32,
-                                     augment=Augment(zoom_in=0.0, zoom_out=0.0))
+SCENE_OPTIONS: dict[str, Any] = dict(
+    epochs=3, batch=2, lr=1e-2, size=256, width=32, augment=Augment(zoom_in=0.0, zoom_out=0.0)
+)
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +191,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_scenes(root / "train", range(100, 196), np.random.default_rng(1))
     write_scenes(root / "val", range(200, 204), np.random.default_rng(2))
     reports: list[Any] = []
-    result = train(root / "train" / "images", root / "train" / "labels", root / "model",
-                   backbone, val_dir=root / "val", options=TrainOptions(**SCENE_OPTIONS),
-                   on_epoch=reports.append)
+    result = train(
+        root / "train" / "images",
+        root / "train" / "labels",
+        root / "model",
+        backbone,
+        val_dir=root / "val",
+        options=TrainOptions(**SCENE_OPTIONS),
+        on_epoch=reports.append,
+    )
     assert (result.images, len(result.epochs)) == (96, SCENE_OPTIONS["epochs"])
     assert reports == result.epochs and reports[0].val_f1 is not None
     return result.model
@@ -172,7 +210,9 @@ def test_the_trained_model_loads_through_the_zoo_and_finds_a_gap(trained: Path) 
     from edgetally.runtime.counting.detectors import load_detector
 
     assert sorted(p.name for p in trained.parent.iterdir()) == [
-        "shelf-gaps.onnx", "shelf-gaps.onnx.model.json"]
+        "shelf-gaps.onnx",
+        "shelf-gaps.onnx.model.json",
+    ]
     resolved = resolve_model(str(trained))
     manifest = resolved.manifest
     assert (manifest.family, manifest.format, manifest.labels) == ("yolox", "onnx", ["gap"])
@@ -190,8 +230,7 @@ def test_the_trained_model_loads_through_the_zoo_and_finds_a_gap(trained: Path) 
         top = np.argsort(-dets.score)[:2]
         assert len(top) == 2 and dets.score[top].min() >= 0.5, (backend, dets)
         ious = iou_matrix(dets.xyxy[top], truth)
-        assert ious.max(axis=0).min() >= 0.5 and len(set(ious.argmax(axis=1))) == 2, (
-            backend, dets)
+        assert ious.max(axis=0).min() >= 0.5 and len(set(ious.argmax(axis=1))) == 2, (backend, dets)
 
 
 @pytest.mark.slow

@@ -46,9 +46,23 @@ def test_without_the_extra_tflite_is_a_one_line_error_naming_it(tmp_path: Path) 
     calib = shared_path("data", "calibration", "coco20")
     out = tmp_path / "o"
     proc = subprocess.run(
-        [sys.executable, "-c", WITHOUT_EXTRA, "quantize", str(model), "--calib", str(calib),
-         "--format", "tflite", "--out", str(out), "--max-images", "1"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_EXTRA,
+            "quantize",
+            str(model),
+            "--calib",
+            str(calib),
+            "--format",
+            "tflite",
+            "--out",
+            str(out),
+            "--max-images",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -64,9 +64,14 @@ def test_imx93_with_its_delegate_recommends_the_ethos_u_and_vela(
     (delegate,) = report.runtimes.delegates
     assert delegate.loads is True, delegate.error
     assert (rec.backend, rec.device, rec.precision, rec.model_format) == (
-        "litert", "/usr/lib/libethosu_delegate.so", "int8", "tflite")
+        "litert",
+        "/usr/lib/libethosu_delegate.so",
+        "int8",
+        "tflite",
+    )
     assert rec.compile_step is not None and rec.compile_step.startswith(
-        "vela --accelerator-config ethos-u65-256 ")
+        "vela --accelerator-config ethos-u65-256 "
+    )
     text = "\n".join(describe(report))
     assert "edgetally quantize --format tflite writes MODEL-int8.tflite; then vela" in text
 
@@ -77,19 +82,22 @@ def test_imx93_without_its_delegate_names_the_package_and_uses_the_cpu(tmp_path:
     report = run_doctor(RootFS(root))
     assert report.recommendation.device == "CPU"
     assert report.recommendation.precision == "int8"  # the A55's dot product
-    assert any("libethosu_delegate.so not found (install NXP's tflite-ethosu-delegate" in n
-               for n in report.notes)
+    assert any(
+        "libethosu_delegate.so not found (install NXP's tflite-ethosu-delegate" in n
+        for n in report.notes
+    )
 
 
-def test_imx8mp_with_its_delegate_recommends_the_vx_delegate(
-    tmp_path: Path, standin: Path
-) -> None:
+def test_imx8mp_with_its_delegate_recommends_the_vx_delegate(tmp_path: Path, standin: Path) -> None:
     root = fake_trees.imx8mp(tmp_path)
     (root / "usr/lib/libvx_delegate.so").unlink()
     with_library(root, "/usr/lib/libvx_delegate.so", standin)
     rec = run_doctor(RootFS(root)).recommendation
     assert (rec.backend, rec.device, rec.precision) == (
-        "litert", "/usr/lib/libvx_delegate.so", "int8")
+        "litert",
+        "/usr/lib/libvx_delegate.so",
+        "int8",
+    )
     assert rec.delegate_options["cache_file_path"] == "/var/tmp/edgetally-vx.cache"
     assert rec.compile_step is None  # the VX delegate compiles for the NPU at load
 
@@ -104,10 +112,14 @@ def test_coral_usb_with_libedgetpu_recommends_an_edgetpu_model(
     assert [a.name for a in report.hardware.accelerators] == ["Coral Edge TPU (USB)"]
     rec = report.recommendation
     assert (rec.backend, rec.device, rec.model_format) == (
-        "litert", "/usr/lib/aarch64-linux-gnu/libedgetpu.so.1", "tflite")
+        "litert",
+        "/usr/lib/aarch64-linux-gnu/libedgetpu.so.1",
+        "tflite",
+    )
     assert "_edgetpu.tflite" in rec.reason
-    assert rec.compile_step == ("edgetpu_compiler MODEL-int8.tflite "
-                                "(writes MODEL-int8_edgetpu.tflite)")
+    assert rec.compile_step == (
+        "edgetpu_compiler MODEL-int8.tflite (writes MODEL-int8_edgetpu.tflite)"
+    )
 
 
 def test_rk3588_says_the_rknn_path_and_runs_on_the_big_cores(tmp_path: Path) -> None:
@@ -120,7 +132,11 @@ def test_rk3588_says_the_rknn_path_and_runs_on_the_big_cores(tmp_path: Path) -> 
     assert npu.evidence == ("/proc/device-tree/npu@fdab0000",)
     rec, notes = recommend(hw, run_doctor(RootFS(root), load_delegates=False).runtimes)
     assert (rec.backend, rec.device, rec.precision, rec.threads) == (
-        "onnxruntime", "CPU", "int8", 4)
+        "onnxruntime",
+        "CPU",
+        "int8",
+        4,
+    )
     rknn = next(n for n in notes if n.startswith("Rockchip NPU"))
     assert "librknnrt found" in rknn and "RKNN-Toolkit2" in rknn and "no RKNN backend" in rknn
     assert any("4x Cortex-A55 + 4x Cortex-A76" in n and "4 big cores" in n for n in notes)
@@ -136,7 +152,9 @@ def test_cli_doctor_on_the_imx93_tree(tmp_path: Path) -> None:
     root = fake_trees.imx93(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "edgetally", "doctor", "--root", str(root)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "NXP i.MX 93 Ethos-U65 NPU [ethos-u]" in done.stdout
     assert "Ethos-U delegate /usr/lib/libethosu_delegate.so does not load" in done.stdout
@@ -152,15 +170,20 @@ def test_a_missing_delegate_library_is_one_line_naming_what_installs_it(tmp_path
         LiteRtBackend(model, str(tmp_path / "usr/lib/libvx_delegate.so"), LiteRtConfig())
     message = str(info.value)
     assert "\n" not in message
-    assert message == (f"LiteRT delegate library {tmp_path}/usr/lib/libvx_delegate.so not "
-                       "found: install NXP's tflite-vx-delegate (in the i.MX 8M Plus Yocto "
-                       "BSP image)")
+    assert message == (
+        f"LiteRT delegate library {tmp_path}/usr/lib/libvx_delegate.so not "
+        "found: install NXP's tflite-vx-delegate (in the i.MX 8M Plus Yocto "
+        "BSP image)"
+    )
 
 
-@pytest.mark.parametrize(("name", "package"), [
-    ("libedgetpu.so.1", "libedgetpu1-std"),
-    ("libethosu_delegate.so", "tflite-ethosu-delegate"),
-])
+@pytest.mark.parametrize(
+    ("name", "package"),
+    [
+        ("libedgetpu.so.1", "libedgetpu1-std"),
+        ("libethosu_delegate.so", "tflite-ethosu-delegate"),
+    ],
+)
 def test_a_broken_delegate_library_says_why_it_does_not_load(
     tmp_path: Path, name: str, package: str
 ) -> None:
@@ -188,8 +211,10 @@ def test_a_model_not_compiled_for_the_npu_is_warned_about(
         warn_if_not_compiled(plain, "/usr/lib/libedgetpu.so.1")
         warn_if_not_compiled(plain, "/usr/lib/libvx_delegate.so")  # compiles at load: silent
     (record,) = caplog.records
-    assert record.getMessage() == ("m-int8.tflite is not compiled for libedgetpu.so.1: it runs "
-                                   "on the CPU; compile it first: edgetpu_compiler m-int8.tflite")
+    assert record.getMessage() == (
+        "m-int8.tflite is not compiled for libedgetpu.so.1: it runs "
+        "on the CPU; compile it first: edgetpu_compiler m-int8.tflite"
+    )
 
 
 def test_a_model_runs_through_a_stand_in_delegate_with_the_same_outputs(standin: Path) -> None:

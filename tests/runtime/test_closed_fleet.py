@@ -82,8 +82,18 @@ class ClosedFleet:
 def closed(tmp_path: Path) -> Iterator[ClosedFleet]:
     port = free_port()
     out = tmp_path / "broker"
-    args = ["fleet", "broker-config", "--out", str(out), "--devices", DEVICES,
-            "--port", str(port), "--bind", "127.0.0.1"]
+    args = [
+        "fleet",
+        "broker-config",
+        "--out",
+        str(out),
+        "--devices",
+        DEVICES,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+    ]
     if os.geteuid() == 0:  # started as root, Mosquitto drops to this user
         args += ["--run-as", getpass.getuser()]
     done = subprocess.run([*CLI, *args], capture_output=True, text=True, check=False)
@@ -96,9 +106,14 @@ def closed(tmp_path: Path) -> Iterator[ClosedFleet]:
     key, pub = generate_keypair(tmp_path / "keys")
     fleet_pw = creds["fleet"]["password"]
     config = FleetConfig.of(
-        f"mqtts://fleet:{fleet_pw}@127.0.0.1:{port}", str(tmp_path / "fleet.duckdb"),
-        "127.0.0.1:0", ca_file=str(out / "ca.crt"), tokens_file=str(tokens),
-        rollouts_dir=str(tmp_path / "rollouts"), fleet_key=str(key), rollout_tick_s=0.5,
+        f"mqtts://fleet:{fleet_pw}@127.0.0.1:{port}",
+        str(tmp_path / "fleet.duckdb"),
+        "127.0.0.1:0",
+        ca_file=str(out / "ca.crt"),
+        tokens_file=str(tokens),
+        rollouts_dir=str(tmp_path / "rollouts"),
+        fleet_key=str(key),
+        rollout_tick_s=0.5,
     )
     try:
         with FleetServer(config) as fleet:
@@ -111,11 +126,32 @@ def _device_run(
     cf: ClosedFleet, device: str, clip: Path, *broker_args: str, drain: str = "60"
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, "device", "run", str(clip), "--line", "door=380,100,380,576",
-         "--site", "shop1", "--device-id", device, "--max-frames", "60",
-         "--bucket-seconds", "1", "--outbox", str(cf.tmp / f"{device}-outbox.db"),
-         "--drain-timeout", drain, "--json", *broker_args],
-        capture_output=True, text=True, check=False, timeout=600,
+        [
+            *CLI,
+            "device",
+            "run",
+            str(clip),
+            "--line",
+            "door=380,100,380,576",
+            "--site",
+            "shop1",
+            "--device-id",
+            device,
+            "--max-frames",
+            "60",
+            "--bucket-seconds",
+            "1",
+            "--outbox",
+            str(cf.tmp / f"{device}-outbox.db"),
+            "--drain-timeout",
+            drain,
+            "--json",
+            *broker_args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
 
 
@@ -143,8 +179,9 @@ def test_device_publishes_with_its_own_login_every_bucket_once(
     cf = closed
     url = f"mqtts://127.0.0.1:{cf.port}"
     pw = cf.password_file("shop1/cam1")
-    run = _device_run(cf, "cam1", vtest_avi, "--broker", url, "--mqtt-password-file", str(pw),
-                      "--ca", str(cf.ca))
+    run = _device_run(
+        cf, "cam1", vtest_avi, "--broker", url, "--mqtt-password-file", str(pw), "--ca", str(cf.ca)
+    )
     assert run.returncode == 0, run.stderr
     assert cf.password("shop1/cam1") not in run.stdout + run.stderr
     produced = json.loads(run.stdout.strip().splitlines()[-1])["aggregates"]
@@ -159,8 +196,17 @@ def test_wrong_password_keeps_the_outbox_and_the_right_one_delivers_it(
 ) -> None:
     cf = closed
     url = f"mqtts://127.0.0.1:{cf.port}"
-    run = _device_run(cf, "cam2", vtest_avi, "--broker", url, "--ca", str(cf.ca),
-                      "--mqtt-password", "not-the-password")
+    run = _device_run(
+        cf,
+        "cam2",
+        vtest_avi,
+        "--broker",
+        url,
+        "--ca",
+        str(cf.ca),
+        "--mqtt-password",
+        "not-the-password",
+    )
     assert run.returncode == 1
     line = _error_line(run.stderr)
     assert "refused shop1/cam2: not authorised" in line and "not-the-password" not in line
@@ -173,13 +219,22 @@ def test_wrong_password_keeps_the_outbox_and_the_right_one_delivers_it(
     # next 60 frames of the clip: a file resumes where the last run stopped).
     other = generate_broker_config(cf.tmp / "other", parse_devices("x/y"), port=1)
     right = cf.password("shop1/cam2")
-    bad_ca = _device_run(cf, "cam2", vtest_avi, "--broker", url, "--ca", str(other.ca_cert),
-                         "--mqtt-password", right)
+    bad_ca = _device_run(
+        cf, "cam2", vtest_avi, "--broker", url, "--ca", str(other.ca_cert), "--mqtt-password", right
+    )
     assert bad_ca.returncode == 1
     assert "not signed by the CA of --ca" in _error_line(bad_ca.stderr)
     wrong_port = _device_run(
-        cf, "cam2", vtest_avi, "--broker", f"mqtts://127.0.0.1:{free_port()}",
-        "--ca", str(cf.ca), "--mqtt-password", right, drain="1",
+        cf,
+        "cam2",
+        vtest_avi,
+        "--broker",
+        f"mqtts://127.0.0.1:{free_port()}",
+        "--ca",
+        str(cf.ca),
+        "--mqtt-password",
+        right,
+        drain="1",
     )
     assert wrong_port.returncode == 3  # the broker may come back: warned, not failed
     assert "connection refused" in _error_line(wrong_port.stderr)
@@ -187,8 +242,15 @@ def test_wrong_password_keeps_the_outbox_and_the_right_one_delivers_it(
     assert kept[: len(waiting)] == waiting and len(kept) > len(waiting)
 
     # The right password, this time in the URL: everything counted arrives, once.
-    rerun = _device_run(cf, "cam2", vtest_avi, "--broker",
-                        f"mqtts://:{right}@127.0.0.1:{cf.port}", "--ca", str(cf.ca))
+    rerun = _device_run(
+        cf,
+        "cam2",
+        vtest_avi,
+        "--broker",
+        f"mqtts://:{right}@127.0.0.1:{cf.port}",
+        "--ca",
+        str(cf.ca),
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert right not in rerun.stdout + rerun.stderr
     expected = _aggregates(kept, "cam2") + json.loads(rerun.stdout.splitlines()[-1])["aggregates"]
@@ -219,12 +281,32 @@ def test_update_agent_alone_installs_a_rollouts_bundle(closed: ClosedFleet) -> N
     cf = closed
     models = cf.tmp / "cam3-models"
     agent = subprocess.Popen(
-        [*CLI, "device", "update-agent", "--site", "shop1", "--device-id", "cam3",
-         "--broker", f"mqtts://127.0.0.1:{cf.port}", "--ca", str(cf.ca),
-         "--mqtt-password-file", str(cf.password_file("shop1/cam3")),
-         "--models-dir", str(models), "--fleet-pubkey", str(cf.pubkey),
-         "--device-class", "sim", "--fleet-token", cf.device_token],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            *CLI,
+            "device",
+            "update-agent",
+            "--site",
+            "shop1",
+            "--device-id",
+            "cam3",
+            "--broker",
+            f"mqtts://127.0.0.1:{cf.port}",
+            "--ca",
+            str(cf.ca),
+            "--mqtt-password-file",
+            str(cf.password_file("shop1/cam3")),
+            "--models-dir",
+            str(models),
+            "--fleet-pubkey",
+            str(cf.pubkey),
+            "--device-class",
+            "sim",
+            "--fleet-token",
+            cf.device_token,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert agent.stdout is not None
@@ -235,9 +317,9 @@ def test_update_agent_alone_installs_a_rollouts_bundle(closed: ClosedFleet) -> N
         assert service is not None
         sha = service.add_bundle(make_bundle(cf.tmp, cf.key, "door-model")).sha256
         rollout = service.create(sha, "shop1/cam3", "100%").id
-        assert wait_until(lambda: service.get(rollout).state == "completed", 120), (
-            service.get(rollout).devices
-        )
+        assert wait_until(lambda: service.get(rollout).state == "completed", 120), service.get(
+            rollout
+        ).devices
         assert (models / "current").resolve().name == sha
         agent.send_signal(signal.SIGTERM)
         out, err = agent.communicate(timeout=60)
@@ -253,11 +335,29 @@ def test_update_agent_with_a_wrong_password_stops_with_one_line(
     closed: ClosedFleet, tmp_path: Path
 ) -> None:
     done = subprocess.run(
-        [*CLI, "device", "update-agent", "--site", "shop1", "--device-id", "cam3",
-         "--broker", f"mqtts://:wrong@127.0.0.1:{closed.port}", "--ca", str(closed.ca),
-         "--models-dir", str(tmp_path / "m"), "--fleet-pubkey", str(closed.pubkey),
-         "--device-class", "sim"],
-        capture_output=True, text=True, check=False, timeout=120,
+        [
+            *CLI,
+            "device",
+            "update-agent",
+            "--site",
+            "shop1",
+            "--device-id",
+            "cam3",
+            "--broker",
+            f"mqtts://:wrong@127.0.0.1:{closed.port}",
+            "--ca",
+            str(closed.ca),
+            "--models-dir",
+            str(tmp_path / "m"),
+            "--fleet-pubkey",
+            str(closed.pubkey),
+            "--device-class",
+            "sim",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert done.returncode == 1
     # The agent's own account (the device's password; its client id is its user name).

@@ -26,16 +26,38 @@ def _run(
 ) -> subprocess.CompletedProcess[str]:
     """`device run` as shop1/``device`` on 60 frames of ``clip``, 1 s buckets, --json."""
     return subprocess.run(
-        [*CLI, "device", "run", str(clip), "--line", "door=380,100,380,576",
-         "--site", "shop1", "--device-id", device, "--max-frames", "60",
-         "--bucket-seconds", "1", "--outbox", str(outbox), "--drain-timeout", drain,
-         "--json", *broker_args],
-        capture_output=True, text=True, check=False, timeout=600,
+        [
+            *CLI,
+            "device",
+            "run",
+            str(clip),
+            "--line",
+            "door=380,100,380,576",
+            "--site",
+            "shop1",
+            "--device-id",
+            device,
+            "--max-frames",
+            "60",
+            "--bucket-seconds",
+            "1",
+            "--outbox",
+            str(outbox),
+            "--drain-timeout",
+            drain,
+            "--json",
+            *broker_args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
 
 
 def test_a_reprovisioned_device_keeps_the_buckets_of_its_old_name_until_they_can_go(
-    closed: ClosedFleet, vtest_avi: Path  # the fixture imported above
+    closed: ClosedFleet,
+    vtest_avi: Path,  # the fixture imported above
 ) -> None:
     cf = closed
     outbox = cf.tmp / "box-outbox.db"
@@ -44,8 +66,18 @@ def test_a_reprovisioned_device_keeps_the_buckets_of_its_old_name_until_they_can
     cam1_pw, cam2_pw = cf.password_file("shop1/cam1"), cf.password_file("shop1/cam2")
 
     # As shop1/cam1, with no broker to reach: its buckets wait in the outbox.
-    first = _run(outbox, "cam1", vtest_avi, "--broker", f"mqtts://127.0.0.1:{free_port()}",
-                 "--ca", str(cf.ca), "--mqtt-password-file", str(cam1_pw), drain="1")
+    first = _run(
+        outbox,
+        "cam1",
+        vtest_avi,
+        "--broker",
+        f"mqtts://127.0.0.1:{free_port()}",
+        "--ca",
+        str(cf.ca),
+        "--mqtt-password-file",
+        str(cam1_pw),
+        drain="1",
+    )
     assert first.returncode == 3, first.stderr
     cam1_rows = _waiting(outbox)
     cam1_agg = topic_for("shop1", "cam1", "agg")

@@ -59,25 +59,47 @@ def test_a_good_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("points: [1, 2, 3, 4]", "points: [1, 2, 3]",
-         "cameras[1].lines[0].points: expected 4 numbers"),
-        ("points: [0, 300, 700, 300]", "points: [0, 300, 700, x]",
-         "cameras[0].lines[1].points: expected 4 numbers"),
+        (
+            "points: [1, 2, 3, 4]",
+            "points: [1, 2, 3]",
+            "cameras[1].lines[0].points: expected 4 numbers",
+        ),
+        (
+            "points: [0, 300, 700, 300]",
+            "points: [0, 300, 700, x]",
+            "cameras[0].lines[1].points: expected 4 numbers",
+        ),
         ("bucket_seconds: 30", "bucket_secs: 30", "bucket_secs: unknown key"),
-        ("        points: [380, 100, 380, 576]", "        points: [380, 100, 380, 576]\n"
-         "        colour: red", "cameras[0].lines[0].colour: unknown key"),
-        ("[[10, 10], [200, 10], [200, 200]]", "[[10, 10], [200, 10]]",
-         "cameras[0].zones[0].polygon: expected at least 3 points"),
+        (
+            "        points: [380, 100, 380, 576]",
+            "        points: [380, 100, 380, 576]\n        colour: red",
+            "cameras[0].lines[0].colour: unknown key",
+        ),
+        (
+            "[[10, 10], [200, 10], [200, 200]]",
+            "[[10, 10], [200, 10]]",
+            "cameras[0].zones[0].polygon: expected at least 3 points",
+        ),
         ("site: shop-1", "site: shop 1", "site: invalid id"),
         ("device: box-1\n", "", "device: missing required key"),
-        ("broker: mqtt://127.0.0.1:1883", "broker: http://x", "broker: invalid broker URL 'http://x'"),
+        (
+            "broker: mqtt://127.0.0.1:1883",
+            "broker: http://x",
+            "broker: invalid broker URL 'http://x'",
+        ),
         ("bucket_seconds: 30", "bucket_seconds: 0", "bucket_seconds: Input should be greater"),
         ("id: back\n", "id: door\n", "camera ids must be unique; repeated: door"),
         ("id: side", "id: entrance", "line and zone ids must be unique"),
-        ("    source: /dev/video0\n", "    source: /dev/video0\n    roi: [10, 10, 20]\n",
-         "cameras[0].roi: expected 4 numbers [x1, y1, x2, y2], got 3"),
-        ("    source: /dev/video0\n", "    source: /dev/video0\n    roi: [300, 10, 20, 400]\n",
-         "cameras[0].roi: give the top-left then the bottom-right corner"),
+        (
+            "    source: /dev/video0\n",
+            "    source: /dev/video0\n    roi: [10, 10, 20]\n",
+            "cameras[0].roi: expected 4 numbers [x1, y1, x2, y2], got 3",
+        ),
+        (
+            "    source: /dev/video0\n",
+            "    source: /dev/video0\n    roi: [300, 10, 20, 400]\n",
+            "cameras[0].roi: give the top-left then the bottom-right corner",
+        ),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -121,9 +143,12 @@ def test_a_misspelt_key_is_named_with_the_key_it_meant(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_listed_on_one_line(tmp_path: Path) -> None:
-    text = GOOD.replace("bucket_seconds: 30", "bucket_seconds: 0").replace(
-        "points: [1, 2, 3, 4]", "points: [1, 2, 3]"
-    ) + "colour: red\n"
+    text = (
+        GOOD.replace("bucket_seconds: 30", "bucket_seconds: 0").replace(
+            "points: [1, 2, 3, 4]", "points: [1, 2, 3]"
+        )
+        + "colour: red\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     problems = str(info.value).split(": ", 1)[1].split("; ")

@@ -100,9 +100,7 @@ def device(cfg: DeviceConfig, crash_at: int | None = None) -> Device:
     def source(cam: CameraConfig, start: datetime) -> ScriptedSource:
         return ScriptedSource(start, crash_at=crash_at)
 
-    return Device(
-        cfg, pipeline_factory=lambda c, d: ScriptedPipeline(), source_factory=source
-    )
+    return Device(cfg, pipeline_factory=lambda c, d: ScriptedPipeline(), source_factory=source)
 
 
 WANT_IN = len(range(0, FRAMES, 7))
@@ -174,7 +172,8 @@ def walk_device(cfg: DeviceConfig, crash_at: int | None = None) -> Device:
     return Device(
         cfg,
         pipeline_factory=lambda c, d: build_pipeline(
-            cast(Detector, BlobDetector()), [LineSpec(LineId("door"), 200, 120, 200, 230)],
+            cast(Detector, BlobDetector()),
+            [LineSpec(LineId("door"), 200, 120, 200, 230)],
             gate=False,
         ),
         source_factory=lambda c, start: WalkSource(start, n=60, crash_at=crash_at),
@@ -229,14 +228,46 @@ def edgetally(*args: str) -> subprocess.CompletedProcess[str]:
     [
         (["device", "run", "x.mp4", "--line", "1,2,3,4", "--device-id", "d"], "--site is required"),
         (["device", "run", "x.mp4", "--site", "s", "--device-id", "d"], "at least one --line"),
-        (["device", "run", "x.mp4", "--line", "a,b", "--site", "s", "--device-id", "d"],
-         "--line 'a,b': expected [ID=]x1,y1,x2,y2"),
-        (["device", "run", "x.mp4", "--line", "1,2,3", "--site", "s", "--device-id", "d"],
-         "cameras[0].lines[0].points: expected 4 numbers"),
-        (["device", "run", "x.mp4", "--line", "1,2,3,4", "--site", "s", "--device-id", "d",
-          "--broker", "ftp://x"], "unsupported scheme"),
-        (["device", "run", "/nonexistent.mp4", "--line", "1,2,3,4", "--site", "s",
-          "--device-id", "d", "--model", "no-such-model"], "unknown model"),
+        (
+            ["device", "run", "x.mp4", "--line", "a,b", "--site", "s", "--device-id", "d"],
+            "--line 'a,b': expected [ID=]x1,y1,x2,y2",
+        ),
+        (
+            ["device", "run", "x.mp4", "--line", "1,2,3", "--site", "s", "--device-id", "d"],
+            "cameras[0].lines[0].points: expected 4 numbers",
+        ),
+        (
+            [
+                "device",
+                "run",
+                "x.mp4",
+                "--line",
+                "1,2,3,4",
+                "--site",
+                "s",
+                "--device-id",
+                "d",
+                "--broker",
+                "ftp://x",
+            ],
+            "unsupported scheme",
+        ),
+        (
+            [
+                "device",
+                "run",
+                "/nonexistent.mp4",
+                "--line",
+                "1,2,3,4",
+                "--site",
+                "s",
+                "--device-id",
+                "d",
+                "--model",
+                "no-such-model",
+            ],
+            "unknown model",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:

@@ -72,12 +72,30 @@ def test_broker_outage_and_sigkill_lose_nothing_and_duplicate_nothing(
     broker = durable_broker
     outbox = tmp_path / "outbox.db"
     args = [
-        sys.executable, "-m", "edgetally", "device", "run", str(vtest_avi),
-        "--line", "door=380,100,380,576",
-        "--site", "shop-1", "--device-id", "dev-1",
-        "--broker", broker.url, "--outbox", str(outbox),
-        "--bucket-seconds", "1", "--max-frames", "300", "--realtime",
-        "--drain-timeout", "120", "--json",
+        sys.executable,
+        "-m",
+        "edgetally",
+        "device",
+        "run",
+        str(vtest_avi),
+        "--line",
+        "door=380,100,380,576",
+        "--site",
+        "shop-1",
+        "--device-id",
+        "dev-1",
+        "--broker",
+        broker.url,
+        "--outbox",
+        str(outbox),
+        "--bucket-seconds",
+        "1",
+        "--max-frames",
+        "300",
+        "--realtime",
+        "--drain-timeout",
+        "120",
+        "--json",
     ]
     fleet = FleetServer(
         FleetConfig.of(broker.url, str(tmp_path / "fleet.duckdb"), "127.0.0.1:0")
@@ -92,7 +110,9 @@ def test_broker_outage_and_sigkill_lose_nothing_and_duplicate_nothing(
         return [tuple(r) for r in table.rows]
 
     first = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:

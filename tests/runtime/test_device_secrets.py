@@ -32,14 +32,23 @@ CAMERA = {"id": "door", "source": "door.mp4", "lines": [{"id": "in", "points": [
 
 
 def test_no_secret_in_a_device_config_or_the_update_options_repr() -> None:
-    cfg = parse_config({
-        "site": "shop1", "device": "cam1", "broker": "mqtts://:brokerpw-in-url@fleet.lan:8883",
-        "mqtt_password": "mqtt-pw-key",
-        "power": {"source": "plug", "plug_broker": "mqtt://plug:plug-pw@plug.lan"},
-        "updates": {"models_dir": "m", "fleet_pubkey": "k.pub", "device_class": "rpi5",
-                    "fleet_token": "token-in-config", "mqtt_password": "updates-mqtt-pw"},
-        "cameras": [CAMERA],
-    })
+    cfg = parse_config(
+        {
+            "site": "shop1",
+            "device": "cam1",
+            "broker": "mqtts://:brokerpw-in-url@fleet.lan:8883",
+            "mqtt_password": "mqtt-pw-key",
+            "power": {"source": "plug", "plug_broker": "mqtt://plug:plug-pw@plug.lan"},
+            "updates": {
+                "models_dir": "m",
+                "fleet_pubkey": "k.pub",
+                "device_class": "rpi5",
+                "fleet_token": "token-in-config",
+                "mqtt_password": "updates-mqtt-pw",
+            },
+            "cameras": [CAMERA],
+        }
+    )
     options = UpdateOptions(Path("m"), Path("k.pub"), "rpi5", fleet_token="token-in-config")
     shown = [repr(cfg), str(cfg), repr(cfg.updates), repr(cfg.power), repr(options)]
     for text in shown:
@@ -84,21 +93,41 @@ def test_the_fleet_token_from_a_flag_a_file_a_config_key_or_the_environment(
 @pytest.mark.slow
 @pytest.mark.parametrize("way", ["files", "environment"])
 def test_an_update_agent_started_as_the_readme_shows_keeps_its_secrets_out_of_ps(
-    way: str, closed: ClosedFleet  # noqa: F811
+    way: str,
+    closed: ClosedFleet,  # noqa: F811
 ) -> None:
     cf = closed
     password = cf.password("shop1/cam3")
     models = cf.tmp / f"cam3-{way}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGETALLY_")}
-    args = [*CLI, "device", "update-agent", "--site", "shop1", "--device-id", "cam3",
-            "--broker", f"mqtts://127.0.0.1:{cf.port}", "--ca", str(cf.ca),
-            "--models-dir", str(models), "--fleet-pubkey", str(cf.pubkey),
-            "--device-class", "sim"]
+    args = [
+        *CLI,
+        "device",
+        "update-agent",
+        "--site",
+        "shop1",
+        "--device-id",
+        "cam3",
+        "--broker",
+        f"mqtts://127.0.0.1:{cf.port}",
+        "--ca",
+        str(cf.ca),
+        "--models-dir",
+        str(models),
+        "--fleet-pubkey",
+        str(cf.pubkey),
+        "--device-class",
+        "sim",
+    ]
     if way == "files":
         token_file = cf.tmp / "device.token"
         token_file.write_text(cf.device_token + "\n")
-        args += ["--mqtt-password-file", str(cf.password_file("shop1/cam3")),
-                 "--fleet-token-file", str(token_file)]
+        args += [
+            "--mqtt-password-file",
+            str(cf.password_file("shop1/cam3")),
+            "--fleet-token-file",
+            str(token_file),
+        ]
     else:
         env |= {"EDGETALLY_MQTT_PASSWORD": password, "EDGETALLY_FLEET_TOKEN": cf.device_token}
     agent = subprocess.Popen(
@@ -116,9 +145,9 @@ def test_an_update_agent_started_as_the_readme_shows_keeps_its_secrets_out_of_ps
         sha = service.add_bundle(make_bundle(cf.tmp, cf.key, f"model-{way}")).sha256
         rollout = service.create(sha, "shop1/cam3", "100%").id
         # completed: the bundle was downloaded with the device token
-        assert wait_until(lambda: service.get(rollout).state == "completed", 120), (
-            service.get(rollout).devices
-        )
+        assert wait_until(lambda: service.get(rollout).state == "completed", 120), service.get(
+            rollout
+        ).devices
         agent.send_signal(signal.SIGTERM)
         out, err = agent.communicate(timeout=60)
     finally:

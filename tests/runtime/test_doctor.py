@@ -18,14 +18,24 @@ from edgetally.runtime.hardware import RootFS, probe_hardware
 sys.path.insert(0, str(Path(__file__).parent))
 import fake_trees
 
-ALL = RuntimeReport(onnxruntime="1.23", ort_providers=("CPU",), openvino="2026.0",
-                    openvino_devices={"CPU": "cpu"}, litert="2.0")
+ALL = RuntimeReport(
+    onnxruntime="1.23",
+    ort_providers=("CPU",),
+    openvino="2026.0",
+    openvino_devices={"CPU": "cpu"},
+    litert="2.0",
+)
 
 
 def test_n100_recommends_openvino_cpu_and_mentions_gpu(tmp_path: Path) -> None:
     hw = probe_hardware(RootFS(fake_trees.n100(tmp_path)))
-    rt = RuntimeReport(onnxruntime="1.23", ort_providers=("CPU",), openvino="2026.0",
-                       openvino_devices={"CPU": "cpu", "GPU": "Intel UHD"}, litert="2.0")
+    rt = RuntimeReport(
+        onnxruntime="1.23",
+        ort_providers=("CPU",),
+        openvino="2026.0",
+        openvino_devices={"CPU": "cpu", "GPU": "Intel UHD"},
+        litert="2.0",
+    )
     rec, notes = recommend(hw, rt)
     assert (rec.backend, rec.device, rec.model_format) == ("openvino", "CPU", "openvino")
     assert "without VNNI" in rec.reason
@@ -49,11 +59,18 @@ def test_core_ultra_without_npu_driver_falls_back_to_cpu_and_says_why(tmp_path: 
 
 def test_imx8mp_uses_the_vx_delegate_with_its_options(tmp_path: Path) -> None:
     hw = probe_hardware(RootFS(fake_trees.imx8mp(tmp_path)))
-    rt = RuntimeReport(onnxruntime="1.23", litert="2.0", delegates=(
-        DelegateStatus("libvx_delegate.so", "/usr/lib/libvx_delegate.so", "VX", True),))
+    rt = RuntimeReport(
+        onnxruntime="1.23",
+        litert="2.0",
+        delegates=(DelegateStatus("libvx_delegate.so", "/usr/lib/libvx_delegate.so", "VX", True),),
+    )
     rec, _ = recommend(hw, rt)
     assert (rec.backend, rec.device, rec.precision, rec.model_format) == (
-        "litert", "/usr/lib/libvx_delegate.so", "int8", "tflite")
+        "litert",
+        "/usr/lib/libvx_delegate.so",
+        "int8",
+        "tflite",
+    )
     assert rec.delegate_options["allowed_cache_mode"] == "true"
 
 
@@ -97,7 +114,9 @@ def test_cli_doctor_json(tmp_path: Path) -> None:
     root = fake_trees.core_ultra(tmp_path)
     out = subprocess.run(
         [sys.executable, "-m", "edgetally", "doctor", "--json", "--root", str(root)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     data = json.loads(out)
     assert data["hardware"]["accelerators"][0]["kind"] == "intel-npu"

@@ -80,7 +80,8 @@ def test_measured_and_estimated_power_reach_the_store_as_such(
     with FleetServer(fleet_cfg) as fleet:
         # A device counting with the CPU estimate: its power rides along with its aggregates.
         cfg = config(
-            tmp_path, mosquitto.url,
+            tmp_path,
+            mosquitto.url,
             power={"source": "estimate", "profile": "n100", "interval_s": 0.1},
         )
         cfg = cfg.model_copy(
@@ -96,7 +97,12 @@ def test_measured_and_estimated_power_reach_the_store_as_such(
         pub = Publisher(box, mosquitto.url, site="shop-1", device="dev-2")
         pub.start()
         sampler = PowerSampler(
-            meter, box, site="shop-1", device="dev-2", bucket_seconds=1, interval=0.05,
+            meter,
+            box,
+            site="shop-1",
+            device="dev-2",
+            bucket_seconds=1,
+            interval=0.05,
             on_stored=pub.wake,
         )
         sampler.start()
@@ -120,8 +126,9 @@ def test_measured_and_estimated_power_reach_the_store_as_such(
         # Every power bucket lasts at most 1 s here, at 7.2 W: at most 2 mWh each.
         assert all(0 < wh <= 7.2 / 3600 + 1e-9 for *_, wh in measured[:-1])
         # The aggregates kept their own numbering.
-        aggs = fleet.store.fetch("SELECT count(*), max(seq) FROM aggregates WHERE device = ?",
-                                 ["dev-1"]).rows[0]
+        aggs = fleet.store.fetch(
+            "SELECT count(*), max(seq) FROM aggregates WHERE device = ?", ["dev-1"]
+        ).rows[0]
         assert int(aggs[0]) == report.produced == int(aggs[1]) + 1
 
         ledger = report_from_store(fleet.store, Filters(), EnergyConfig())
@@ -135,7 +142,12 @@ def test_sampler_stop_stores_the_open_bucket(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.db") as box:
         stored = threading.Event()
         sampler = PowerSampler(
-            meter, box, site="s", device="d", bucket_seconds=3600, interval=0.01,
+            meter,
+            box,
+            site="s",
+            device="d",
+            bucket_seconds=3600,
+            interval=0.01,
             on_stored=stored.set,
         )
         sampler.start()

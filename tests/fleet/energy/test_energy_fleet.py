@@ -36,31 +36,69 @@ FRAMES = 50  # of vtest.avi at its 10 frames/s: 5 s played in real time
 
 def edgetally(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgetally", *args], capture_output=True, text=True,
-        check=False, timeout=300, env=env,
+        [sys.executable, "-m", "edgetally", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env=env,
     )
 
 
 def fill_sensors(path: str) -> None:
     """An hour of a shop's shelf camera, microphone and the events on its floor zone."""
-    floor = Aggregate.model_validate({
-        "site": "shop-1", "device": "box-1", "source": "door", "line": "floor", "seq": 1,
-        "start": T0, "seconds": 3600, "occupancy_mean": 1.5, "occupancy_peak": 3,
-        "shelf_events": {"product_taken": 4}, "audio_events": {"cash_register": 2},
-    })
-    mic = AudioLevels.model_validate({
-        "site": "shop-1", "device": "box-1", "source": "ceiling-mic", "seq": 2, "start": T0,
-        "seconds": 3600, "duration_s": 3600.0, "leq_dbfs": -30.0, "laeq_dbfs": -33.0,
-        "speech_ratio": 0.25, "events": {"glass": 1},
-    })
-    shelf = ShelfState.model_validate({
-        "site": "shop-1", "device": "box-1", "source": "aisle3", "seq": 3, "start": T0,
-        "seconds": 3600,
-        "facings": (FacingCounts.model_validate({
-            "region": "top", "facing": "cola", "facing_empty": 2, "restocked": 1,
-            "product_taken": 5, "empty_at_end": True,
-        }),),
-    })
+    floor = Aggregate.model_validate(
+        {
+            "site": "shop-1",
+            "device": "box-1",
+            "source": "door",
+            "line": "floor",
+            "seq": 1,
+            "start": T0,
+            "seconds": 3600,
+            "occupancy_mean": 1.5,
+            "occupancy_peak": 3,
+            "shelf_events": {"product_taken": 4},
+            "audio_events": {"cash_register": 2},
+        }
+    )
+    mic = AudioLevels.model_validate(
+        {
+            "site": "shop-1",
+            "device": "box-1",
+            "source": "ceiling-mic",
+            "seq": 2,
+            "start": T0,
+            "seconds": 3600,
+            "duration_s": 3600.0,
+            "leq_dbfs": -30.0,
+            "laeq_dbfs": -33.0,
+            "speech_ratio": 0.25,
+            "events": {"glass": 1},
+        }
+    )
+    shelf = ShelfState.model_validate(
+        {
+            "site": "shop-1",
+            "device": "box-1",
+            "source": "aisle3",
+            "seq": 3,
+            "start": T0,
+            "seconds": 3600,
+            "facings": (
+                FacingCounts.model_validate(
+                    {
+                        "region": "top",
+                        "facing": "cola",
+                        "facing_empty": 2,
+                        "restocked": 1,
+                        "product_taken": 5,
+                        "empty_at_end": True,
+                    }
+                ),
+            ),
+        }
+    )
     store = open_store(path)
     try:
         store.write(IngestBatch(aggregates=(floor,), received_at=T0))
@@ -93,10 +131,30 @@ def fleet(tmp_path: Path, mosquitto: Broker) -> Iterator[tuple[Serving, dict[str
     log = tmp_path / "serve.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgetally", "fleet", "serve", "--broker", mosquitto.url,
-             "--db", str(db), "--http", f"127.0.0.1:{port}", "--tokens", str(tokens),
-             "--energy-config", str(energy), "--store-region", "NZ", "--hours-per-day", "12"],
-            stdout=subprocess.DEVNULL, stderr=err, text=True,
+            [
+                sys.executable,
+                "-m",
+                "edgetally",
+                "fleet",
+                "serve",
+                "--broker",
+                mosquitto.url,
+                "--db",
+                str(db),
+                "--http",
+                f"127.0.0.1:{port}",
+                "--tokens",
+                str(tokens),
+                "--energy-config",
+                str(energy),
+                "--store-region",
+                "NZ",
+                "--hours-per-day",
+                "12",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
         )
     serving = Serving(proc, f"http://127.0.0.1:{port}", log)
     try:
@@ -108,10 +166,17 @@ def fleet(tmp_path: Path, mosquitto: Broker) -> Iterator[tuple[Serving, dict[str
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        yield serving, {
-            "db": db, "token": token, "token_file": token_file, "energy": energy,
-            "broker": mosquitto.url, "tmp": tmp_path,
-        }
+        yield (
+            serving,
+            {
+                "db": db,
+                "token": token,
+                "token_file": token_file,
+                "energy": energy,
+                "broker": mosquitto.url,
+                "tmp": tmp_path,
+            },
+        )
     finally:
         serving.stop()
 
@@ -122,18 +187,36 @@ def test_a_short_run_against_fleet_serve_gets_a_baseline_as_short(
     serving, made = fleet
     tmp = made["tmp"]
     run = edgetally(
-        "device", "run", str(vtest_avi), "--realtime", "--max-frames", str(FRAMES),
-        "--line", "entrance=380,100,380,576", "--site", "shop-5s", "--device-id", "cam-5s",
-        "--broker", made["broker"], "--outbox", str(tmp / "outbox.db"),
-        "--bucket-seconds", "10", "--power-source", "estimate", "--json",
+        "device",
+        "run",
+        str(vtest_avi),
+        "--realtime",
+        "--max-frames",
+        str(FRAMES),
+        "--line",
+        "entrance=380,100,380,576",
+        "--site",
+        "shop-5s",
+        "--device-id",
+        "cam-5s",
+        "--broker",
+        made["broker"],
+        "--outbox",
+        str(tmp / "outbox.db"),
+        "--bucket-seconds",
+        "10",
+        "--power-source",
+        "estimate",
+        "--json",
     )
     assert run.returncode == 0, run.stderr
     sent = json.loads(run.stdout)
     assert sent["power"]["buckets"] >= 1 and sent["waiting"] == 0
     headers = {"Authorization": f"Bearer {made['token']}"}
     for _ in range(600):  # until the fleet stored the device's power readings
-        rows = httpx.get(f"{serving.url}/api/v1/power", params={"device": "cam-5s"},
-                         headers=headers, timeout=10).json()["rows"]
+        rows = httpx.get(
+            f"{serving.url}/api/v1/power", params={"device": "cam-5s"}, headers=headers, timeout=10
+        ).json()["rows"]
         stored_wh = sum(r["measured_wh"] + r["estimated_wh"] for r in rows)
         if stored_wh == pytest.approx(sent["power"]["wh"], abs=1e-5):
             break
@@ -149,12 +232,31 @@ def test_a_short_run_against_fleet_serve_gets_a_baseline_as_short(
         "FILE or set EDGETALLY_TOKEN (or --token TOKEN, which ps shows)"
     )
     # a token file, and the environment variable
-    by_file = edgetally("energy", "report", "--api", serving.url, "--device", "cam-5s",
-                        "--token-file", str(made["token_file"]), "--json", env=bare)
+    by_file = edgetally(
+        "energy",
+        "report",
+        "--api",
+        serving.url,
+        "--device",
+        "cam-5s",
+        "--token-file",
+        str(made["token_file"]),
+        "--json",
+        env=bare,
+    )
     assert by_file.returncode == 0, by_file.stderr
     ledger = json.loads(by_file.stdout)
-    by_env = edgetally("fleet", "query", "energy", "--api", serving.url, "--device", "cam-5s",
-                       "--json", env={**bare, "EDGETALLY_TOKEN": made["token"]})
+    by_env = edgetally(
+        "fleet",
+        "query",
+        "energy",
+        "--api",
+        serving.url,
+        "--device",
+        "cam-5s",
+        "--json",
+        env={**bare, "EDGETALLY_TOKEN": made["token"]},
+    )
     assert by_env.returncode == 0, by_env.stderr
     assert json.loads(by_env.stdout) == ledger
 
@@ -175,17 +277,40 @@ def test_a_short_run_against_fleet_serve_gets_a_baseline_as_short(
 
     # The other analyst queries, through the API with the token file
     for kind, key in (("events", "event"), ("shelf", "facing"), ("audio", "source")):
-        done = edgetally("fleet", "query", kind, "--api", serving.url, "--site", "shop-1",
-                         "--token-file", str(made["token_file"]), "--json", env=bare)
+        done = edgetally(
+            "fleet",
+            "query",
+            kind,
+            "--api",
+            serving.url,
+            "--site",
+            "shop-1",
+            "--token-file",
+            str(made["token_file"]),
+            "--json",
+            env=bare,
+        )
         assert done.returncode == 0, done.stderr
         rows = json.loads(done.stdout)["rows"]
         assert rows and all(key in r for r in rows), (kind, rows)
 
     # Once the fleet stops, its database with the same config gives the same ledger.
     serving.stop()
-    local = edgetally("energy", "report", "--db", str(made["db"]), "--device", "cam-5s",
-                      "--energy-config", str(made["energy"]), "--store-region", "NZ",
-                      "--hours-per-day", "12", "--json")
+    local = edgetally(
+        "energy",
+        "report",
+        "--db",
+        str(made["db"]),
+        "--device",
+        "cam-5s",
+        "--energy-config",
+        str(made["energy"]),
+        "--store-region",
+        "NZ",
+        "--hours-per-day",
+        "12",
+        "--json",
+    )
     assert local.returncode == 0, local.stderr
     assert json.loads(local.stdout) == ledger
 
@@ -195,15 +320,31 @@ def test_fleet_query_events_shelf_audio_from_the_database(tmp_path: Path) -> Non
     fill_sensors(db)
     events = json.loads(edgetally("fleet", "query", "events", "--db", db, "--json").stdout)
     assert {(r["family"], r["event"], r["count"]) for r in events["rows"]} == {
-        ("shelf", "product_taken", 4 + 5), ("shelf", "facing_empty", 2),
-        ("shelf", "restocked", 1), ("audio", "cash_register", 2), ("audio", "glass", 1),
+        ("shelf", "product_taken", 4 + 5),
+        ("shelf", "facing_empty", 2),
+        ("shelf", "restocked", 1),
+        ("audio", "cash_register", 2),
+        ("audio", "glass", 1),
     }  # the floor zone's counts and the shelf camera's and microphone's own
-    shelf = json.loads(edgetally("fleet", "query", "shelf", "--db", db, "--region", "top",
-                                 "--json").stdout)
+    shelf = json.loads(
+        edgetally("fleet", "query", "shelf", "--db", db, "--region", "top", "--json").stdout
+    )
     (row,) = shelf["rows"]
     assert (row["facing"], row["facing_empty"], row["empty_at_end"]) == ("cola", 2, True)
-    audio = json.loads(edgetally("fleet", "query", "audio", "--db", db, "--source",
-                                 "ceiling-mic", "--interval", "day", "--json").stdout)
+    audio = json.loads(
+        edgetally(
+            "fleet",
+            "query",
+            "audio",
+            "--db",
+            db,
+            "--source",
+            "ceiling-mic",
+            "--interval",
+            "day",
+            "--json",
+        ).stdout
+    )
     (row,) = audio["rows"]
     assert row["events"] == {"glass": 1} and row["leq_dbfs"] == pytest.approx(-30.0)
     csv = edgetally("fleet", "query", "audio", "--db", db, "--format", "csv").stdout
@@ -216,6 +357,7 @@ def test_fleet_query_events_shelf_audio_from_the_database(tmp_path: Path) -> Non
     bad = edgetally("fleet", "query", "shelf", "--db", db, "--region", "no way")
     assert bad.returncode == 1 and "invalid region id" in bad.stderr
     since = (T0 + timedelta(days=1)).isoformat()
-    later = json.loads(edgetally("fleet", "query", "events", "--db", db, "--from", since,
-                                 "--json").stdout)
+    later = json.loads(
+        edgetally("fleet", "query", "events", "--db", db, "--from", since, "--json").stdout
+    )
     assert later == {"rows": []}

@@ -181,8 +181,9 @@ def test_a_twenty_second_run_gets_a_twenty_second_baseline() -> None:
     assert line.camera_hours * 3600 == pytest.approx(19.96)
     assert line.edge.covered_hours * 3600 == pytest.approx(19.96)
     grid = GridTable()
-    want = camera_hours(CameraSpec(3.0, 15), 19.96 / 3600, grid.get("WORLD"), grid.get("WORLD"),
-                        EnergyAssumptions())
+    want = camera_hours(
+        CameraSpec(3.0, 15), 19.96 / 3600, grid.get("WORLD"), grid.get("WORLD"), EnergyAssumptions()
+    )
     assert line.cloud.cloud_wh_attributional == pytest.approx(want.cloud_wh_attributional)
     assert line.cloud.cloud_wh_attributional == pytest.approx(0.25, rel=0.01)  # not 541 Wh
     (compared,) = obj(line.as_json())["compared"]
@@ -200,8 +201,10 @@ def test_only_the_time_both_the_camera_and_the_power_cover_is_compared() -> None
     assert later.basis == "aggregates" and later.camera_hours == 0
     assert later.cloud.cloud_wh_attributional == 0
     assert later.as_json()["ratio"] == {
-        "energy_attributional": 0.0, "energy_marginal": 0.0,
-        "gco2e_attributional": 0.0, "gco2e_marginal": 0.0,
+        "energy_attributional": 0.0,
+        "energy_marginal": 0.0,
+        "gco2e_attributional": 0.0,
+        "gco2e_marginal": 0.0,
     }
     # no aggregates that day at all: the power readings' time, for each configured camera
     two = DeviceSetup((CameraSpec(3.0), CameraSpec(2.0)))
@@ -235,11 +238,13 @@ def test_a_device_is_its_site_and_its_name() -> None:
     b = PowerRecord("cam1", "shopB", DAY, 60, 2.0, False, "estimate")
     days = edge_days([a, b])
     assert [(d.site, d.device, d.wh) for d in days] == [
-        ("shopA", "cam1", 1.0), ("shopB", "cam1", 2.0),
+        ("shopA", "cam1", 1.0),
+        ("shopB", "cam1", 2.0),
     ]
     ledger = [ledger_day(d, ONE_CAMERA, EnergyAssumptions(), GridTable()) for d in days]
     assert [(r["device"], r["site"]) for r in summarise(ledger, "device")] == [
-        ("cam1", "shopA"), ("cam1", "shopB"),
+        ("cam1", "shopA"),
+        ("cam1", "shopB"),
     ]
 
 
@@ -248,10 +253,15 @@ TEN = 10  # seconds: the buckets of the property test
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 40), st.integers(0, TEN)), min_size=1, max_size=30,
-             unique_by=lambda t: t[0]),
-    st.lists(st.tuples(st.integers(0, 400), st.integers(1, 60), st.sampled_from(["a", "b"])),
-             max_size=12),
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, TEN)),
+        min_size=1,
+        max_size=30,
+        unique_by=lambda t: t[0],
+    ),
+    st.lists(
+        st.tuples(st.integers(0, 400), st.integers(1, 60), st.sampled_from(["a", "b"])), max_size=12
+    ),
     st.floats(0.01, 24),
 )
 def test_compared_time_is_the_overlap_second_by_second(
@@ -266,8 +276,9 @@ def test_compared_time_is_the_overlap_second_by_second(
         return
     for source in sorted({s for _, _, s in spans}):
         seconds = {t for s, n, src in spans if src == source for t in range(s, s + n)}
-        want = sum(min(covered, len(seconds & set(range(i * TEN, i * TEN + TEN))))
-                   for i, covered in power)
+        want = sum(
+            min(covered, len(seconds & set(range(i * TEN, i * TEN + TEN)))) for i, covered in power
+        )
         (got,) = [c for c in objs(line.as_json()["compared"]) if c["camera"] == source]
         assert got["counted_hours"] * 3600 == pytest.approx(want)
         assert got["hours"] * 3600 == pytest.approx(min(want, cap * 3600))

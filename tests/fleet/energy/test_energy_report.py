@@ -55,10 +55,19 @@ def power(device: str, seq: int, minutes: int, watts: float, measured: bool) -> 
 
 def door(seq: int, hour: int) -> Aggregate:
     """box1's door camera counted this hour (a line and a zone, as a device sends them)."""
-    return Aggregate.model_validate({
-        "site": "paris", "device": "box1", "source": "door", "line": "entrance", "seq": seq,
-        "start": T0 + timedelta(hours=hour), "seconds": 3600, "in_count": 3, "out_count": 2,
-    })
+    return Aggregate.model_validate(
+        {
+            "site": "paris",
+            "device": "box1",
+            "source": "door",
+            "line": "entrance",
+            "seq": seq,
+            "start": T0 + timedelta(hours=hour),
+            "seconds": 3600,
+            "in_count": 3,
+            "out_count": 2,
+        }
+    )
 
 
 def fill(path: str) -> None:
@@ -162,21 +171,36 @@ def test_cli_energy_report(db: str, config: Path, tmp_path: Path) -> None:
 M0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
 
 
-def _reading(device: str, seq: int, minute: int, wh: float, mean_w: float, measured: bool,
-             source: str = "") -> PowerReading:
+def _reading(
+    device: str, seq: int, minute: int, wh: float, mean_w: float, measured: bool, source: str = ""
+) -> PowerReading:
     return PowerReading(
-        site=SiteId("s1"), device=DeviceId(device), seq=Seq(seq),
+        site=SiteId("s1"),
+        device=DeviceId(device),
+        seq=Seq(seq),
         source=source or ("rapl" if measured else "estimate"),
-        start=M0 + timedelta(minutes=minute), seconds=60, wh=wh, mean_w=mean_w,
+        start=M0 + timedelta(minutes=minute),
+        seconds=60,
+        wh=wh,
+        mean_w=mean_w,
         measured=measured,
     )
 
 
 def _counted(seq: int, minute: int, source: str, line: str) -> Aggregate:
-    return Aggregate.model_validate({
-        "site": "s1", "device": "d1", "source": source, "line": line, "seq": seq,
-        "start": M0 + timedelta(minutes=minute), "seconds": 60, "in_count": 1, "out_count": 0,
-    })
+    return Aggregate.model_validate(
+        {
+            "site": "s1",
+            "device": "d1",
+            "source": source,
+            "line": line,
+            "seq": seq,
+            "start": M0 + timedelta(minutes=minute),
+            "seconds": 60,
+            "in_count": 1,
+            "out_count": 0,
+        }
+    )
 
 
 def fill_minutes(path: str) -> None:
@@ -215,7 +239,9 @@ def test_camera_time_and_watts_from_the_store(store_db: str) -> None:
     try:
         spans = camera_spans(store, Filters())
         assert [(s.source, s.start.minute, s.seconds) for s in spans] == [
-            ("aisle", 5, 600.0), ("door", 0, 600.0), ("door", 20, 600.0),  # runs, merged
+            ("aisle", 5, 600.0),
+            ("door", 0, 600.0),
+            ("door", 20, 600.0),  # runs, merged
         ]
         report = report_from_store(store, Filters(), EnergyConfig())
         minutely = power_series(store, Filters(interval="minute"), group="device")
@@ -232,8 +258,7 @@ def test_camera_time_and_watts_from_the_store(store_db: str) -> None:
     assert days["d2"]["camera_hours"] * 3600 == pytest.approx(1800)
     assert days["d1"]["edge"]["measured_wh"] == pytest.approx(15 * 10 / 60)  # not + 1 Wh
     # watts per minute: the measurement wins its bucket; the last one 0.1 Wh over 30 s
-    rows = {(r[2], r[0].minute): dict(zip(minutely.columns, r, strict=True))
-            for r in minutely.rows}
+    rows = {(r[2], r[0].minute): dict(zip(minutely.columns, r, strict=True)) for r in minutely.rows}
     assert rows[("d1", 3)]["measured_w"] == pytest.approx(10)
     assert rows[("d1", 3)]["estimated_w"] == 0
     assert rows[("d1", 29)]["estimated_w"] == pytest.approx(12)
@@ -300,10 +325,21 @@ def test_the_same_database_and_config_give_the_same_figures_everywhere(
 
 
 def test_flags_set_the_defaults_and_bad_ones_are_one_line(db: str, tmp_path: Path) -> None:
-    capped = json.loads(edgetally(
-        "energy", "report", "--db", db, "--hours-per-day", "5", "--bitrate-mbps", "1.5",
-        "--accounting", "marginal", "--json",
-    ).stdout)
+    capped = json.loads(
+        edgetally(
+            "energy",
+            "report",
+            "--db",
+            db,
+            "--hours-per-day",
+            "5",
+            "--bitrate-mbps",
+            "1.5",
+            "--accounting",
+            "marginal",
+            "--json",
+        ).stdout
+    )
     assert capped["accounting"] == "marginal"
     for day in objs(capped["days"]):
         assert day["camera_hours"] == pytest.approx(5)  # box1's 12 counted, box2's 12 read
@@ -316,8 +352,10 @@ def test_flags_set_the_defaults_and_bad_ones_are_one_line(db: str, tmp_path: Pat
         (("--hours-per-day", "30"), "--hours-per-day must be in (0, 24], got 30"),
         (("--accounting", "both-ways"), "--accounting 'both-ways': use both, attributional"),
         (("--store-region", "Mars"), "--store-region: unknown grid region 'Mars'"),
-        (("--energy-config", str(bad_file)),
-         f"energy config {bad_file}: devices.box2.store_region: unknown grid region 'Atlantis'"),
+        (
+            ("--energy-config", str(bad_file)),
+            f"energy config {bad_file}: devices.box2.store_region: unknown grid region 'Atlantis'",
+        ),
     ):
         done = edgetally("energy", "report", "--db", db, *flags)
         assert done.returncode == 1, (flags, done.stderr)

@@ -135,8 +135,12 @@ def test_an_authenticated_json_body_is_bounded_and_uploads_keep_their_limit(
     model.write_bytes(os.urandom(3 * MIB))
     big = tmp_path / "big.bundle"
     create_bundle(
-        [model], private_key=load_private_key(fleet.keys[0]), out=big, name="big",
-        version="3", targets=[BundleTarget.parse("onnxruntime:fp32:sim")],
+        [model],
+        private_key=load_private_key(fleet.keys[0]),
+        out=big,
+        name="big",
+        version="3",
+        targets=[BundleTarget.parse("onnxruntime:fp32:sim")],
     )
     up = httpx.put(fleet.url + "/bundles", content=big.read_bytes(), headers=fleet.operator)
     assert up.status_code == 200, up.text
@@ -166,9 +170,7 @@ def test_the_fleet_serve_app_refuses_an_unauthenticated_body_before_reading_it(
     )
     with FleetServer(config, app_hooks=[echo_route]) as fleet:
         url = fleet.http_url
-        assert _status_before_the_body(url, "POST", "/echo", {}) == (
-            "HTTP/1.1 401 Unauthorized"
-        )
+        assert _status_before_the_body(url, "POST", "/echo", {}) == ("HTTP/1.1 401 Unauthorized")
         ok = httpx.post(url + "/echo", json={"text": "hi"}, headers=analyst)
         assert ok.status_code == 200 and ok.json() == {"text": "hi"}
         big = httpx.post(url + "/echo", content=_fifty_mb(), headers=analyst)

@@ -714,10 +714,13 @@ def test_energy_view_matches_the_api_and_marks_estimates(fleet: Fleet, browser: 
 
     # one device picked: its own watts, and the ledger of that device alone
     one = plans[1]
-    browser.goto(f"{fleet.open.url}/dashboard/#energy?site={one.site}&device={one.device}"
-                 f"&range=7&end={END_DAY.isoformat()}")
-    mine = fleet.get("/api/v1/power", interval="hour", group="device", device=one.device,
-                     site=one.site, **span)["rows"]
+    browser.goto(
+        f"{fleet.open.url}/dashboard/#energy?site={one.site}&device={one.device}"
+        f"&range=7&end={END_DAY.isoformat()}"
+    )
+    mine = fleet.get(
+        "/api/v1/power", interval="hour", group="device", device=one.device, site=one.site, **span
+    )["rows"]
     measured, estimated = browser.series("power")
     assert measured["points"] == [] and estimated["points"]
     _same(estimated["points"], _watts(mine, "estimated_w"))

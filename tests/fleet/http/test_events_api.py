@@ -48,12 +48,16 @@ def test_events_sum_per_bucket_and_kind(
         assert len(buckets) == 3  # 130 one-minute buckets span three hours
         t0 = min(a.start for a in aggs)
         one = queries.events(
-            store, Filters(device="dev-1", start=t0, end=t0 + timedelta(minutes=30),
-                           interval="minute"),
+            store,
+            Filters(device="dev-1", start=t0, end=t0 + timedelta(minutes=30), interval="minute"),
         )
-        want_minutes = {a.start.replace(tzinfo=None) for a in aggs if a.device == "dev-1"
-                        and a.start < t0 + timedelta(minutes=30)
-                        and (a.shelf_events or a.audio_events)}
+        want_minutes = {
+            a.start.replace(tzinfo=None)
+            for a in aggs
+            if a.device == "dev-1"
+            and a.start < t0 + timedelta(minutes=30)
+            and (a.shelf_events or a.audio_events)
+        }
         assert {row[0] for row in one.rows} == want_minutes
 
         client = TestClient(create_app(FleetContext(store=store)))

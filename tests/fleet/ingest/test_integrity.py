@@ -55,7 +55,12 @@ EPOCH = Epoch("00aa11bb22cc33dd")
 
 
 def agg(
-    site: str, device: str, seq: int, n_in: int, *, epoch: str | None = "00aa11bb22cc33dd",
+    site: str,
+    device: str,
+    seq: int,
+    n_in: int,
+    *,
+    epoch: str | None = "00aa11bb22cc33dd",
     minute: int | None = None,
 ) -> Aggregate:
     return Aggregate(
@@ -150,13 +155,28 @@ def test_a_conflicting_redelivery_keeps_the_first_and_is_recorded(store: Store) 
 
 def test_power_audio_and_shelf_conflicts_are_recorded(store: Store) -> None:
     power = PowerReading(
-        site=SiteId("shop"), device=DeviceId("cam1"), epoch=EPOCH, seq=Seq(0), source="rapl",
-        start=T0, seconds=60, wh=1.0, mean_w=60.0, measured=True,
+        site=SiteId("shop"),
+        device=DeviceId("cam1"),
+        epoch=EPOCH,
+        seq=Seq(0),
+        source="rapl",
+        start=T0,
+        seconds=60,
+        wh=1.0,
+        mean_w=60.0,
+        measured=True,
     )
     audio = AudioLevels(
-        site=SiteId("shop"), device=DeviceId("cam1"), source=SourceId("mic0"), epoch=EPOCH,
+        site=SiteId("shop"),
+        device=DeviceId("cam1"),
+        source=SourceId("mic0"),
+        epoch=EPOCH,
         seq=Seq(3),
-        start=T0, seconds=60, duration_s=60.0, leq_dbfs=-30.0, laeq_dbfs=-32.0,
+        start=T0,
+        seconds=60,
+        duration_s=60.0,
+        leq_dbfs=-30.0,
+        laeq_dbfs=-32.0,
     )
     r = store.write(IngestBatch(power=(power,), seen=seen(agg("shop", "cam1", 0, 0))))
     assert r.power_new == 1
@@ -179,39 +199,73 @@ def test_a_conflict_six_months_away_is_a_dead_letter_not_a_second_row(store: Sto
     far = timedelta(days=183)
     first = agg("shop", "cam1", 7, 3)
     power = PowerReading(
-        site=SiteId("shop"), device=DeviceId("cam1"), epoch=EPOCH, seq=Seq(0), source="rapl",
-        start=T0, seconds=60, wh=1.0, mean_w=60.0, measured=True,
+        site=SiteId("shop"),
+        device=DeviceId("cam1"),
+        epoch=EPOCH,
+        seq=Seq(0),
+        source="rapl",
+        start=T0,
+        seconds=60,
+        wh=1.0,
+        mean_w=60.0,
+        measured=True,
     )
     audio = AudioLevels(
-        site=SiteId("shop"), device=DeviceId("cam1"), source=SourceId("mic0"), epoch=EPOCH,
-        seq=Seq(3), start=T0, seconds=60, duration_s=60.0, leq_dbfs=-30.0, laeq_dbfs=-32.0,
+        site=SiteId("shop"),
+        device=DeviceId("cam1"),
+        source=SourceId("mic0"),
+        epoch=EPOCH,
+        seq=Seq(3),
+        start=T0,
+        seconds=60,
+        duration_s=60.0,
+        leq_dbfs=-30.0,
+        laeq_dbfs=-32.0,
         events={"dog": 1},
     )
     shelf = ShelfState(
-        site=SiteId("shop"), device=DeviceId("cam1"), source=SourceId("cam0"), epoch=EPOCH,
-        seq=Seq(4), start=T0, seconds=60,
-        facings=(FacingCounts(
-            region=CounterId("top"), facing=CounterId("f0"), restocked=1, empty_at_end=True,
-        ),),
+        site=SiteId("shop"),
+        device=DeviceId("cam1"),
+        source=SourceId("cam0"),
+        epoch=EPOCH,
+        seq=Seq(4),
+        start=T0,
+        seconds=60,
+        facings=(
+            FacingCounts(
+                region=CounterId("top"),
+                facing=CounterId("f0"),
+                restocked=1,
+                empty_at_end=True,
+            ),
+        ),
     )
     store.write(IngestBatch(aggregates=(first,), power=(power,), seen=seen(first)))
     write_sensors(store, SensorBatch(audio=(audio,), shelf=(shelf,)))
     later = {"start": T0 + far}
-    r = store.write(IngestBatch(
-        aggregates=(first.model_copy(update={**later, "in_count": 40}),),
-        power=(power.model_copy(update={**later, "wh": 9.0}),),
-    ))
+    r = store.write(
+        IngestBatch(
+            aggregates=(first.model_copy(update={**later, "in_count": 40}),),
+            power=(power.model_copy(update={**later, "wh": 9.0}),),
+        )
+    )
     assert (r.aggregates_new, r.power_new, r.conflicts) == (0, 0, 2)
-    s = write_sensors(store, SensorBatch(
-        audio=(audio.model_copy(update={**later, "leq_dbfs": -10.0}),),
-        shelf=(shelf.model_copy(update=later),),
-    ))
+    s = write_sensors(
+        store,
+        SensorBatch(
+            audio=(audio.model_copy(update={**later, "leq_dbfs": -10.0}),),
+            shelf=(shelf.model_copy(update=later),),
+        ),
+    )
     assert (s.audio_new, s.shelf_new, s.conflicts) == (0, 0, 2)
     # a redelivery of the first, six months before the other, is still a duplicate
     r = store.write(IngestBatch(aggregates=(first,)))
     assert (r.aggregates_new, r.aggregates_duplicate, r.conflicts) == (0, 1, 0)
     for table, message in (
-        ("aggregates", first), ("power", power), ("audio", audio), ("shelf", shelf)
+        ("aggregates", first),
+        ("power", power),
+        ("audio", audio),
+        ("shelf", shelf),
     ):
         rows = store.fetch(f"SELECT start FROM {table}").rows
         assert rows == [(message.start.replace(tzinfo=None),)], table
@@ -230,8 +284,16 @@ def test_a_conflict_delivered_again_counts_once(store: Store) -> None:
     one conflict; another conflicting content for the same key is a second."""
     first = agg("shop", "cam1", 7, 3)
     audio = AudioLevels(
-        site=SiteId("shop"), device=DeviceId("cam2"), source=SourceId("mic0"), epoch=EPOCH,
-        seq=Seq(3), start=T0, seconds=60, duration_s=60.0, leq_dbfs=-30.0, laeq_dbfs=-32.0,
+        site=SiteId("shop"),
+        device=DeviceId("cam2"),
+        source=SourceId("mic0"),
+        epoch=EPOCH,
+        seq=Seq(3),
+        start=T0,
+        seconds=60,
+        duration_s=60.0,
+        leq_dbfs=-30.0,
+        laeq_dbfs=-32.0,
     )
     store.write(IngestBatch(aggregates=(first,), seen=seen(first, agg("shop", "cam2", 0, 0))))
     write_sensors(store, SensorBatch(audio=(audio,)))
@@ -403,14 +465,16 @@ def publish(url: str, messages: list[tuple[str, bytes, bool]]) -> None:
 
 
 HOSTILE_TIMES = st.one_of(
-    st.sampled_from([
-        "0001-01-01T00:00:00+14:00",
-        "9999-12-31T23:00:00-05:00",
-        "9999-12-31T23:59:59.999999-23:59",
-        "0001-01-01T00:00:00-00:01",
-        "1970-01-01T00:00:00Z",
-        "2999-01-01T00:00:00Z",
-    ]),
+    st.sampled_from(
+        [
+            "0001-01-01T00:00:00+14:00",
+            "9999-12-31T23:00:00-05:00",
+            "9999-12-31T23:59:59.999999-23:59",
+            "0001-01-01T00:00:00-00:01",
+            "1970-01-01T00:00:00Z",
+            "2999-01-01T00:00:00Z",
+        ]
+    ),
     st.builds(
         lambda d, h, m: f"{d.isoformat()}{'+' if h >= 0 else '-'}{abs(h):02d}:{m:02d}",
         st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59)),
@@ -420,8 +484,9 @@ HOSTILE_TIMES = st.one_of(
 )
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -456,10 +521,13 @@ def test_no_message_stops_ingest(mosquitto: Any, tmp_path: Path) -> None:
             n = next(seq)
             good = agg("shop", "probe", n, 1, minute=n % 1000)
             before = fleet.counters().aggregates_new
-            send(client, [
-                (f"edgetally/v1/shop/cam1/{kind}", hostile, retain),
-                (topic_for("shop", "probe", "agg"), to_json(good), False),
-            ])
+            send(
+                client,
+                [
+                    (f"edgetally/v1/shop/cam1/{kind}", hostile, retain),
+                    (topic_for("shop", "probe", "agg"), to_json(good), False),
+                ],
+            )
             assert fleet.ingestor.wait_until(lambda k: k.aggregates_new > before, 10), (
                 f"ingest stopped after {hostile[:120]!r} on {kind}"
             )
@@ -558,9 +626,9 @@ def test_devices_end_to_end_identity_reset_and_conflict(
         assert fleet.ingestor.wait_until(lambda k: k.conflicts >= 1, 30)
         k = fleet.counters()
         assert (k.aggregates_new, k.conflicts, k.lost, k.loop_errors) == (17, 1, 0, 0)
-        rows = httpx.get(
-            f"{fleet.http_url}/api/v1/traffic", params={"interval": "day"}
-        ).json()["rows"]
+        rows = httpx.get(f"{fleet.http_url}/api/v1/traffic", params={"interval": "day"}).json()[
+            "rows"
+        ]
         got: dict[tuple[str, str], int] = {}
         for r in rows:
             got[(r["site"], r["device"])] = got.get((r["site"], r["device"]), 0) + r["in"]
@@ -576,13 +644,9 @@ def test_devices_end_to_end_identity_reset_and_conflict(
 def test_the_fleets_window_is_configurable(mosquitto: Any, tmp_path: Path) -> None:
     from edgetally.models.wire import TimeWindow
 
-    old = agg("shop", "cam1", 0, 7).model_copy(
-        update={"start": datetime(1995, 3, 1, tzinfo=UTC)}
-    )
+    old = agg("shop", "cam1", 0, 7).model_copy(update={"start": datetime(1995, 3, 1, tzinfo=UTC)})
     window = TimeWindow(earliest=datetime(1990, 1, 1, tzinfo=UTC))
-    config = FleetConfig.of(
-        mosquitto.url, str(tmp_path / "f.duckdb"), "127.0.0.1:0", window=window
-    )
+    config = FleetConfig.of(mosquitto.url, str(tmp_path / "f.duckdb"), "127.0.0.1:0", window=window)
     with FleetServer(config) as fleet:
         publish(mosquitto.url, [(topic_for("shop", "cam1", "agg"), to_json(old), False)])
         assert fleet.ingestor.wait_until(lambda k: k.processed >= 1, 15)
@@ -596,9 +660,20 @@ def test_the_serve_command_takes_the_window(tmp_path: Path) -> None:
     import sys
 
     bad = subprocess.run(
-        [sys.executable, "-m", "edgetally", "fleet", "serve", "--db", str(tmp_path / "f.db"),
-         "--earliest", "not-a-date"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "fleet",
+            "serve",
+            "--db",
+            str(tmp_path / "f.db"),
+            "--earliest",
+            "not-a-date",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert bad.returncode != 0 and "--earliest" in bad.stderr
 
@@ -631,9 +706,9 @@ def test_a_write_that_breaks_unexpectedly_dead_letters_only_its_message(
     ingestor.start()
     try:
         messages = [agg("shop", "cam1", s, 13 if s == 2 else 1) for s in range(5)]
-        publish(mosquitto.url, [
-            (topic_for("shop", "cam1", "agg"), to_json(m), False) for m in messages
-        ])
+        publish(
+            mosquitto.url, [(topic_for("shop", "cam1", "agg"), to_json(m), False) for m in messages]
+        )
         assert ingestor.wait_until(lambda k: k.processed >= 5, 30)
         k = ingestor.counters()
         assert (k.processed, k.aggregates_new, k.dead_letters, k.lost) == (5, 4, 1, 0)

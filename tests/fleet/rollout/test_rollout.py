@@ -159,8 +159,11 @@ def test_a_rollback_bundle_is_announced_as_one(tmp_path: Path) -> None:
     keys = generate_keypair(tmp_path / "keys")
     sent: list[bytes] = []
     service = RolloutService(
-        tmp_path / "fleet", load_private_key(keys[0]), publish=lambda t, p: sent.append(p),
-        devices=lambda: ["s/d"], bundle_url=lambda sha: f"http://fleet/bundles/{sha}",
+        tmp_path / "fleet",
+        load_private_key(keys[0]),
+        publish=lambda t, p: sent.append(p),
+        devices=lambda: ["s/d"],
+        bundle_url=lambda sha: f"http://fleet/bundles/{sha}",
     )
     plain = service.add_bundle(make_bundle(tmp_path, keys[0], "v5", version="5"))
     back = service.add_bundle(make_bundle(tmp_path, keys[0], "v4r", version="4", rollback_of="5"))

@@ -34,25 +34,34 @@ def test_one_process_runs_rollouts_and_every_api_process_reads_them(
 
     def config(client: str, rollouts: bool) -> FleetConfig:
         return FleetConfig.of(
-            mosquitto.url, pg_url, "127.0.0.1:0", role="api", client_id=client,
-            tokens_file=str(tokens), fleet_key=str(private),
-            rollouts_dir=str(tmp_path / client) if rollouts else None, rollout_tick_s=0.2,
+            mosquitto.url,
+            pg_url,
+            "127.0.0.1:0",
+            role="api",
+            client_id=client,
+            tokens_file=str(tokens),
+            fleet_key=str(private),
+            rollouts_dir=str(tmp_path / client) if rollouts else None,
+            rollout_tick_s=0.2,
         )
 
-    with FleetServer(config("api-a", True)) as runner, FleetServer(
-        config("api-b", False)
-    ) as reader:
+    with (
+        FleetServer(config("api-a", True)) as runner,
+        FleetServer(config("api-b", False)) as reader,
+    ):
         with pytest.raises(RolloutError, match="already run in another fleet process"):
             FleetServer(config("api-c", True)).start()
         _announce(mosquitto, ["d0", "d1"])
         assert runner.ingestor.wait_until(lambda c: c.statuses >= 2, 20)
         bundle = make_bundle(tmp_path, private, "v2")
-        up = httpx.put(
-            runner.http_url + "/bundles", content=bundle.read_bytes(), headers=operator
-        )
+        up = httpx.put(runner.http_url + "/bundles", content=bundle.read_bytes(), headers=operator)
         assert up.status_code == 200, up.text
-        body = {"bundle_sha256": up.json()["sha256"], "selector": "shop/*",
-                "stages": "100%", "report_timeout_s": 0.3}
+        body = {
+            "bundle_sha256": up.json()["sha256"],
+            "selector": "shop/*",
+            "stages": "100%",
+            "report_timeout_s": 0.3,
+        }
         created = httpx.post(runner.http_url + "/rollouts", json=body, headers=operator)
         assert created.status_code == 200, created.text
         rollout_id = created.json()["id"]

@@ -322,9 +322,7 @@ def test_answers_built_from_columns_equal_the_python_rows(
         table = queries.run_named(store, name, f)
         assert table.arrow is not None and len(table) > 0
         rows = Table(table.columns, list(table.rows))  # the same rows, without Arrow
-        assert json.loads(to_json(table)) == json.loads(to_json(rows)) == {
-            "rows": to_records(rows)
-        }
+        assert json.loads(to_json(table)) == json.loads(to_json(rows)) == {"rows": to_records(rows)}
         got = pq.read_table(io.BytesIO(to_parquet(table)))
         assert got.to_pylist() == pq.read_table(io.BytesIO(to_parquet(rows))).to_pylist()
         assert got.schema.field("bucket").type == pa.timestamp("us", tz="UTC")
@@ -441,14 +439,17 @@ def test_columnar_fetch_keeps_every_value(store_db: str) -> None:
         )
         for text, params in (
             (values, ()),
-            ("SELECT device, sum(in_count) AS s FROM aggregates WHERE device = ? GROUP BY 1",
-             ("nobody",)),  # empty, and a numeric sum on PostgreSQL
+            (
+                "SELECT device, sum(in_count) AS s FROM aggregates WHERE device = ? GROUP BY 1",
+                ("nobody",),
+            ),  # empty, and a numeric sum on PostgreSQL
             ("SELECT CAST(sum(in_count) AS DECIMAL(10, 2)) AS d FROM aggregates", ()),
         ):
             got = store.fetch_arrow(text, params)
             want = store.fetch(text, params)
             assert got.columns == want.columns
-            assert [tuple(float(v) if isinstance(v, Decimal) else v for v in row)
-                    for row in want.rows] == got.rows
+            assert [
+                tuple(float(v) if isinstance(v, Decimal) else v for v in row) for row in want.rows
+            ] == got.rows
     finally:
         store.close()

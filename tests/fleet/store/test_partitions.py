@@ -62,8 +62,15 @@ def _aggregates(days: int = 100, devices: int = 3) -> list[Aggregate]:
 def _power() -> list[PowerReading]:
     return [
         PowerReading(
-            site=SiteId("site-0"), device=DeviceId("dev-0"), seq=Seq(10_000 + i), source="rapl",
-            start=T0 + timedelta(days=10 * i), seconds=900, wh=0.5, mean_w=2.0, measured=True,
+            site=SiteId("site-0"),
+            device=DeviceId("dev-0"),
+            seq=Seq(10_000 + i),
+            source="rapl",
+            start=T0 + timedelta(days=10 * i),
+            seconds=900,
+            wh=0.5,
+            mean_w=2.0,
+            measured=True,
         )
         for i in range(10)
     ]
@@ -73,20 +80,34 @@ def _sensors(days: int = 100) -> SensorBatch:
     """One audio and one shelf message (two facings) a day from 20 January 2024."""
     audio = tuple(
         AudioLevels(
-            site=SiteId("site-0"), device=DeviceId("mic-0"), source=SourceId("mic0"),
-            seq=Seq(i), start=T0 + timedelta(days=i), seconds=900, duration_s=900.0,
-            leq_dbfs=-30.0 - i % 7, laeq_dbfs=-32.0 - i % 7, events={"dog": i % 3},
+            site=SiteId("site-0"),
+            device=DeviceId("mic-0"),
+            source=SourceId("mic0"),
+            seq=Seq(i),
+            start=T0 + timedelta(days=i),
+            seconds=900,
+            duration_s=900.0,
+            leq_dbfs=-30.0 - i % 7,
+            laeq_dbfs=-32.0 - i % 7,
+            events={"dog": i % 3},
         )
         for i in range(days)
     )
     shelf = tuple(
         ShelfState(
-            site=SiteId("site-1"), device=DeviceId("shelf-0"), source=SourceId("cam0"),
-            seq=Seq(i), start=T0 + timedelta(days=i), seconds=900,
+            site=SiteId("site-1"),
+            device=DeviceId("shelf-0"),
+            source=SourceId("cam0"),
+            seq=Seq(i),
+            start=T0 + timedelta(days=i),
+            seconds=900,
             facings=tuple(
                 FacingCounts(
-                    region=CounterId("top"), facing=CounterId(f"f{f}"),
-                    facing_empty=(i + f) % 2, restocked=i % 3, empty_at_end=f == 0,
+                    region=CounterId("top"),
+                    facing=CounterId(f"f{f}"),
+                    facing_empty=(i + f) % 2,
+                    restocked=i % 3,
+                    empty_at_end=f == 0,
                 )
                 for f in range(2)
             ),
@@ -145,13 +166,15 @@ def test_a_store_of_the_plain_schema_is_partitioned_on_open(pg_url: str) -> None
         conn.execute("ALTER TABLE devices DROP COLUMN status_rank")  # (added since)
         conn.execute("CREATE INDEX aggregates_start ON aggregates (start)")
         for table, columns in (
-            ("aggregates", staged.aggregates), ("events", staged.events),
+            ("aggregates", staged.aggregates),
+            ("events", staged.events),
             ("power", staged.power),
         ):
             names = list(columns)
-            with conn.cursor() as cur, cur.copy(
-                f"COPY {table} ({', '.join(names)}) FROM STDIN"
-            ) as copy:
+            with (
+                conn.cursor() as cur,
+                cur.copy(f"COPY {table} ({', '.join(names)}) FROM STDIN") as copy,
+            ):
                 for row in zip(*(columns[n] for n in names), strict=True):
                     copy.write_row(row)
     assert _relkind(pg_url, "aggregates") == "r"
@@ -167,9 +190,7 @@ def test_a_store_of_the_plain_schema_is_partitioned_on_open(pg_url: str) -> None
             t: store.fetch(f"SELECT count(*) FROM {t}").rows[0][0]
             for t in ("aggregates", "events", "power")
         }
-        assert counts == {
-            "aggregates": len(aggs), "events": len(staged.events["seq"]), "power": 10
-        }
+        assert counts == {"aggregates": len(aggs), "events": len(staged.events["seq"]), "power": 10}
         assert _answers(store) == _answers(reference)
         # the keys still keep redeliveries out, in every month
         again = store.write(batch)
@@ -216,7 +237,8 @@ def test_plain_audio_and_shelf_tables_are_partitioned_on_open_rows_kept(pg_url: 
         with psycopg.connect(pg_url, autocommit=True) as conn:
             assert _sensor_rows(conn) == before
             indexes = {
-                str(r[0]) for r in conn.execute(
+                str(r[0])
+                for r in conn.execute(
                     "SELECT indexname FROM pg_indexes WHERE tablename IN ('audio', 'shelf')"
                 ).fetchall()
             }
@@ -308,10 +330,12 @@ def test_a_worker_storing_a_device_waits_for_another_storing_the_same(
 
             def waits_for_the_device() -> bool:
                 with psycopg.connect(pg_url, autocommit=True) as conn:
-                    return bool(conn.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND datname = current_database()"
-                    ).fetchone()[0])  # type: ignore[index]
+                    return bool(
+                        conn.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND datname = current_database()"
+                        ).fetchone()[0]
+                    )  # type: ignore[index]
 
             assert wait(waits_for_the_device, 30)
             worker.commit()

@@ -29,9 +29,17 @@ T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
 def levels(seq: int, minute: int, leq: float, dur: float = 60.0, **kw: object) -> AudioLevels:
     base: dict[str, object] = dict(
-        site="shop-1", device="dev-1", source="mic0", seq=seq,
-        start=T0 + timedelta(minutes=minute), seconds=60, duration_s=dur, leq_dbfs=leq,
-        laeq_dbfs=leq - 3.0, speech_ratio=0.1 * (seq % 5), events={"dog": seq % 3},
+        site="shop-1",
+        device="dev-1",
+        source="mic0",
+        seq=seq,
+        start=T0 + timedelta(minutes=minute),
+        seconds=60,
+        duration_s=dur,
+        leq_dbfs=leq,
+        laeq_dbfs=leq - 3.0,
+        speech_ratio=0.1 * (seq % 5),
+        events={"dog": seq % 3},
     )
     base.update(kw)
     return AudioLevels.model_validate(base)
@@ -39,12 +47,20 @@ def levels(seq: int, minute: int, leq: float, dur: float = 60.0, **kw: object) -
 
 def state(seq: int, minute: int, empty: int, end: bool) -> ShelfState:
     return ShelfState(
-        site=SiteId("shop-1"), device=DeviceId("dev-1"), source=SourceId("cam0"), seq=Seq(seq),
-        start=T0 + timedelta(minutes=minute), seconds=60,
+        site=SiteId("shop-1"),
+        device=DeviceId("dev-1"),
+        source=SourceId("cam0"),
+        seq=Seq(seq),
+        start=T0 + timedelta(minutes=minute),
+        seconds=60,
         facings=(
             FacingCounts(
-                region=CounterId("top"), facing=CounterId("f0"),
-                facing_empty=empty, restocked=1, product_taken=2, empty_at_end=end,
+                region=CounterId("top"),
+                facing=CounterId("f0"),
+                facing_empty=empty,
+                restocked=1,
+                product_taken=2,
+                empty_at_end=end,
             ),
             FacingCounts(region=CounterId("top"), facing=CounterId("f1"), empty_at_end=False),
         ),
@@ -95,7 +111,8 @@ def test_write_is_idempotent_and_queries_answer(store_db: str) -> None:
         ).rows
         assert [(f, e, int(n)) for f, e, n in events] == [
             ("audio", "dog", sum(m.events.get("dog", 0) for m in loud)),
-            ("shelf", "facing_empty", 5), ("shelf", "product_taken", 20),
+            ("shelf", "facing_empty", 5),
+            ("shelf", "product_taken", 20),
             ("shelf", "restocked", 10),
         ]
     finally:
@@ -120,7 +137,8 @@ def test_ingest_sorts_kinds_and_dead_letters_malformed() -> None:
     batch, sensors, ignored = ingest.build_batch(items)
     assert ignored == 0 and len(sensors.audio) == 1 and len(sensors.shelf) == 1
     assert [d.reason.split(":")[0] for d in batch.dead] == [
-        "invalid AudioLevels payload", "invalid ShelfState payload",
+        "invalid AudioLevels payload",
+        "invalid ShelfState payload",
         "invalid AudioLevels payload",
     ]
     assert "image" in batch.dead[1].reason

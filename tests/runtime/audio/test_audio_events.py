@@ -150,8 +150,7 @@ def test_waveform_model_with_dynamic_length_in_a_file(tmp_path: Path, kind: str)
     clf = ModelClassifier(model, cmap, window_seconds=0.5)
     assert clf.window == 8000
     x = np.concatenate(
-        [np.zeros(RATE, np.float32), _tone(440.0, RATE, 0.5), np.zeros(RATE, np.float32)]
-        * 2
+        [np.zeros(RATE, np.float32), _tone(440.0, RATE, 0.5), np.zeros(RATE, np.float32)] * 2
     )
     path = tmp_path / "bursts.wav"
     soundfile.write(path, x, RATE)
@@ -184,8 +183,21 @@ def test_cli_analyze_json_with_classifier(tmp_path: Path, kind: str) -> None:
     model, cmap = _logmel_twin(kind, tmp_path)
     result = CliRunner().invoke(
         build_app(),
-        ["audio", "analyze", str(wav), "--bucket-seconds", "1.95", "--json", "--no-vad",
-         "--classifier", str(model), "--class-map", str(cmap), "--event-threshold", "0.6"],
+        [
+            "audio",
+            "analyze",
+            str(wav),
+            "--bucket-seconds",
+            "1.95",
+            "--json",
+            "--no-vad",
+            "--classifier",
+            str(model),
+            "--class-map",
+            str(cmap),
+            "--event-threshold",
+            "0.6",
+        ],
     )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
@@ -198,8 +210,21 @@ def test_cli_analyze_json_with_classifier(tmp_path: Path, kind: str) -> None:
 def _cli_events(wav: Path, model: Path, cmap: Path) -> list[dict[str, int]]:
     result = CliRunner().invoke(
         build_app(),
-        ["audio", "analyze", str(wav), "--bucket-seconds", "3", "--json", "--no-vad",
-         "--classifier", str(model), "--class-map", str(cmap), "--event-threshold", "0.6"],
+        [
+            "audio",
+            "analyze",
+            str(wav),
+            "--bucket-seconds",
+            "3",
+            "--json",
+            "--no-vad",
+            "--classifier",
+            str(model),
+            "--class-map",
+            str(cmap),
+            "--event-threshold",
+            "0.6",
+        ],
     )
     assert result.exit_code == 0, result.output
     return [r["events"] for r in json.loads(result.output)]
@@ -209,9 +234,14 @@ def test_cli_tflite_counts_the_same_events_as_the_onnx_twin(tmp_path: Path) -> N
     """Hums and whistles of different lengths and levels, with gaps of silence and noise."""
     rng = np.random.default_rng(3)
     pieces = [
-        _tone(300.0, 2 * WINDOW), np.zeros(WINDOW, np.float32), _tone(250.0, WINDOW, 0.05),
-        _tone(5000.0, 3 * WINDOW), (0.001 * rng.standard_normal(WINDOW)).astype(np.float32),
-        _tone(6000.0, WINDOW, 0.9), np.zeros(WINDOW, np.float32), _tone(400.0, WINDOW),
+        _tone(300.0, 2 * WINDOW),
+        np.zeros(WINDOW, np.float32),
+        _tone(250.0, WINDOW, 0.05),
+        _tone(5000.0, 3 * WINDOW),
+        (0.001 * rng.standard_normal(WINDOW)).astype(np.float32),
+        _tone(6000.0, WINDOW, 0.9),
+        np.zeros(WINDOW, np.float32),
+        _tone(400.0, WINDOW),
     ]
     wav = tmp_path / "mix.wav"
     soundfile.write(wav, np.concatenate(pieces), RATE)
@@ -252,9 +282,22 @@ def test_corrupt_tflite_is_a_one_line_error(tmp_path: Path) -> None:
     wav = tmp_path / "s.wav"
     soundfile.write(wav, np.zeros(RATE, np.float32), RATE)
     out = subprocess.run(
-        [sys.executable, "-m", "edgetally", "audio", "analyze", str(wav), "--no-vad",
-         "--classifier", str(bad), "--class-map", str(DATA / "tiny_logmel.csv")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "audio",
+            "analyze",
+            str(wav),
+            "--no-vad",
+            "--classifier",
+            str(bad),
+            "--class-map",
+            str(DATA / "tiny_logmel.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 1, out.stderr
     assert out.stderr.startswith(f"edgetally: error: cannot load classifier {bad}")
@@ -291,8 +334,18 @@ def test_a_backend_that_cannot_run_the_classifier_is_a_one_line_error(tmp_path: 
     soundfile.write(wav, np.zeros(RATE, np.float32), RATE)
     result = CliRunner().invoke(
         build_app(),
-        ["audio", "analyze", str(wav), "--no-vad", "--classifier", str(model),
-         "--class-map", str(cmap), "--classifier-backend", "onnxruntime"],
+        [
+            "audio",
+            "analyze",
+            str(wav),
+            "--no-vad",
+            "--classifier",
+            str(model),
+            "--class-map",
+            str(cmap),
+            "--classifier-backend",
+            "onnxruntime",
+        ],
     )
     assert isinstance(result.exception, AudioError)
     assert "backend onnxruntime cannot run tflite" in str(result.exception)

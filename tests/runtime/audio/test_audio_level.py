@@ -73,9 +73,7 @@ def test_white_noise_laeq_matches_integral_of_the_curve() -> None:
     f = np.linspace(1.0, RATE / 2, 200_000)
     mean_gain = float(np.mean(10 ** (a_weighting_db(f) / 10)))
     assert meter.leq_dbfs() == pytest.approx(10 * math.log10(2 * sigma**2), abs=0.1)
-    assert meter.laeq_dbfs() == pytest.approx(
-        10 * math.log10(2 * sigma**2 * mean_gain), abs=0.5
-    )
+    assert meter.laeq_dbfs() == pytest.approx(10 * math.log10(2 * sigma**2 * mean_gain), abs=0.5)
 
 
 def test_pink_noise_is_weighted_less_than_white() -> None:

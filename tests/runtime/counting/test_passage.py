@@ -93,8 +93,9 @@ def test_a_box_cut_by_the_border_keeps_its_whole_size() -> None:
     for i in range(30):
         top = 300 + 5 * i
         box = np.array([[200, top, 240, min(top + 100, 480)]], np.float32)
-        tracks = tracker.update(Detections(box, np.array([0.9], np.float32),
-                                           np.zeros(1, np.int32)), i / FPS, bounds)
+        tracks = tracker.update(
+            Detections(box, np.array([0.9], np.float32), np.zeros(1, np.int32)), i / FPS, bounds
+        )
         feet += [tr.foot[1] for tr in tracks]
     assert feet[0] == 400
     # Without the correction the foot would stop at the border (480); it keeps moving.

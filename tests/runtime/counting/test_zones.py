@@ -46,8 +46,11 @@ class Frames:
 def count_walk(feet: Sequence[tuple[int, int]]) -> tuple[Any, list[FrameResult]]:
     pipeline = build_pipeline(cast(Detector, BlobDetector()), zones=[ZONE], gate=False)
     results: list[FrameResult] = []
-    report = run_count(Frames([painted([f]) for f in feet]), pipeline,
-                       lambda _frame, result: results.append(result))
+    report = run_count(
+        Frames([painted([f]) for f in feet]),
+        pipeline,
+        lambda _frame, result: results.append(result),
+    )
     return report, results
 
 
@@ -109,8 +112,9 @@ def test_occupancy_is_over_every_frame_the_skipped_ones_holding_the_visits() -> 
     assert summary.visits == 1  # the other zone's entry is not this zone's
     assert summary.frames == 6
     assert summary.occupancy_mean == 7 / 6 and summary.occupancy_max == 3
-    summary.add_dwells([Dwell(ZoneId("z"), TrackId(1), 2.0, at(5)),
-                        Dwell(ZoneId("other"), TrackId(2), 9.0, at(5))])
+    summary.add_dwells(
+        [Dwell(ZoneId("z"), TrackId(1), 2.0, at(5)), Dwell(ZoneId("other"), TrackId(2), 9.0, at(5))]
+    )
     assert summary.dwells == [2.0]
 
 
@@ -126,7 +130,8 @@ def test_the_tracker_says_which_visits_began() -> None:
     n, began, ended = zone.update((person(2, 50, 50), person(1, 60, 50)), at(0), live)
     assert n == 2 and ended == []
     assert [(e.zone_id, e.track_id, e.timestamp) for e in began] == [
-        ("z", 1, at(0)), ("z", 2, at(0))
+        ("z", 1, at(0)),
+        ("z", 2, at(0)),
     ]
     n, began, ended = zone.update((person(1, 61, 50), person(2, 51, 50)), at(1), live)
     assert (n, began, ended) == (2, [], [])  # still inside: no new visit

@@ -66,10 +66,18 @@ def _best_matching(counted: list[Event], truth: list[Event], tol: float) -> int:
 def test_the_greedy_matching_is_the_largest_one() -> None:
     rng = random.Random(7)
     for _ in range(300):
-        truth = ev(*[(round(rng.uniform(0, 6), 1), rng.choice(["in", "out"]))
-                     for _ in range(rng.randint(0, 4))])
-        counted = ev(*[(round(rng.uniform(0, 6), 1), rng.choice(["in", "out"]))
-                       for _ in range(rng.randint(0, 4))])
+        truth = ev(
+            *[
+                (round(rng.uniform(0, 6), 1), rng.choice(["in", "out"]))
+                for _ in range(rng.randint(0, 4))
+            ]
+        )
+        counted = ev(
+            *[
+                (round(rng.uniform(0, 6), 1), rng.choice(["in", "out"]))
+                for _ in range(rng.randint(0, 4))
+            ]
+        )
         score = match_events(counted, truth, 1.0)
         assert score.tp == _best_matching(counted, truth, 1.0), (counted, truth)
         assert score.tp + score.fp == len(counted) and score.tp + score.fn == len(truth)
@@ -101,10 +109,14 @@ def test_truth_from_mot_boxes_has_times_and_directions() -> None:
 
 def test_a_reference_file_as_the_issue_gives_it(tmp_path: Path) -> None:
     path = tmp_path / "ref.json"
-    path.write_text(json.dumps({
-        "line": [200, 140, 200, 300],
-        "events": [{"t": 20.7, "dir": "out"}, {"t": 18.4, "dir": "in"}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "line": [200, 140, 200, 300],
+                "events": [{"t": 20.7, "dir": "out"}, {"t": 18.4, "dir": "in"}],
+            }
+        )
+    )
     (ref,) = read_reference(path)
     assert ref.line == (200, 140, 200, 300) and ref.text == "200,140,200,300"
     assert ref.events == (Event(18.4, "in"), Event(20.7, "out"))  # in time order
@@ -135,8 +147,8 @@ def test_count_events_lines_are_a_reference_grouped_by_line(tmp_path: Path) -> N
         ('{"line": [1, 2, 3], "events": []}', "four numbers"),
         ('{"line": [1, 2, 3, 4], "events": {}}', "must be a list"),
         ('{"line": [1, 2, 3, 4], "events": [{"t": -1, "dir": "in"}]}', "event 1"),
-        ('{"line": [1, 2, 3, 4], "events": [{"t": 1, "dir": "up"}]}', "\"in\" or \"out\""),
-        ('{"events": []}', "\"line\" and \"events\""),
+        ('{"line": [1, 2, 3, 4], "events": [{"t": 1, "dir": "up"}]}', '"in" or "out"'),
+        ('{"events": []}', '"line" and "events"'),
     ],
 )
 def test_a_bad_reference_names_the_problem(tmp_path: Path, text: str, words: str) -> None:
@@ -172,8 +184,13 @@ def zone_row(
     t: float, event: str, track: int | None, zone: list[int] = SQUARE
 ) -> dict[str, object]:
     """A zone row as ``count --events`` writes it."""
-    row: dict[str, object] = {"t": t, "frame": round(t * 25), "zone": zone, "zone_id": "zone1",
-                              "event": event}
+    row: dict[str, object] = {
+        "t": t,
+        "frame": round(t * 25),
+        "zone": zone,
+        "zone_id": "zone1",
+        "event": event,
+    }
     if track is not None:
         row["track"] = track
     return row
@@ -186,10 +203,14 @@ def write_rows(path: Path, rows: list[dict[str, object]]) -> Path:
 
 def test_a_zone_reference_as_the_readme_gives_it(tmp_path: Path) -> None:
     path = tmp_path / "visits.json"
-    path.write_text(json.dumps({
-        "zone": SQUARE,
-        "visits": [{"t": 9.5, "exit_t": 12.0}, {"t": 1.5}, {"t": 3, "exit_t": None}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "zone": SQUARE,
+                "visits": [{"t": 9.5, "exit_t": 12.0}, {"t": 1.5}, {"t": 3, "exit_t": None}],
+            }
+        )
+    )
     (ref,) = read_zone_reference(path)
     assert ref.zone == tuple(float(v) for v in SQUARE)
     assert ref.text == "100,150,200,150,200,230,100,230"
@@ -251,11 +272,11 @@ def test_a_crossing_reader_skips_the_zone_rows(tmp_path: Path) -> None:
         ('{"zone": [1, 2, 3, 4, 5, "x"], "visits": []}', "at least 3 points"),
         ('{"zone": [0, 0, 9, 0, 9, 9], "visits": {}}', "must be a list"),
         ('{"zone": [0, 0, 9, 0, 9, 9], "visits": [1.5]}', "visit 1"),
-        ('{"zone": [0, 0, 9, 0, 9, 9], "visits": [{"t": -1}]}', "\"t\" must be seconds"),
+        ('{"zone": [0, 0, 9, 0, 9, 9], "visits": [{"t": -1}]}', '"t" must be seconds'),
         ('{"zone": [0, 0, 9, 0, 9, 9], "visits": [{"t": 5, "exit_t": 4}]}', "before its entry"),
-        ('{"zone": [0, 0, 9, 0, 9, 9]}', "\"zone\" and \"visits\""),
-        ('{"t": 1, "zone": [0, 0, 9, 0, 9, 9], "event": "in"}\n{"t": 2}', "\"enter\""),
-        ('{"t": "x", "zone": [0, 0, 9, 0, 9, 9], "event": "enter"}\n\n', "\"t\""),
+        ('{"zone": [0, 0, 9, 0, 9, 9]}', '"zone" and "visits"'),
+        ('{"t": 1, "zone": [0, 0, 9, 0, 9, 9], "event": "in"}\n{"t": 2}', '"enter"'),
+        ('{"t": "x", "zone": [0, 0, 9, 0, 9, 9], "event": "enter"}\n\n', '"t"'),
     ],
 )
 def test_a_bad_zone_reference_names_the_problem(tmp_path: Path, text: str, words: str) -> None:

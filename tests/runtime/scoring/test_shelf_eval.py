@@ -43,17 +43,22 @@ def test_proposer_finds_a_dark_empty_gap_among_products(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
     cv2.imwrite(str(tmp_path / "images" / "s.png"), img)
-    (tmp_path / "labels" / "s.txt").write_text(
-        f"0 {140 / 300} {105 / 200} {80 / 300} {90 / 200}\n"
-    )
+    (tmp_path / "labels" / "s.txt").write_text(f"0 {140 / 300} {105 / 200} {80 / 300} {90 / 200}\n")
     [score] = evaluate(tmp_path, {"dark-blob": DarkBlobGapProposer()})
     assert (score.truths, score.true_positives) == (1, 1)
     assert score.precision == 1.0 and score.f1 == 1.0
 
 
 def test_config_errors_point_at_the_key(tmp_path: Path) -> None:
-    good = {"regions": [{"id": "r", "polygon": [[0, 0], [9, 0], [9, 9]],
-                         "facings": [{"id": "a", "polygon": [[0, 0], [5, 0], [5, 5], [0, 5]]}]}]}
+    good = {
+        "regions": [
+            {
+                "id": "r",
+                "polygon": [[0, 0], [9, 0], [9, 9]],
+                "facings": [{"id": "a", "polygon": [[0, 0], [5, 0], [5, 5], [0, 5]]}],
+            }
+        ]
+    }
     assert parse_config(good).facings[0].bbox == (0, 0, 5, 5)
     bad = json.loads(json.dumps(good))
     bad["regions"][0]["facings"][0]["polygon"] = [[0, 0], [1, 1]]

@@ -39,10 +39,13 @@ T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
 def _camera_shelf(**scorer: object) -> ShelfConfig:
     """The scene's shelf as a device config's camera holds it, with scorer keys added."""
-    cfg = parse_config({
-        "site": "s", "device": "d",
-        "cameras": [{"id": "c", "source": "v.mp4", "shelf": {**scene_config_data(), **scorer}}],
-    })
+    cfg = parse_config(
+        {
+            "site": "s",
+            "device": "d",
+            "cameras": [{"id": "c", "source": "v.mp4", "shelf": {**scene_config_data(), **scorer}}],
+        }
+    )
     shelf = cfg.cameras[0].shelf
     assert shelf is not None
     return shelf
@@ -63,8 +66,11 @@ def _gap_stand_in(script: list[ScriptFrame], gap_class: int) -> tuple[Detect, li
                 boxes.append((x1 + 4 + n * 29, y1, x2, y2))
                 classes.append(gap_class)
         k = len(boxes)
-        return Detections(np.array(boxes, np.float32).reshape(k, 4),
-                          np.full(k, 0.9, np.float32), np.array(classes, np.int32))
+        return Detections(
+            np.array(boxes, np.float32).reshape(k, 4),
+            np.full(k, 0.9, np.float32),
+            np.array(classes, np.int32),
+        )
 
     return detect, frame
 
@@ -131,8 +137,10 @@ def test_the_detector_not_the_picture_decides() -> None:
         ({"scorer": "yolo"}, "cameras[0].shelf: scorer: must be 'classical' or 'detector'"),
         ({"model": "gaps.onnx"}, "cameras[0].shelf: model: only with scorer: detector"),
         ({"scorer": "detector", "model": "m", "products": "yes"}, "shelf: products: must be"),
-        ({"scorer": "detector", "model": "m", "products": True, "gap_class": 1},
-         "shelf: gap_class: not with products: true"),
+        (
+            {"scorer": "detector", "model": "m", "products": True, "gap_class": 1},
+            "shelf: gap_class: not with products: true",
+        ),
         ({"scorer": "detector", "model": "m", "min_score": 2}, "shelf: min_score: must be"),
     ],
 )
@@ -148,8 +156,15 @@ def test_a_model_file_is_relative_to_the_config_and_a_zoo_name_is_kept(tmp_path:
     def shelf_of(model: str) -> ScorerSpec:
         path = tmp_path / "dev.json"
         shelf = {**scene_config_data(), "scorer": "detector", "model": model}
-        path.write_text(json.dumps({"site": "s", "device": "d", "cameras": [
-            {"id": "c", "source": "v.mp4", "shelf": shelf}]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "site": "s",
+                    "device": "d",
+                    "cameras": [{"id": "c", "source": "v.mp4", "shelf": shelf}],
+                }
+            )
+        )
         cfg = load_config(path).cameras[0].shelf
         assert cfg is not None
         return cfg.scorer
@@ -171,8 +186,9 @@ def test_a_zoo_model_loads_and_runs_through_the_watcher() -> None:
     zoo, backend and scorer path end to end; its scores mean nothing about shelves. The
     model finds nobody in the rendered figures, so a street frame with people, resized to
     the scene, is added when the shared footage is there: its boxes must cover facings."""
-    shelf = _camera_shelf(scorer="detector", model="pedestrian-ssdlite", products=True,
-                          min_score=0.2)
+    shelf = _camera_shelf(
+        scorer="detector", model="pedestrian-ssdlite", products=True, min_score=0.2
+    )
     watch = ShelfWatch(shelf, 3600, backend="auto")
     reference = load_detector("pedestrian-ssdlite", score_threshold=0.2)
     scene = ShelfScene(seed=12)
@@ -200,8 +216,9 @@ def test_a_zoo_model_loads_and_runs_through_the_watcher() -> None:
         cover = np.zeros(img.shape[:2], bool)
         for x1, y1, x2, y2 in dets.xyxy:
             cover[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))] = True
-        expected = [1.0 - cover[y1:y2, x1:x2].mean() for x1, y1, x2, y2 in
-                    (f.bbox for f in shelf.facings)]
+        expected = [
+            1.0 - cover[y1:y2, x1:x2].mean() for x1, y1, x2, y2 in (f.bbox for f in shelf.facings)
+        ]
         np.testing.assert_allclose(got, expected, atol=1e-6)
         if i == 3:  # the street frame: people found, so some facings read partly covered
             assert len(dets) > 0 and min(got) < 1.0
@@ -226,9 +243,15 @@ def test_a_product_detector_proposes_what_no_product_covers() -> None:
     bands = shelf_bands(np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), np.uint8))
     assert len(bands) == 2
     (a1, a2), (b1, b2) = bands
-    products = np.array([[0, a1 + 10, 150, a2], [250, a1 + 10, 400, a2],  # a gap 150..250
-                         [0, b1, 400, b2 - 5],  # the lower band full
-                         [160, a1, 240, a1 + 5]], np.float32)  # too thin to fill the band
+    products = np.array(
+        [
+            [0, a1 + 10, 150, a2],
+            [250, a1 + 10, 400, a2],  # a gap 150..250
+            [0, b1, 400, b2 - 5],  # the lower band full
+            [160, a1, 240, a1 + 5],
+        ],
+        np.float32,
+    )  # too thin to fill the band
     dets = Detections(products, np.ones(4, np.float32), np.zeros(4, np.int32))
     out = DetectorGapProposer(lambda im: dets, products=True).propose(img)
     np.testing.assert_array_equal(out.xyxy, [[150, a1, 250, a2]])
@@ -239,8 +262,19 @@ def test_the_cli_names_the_scorer_option_at_fault() -> None:
     for args, message in [
         (["shelf", "eval", ".", "--scorer", "detector"], "--model: a detector scorer needs"),
         (["shelf", "demo", "--model", "pedestrian-ssdlite"], "--model: only with scorer"),
-        (["shelf", "demo", "--scorer", "detector", "--model", "pedestrian-ssdlite",
-          "--gap-class", "3"], "gap_class: 3 is not a class of pedestrian-ssdlite"),
+        (
+            [
+                "shelf",
+                "demo",
+                "--scorer",
+                "detector",
+                "--model",
+                "pedestrian-ssdlite",
+                "--gap-class",
+                "3",
+            ],
+            "gap_class: 3 is not a class of pedestrian-ssdlite",
+        ),
     ]:
         result = runner.invoke(build_app(), args)
         assert isinstance(result.exception, EdgetallyError), result.output
@@ -259,14 +293,27 @@ def test_the_cli_scores_a_zoo_detector_on_a_labelled_folder(tmp_path: Path) -> N
         lines = []
         for i in np.flatnonzero(np.array(stock) == 0):
             x1, y1, x2, y2 = facing_box(int(i))
-            lines.append(f"0 {(x1 + x2) / 800} {(y1 + y2) / 520} {(x2 - x1) / 400} "
-                         f"{(y2 - y1) / 260}")
+            lines.append(
+                f"0 {(x1 + x2) / 800} {(y1 + y2) / 520} {(x2 - x1) / 400} {(y2 - y1) / 260}"
+            )
         truths += len(lines)
         (tmp_path / "labels" / f"{n}.txt").write_text("\n".join(lines))
-    result = CliRunner().invoke(build_app(), [
-        "shelf", "eval", str(tmp_path), "--json", "--scorer", "detector",
-        "--model", "pedestrian-ssdlite", "--products", "--min-score", "0.5",
-    ])
+    result = CliRunner().invoke(
+        build_app(),
+        [
+            "shelf",
+            "eval",
+            str(tmp_path),
+            "--json",
+            "--scorer",
+            "detector",
+            "--model",
+            "pedestrian-ssdlite",
+            "--products",
+            "--min-score",
+            "0.5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (score,) = json.loads(result.output)
     assert score["method"] == "detector"

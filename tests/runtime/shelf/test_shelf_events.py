@@ -36,8 +36,9 @@ TRUTH = [
 ]
 
 
-def _run(script: list[ScriptFrame], scene: ShelfScene, monitor: ShelfMonitor,
-         lighting: float = 1.0) -> list[tuple[int, str, str]]:
+def _run(
+    script: list[ScriptFrame], scene: ShelfScene, monitor: ShelfMonitor, lighting: float = 1.0
+) -> list[tuple[int, str, str]]:
     events: list[tuple[int, str, str]] = []
     for i, step in enumerate(script):
         img = scene.render(np.array(step.stock), step.people)

@@ -75,8 +75,15 @@ def _valid_update(key: Ed25519PrivateKey, rollout: str) -> bytes:
     sha = secrets.token_hex(32)
     return to_json(
         sign_command(
-            key, site=SITE, device=DEVICE, action="update", rollout=rollout,
-            bundle_sha256=sha, version="9", url=f"{ELSEWHERE}/bundles/{sha}", size=100,
+            key,
+            site=SITE,
+            device=DEVICE,
+            action="update",
+            rollout=rollout,
+            bundle_sha256=sha,
+            version="9",
+            url=f"{ELSEWHERE}/bundles/{sha}",
+            size=100,
         )
     )
 
@@ -92,8 +99,16 @@ def _still_handles(sender: Sender, rec: Recorder) -> None:
 
 def _command(at: str, action: str = "update", params: dict[str, Any] | None = None) -> bytes:
     return json.dumps(
-        {"v": 1, "kind": "cmd", "site": SITE, "device": DEVICE, "command_id": "c1", "at": at,
-         "action": action, "params": params or {}}
+        {
+            "v": 1,
+            "kind": "cmd",
+            "site": SITE,
+            "device": DEVICE,
+            "command_id": "c1",
+            "at": at,
+            "action": action,
+            "params": params or {},
+        }
     ).encode()
 
 
@@ -101,7 +116,10 @@ def _command(at: str, action: str = "update", params: dict[str, Any] | None = No
 def agent(tmp_path: Path, mosquitto: Broker) -> Iterator[tuple[UpdateAgent, Sender, Recorder]]:
     keys = generate_keypair(tmp_path / "keys")
     up = Updater(
-        tmp_path / "device", load_public_key(keys[1]), TARGET, OnnxHealthCheck(),
+        tmp_path / "device",
+        load_public_key(keys[1]),
+        TARGET,
+        OnnxHealthCheck(),
         fleet_host="127.0.0.1",
     )
     rec = Recorder(mosquitto.port, REPORTS)
@@ -120,13 +138,19 @@ def agent(tmp_path: Path, mosquitto: Broker) -> Iterator[tuple[UpdateAgent, Send
 # --------------------------------------------------------------------------- what may arrive
 
 _scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=80)
-    | st.just("Z" * 64) | st.just("0" * 64)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=80)
+    | st.just("Z" * 64)
+    | st.just("0" * 64)
 )
 _json = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -134,10 +158,14 @@ _json = st.recursive(
 @st.composite
 def _timestamps(draw: st.DrawFn) -> str:
     """ISO 8601 times anywhere in years 1-9999, with any offset up to a day either way."""
-    date = f"{draw(st.integers(1, 9999)):04d}-{draw(st.integers(1, 12)):02d}-" \
+    date = (
+        f"{draw(st.integers(1, 9999)):04d}-{draw(st.integers(1, 12)):02d}-"
         f"{draw(st.integers(1, 28)):02d}"
-    time = f"{draw(st.integers(0, 23)):02d}:{draw(st.integers(0, 59)):02d}:" \
+    )
+    time = (
+        f"{draw(st.integers(0, 23)):02d}:{draw(st.integers(0, 59)):02d}:"
         f"{draw(st.integers(0, 59)):02d}"
+    )
     minutes = draw(st.integers(-1439, 1439))
     sign = "-" if minutes < 0 else "+"
     offset = draw(st.sampled_from(["Z", f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"]))
@@ -145,9 +173,8 @@ def _timestamps(draw: st.DrawFn) -> str:
 
 
 _params = st.dictionaries(
-    st.sampled_from(["rollout", "url", "sha256", "size", "version", "rollback"]) | st.text(
-        max_size=10
-    ),
+    st.sampled_from(["rollout", "url", "sha256", "size", "version", "rollback"])
+    | st.text(max_size=10),
     _scalars,
     max_size=6,
 )
@@ -164,7 +191,9 @@ def test_no_command_stops_the_agent(
     _agent, sender, rec = agent
 
     @settings(
-        max_examples=40, deadline=None, database=None,
+        max_examples=40,
+        deadline=None,
+        database=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
     @given(payload=_payloads, retain=st.booleans())
@@ -195,7 +224,10 @@ def test_a_retained_junk_command_waiting_at_subscribe_does_not_stop_a_new_agent(
     for at in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-05:00"):
         sender.send(_command(at), retain=True)
         up = Updater(
-            tmp_path / "device", load_public_key(keys[1]), TARGET, OnnxHealthCheck(),
+            tmp_path / "device",
+            load_public_key(keys[1]),
+            TARGET,
+            OnnxHealthCheck(),
             fleet_host="127.0.0.1",
         )
         fresh = UpdateAgent(up, SITE, DEVICE, port=mosquitto.port)
@@ -228,7 +260,9 @@ def test_an_older_bundle_fails_its_rollout_with_the_reason_a_signed_rollback_goe
     link.start()
     base: dict[str, str] = {}
     service = RolloutService(
-        tmp_path / "fleet", load_private_key(keys[0]), publish=link.publish,
+        tmp_path / "fleet",
+        load_private_key(keys[0]),
+        publish=link.publish,
         devices=lambda: [f"{SITE}/{DEVICE}"],
         bundle_url=lambda sha: f"{base['url']}/bundles/{sha}",
     )
@@ -299,20 +333,43 @@ def test_update_agent_command_takes_the_bundle_size_limit(
     sender = Sender(mosquitto.port, load_private_key(keys[0]))
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "edgetally", "device", "update-agent", "--site", SITE,
-            "--device-id", DEVICE, "--broker", f"mqtt://127.0.0.1:{mosquitto.port}",
-            "--models-dir", str(tmp_path / "models"), "--fleet-pubkey", str(keys[1]),
-            "--device-class", "sim", "--max-bundle-mb", "1",
+            sys.executable,
+            "-m",
+            "edgetally",
+            "device",
+            "update-agent",
+            "--site",
+            SITE,
+            "--device-id",
+            DEVICE,
+            "--broker",
+            f"mqtt://127.0.0.1:{mosquitto.port}",
+            "--models-dir",
+            str(tmp_path / "models"),
+            "--fleet-pubkey",
+            str(keys[1]),
+            "--device-class",
+            "sim",
+            "--max-bundle-mb",
+            "1",
         ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
         assert "listening for rollouts" in proc.stdout.readline()
         sha = secrets.token_hex(32)
         command = sign_command(
-            sender.key, site=SITE, device=DEVICE, action="update", rollout="ro-big",
-            bundle_sha256=sha, version="2", url=f"http://127.0.0.1:9/bundles/{sha}",
+            sender.key,
+            site=SITE,
+            device=DEVICE,
+            action="update",
+            rollout="ro-big",
+            bundle_sha256=sha,
+            version="2",
+            url=f"http://127.0.0.1:9/bundles/{sha}",
             size=2 << 20,
         )
         sender.send(to_json(command))

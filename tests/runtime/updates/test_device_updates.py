@@ -48,8 +48,12 @@ class Setup:
     def bundle(self, name: str, version: str, model: Path) -> Path:
         out = self.tmp / f"{name}-{version}.bundle"
         create_bundle(
-            [model], private_key=load_private_key(self.key), out=out, name=name,
-            version=version, targets=[BundleTarget.parse(TARGET)],
+            [model],
+            private_key=load_private_key(self.key),
+            out=out,
+            name=name,
+            version=version,
+            targets=[BundleTarget.parse(TARGET)],
         )
         return out
 
@@ -62,12 +66,36 @@ class Setup:
 
     def device_args(self, clip: Path, broker: Broker, *extra: str) -> list[str]:
         return [
-            sys.executable, "-m", "edgetally", "device", "run", str(clip),
-            "--line", "door=380,100,380,576", "--site", "shop", "--device-id", "box1",
-            "--broker", broker.url, "--outbox", str(self.tmp / "outbox.db"),
-            "--bucket-seconds", "2", "--drain-timeout", "60", "--json",
-            "--models-dir", str(self.tmp / "models"), "--fleet-pubkey", str(self.pubkey),
-            "--device-class", "test-box", "--fleet-token", self.token, *extra,
+            sys.executable,
+            "-m",
+            "edgetally",
+            "device",
+            "run",
+            str(clip),
+            "--line",
+            "door=380,100,380,576",
+            "--site",
+            "shop",
+            "--device-id",
+            "box1",
+            "--broker",
+            broker.url,
+            "--outbox",
+            str(self.tmp / "outbox.db"),
+            "--bucket-seconds",
+            "2",
+            "--drain-timeout",
+            "60",
+            "--json",
+            "--models-dir",
+            str(self.tmp / "models"),
+            "--fleet-pubkey",
+            str(self.pubkey),
+            "--device-class",
+            "test-box",
+            "--fleet-token",
+            self.token,
+            *extra,
         ]
 
     def known(self) -> bool:
@@ -85,9 +113,13 @@ def setup(tmp_path: Path, mosquitto: Broker) -> Iterator[Setup]:
     token = add_token(tokens, "box1", "device")
     key, pub = generate_keypair(tmp_path / "keys")
     config = FleetConfig.of(
-        mosquitto.url, str(tmp_path / "fleet.duckdb"), "127.0.0.1:0",
-        tokens_file=str(tokens), rollouts_dir=str(tmp_path / "rollouts"),
-        fleet_key=str(key), rollout_tick_s=0.5,
+        mosquitto.url,
+        str(tmp_path / "fleet.duckdb"),
+        "127.0.0.1:0",
+        tokens_file=str(tokens),
+        rollouts_dir=str(tmp_path / "rollouts"),
+        fleet_key=str(key),
+        rollout_tick_s=0.5,
     )
     with FleetServer(config) as fleet:
         assert fleet.rollouts is not None
@@ -115,10 +147,19 @@ def test_rollout_mid_run_bad_bundle_refused_good_one_swapped_no_bucket_lost(
     models = s.tmp / "models"
     proc = subprocess.Popen(
         s.device_args(
-            vtest_avi, mosquitto, "--model", str(first), "--max-frames", "240", "--realtime",
-            "--confirm-frames", "15",
+            vtest_avi,
+            mosquitto,
+            "--model",
+            str(first),
+            "--max-frames",
+            "240",
+            "--realtime",
+            "--confirm-frames",
+            "15",
         ),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert wait_until(s.known, 120), "the device never said it is online"
@@ -181,10 +222,18 @@ def test_sigkill_while_the_new_model_is_on_trial_rolls_back_on_restart(
     models = s.tmp / "models"
     proc = subprocess.Popen(
         s.device_args(
-            vtest_avi, mosquitto, "--model", str(first), "--max-frames", "600", "--realtime",
-            "--confirm-frames", "100000",  # never confirmed in this run
+            vtest_avi,
+            mosquitto,
+            "--model",
+            str(first),
+            "--max-frames",
+            "600",
+            "--realtime",
+            "--confirm-frames",
+            "100000",  # never confirmed in this run
         ),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert wait_until(s.known, 120)
@@ -201,7 +250,9 @@ def test_sigkill_while_the_new_model_is_on_trial_rolls_back_on_restart(
 
     again = subprocess.run(
         s.device_args(vtest_avi, mosquitto, "--model", str(first), "--max-frames", "10"),
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert again.returncode == 0, again.stderr
     updates = _json(again.stdout)["updates"]

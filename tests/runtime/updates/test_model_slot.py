@@ -65,7 +65,9 @@ class FakePipeline:
 # What a pipeline factory is given (the fake one reads neither).
 CONFIG = parse_config(
     {
-        "site": "s", "device": "d", "broker": "mqtt://127.0.0.1:1",
+        "site": "s",
+        "device": "d",
+        "broker": "mqtt://127.0.0.1:1",
         "cameras": [
             {"id": "cam0", "source": "none", "lines": [{"id": "l", "points": [0, 0, 1, 1]}]}
         ],
@@ -99,8 +101,12 @@ class Camera:
 
 def _manifest(version: str, file: str) -> BundleManifest:
     return BundleManifest(
-        name="m", version=version, created_at=datetime.now(UTC), key_id="0" * 16,
-        targets=(TARGET,), files=(BundleFile(path=file, sha256="0" * 64, size=1),),
+        name="m",
+        version=version,
+        created_at=datetime.now(UTC),
+        key_id="0" * 16,
+        targets=(TARGET,),
+        files=(BundleFile(path=file, sha256="0" * 64, size=1),),
     )
 
 
@@ -111,7 +117,9 @@ def _loader(broken: set[str]) -> Any:
 def test_the_new_model_takes_over_between_two_frames_and_is_confirmed(tmp_path: Path) -> None:
     changes: list[tuple[str, str | None]] = []
     slot = ModelSlot(
-        _loader(set()), device_class="sim", confirm_frames=5,
+        _loader(set()),
+        device_class="sim",
+        confirm_frames=5,
         on_change=lambda m, b: changes.append((m, b)),
     )
     cam = Camera(slot, FakeDetector("old"))
@@ -163,15 +171,20 @@ def test_a_device_that_stops_during_the_trial_does_not_confirm(tmp_path: Path) -
 
 @pytest.mark.parametrize("provisioned", [True, False])
 def test_updater_switches_back_when_the_trial_fails(
-    fleet: Fleet, provisioned: bool  # noqa: F811
+    fleet: Fleet,  # noqa: F811
+    provisioned: bool,
 ) -> None:
     slot = ModelSlot(
         _loader({"model.onnx"}), device_class="sim", confirm_frames=20, start_timeout_s=30
     )
     up = Updater(
-        fleet.tmp / "device", load_public_key(fleet.keys[1]), slot.target,
-        lambda slot_dir, manifest, old: HealthResult(True), token=fleet.device_token,
-        trial_run=slot.trial_run, fleet_host="127.0.0.1",
+        fleet.tmp / "device",
+        load_public_key(fleet.keys[1]),
+        slot.target,
+        lambda slot_dir, manifest, old: HealthResult(True),
+        token=fleet.device_token,
+        trial_run=slot.trial_run,
+        fleet_host="127.0.0.1",
     )
     cam = Camera(slot, FakeDetector("old"))  # the target is known once a camera runs
     v1 = up.install_first(make_bundle(fleet.tmp, fleet.keys[0], "v1")) if provisioned else None
@@ -210,15 +223,20 @@ def test_power_step_compares_the_sampled_mean_watts(
         sampler = PowerSampler(meter, box, site="s", device="d", bucket_seconds=60, interval=0.01)
         sampler.start()
         slot = ModelSlot(
-            _loader(set()), device_class="sim", power_window_s=0.3,
+            _loader(set()),
+            device_class="sim",
+            power_window_s=0.3,
             sampler=lambda: sampler if new_w is not None else None,
         )
         make = slot.wrap(lambda cam, cfg: FakePipeline(FakeDetector("old")))
         make(CONFIG.cameras[0], CONFIG)
         check = slot.health_check(runs=2)
         check = type(check)(
-            load=check.load, frames=check.frames, in_use=lambda: tmp_path / "old.onnx",
-            runs=2, power=check.power,
+            load=check.load,
+            frames=check.frames,
+            in_use=lambda: tmp_path / "old.onnx",
+            runs=2,
+            power=check.power,
         )
         result = check(tmp_path, _manifest("2", "new.onnx"), None)
         sampler.stop()
@@ -248,7 +266,10 @@ def test_mean_watts_covers_only_the_window(tmp_path: Path) -> None:
 def test_bundle_urls_are_rebased_on_the_fleet_url() -> None:
     url = "http://10.0.0.5:8080/bundles/abc?x=1"
     assert rebase_url(url, None) == url
-    assert rebase_url(url, "https://fleet.example/base/") == "https://fleet.example/base/bundles/abc?x=1"
+    assert (
+        rebase_url(url, "https://fleet.example/base/")
+        == "https://fleet.example/base/bundles/abc?x=1"
+    )
 
 
 class BlindDetector:
@@ -262,9 +283,7 @@ class BlindDetector:
 
 
 @pytest.mark.slow
-def test_count_step_runs_both_models_on_the_reference_clip(
-    tmp_path: Path, vtest_avi: Path
-) -> None:
+def test_count_step_runs_both_models_on_the_reference_clip(tmp_path: Path, vtest_avi: Path) -> None:
     """The real default model counts crossings on the first frames of vtest.avi; a model that
     finds nobody is refused by the count step, the same model passes, and the model in use
     is counted once however many candidates are checked."""
@@ -285,8 +304,11 @@ def test_count_step_runs_both_models_on_the_reference_clip(
     def check(candidate: str) -> HealthResult:
         probe = slot.health_check(runs=1)
         probe = type(probe)(
-            load=probe.load, frames=lambda: [np.zeros((64, 64, 3), np.uint8)],
-            in_use=lambda: tmp_path / "old.onnx", runs=1, counter=probe.counter,
+            load=probe.load,
+            frames=lambda: [np.zeros((64, 64, 3), np.uint8)],
+            in_use=lambda: tmp_path / "old.onnx",
+            runs=1,
+            counter=probe.counter,
         )
         return probe(tmp_path, _manifest("2", candidate), tmp_path)
 

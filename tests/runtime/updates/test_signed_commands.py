@@ -74,8 +74,9 @@ class Rig:
         return agent
 
     def bundle(self, name: str, version: str, **kw: Any) -> BundleRef:
-        return self.service.add_bundle(make_bundle(self.tmp, self.keys[0], name,
-                                                   version=version, **kw))
+        return self.service.add_bundle(
+            make_bundle(self.tmp, self.keys[0], name, version=version, **kw)
+        )
 
     def running(self) -> str | None:
         current = self.updater.current
@@ -95,13 +96,19 @@ def rig(tmp_path: Path, mosquitto: Broker) -> Iterator[Rig]:
     link.start()
     holder: dict[str, Rig] = {}
     service = RolloutService(
-        tmp_path / "fleet", key, publish=link.publish,
+        tmp_path / "fleet",
+        key,
+        publish=link.publish,
         devices=lambda: holder["rig"].devices,
         bundle_url=lambda sha: f"{holder['rig'].url}/bundles/{sha}",
     )
     link.attach(service)
     updater = Updater(
-        tmp_path / "device", load_public_key(keys[1]), TARGET, OnnxHealthCheck(), token=token,
+        tmp_path / "device",
+        load_public_key(keys[1]),
+        TARGET,
+        OnnxHealthCheck(),
+        token=token,
         fleet_host="127.0.0.1",
     )
     updater.install_first(make_bundle(tmp_path, keys[0], "v1", version="1"))
@@ -154,10 +161,18 @@ def _unsigned(cmd: Command) -> bytes:
 
 def _old_style_rollback(rollout: str) -> bytes:
     """What the fleet sent before commands were signed (and a device then obeyed)."""
-    return json.dumps({
-        "v": 1, "kind": "cmd", "site": SITE, "device": DEVICE, "command_id": "c1",
-        "at": datetime.now(UTC).isoformat(), "action": "rollback", "params": {"rollout": rollout},
-    }).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "kind": "cmd",
+            "site": SITE,
+            "device": DEVICE,
+            "command_id": "c1",
+            "at": datetime.now(UTC).isoformat(),
+            "action": "rollback",
+            "params": {"rollout": rollout},
+        }
+    ).encode()
 
 
 def _on_v2(rig: Rig) -> tuple[str, str, str]:
@@ -181,13 +196,20 @@ def test_forged_rollbacks_from_anyone_on_the_broker_leave_the_model_as_it_is(
     agent = rig.agent()
     rollout, v1, v2 = _on_v2(rig)
     other_key = Ed25519PrivateKey.generate()
-    what: dict[str, Any] = dict(site=SITE, device=DEVICE, action="rollback", rollout=rollout,
-                                bundle_sha256=v2, version="2")
+    what: dict[str, Any] = dict(
+        site=SITE, device=DEVICE, action="rollback", rollout=rollout, bundle_sha256=v2, version="2"
+    )
     genuine = sign_command(rig.key, **what)
     newer = rig.bundle("v3", "3", scale=1.02)  # a genuine bundle, announced without the key
     update_v3 = sign_command(
-        rig.key, site=SITE, device=DEVICE, action="update", rollout="ro-forged",
-        bundle_sha256=newer.sha256, version="3", url=f"{rig.url}/bundles/{newer.sha256}",
+        rig.key,
+        site=SITE,
+        device=DEVICE,
+        action="update",
+        rollout="ro-forged",
+        bundle_sha256=newer.sha256,
+        version="3",
+        url=f"{rig.url}/bundles/{newer.sha256}",
         size=newer.size,
     )
     now = datetime.now(UTC)
@@ -236,11 +258,18 @@ def test_the_fleet_account_without_the_signing_key_cannot_roll_a_device_back(
     tokens = tmp_path / "tokens.json"
     token = add_token(tokens, ME, "device")
     service = RolloutService(
-        tmp_path / "fleet", key, publish=lambda _t, _p: None, devices=lambda: [ME],
+        tmp_path / "fleet",
+        key,
+        publish=lambda _t, _p: None,
+        devices=lambda: [ME],
         bundle_url=lambda sha: sha,
     )
     updater = Updater(
-        tmp_path / "device", load_public_key(keys[1]), TARGET, OnnxHealthCheck(), token=token,
+        tmp_path / "device",
+        load_public_key(keys[1]),
+        TARGET,
+        OnnxHealthCheck(),
+        token=token,
         fleet_host="127.0.0.1",
     )
     v1 = updater.install_first(make_bundle(tmp_path, keys[0], "v1", version="1")).name
@@ -258,14 +287,24 @@ def test_the_fleet_account_without_the_signing_key_cannot_roll_a_device_back(
             )
             assert done.ok, done.reason
         agent = UpdateAgent(
-            updater, SITE, DEVICE, port=sb.port, password=sb.cfg.device_passwords[ME],
+            updater,
+            SITE,
+            DEVICE,
+            port=sb.port,
+            password=sb.cfg.device_passwords[ME],
             ca_cert=sb.cfg.ca_cert,
         )
         agent.start()
         user, password = sb.creds(sb.cfg.fleet_user)
         fleet_account = connect(sb, user, password, client_id=user)
-        what: dict[str, Any] = dict(site=SITE, device=DEVICE, action="rollback",
-                                    rollout="ro-1", bundle_sha256=v2.sha256, version="2")
+        what: dict[str, Any] = dict(
+            site=SITE,
+            device=DEVICE,
+            action="rollback",
+            rollout="ro-1",
+            bundle_sha256=v2.sha256,
+            version="2",
+        )
         genuine = sign_command(key, **what)
         for kind, payload in [
             ("unsigned", _old_style_rollback("ro-1")),
@@ -345,8 +384,14 @@ def test_a_fresh_genuine_command_the_device_never_saw_is_obeyed_once(rig: Rig) -
     agent = rig.agent()
     v2 = rig.bundle("v2", "2", scale=1.01)
     cmd = sign_command(
-        rig.key, site=SITE, device=DEVICE, action="update", rollout="ro-x",
-        bundle_sha256=v2.sha256, version="2", url=f"{rig.url}/bundles/{v2.sha256}",
+        rig.key,
+        site=SITE,
+        device=DEVICE,
+        action="update",
+        rollout="ro-x",
+        bundle_sha256=v2.sha256,
+        version="2",
+        url=f"{rig.url}/bundles/{v2.sha256}",
         size=v2.size,
     )
     anyone = Publisher(rig.port)
@@ -365,8 +410,14 @@ def test_a_fresh_genuine_command_the_device_never_saw_is_obeyed_once(rig: Rig) -
 
 def _cmd(at: datetime, command_id: str | None = None) -> Command:
     return sign_command(
-        Ed25519PrivateKey.generate(), site=SITE, device=DEVICE, action="rollback",
-        rollout="ro-1", bundle_sha256="ab" * 32, version="2", at=at,
+        Ed25519PrivateKey.generate(),
+        site=SITE,
+        device=DEVICE,
+        action="rollback",
+        rollout="ro-1",
+        bundle_sha256="ab" * 32,
+        version="2",
+        at=at,
         command_id=command_id or secrets.token_hex(16),
     )
 

@@ -295,7 +295,10 @@ def test_interrupted_download_resumes_with_range(
 def test_download_needs_a_token(fleet: Fleet) -> None:
     req = fleet.publish(make_bundle(fleet.tmp, fleet.keys[0], "v2", version="2"))
     up = Updater(
-        fleet.tmp / "dev2", load_public_key(fleet.keys[1]), TARGET, OnnxHealthCheck(),
+        fleet.tmp / "dev2",
+        load_public_key(fleet.keys[1]),
+        TARGET,
+        OnnxHealthCheck(),
         fleet_host="127.0.0.1",
     )
     r = up.download

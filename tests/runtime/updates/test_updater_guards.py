@@ -119,9 +119,9 @@ class LyingServer:
 
 
 @contextmanager
-def lying_server(host: str = "127.0.0.1", *, content_length: int | None = None) -> Iterator[
-    LyingServer
-]:
+def lying_server(
+    host: str = "127.0.0.1", *, content_length: int | None = None
+) -> Iterator[LyingServer]:
     """``content_length``: the Content-Length it announces (None: none, the body ends when
     the connection closes)."""
     holder: dict[str, LyingServer] = {}

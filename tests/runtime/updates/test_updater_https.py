@@ -75,8 +75,13 @@ def served(tmp_path: Path) -> Iterator[tuple[Served, Path, tuple[Path, Path]]]:
 
 def _updater(root: Path, keys: tuple[Path, Path], host: str, *, tls: bool) -> Updater:
     return Updater(
-        root, load_public_key(keys[1]), TARGET, OnnxHealthCheck(), token=TOKEN,
-        fleet_host=host, https_only=tls,
+        root,
+        load_public_key(keys[1]),
+        TARGET,
+        OnnxHealthCheck(),
+        token=TOKEN,
+        fleet_host=host,
+        https_only=tls,
     )
 
 
@@ -114,8 +119,13 @@ def test_loopback_http_stays_allowed_and_https_is_kept(
     assert up.apply(_request(bundle, url)).ok  # the fleet on the device itself (tests, demo)
     assert len(state.requests) == 1
     rebased = Updater(
-        tmp_path / "other", load_public_key(keys[1]), TARGET, OnnxHealthCheck(), token=TOKEN,
-        fleet_url="https://fleet.example/api", https_only=True,
+        tmp_path / "other",
+        load_public_key(keys[1]),
+        TARGET,
+        OnnxHealthCheck(),
+        token=TOKEN,
+        fleet_url="https://fleet.example/api",
+        https_only=True,
     )
     assert rebased.bundle_url("http://10.0.0.1:8080/bundles/ab") == (
         "https://fleet.example/api/bundles/ab"
@@ -128,18 +138,43 @@ def test_an_http_fleet_url_beside_a_tls_broker_ends_the_start_with_one_line(
     keys = generate_keypair(tmp_path / "keys")
     with pytest.raises(UpdateError, match=r"--fleet-url http://fleet\.lan:8080 refused"):
         Updater(
-            tmp_path / "d", load_public_key(keys[1]), TARGET, OnnxHealthCheck(), token=TOKEN,
-            fleet_url="http://fleet.lan:8080", https_only=True,
+            tmp_path / "d",
+            load_public_key(keys[1]),
+            TARGET,
+            OnnxHealthCheck(),
+            token=TOKEN,
+            fleet_url="http://fleet.lan:8080",
+            https_only=True,
         )
     token_file = tmp_path / "device.token"
     token_file.write_text(TOKEN + "\n")
     r = subprocess.run(
-        [sys.executable, "-m", "edgetally", "device", "update-agent", "--site", "shop1",
-         "--device-id", "cam1", "--broker", "mqtts://fleet.lan:8883",
-         "--models-dir", str(tmp_path / "models"), "--fleet-pubkey", str(keys[1]),
-         "--device-class", "rpi5", "--fleet-url", "http://fleet.lan:8080",
-         "--fleet-token-file", str(token_file)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edgetally",
+            "device",
+            "update-agent",
+            "--site",
+            "shop1",
+            "--device-id",
+            "cam1",
+            "--broker",
+            "mqtts://fleet.lan:8883",
+            "--models-dir",
+            str(tmp_path / "models"),
+            "--fleet-pubkey",
+            str(keys[1]),
+            "--device-class",
+            "rpi5",
+            "--fleet-url",
+            "http://fleet.lan:8080",
+            "--fleet-token-file",
+            str(token_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 1, r.stderr
     assert r.stderr.startswith("edgetally: error: --fleet-url http://fleet.lan:8080 refused: ")

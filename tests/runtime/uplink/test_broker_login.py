@@ -58,10 +58,17 @@ def test_the_password_is_never_shown(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         _login("mqtts://other%2Fdev:hunter22@h")
     assert "hunter22" not in str(err.value) and "shop1/cam1" in str(err.value)
-    cfg = parse_config({
-        "site": "shop1", "device": "cam1", "broker": "mqtt://h", "mqtt_password": "hunter22",
-        "cameras": [{"id": "c", "source": "x.avi", "lines": [{"id": "l", "points": [0, 0, 9, 9]}]}],
-    })
+    cfg = parse_config(
+        {
+            "site": "shop1",
+            "device": "cam1",
+            "broker": "mqtt://h",
+            "mqtt_password": "hunter22",
+            "cameras": [
+                {"id": "c", "source": "x.avi", "lines": [{"id": "l", "points": [0, 0, 9, 9]}]}
+            ],
+        }
+    )
     assert "hunter22" not in repr(cfg)
 
 
@@ -106,12 +113,21 @@ def test_config_file_keys_relative_to_the_file_and_updates_password_kept(
     assert (login.username, login.password) == ("shop1/cam1", "from-file")
     assert login.ca_file == tmp_path / "ca.crt"
     # A config written for the update agent alone (updates.mqtt_password) logs in both.
-    old = parse_config({
-        "site": "shop1", "device": "cam1",
-        "updates": {"models_dir": "m", "fleet_pubkey": "k", "device_class": "x",
-                    "mqtt_password": "agent-pw"},
-        "cameras": [{"id": "c", "source": "x.avi", "lines": [{"id": "l", "points": [0, 0, 9, 9]}]}],
-    })
+    old = parse_config(
+        {
+            "site": "shop1",
+            "device": "cam1",
+            "updates": {
+                "models_dir": "m",
+                "fleet_pubkey": "k",
+                "device_class": "x",
+                "mqtt_password": "agent-pw",
+            },
+            "cameras": [
+                {"id": "c", "source": "x.avi", "lines": [{"id": "l", "points": [0, 0, 9, 9]}]}
+            ],
+        }
+    )
     assert old.broker_login().password == "agent-pw"
 
 

@@ -160,8 +160,12 @@ def test_a_full_filesystem_is_named(tmp_path: Path) -> None:
     """On a real filesystem that fills up (a small tmpfs, where this may mount one)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         with Outbox(mnt / "o.db") as box:

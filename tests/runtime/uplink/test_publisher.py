@@ -152,8 +152,6 @@ def test_status_is_retained_online_then_offline(mosquitto: Broker, outbox: Outbo
         assert json.loads(late.payloads("/status")[0])["state"] == "online"
         assert late.messages[0][2] is True  # retained
         pub.stop()
-        assert wait_until(
-            lambda: json.loads(late.payloads("/status")[-1])["state"] == "offline"
-        )
+        assert wait_until(lambda: json.loads(late.payloads("/status")[-1])["state"] == "offline")
     finally:
         late.close()

@@ -35,8 +35,10 @@ def test_one_probe_per_cause_with_a_backoff_that_doubles() -> None:
         assert 1 not in r.probes_due({3}, 10)
         clock.now += 0.01
         assert r.probes_due({3}, 10) == [1]
-    assert r.summary() == [(CAM1, NOT_AUTHORIZED, "not authorized", 2),
-                           (POWER, NOT_AUTHORIZED, "not authorized", 1)]
+    assert r.summary() == [
+        (CAM1, NOT_AUTHORIZED, "not authorized", 2),
+        (POWER, NOT_AUTHORIZED, "not authorized", 1),
+    ]
 
 
 def test_a_probe_in_flight_is_not_sent_twice_and_busy_rows_are_skipped() -> None:

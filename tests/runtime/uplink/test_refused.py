@@ -111,7 +111,8 @@ def _publisher(outbox: Outbox, port: int, device: str, **kw: float) -> Publisher
 
 def _refusal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
-        r.getMessage() for r in caplog.records
+        r.getMessage()
+        for r in caplog.records
         if r.name == PUBLISHER and "refused" in r.getMessage()
     ]
 
