@@ -334,8 +334,8 @@ def test_a_worker_storing_a_device_waits_for_another_storing_the_same(
                         conn.execute(
                             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                             "AND datname = current_database()"
-                        ).fetchone()[0]
-                    )  # type: ignore[index]
+                        ).fetchone()[0]  # type: ignore[index]
+                    )
 
             assert wait(waits_for_the_device, 30)
             worker.commit()
