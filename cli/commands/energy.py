@@ -306,25 +306,59 @@ def report(
 ) -> None:
     """Edge Wh and gCO2e per site and device beside the cloud baseline of the camera hours
     they counted, from the fleet's database or its API."""
-    flags = (hours_per_day, bitrate_mbps, store_region, cloud_region, accounting)
-    given = api is None or config_given(config, *flags)
-    result = ledger(
+    show_ledger(
         db=db,
         api=api,
         site=site,
         device=device,
         start=from_,
         end=to,
-        config=config_from(config, *flags) if given else None,
+        config_file=config,
+        flags=(hours_per_day, bitrate_mbps, store_region, cloud_region, accounting),
         token=token_from(token, token_file),
+        as_json=as_json,
+        empty="no power readings match",
+    )
+
+
+# --hours-per-day, --bitrate-mbps, --store-region, --cloud-region, --accounting, as given.
+EnergyFlags = tuple[float | None, float | None, str | None, str | None, str | None]
+
+
+def show_ledger(
+    *,
+    db: str | None,
+    api: str | None,
+    site: str | None,
+    device: str | None,
+    start: str | None,
+    end: str | None,
+    config_file: Path | None,
+    flags: EnergyFlags,
+    token: str | None,
+    as_json: bool,
+    empty: str,
+) -> None:
+    """The ledger from a database or a fleet's API, printed (``empty`` when no day has power
+    readings) or as JSON: what ``energy report`` and ``fleet query energy`` both show. A
+    fleet's API applies its own energy config unless one is given here."""
+    given = api is None or config_given(config_file, *flags)
+    result = ledger(
+        db=db,
+        api=api,
+        site=site,
+        device=device,
+        start=start,
+        end=end,
+        config=config_from(config_file, *flags) if given else None,
+        token=token,
     )
     if as_json:
         typer.echo(json.dumps(result, default=str))
-        return
-    if not result["days"]:
-        typer.echo("no power readings match")
-        return
-    print_ledger(result, typer.echo, scopes=("sites", "devices"))
+    elif not result["days"]:
+        typer.echo(empty)
+    else:
+        print_ledger(result, typer.echo, scopes=("sites", "devices"))
 
 
 # --------------------------------------------------------------------------- printing

@@ -835,30 +835,25 @@ def query_energy(
 ) -> None:
     """The energy ledger per site and device (as edgetally energy report): edge Wh and
     gCO2e beside the cloud baseline of the camera hours they counted."""
-    from edgetally.commands.energy import config_from, config_given, ledger, print_ledger
+    from edgetally.commands.energy import show_ledger
     from edgetally.models.topics import check_id
 
     for key, value in (("site", site), ("device", device)):
         if value is not None:
             check_id(value, key)
-    flags = (hours_per_day, bitrate_mbps, store_region, cloud_region, accounting)
-    given = api is None or config_given(energy_config, *flags)
-    result = ledger(
+    show_ledger(
         db=db,
         api=api,
         site=site,
         device=device,
         start=start,
         end=end,
-        config=config_from(energy_config, *flags) if given else None,
+        config_file=energy_config,
+        flags=(hours_per_day, bitrate_mbps, store_region, cloud_region, accounting),
         token=token_from(token, token_file),
+        as_json=as_json,
+        empty="(no power readings match)",
     )
-    if as_json:
-        typer.echo(json.dumps(result, default=str))
-    elif not result["days"]:
-        typer.echo("(no power readings match)")
-    else:
-        print_ledger(result, typer.echo, scopes=("sites", "devices"))
 
 
 fleet_app.add_typer(query_app, name="query")
