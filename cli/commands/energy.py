@@ -117,6 +117,13 @@ def token_from(token: str | None, token_file: Path | None) -> str | None:
 def api_json(api: str, path: str, params: dict[str, str], token: str | None) -> Any:
     """GET a JSON answer from a running fleet's API (a one-line error when it fails; the
     URL shown without a password)."""
+    return api_get(api, path, params, token).json()
+
+
+def api_get(api: str, path: str, params: dict[str, str], token: str | None) -> Any:
+    """GET ``path`` of a running fleet's API with the bearer token; the response, or a
+    one-line error naming what went wrong (unreachable, a token wanted or refused, an
+    error status with the API's detail), the URL shown without a password."""
     import httpx
     from edgetally.models.redact import redact_url
 
@@ -145,7 +152,7 @@ def api_json(api: str, path: str, params: dict[str, str], token: str | None) -> 
             first = detail[0]
             detail = f"{'.'.join(str(p) for p in first.get('loc', []))}: {first.get('msg')}"
         raise CommandError(f"the fleet API at {shown} answered {resp.status_code}: {detail}")
-    return resp.json()
+    return resp
 
 
 @energy_app.command("baseline")

@@ -508,38 +508,12 @@ def _from_db(db: str, name: str, params: dict[str, str]) -> Any:
 def _from_api(
     api: str, name: str, params: dict[str, str], fmt: str, token: str | None = None
 ) -> tuple[list[dict[str, Any]], bytes | None]:
-    import httpx
-    from edgetally.models.redact import redact_url
+    from edgetally.commands.energy import api_get
 
-    shown = redact_url(api)
     query = dict(params)
     if fmt in ("csv", "parquet"):
         query["format"] = fmt
-    url = f"{api.rstrip('/')}/api/v1/{name}"
-    headers = {"Authorization": f"Bearer {token.strip()}"} if token and token.strip() else {}
-    try:
-        resp = httpx.get(url, params=query, headers=headers, timeout=120.0)
-    except httpx.HTTPError as exc:
-        raise CommandError(f"cannot reach the fleet API at {shown}: {exc}") from None
-    if resp.status_code == 401:
-        if not headers:
-            raise CommandError(
-                f"the fleet API at {shown} wants a token: pass --token-file FILE or set "
-                "EDGETALLY_TOKEN (or --token TOKEN, which ps shows)"
-            )
-        raise CommandError(
-            f"the fleet API at {shown} refused the token (unknown or revoked): check --token, "
-            "--token-file or EDGETALLY_TOKEN"
-        )
-    if resp.status_code >= 400:
-        try:
-            detail = resp.json().get("detail")
-        except ValueError:
-            detail = resp.text[:200]
-        if isinstance(detail, list) and detail:
-            first = detail[0]
-            detail = f"{'.'.join(str(p) for p in first.get('loc', []))}: {first.get('msg')}"
-        raise CommandError(f"the fleet API answered {resp.status_code}: {detail}")
+    resp = api_get(api, f"/api/v1/{name}", query, token)
     if fmt in ("csv", "parquet"):
         return [], resp.content
     rows: list[dict[str, Any]] = resp.json()["rows"]
